@@ -1,0 +1,222 @@
+//! The compiled, immutable policy model. Every type here is built by the
+//! loader from a validated file; nothing here can represent an invalid policy.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+/// Index of a `network_policies` entry inside one [`PolicySnapshot`].
+/// Policies are stored sorted by key, so `PolicyId` order is key order: the
+/// smallest matching id is the lexicographically smallest matching key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyId(pub u32);
+
+/// Index of an endpoint inside one [`PolicySnapshot`]. Endpoints are stored
+/// in (policy key, position in the policy's list) order, so `EndpointId`
+/// order is the documented precedence order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EndpointId(pub u32);
+
+/// A host as the proxy saw it after strict normalization (lowercase, no
+/// trailing dot, IP literals parsed). Used to query the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostRef<'a> {
+    /// A DNS name: lowercase ASCII, no trailing dot.
+    Name(&'a str),
+    /// An IP literal (never matched by name patterns).
+    Ip(IpAddr),
+}
+
+/// The `host` of an endpoint after compilation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HostPattern {
+    /// An exact DNS name (lowercase, no trailing dot).
+    Exact(Arc<str>),
+    /// An IP literal host (implies that address is allowed: "implicit IP literal").
+    Ip(IpAddr),
+    /// A DNS glob: `*` one label (or part of the first label), `**` one or more labels.
+    Glob(HostGlob),
+    /// No host: matches any name on its ports, only valid with `allowed_ips`.
+    Any,
+}
+
+/// A compiled DNS glob, e.g. `*.example.com`, `**.example.com`, `*.s3.*.amazonaws.com`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostGlob {
+    /// The pattern as written (lowercased), for messages.
+    pub pattern: Arc<str>,
+    /// Labels, left to right.
+    pub labels: Arc<[GlobLabel]>,
+}
+
+/// One label of a [`HostGlob`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GlobLabel {
+    /// A literal label.
+    Literal(Arc<str>),
+    /// `*`: exactly one label.
+    Any,
+    /// `**`: one or more labels (first label only).
+    AnyMany,
+    /// A label with an intra-label `*` such as `*-aiplatform` (first label only).
+    Partial { prefix: Arc<str>, suffix: Arc<str> },
+}
+
+/// Endpoint `protocol`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// No protocol: L4 through the explicit proxy (HTTP still parsed, no L7 rules).
+    L4,
+    /// `tcp`: native TCP through policy DNS + transparent capture.
+    Tcp,
+    Rest,
+    Websocket,
+    Graphql,
+    JsonRpc,
+    Mcp,
+    /// `sql`: audit-only, not implemented.
+    Sql,
+}
+
+impl Protocol {
+    /// The spelling used in policy files and events.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::L4 => "",
+            Self::Tcp => "tcp",
+            Self::Rest => "rest",
+            Self::Websocket => "websocket",
+            Self::Graphql => "graphql",
+            Self::JsonRpc => "json-rpc",
+            Self::Mcp => "mcp",
+            Self::Sql => "sql",
+        }
+    }
+
+    /// Whether request-level (L7) policy applies.
+    #[must_use]
+    pub fn is_l7(self) -> bool {
+        !matches!(self, Self::L4 | Self::Tcp)
+    }
+}
+
+/// Endpoint `tls` mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TlsMode {
+    /// Detect TLS in the tunnel and terminate it when inspection needs it.
+    Auto,
+    /// `tls: skip`: raw tunnel, no detection, no termination.
+    Skip,
+}
+
+/// Endpoint `enforcement`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Enforcement {
+    Enforce,
+    /// Violations are logged, traffic is forwarded.
+    Audit,
+}
+
+impl Enforcement {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::Audit => "audit",
+        }
+    }
+}
+
+/// A string glob with a delimiter (`/` for paths, `.` for names), `*` never
+/// crosses the delimiter, `**` does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Glob {
+    /// As written.
+    pub pattern: Arc<str>,
+    /// The delimiter `*` may not cross.
+    pub delimiter: u8,
+}
+
+/// A query matcher value: one glob, or `{any: [globs]}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueryMatcher {
+    One(Glob),
+    Any(Vec<Glob>),
+}
+
+/// One L7 rule (an `allow` body or a `deny_rules` entry), as parsed. Which
+/// fields are meaningful depends on the endpoint protocol; the loader has
+/// already rejected combinations that do not apply.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct L7Rule {
+    /// Upper-cased method (`GET`, `*`, `WEBSOCKET_TEXT`, JSON-RPC/MCP method name as written).
+    pub method: Option<Arc<str>>,
+    pub path: Option<Glob>,
+    /// Decoded parameter name → matcher, sorted by name.
+    pub query: Vec<(Arc<str>, QueryMatcher)>,
+    pub operation_type: Option<Arc<str>>,
+    pub operation_name: Option<Glob>,
+    pub fields: Vec<Glob>,
+    pub tool: Option<QueryMatcher>,
+    pub command: Option<Arc<str>>,
+}
+
+/// One compiled endpoint. All metadata that a decision needs is here, so the
+/// same entry that supplies the log name supplies the metadata.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub id: EndpointId,
+    pub policy: PolicyId,
+    /// Position in the policy's `endpoints` list (for messages: `key.endpoints[i]`).
+    pub index_in_policy: usize,
+    pub host: HostPattern,
+    /// Sorted, deduplicated, non-empty.
+    pub ports: Arc<[u16]>,
+    /// Endpoint-level path selector (`None` = all paths).
+    pub path: Option<Glob>,
+    pub protocol: Protocol,
+    pub tls: TlsMode,
+    pub enforcement: Enforcement,
+    /// `access` presets already expanded into rules.
+    pub rules: Arc<[L7Rule]>,
+    pub deny_rules: Arc<[L7Rule]>,
+    pub allowed_ips: Arc<[IpNet]>,
+    pub allow_encoded_slash: bool,
+    pub websocket_credential_rewrite: bool,
+    pub request_body_credential_rewrite: bool,
+    pub allow_uninspected_credentials: bool,
+    /// 1-based line of the endpoint in the source file (for messages and `explain`).
+    pub line: usize,
+}
+
+impl Endpoint {
+    /// True when the host is an exact name (not a glob, not hostless): an
+    /// "exact declared host", which may resolve to private addresses.
+    #[must_use]
+    pub fn is_exact_host(&self) -> bool {
+        matches!(self.host, HostPattern::Exact(_))
+    }
+}
+
+/// A `binaries[].path` matcher: exact path or `/`-delimited glob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BinaryMatcher {
+    pub path: Glob,
+}
+
+/// One `network_policies.<key>` entry.
+#[derive(Clone, Debug)]
+pub struct NetworkPolicy {
+    pub id: PolicyId,
+    /// The map key: what logs, `X-Sluice-Policy` and `firewall_rule.name` show.
+    pub key: Arc<str>,
+    /// Display name (defaults to the key).
+    pub name: Arc<str>,
+    pub endpoints: Arc<[EndpointId]>,
+    pub binaries: Arc<[BinaryMatcher]>,
+}
