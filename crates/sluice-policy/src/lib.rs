@@ -1,8 +1,58 @@
 //! Policy for sluice: load an OpenShell-format policy file (version 1), validate
 //! it, and compile it into an immutable [`PolicySnapshot`] with a host index.
 //! Pure data and functions: no tokio, no sockets.
+//!
+//! Entry points: [`load_file`] and [`load_str`]. Both collect every problem
+//! they find and report each as `FILE:LINE:COL: message` ([`Diagnostic`]).
 #![forbid(unsafe_code)]
 
+mod compile;
+mod credentials;
+mod dto;
+mod endpoint;
+mod error;
+mod glob;
+mod host;
+mod index;
+mod ips;
+mod l7;
+mod location;
+mod middleware;
 mod model;
+mod overlap;
+mod rules;
+mod snapshot;
 
+use std::path::Path;
+use std::sync::Arc;
+
+pub use error::{Diagnostic, LoadError, Loaded, Notice, NoticeLevel};
+pub use host::normalize_ip;
 pub use model::*;
+pub use snapshot::PolicySnapshot;
+
+/// Reads, validates and compiles the policy file at `path`. Messages name
+/// the file as `path` was given.
+///
+/// # Errors
+/// A [`LoadError`] with every problem found; an unreadable file yields one
+/// diagnostic without line/column (`FILE: cannot read: ...`).
+pub fn load_file(path: &Path, generation: u64) -> Result<Loaded, LoadError> {
+    let origin = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(src) => load_str(&src, &origin, generation),
+        Err(e) => Err(LoadError::whole_file(
+            &Arc::from(origin.as_str()),
+            format!("cannot read: {e}"),
+        )),
+    }
+}
+
+/// Validates and compiles policy YAML from memory. `origin` is the file
+/// name used in messages and returned by [`PolicySnapshot::source`].
+///
+/// # Errors
+/// A [`LoadError`] with every problem found, sorted by position.
+pub fn load_str(src: &str, origin: &str, generation: u64) -> Result<Loaded, LoadError> {
+    compile::load(src, origin, generation)
+}

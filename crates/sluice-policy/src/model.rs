@@ -192,6 +192,96 @@ pub struct Endpoint {
     pub allow_uninspected_credentials: bool,
     /// 1-based line of the endpoint in the source file (for messages and `explain`).
     pub line: usize,
+    /// 1-based column of the endpoint in the source file.
+    pub column: usize,
+    /// `credential_signing` (parsed; inactive until a provider is attached).
+    pub credential_signing: Option<CredentialSigning>,
+    /// `signing_service` (required with `credential_signing`).
+    pub signing_service: Option<Arc<str>>,
+    /// `signing_region`.
+    pub signing_region: Option<Arc<str>>,
+    /// `credential_binding.provider` (parsed; inactive until providers exist).
+    pub credential_binding: Option<Arc<str>>,
+    /// `persisted_queries`: how hash-only GraphQL requests are handled.
+    pub persisted_queries: PersistedQueries,
+    /// `graphql_persisted_queries`: registered id/hash → stored classification, sorted by id.
+    pub graphql_persisted_queries: Arc<[(Arc<str>, PersistedQuery)]>,
+    /// `graphql_max_body_bytes` (default 65536).
+    pub graphql_max_body_bytes: usize,
+    /// `json_rpc.max_body_bytes` (default 65536).
+    pub json_rpc_max_body_bytes: usize,
+    /// `mcp.max_body_bytes` (default 65536).
+    pub mcp_max_body_bytes: usize,
+    /// `mcp.strict_tool_names` (default true).
+    pub mcp_strict_tool_names: bool,
+    /// `mcp.allow_all_known_mcp_methods` (default false).
+    pub mcp_allow_all_known_mcp_methods: bool,
+}
+
+/// Default body limit for GraphQL, JSON-RPC and MCP inspection.
+pub const DEFAULT_L7_MAX_BODY_BYTES: usize = 65_536;
+
+/// `credential_signing` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CredentialSigning {
+    /// `sigv4`.
+    Sigv4,
+    /// `sigv4:body` (buffers the body to sign it).
+    Sigv4Body,
+    /// `sigv4:no_body` (unsigned payload).
+    Sigv4NoBody,
+}
+
+impl CredentialSigning {
+    /// The spelling used in policy files.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sigv4 => "sigv4",
+            Self::Sigv4Body => "sigv4:body",
+            Self::Sigv4NoBody => "sigv4:no_body",
+        }
+    }
+}
+
+/// `persisted_queries` mode for hash-only GraphQL requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PersistedQueries {
+    /// `deny` (default): hash-only requests are denied.
+    #[default]
+    Deny,
+    /// `allow_registered`: hash-only requests are classified from the registry.
+    AllowRegistered,
+}
+
+/// One `graphql_persisted_queries` entry: the stored classification of a query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PersistedQuery {
+    /// `query`, `mutation` or `subscription` (lowercase).
+    pub operation_type: Arc<str>,
+    /// Operation name, if registered.
+    pub operation_name: Option<Arc<str>>,
+    /// Root field names.
+    pub fields: Vec<Arc<str>>,
+}
+
+/// One `network_middlewares.<key>` entry (parsed and validated; not executed by this build).
+#[derive(Clone, Debug)]
+pub struct Middleware {
+    /// The map key.
+    pub key: Arc<str>,
+    /// Display name (defaults to the key).
+    pub name: Arc<str>,
+    /// Implementation name, e.g. `openshell/regex`.
+    pub middleware: Arc<str>,
+    /// Chain order (unique).
+    pub order: i64,
+    /// `on_error: fail_open` (false = `fail_closed`).
+    pub fail_open: bool,
+    /// `endpoints.include` host patterns.
+    pub include: Vec<HostPattern>,
+    /// `endpoints.exclude` host patterns (exclusions win).
+    pub exclude: Vec<HostPattern>,
 }
 
 impl Endpoint {

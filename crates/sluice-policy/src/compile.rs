@@ -1,0 +1,202 @@
+//! Top-level loading: YAML → DTOs → validation → [`PolicySnapshot`].
+
+use std::sync::Arc;
+
+use crate::dto::PolicyFile;
+use crate::endpoint::compile_endpoint;
+use crate::error::{Ctx, Diagnostic, LoadError, Loaded};
+use crate::glob::unsupported_glob_syntax;
+use crate::location::{join, join_idx, LocationIndex};
+use crate::middleware::compile_middlewares;
+use crate::model::{BinaryMatcher, EndpointId, Glob, NetworkPolicy, PolicyId};
+use crate::overlap::check_ambiguity;
+use crate::snapshot::PolicySnapshot;
+
+const STATIC_SECTIONS: [&str; 3] = ["filesystem_policy", "landlock", "process"];
+const EXTENSION_SECTIONS: [&str; 3] = ["providers", "inference", "runtime"];
+
+/// Removes serde_yaml/libyaml " at line N column M" fragments (the location
+/// is reported separately).
+fn strip_location(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find(" at line ") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 9..];
+        let mut words = after.splitn(4, ' ');
+        let is_loc = words
+            .next()
+            .is_some_and(|w| w.bytes().all(|b| b.is_ascii_digit()))
+            && words.next() == Some("column");
+        let col = words.next().unwrap_or("");
+        let digits = col.bytes().take_while(u8::is_ascii_digit).count();
+        if is_loc && digits > 0 {
+            let skip = after.find("column ").map_or(0, |c| c + 7 + digits);
+            rest = &after[skip..];
+        } else {
+            out.push_str(" at line ");
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Parses, validates and compiles `src`. `origin` names the file in messages.
+pub(crate) fn load(src: &str, origin: &str, generation: u64) -> Result<Loaded, LoadError> {
+    let file: Arc<str> = Arc::from(origin);
+    let dto: PolicyFile = match serde_yaml::from_str(src) {
+        Ok(d) => d,
+        Err(e) => {
+            let (line, col) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            let full = e.to_string();
+            return Err(LoadError {
+                diagnostics: vec![Diagnostic {
+                    file,
+                    line,
+                    col,
+                    message: strip_location(&full),
+                }],
+            });
+        }
+    };
+    let mut ctx = Ctx::new(Arc::clone(&file), LocationIndex::build(src));
+    let snapshot = compile(&mut ctx, &dto, generation);
+    if ctx.errors.is_empty() {
+        let mut notices = ctx.notices;
+        notices.sort_by_key(|n| (n.line, n.col));
+        Ok(Loaded { snapshot, notices })
+    } else {
+        let mut diagnostics = ctx.errors;
+        diagnostics.sort_by_key(|d| (d.line, d.col));
+        diagnostics.dedup();
+        Err(LoadError { diagnostics })
+    }
+}
+
+fn compile(ctx: &mut Ctx, dto: &PolicyFile, generation: u64) -> PolicySnapshot {
+    match dto.version {
+        None => ctx.err("", "missing `version`; expected `version: 1`"),
+        Some(1) => {}
+        Some(v) => ctx.err("version", format!("unsupported version {v}; expected 1")),
+    }
+    let statics = [&dto.filesystem_policy, &dto.landlock, &dto.process];
+    for (name, value) in STATIC_SECTIONS.iter().zip(statics) {
+        if value.is_some() {
+            ctx.info_key(
+                name,
+                format!("static section `{name}` is accepted and ignored by sluice"),
+            );
+        }
+    }
+    let extensions = [&dto.providers, &dto.inference, &dto.runtime];
+    for (name, value) in EXTENSION_SECTIONS.iter().zip(extensions) {
+        if value.is_some() {
+            ctx.err_key(name, format!("`{name}` is not supported by this build yet"));
+        }
+    }
+
+    let mut policies = Vec::with_capacity(dto.network_policies.len());
+    let mut endpoints = Vec::new();
+    let mut names = Vec::new();
+    let mut next_endpoint = 0u32;
+    for (pid, (key, p)) in dto.network_policies.iter().enumerate() {
+        let path = join("network_policies", key);
+        let id = PolicyId(u32::try_from(pid).unwrap_or(u32::MAX));
+        if key.is_empty() {
+            ctx.err_key(&path, "policy key must not be empty");
+        }
+        if key.starts_with("_provider_") {
+            ctx.err_key(
+                &path,
+                format!("policy key `{key}` uses the reserved `_provider_` prefix"),
+            );
+        }
+        let mut ids = Vec::with_capacity(p.endpoints.len());
+        for (i, e) in p.endpoints.iter().enumerate() {
+            let epath = join_idx(&join(&path, "endpoints"), i);
+            let eid = EndpointId(next_endpoint);
+            next_endpoint = next_endpoint.saturating_add(1);
+            if let Some(ep) = compile_endpoint(ctx, &epath, e, id, i, eid) {
+                endpoints.push(ep);
+                names.push(epath);
+            }
+            ids.push(eid);
+        }
+        if p.endpoints.is_empty() {
+            ctx.warn(
+                &path,
+                format!("policy `{key}` has no endpoints and never matches"),
+            );
+        }
+        let mut binaries = Vec::with_capacity(p.binaries.len());
+        for (i, b) in p.binaries.iter().enumerate() {
+            let bpath = join(&join_idx(&join(&path, "binaries"), i), "path");
+            if b.path.is_empty() {
+                ctx.err(&bpath, "binary path must not be empty");
+            } else if !(b.path.starts_with('/') || b.path.starts_with('*')) {
+                ctx.err(
+                    &bpath,
+                    format!(
+                        "binary path `{}` must be absolute or start with a `*`/`**` glob",
+                        b.path
+                    ),
+                );
+            } else if let Some(c) = unsupported_glob_syntax(&b.path) {
+                ctx.err(
+                    &bpath,
+                    format!(
+                        "binary path `{}` uses `{c}`; only `*`, `**` and `?` are supported",
+                        b.path
+                    ),
+                );
+            } else {
+                binaries.push(BinaryMatcher {
+                    path: Glob::new(&b.path, b'/'),
+                });
+            }
+        }
+        if p.binaries.is_empty() {
+            ctx.warn(
+                &path,
+                format!("policy `{key}` has no binaries and never matches"),
+            );
+        }
+        policies.push(NetworkPolicy {
+            id,
+            key: Arc::from(key.as_str()),
+            name: Arc::from(p.name.as_deref().unwrap_or(key)),
+            endpoints: ids.into(),
+            binaries: binaries.into(),
+        });
+    }
+    if ctx.errors.is_empty() {
+        check_ambiguity(ctx, &endpoints, &names);
+    }
+    let middlewares = compile_middlewares(ctx, &dto.network_middlewares);
+    PolicySnapshot::new(
+        generation,
+        Arc::clone(&ctx.file),
+        policies,
+        endpoints,
+        middlewares,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_location;
+
+    #[test]
+    fn strips_serde_location_suffix() {
+        assert_eq!(
+            strip_location("unknown field `x` at line 3 column 5"),
+            "unknown field `x`"
+        );
+        assert_eq!(strip_location("no location here"), "no location here");
+        assert_eq!(
+            strip_location("did not find x at line 6 column 8, while parsing y at line 4 column 7"),
+            "did not find x, while parsing y"
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! Serde structs mirroring the policy file exactly. Every level rejects
+//! unknown keys; semantic validation happens in `compile`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicyFile {
+    pub(crate) version: Option<i64>,
+    pub(crate) filesystem_policy: Option<Value>,
+    pub(crate) landlock: Option<Value>,
+    pub(crate) process: Option<Value>,
+    #[serde(default)]
+    pub(crate) network_policies: BTreeMap<String, NetworkPolicyDto>,
+    #[serde(default)]
+    pub(crate) network_middlewares: BTreeMap<String, MiddlewareDto>,
+    /// sluice extensions, not implemented by this build (rejected).
+    pub(crate) providers: Option<Value>,
+    pub(crate) inference: Option<Value>,
+    pub(crate) runtime: Option<Value>,
+}
+
+/// `network_policies.<key>`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NetworkPolicyDto {
+    pub(crate) name: Option<String>,
+    #[serde(default)]
+    pub(crate) endpoints: Vec<EndpointDto>,
+    #[serde(default)]
+    pub(crate) binaries: Vec<BinaryDto>,
+}
+
+/// `binaries[]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BinaryDto {
+    pub(crate) path: String,
+    /// Deprecated; accepted and ignored.
+    #[allow(dead_code)]
+    pub(crate) harness: Option<bool>,
+}
+
+/// `endpoints[]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EndpointDto {
+    pub(crate) host: Option<String>,
+    pub(crate) port: Option<i64>,
+    pub(crate) ports: Option<Vec<i64>>,
+    pub(crate) path: Option<String>,
+    pub(crate) protocol: Option<String>,
+    pub(crate) tls: Option<String>,
+    pub(crate) enforcement: Option<String>,
+    pub(crate) access: Option<String>,
+    pub(crate) rules: Option<Vec<RuleDto>>,
+    pub(crate) deny_rules: Option<Vec<RuleBodyDto>>,
+    pub(crate) allowed_ips: Option<Vec<String>>,
+    pub(crate) allow_encoded_slash: Option<bool>,
+    pub(crate) websocket_credential_rewrite: Option<bool>,
+    pub(crate) request_body_credential_rewrite: Option<bool>,
+    pub(crate) allow_uninspected_credentials: Option<bool>,
+    pub(crate) credential_signing: Option<String>,
+    pub(crate) signing_service: Option<String>,
+    pub(crate) signing_region: Option<String>,
+    pub(crate) credential_binding: Option<CredentialBindingDto>,
+    pub(crate) persisted_queries: Option<String>,
+    pub(crate) graphql_persisted_queries: Option<BTreeMap<String, PersistedQueryDto>>,
+    pub(crate) graphql_max_body_bytes: Option<i64>,
+    pub(crate) json_rpc: Option<JsonRpcDto>,
+    pub(crate) mcp: Option<McpDto>,
+}
+
+/// `rules[]`: `{allow: {...}}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RuleDto {
+    pub(crate) allow: RuleBodyDto,
+}
+
+/// An allow body or a `deny_rules[]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RuleBodyDto {
+    pub(crate) method: Option<String>,
+    pub(crate) path: Option<String>,
+    pub(crate) query: Option<BTreeMap<String, Value>>,
+    pub(crate) operation_type: Option<String>,
+    pub(crate) operation_name: Option<String>,
+    pub(crate) fields: Option<Vec<String>>,
+    pub(crate) tool: Option<Value>,
+    pub(crate) params: Option<BTreeMap<String, Value>>,
+    pub(crate) command: Option<String>,
+}
+
+/// `credential_binding`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CredentialBindingDto {
+    pub(crate) provider: String,
+}
+
+/// `graphql_persisted_queries.<id>`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PersistedQueryDto {
+    pub(crate) operation_type: String,
+    pub(crate) operation_name: Option<String>,
+    #[serde(default)]
+    pub(crate) fields: Vec<String>,
+}
+
+/// `json_rpc`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JsonRpcDto {
+    pub(crate) max_body_bytes: Option<i64>,
+}
+
+/// `mcp`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct McpDto {
+    pub(crate) max_body_bytes: Option<i64>,
+    pub(crate) strict_tool_names: Option<bool>,
+    pub(crate) allow_all_known_mcp_methods: Option<bool>,
+}
+
+/// `network_middlewares.<key>`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MiddlewareDto {
+    pub(crate) name: Option<String>,
+    pub(crate) middleware: String,
+    #[serde(default)]
+    pub(crate) order: i64,
+    #[allow(dead_code)]
+    pub(crate) config: Option<Value>,
+    pub(crate) on_error: Option<String>,
+    pub(crate) endpoints: MiddlewareSelectorDto,
+}
+
+/// `network_middlewares.<key>.endpoints`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MiddlewareSelectorDto {
+    #[serde(default)]
+    pub(crate) include: Vec<String>,
+    #[serde(default)]
+    pub(crate) exclude: Vec<String>,
+}

@@ -1,0 +1,231 @@
+//! Delimited string globs (paths, binaries, query values, GraphQL names).
+//!
+//! Semantics follow OPA/regorus `glob.match` as verified for OpenShell:
+//! `*` matches any run of characters except the delimiter, `**` matches any
+//! run including the delimiter, `?` matches one non-delimiter character, and
+//! everything else is literal. `/api/**` therefore does not match `/api`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::model::Glob;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tok {
+    Lit(u8),
+    One,
+    Star,
+    StarStar,
+}
+
+fn tokens(pattern: &str) -> Vec<Tok> {
+    let b = pattern.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'*' => {
+                let mut j = i;
+                while j < b.len() && b[j] == b'*' {
+                    j += 1;
+                }
+                out.push(if j - i >= 2 { Tok::StarStar } else { Tok::Star });
+                i = j;
+            }
+            b'?' => {
+                out.push(Tok::One);
+                i += 1;
+            }
+            c => {
+                out.push(Tok::Lit(c));
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+impl Glob {
+    /// A glob over `pattern` where `*` does not cross `delimiter`.
+    #[must_use]
+    pub fn new(pattern: &str, delimiter: u8) -> Self {
+        Self {
+            pattern: Arc::from(pattern),
+            delimiter,
+        }
+    }
+
+    /// True if `s` matches the whole pattern.
+    #[must_use]
+    pub fn matches(&self, s: &str) -> bool {
+        let p = &*self.pattern;
+        if p == "**" {
+            return true;
+        }
+        if !p.contains(['*', '?']) {
+            return p == s;
+        }
+        let toks = tokens(p);
+        let s = s.as_bytes();
+        let d = self.delimiter;
+        // dp[j]: the tokens consumed so far match s[..j].
+        let mut dp = vec![false; s.len() + 1];
+        let mut next = vec![false; s.len() + 1];
+        dp[0] = true;
+        for t in toks {
+            next.iter_mut().for_each(|x| *x = false);
+            match t {
+                Tok::Lit(c) => {
+                    for j in 0..s.len() {
+                        next[j + 1] = dp[j] && s[j] == c;
+                    }
+                }
+                Tok::One => {
+                    for j in 0..s.len() {
+                        next[j + 1] = dp[j] && s[j] != d;
+                    }
+                }
+                Tok::Star | Tok::StarStar => {
+                    next[0] = dp[0];
+                    for j in 0..s.len() {
+                        let extend = next[j] && (t == Tok::StarStar || s[j] != d);
+                        next[j + 1] = dp[j + 1] || extend;
+                    }
+                }
+            }
+            std::mem::swap(&mut dp, &mut next);
+        }
+        dp[s.len()]
+    }
+
+    /// Count of non-`*` characters: how specific an endpoint `path` is.
+    #[must_use]
+    pub fn specificity(&self) -> usize {
+        self.pattern.bytes().filter(|&b| b != b'*').count()
+    }
+
+    /// True if some string matches both globs (same delimiter assumed).
+    #[must_use]
+    pub fn intersects(&self, other: &Self) -> bool {
+        let a = tokens(&self.pattern);
+        let b = tokens(&other.pattern);
+        let d = self.delimiter;
+        let mut seen = HashSet::new();
+        let mut todo = vec![(0usize, 0usize)];
+        while let Some((i, j)) = todo.pop() {
+            if !seen.insert((i, j)) {
+                continue;
+            }
+            if i == a.len() && j == b.len() {
+                return true;
+            }
+            if matches!(a.get(i), Some(Tok::Star | Tok::StarStar)) {
+                todo.push((i + 1, j));
+            }
+            if matches!(b.get(j), Some(Tok::Star | Tok::StarStar)) {
+                todo.push((i, j + 1));
+            }
+            // Candidate characters: literals at either side, the delimiter,
+            // and one character that appears in neither pattern.
+            let mut cands = vec![d, 0u8];
+            if let Some(Tok::Lit(c)) = a.get(i) {
+                cands.push(*c);
+            }
+            if let Some(Tok::Lit(c)) = b.get(j) {
+                cands.push(*c);
+            }
+            for c in cands {
+                if let (Some(ni), Some(nj)) = (step(&a, i, c, d), step(&b, j, c, d)) {
+                    todo.push((ni, nj));
+                }
+            }
+        }
+        false
+    }
+}
+
+/// Consumes one character `c` at token `i`; the next token position.
+fn step(t: &[Tok], i: usize, c: u8, d: u8) -> Option<usize> {
+    match t.get(i)? {
+        Tok::Lit(l) => (*l == c).then_some(i + 1),
+        Tok::One => (c != d).then_some(i + 1),
+        Tok::Star => (c != d).then_some(i),
+        Tok::StarStar => Some(i),
+    }
+}
+
+/// Rejects glob syntax sluice does not implement (character classes, braces).
+pub(crate) fn unsupported_glob_syntax(pattern: &str) -> Option<char> {
+    pattern.chars().find(|c| matches!(c, '[' | ']' | '{' | '}'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_glob_table() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("**", "", true),
+            ("**", "/anything/at/all", true),
+            ("/repos/*", "/repos/a", true),
+            ("/repos/*", "/repos/a/b", false),
+            ("/repos/**", "/repos/a/b", true),
+            ("/api/**", "/api", false),
+            ("/api/**", "/api/", true),
+            ("/api/**", "/api/x", true),
+            ("/v1/models/**", "/v1/models/gpt/x", true),
+            ("/repos/*/*/rulesets", "/repos/o/r/rulesets", true),
+            ("/repos/*/*/rulesets", "/repos/o/rulesets", false),
+            ("/exact", "/exact", true),
+            ("/exact", "/exact/", false),
+            ("/a?c", "/abc", true),
+            ("/a?c", "/a/c", false),
+            ("/usr/bin/python*", "/usr/bin/python3.12", true),
+            (
+                "/usr/lib/node_modules/**",
+                "/usr/lib/node_modules/npm/bin/npm-cli.js",
+                true,
+            ),
+            ("/usr/bin/*", "/usr/local/bin/x", false),
+            ("**/bin/node", "/opt/x/bin/node", true),
+            ("*/bin/node", "/opt/bin/node", false),
+        ];
+        for (p, s, want) in cases {
+            assert_eq!(Glob::new(p, b'/').matches(s), *want, "{p} vs {s}");
+        }
+    }
+
+    #[test]
+    fn dot_delimited_glob_table() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("v1.*", "v1.2", true),
+            ("v1.*", "v1.2.3", false),
+            ("foo-*", "foo-a.b", false),
+            ("issue_*", "issue_create", true),
+            ("*", "anything", true),
+        ];
+        for (p, s, want) in cases {
+            assert_eq!(Glob::new(p, b'.').matches(s), *want, "{p} vs {s}");
+        }
+    }
+
+    #[test]
+    fn intersection_table() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("**", "/graphql", true),
+            ("/graphql", "/repos/**", false),
+            ("/repos/*", "/repos/**", true),
+            ("/a/*/c", "/a/b/*", true),
+            ("/a/*", "/b/*", false),
+            ("/x/*", "/x/a/b", false),
+            ("/x/**", "/x/a/b", true),
+            ("/api/**", "/api", false),
+        ];
+        for (a, b, want) in cases {
+            let (ga, gb) = (Glob::new(a, b'/'), Glob::new(b, b'/'));
+            assert_eq!(ga.intersects(&gb), *want, "{a} vs {b}");
+            assert_eq!(gb.intersects(&ga), *want, "{b} vs {a}");
+        }
+    }
+}

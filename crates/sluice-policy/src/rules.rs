@@ -1,0 +1,337 @@
+//! L7 rules: per-protocol validation of `rules[].allow` / `deny_rules[]`
+//! bodies and expansion of `access` presets.
+
+use std::sync::Arc;
+
+use serde_yaml::Value;
+
+use crate::dto::RuleBodyDto;
+use crate::error::Ctx;
+use crate::glob::unsupported_glob_syntax;
+use crate::location::join;
+use crate::model::{Glob, L7Rule, Protocol, QueryMatcher};
+
+const REST_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "*",
+];
+const GRAPHQL_OPS: &[&str] = &["query", "mutation", "subscription", "*"];
+
+/// Endpoint facts that rule validation depends on.
+#[derive(Clone, Copy)]
+pub(crate) struct RuleEnv {
+    pub(crate) protocol: Protocol,
+    pub(crate) mcp_allow_all: bool,
+    pub(crate) mcp_strict: bool,
+}
+
+fn present(b: &RuleBodyDto) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    let mut add = |on: bool, name: &'static str| {
+        if on {
+            v.push(name);
+        }
+    };
+    add(b.method.is_some(), "method");
+    add(b.path.is_some(), "path");
+    add(b.query.is_some(), "query");
+    add(b.operation_type.is_some(), "operation_type");
+    add(b.operation_name.is_some(), "operation_name");
+    add(b.fields.is_some(), "fields");
+    add(b.tool.is_some(), "tool");
+    add(b.params.is_some(), "params");
+    add(b.command.is_some(), "command");
+    v
+}
+
+fn glob(ctx: &mut Ctx, path: &str, pattern: &str, delimiter: u8) -> Glob {
+    if let Some(c) = unsupported_glob_syntax(pattern) {
+        ctx.err(
+            path,
+            format!("glob `{pattern}` uses `{c}`; only `*`, `**` and `?` are supported"),
+        );
+    }
+    Glob::new(pattern, delimiter)
+}
+
+fn scalar_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A glob string or `{any: [globs]}`.
+pub(crate) fn matcher(ctx: &mut Ctx, path: &str, v: &Value) -> Option<QueryMatcher> {
+    if let Some(s) = scalar_string(v) {
+        return Some(QueryMatcher::One(glob(ctx, path, &s, b'.')));
+    }
+    let Value::Mapping(m) = v else {
+        ctx.err(path, "expected a glob string or `{any: [globs]}`");
+        return None;
+    };
+    let mut list = None;
+    for (k, val) in m {
+        match k.as_str() {
+            Some("any") => list = Some(val),
+            other => {
+                let name = other.unwrap_or("?");
+                ctx.err_key(
+                    &join(path, name),
+                    format!("unknown field `{name}`, expected `any`"),
+                );
+                return None;
+            }
+        }
+    }
+    let any_path = join(path, "any");
+    let items = match list {
+        Some(Value::Sequence(items)) if !items.is_empty() => items,
+        _ => {
+            ctx.err(&any_path, "`any` must be a non-empty list of glob strings");
+            return None;
+        }
+    };
+    let mut globs = Vec::with_capacity(items.len());
+    for (i, it) in items.iter().enumerate() {
+        let p = format!("{any_path}[{i}]");
+        match scalar_string(it) {
+            Some(s) => globs.push(glob(ctx, &p, &s, b'.')),
+            None => ctx.err(&p, "expected a glob string"),
+        }
+    }
+    Some(QueryMatcher::Any(globs))
+}
+
+/// Validates and compiles one rule body at `path`. `None` if invalid (errors recorded).
+pub(crate) fn compile_rule(
+    ctx: &mut Ctx,
+    path: &str,
+    b: &RuleBodyDto,
+    env: RuleEnv,
+) -> Option<L7Rule> {
+    let errors_before = ctx.errors.len();
+    let graphql_shape =
+        b.operation_type.is_some() || b.operation_name.is_some() || b.fields.is_some();
+    let (allowed, what): (&[&str], &str) = match env.protocol {
+        Protocol::Rest => (&["method", "path", "query"], "rest"),
+        Protocol::Websocket if graphql_shape => (
+            &["operation_type", "operation_name", "fields"],
+            "websocket graphql (do not mix method/path/query with graphql fields)",
+        ),
+        Protocol::Websocket => (&["method", "path", "query"], "websocket"),
+        Protocol::Graphql => (&["operation_type", "operation_name", "fields"], "graphql"),
+        Protocol::JsonRpc => (&["method"], "json-rpc"),
+        Protocol::Mcp => (&["method", "tool", "params"], "mcp"),
+        Protocol::Sql => (&["command"], "sql"),
+        Protocol::L4 | Protocol::Tcp => (&[], "non-l7"),
+    };
+    for f in present(b) {
+        if !allowed.contains(&f) {
+            let msg = if env.protocol == Protocol::JsonRpc && f == "params" {
+                "`params` matchers are not supported for json-rpc".to_owned()
+            } else {
+                format!("`{f}` is not valid in a {what} rule")
+            };
+            ctx.err_key(&join(path, f), msg);
+        }
+    }
+    let mut rule = L7Rule::default();
+    match env.protocol {
+        Protocol::Rest => http_rule(ctx, path, b, env, &mut rule),
+        Protocol::Websocket if !graphql_shape => http_rule(ctx, path, b, env, &mut rule),
+        Protocol::Graphql | Protocol::Websocket => graphql_rule(ctx, path, b, &mut rule),
+        Protocol::JsonRpc => match b.method.as_deref() {
+            None => ctx.err(path, "json-rpc rule requires `method`"),
+            Some(m) if m.is_empty() || (m.contains(['*', '?']) && m != "*") => ctx.err(
+                &join(path, "method"),
+                format!("json-rpc method `{m}` must be an exact method name or `*`"),
+            ),
+            Some(m) => rule.method = Some(Arc::from(m)),
+        },
+        Protocol::Mcp => mcp_rule(ctx, path, b, env, &mut rule),
+        Protocol::Sql => match b.command.as_deref() {
+            Some(c) if !c.is_empty() => rule.command = Some(Arc::from(c.to_ascii_uppercase())),
+            _ => ctx.err(path, "sql rule requires a non-empty `command`"),
+        },
+        Protocol::L4 | Protocol::Tcp => {}
+    }
+    (ctx.errors.len() == errors_before).then_some(rule)
+}
+
+fn http_rule(ctx: &mut Ctx, path: &str, b: &RuleBodyDto, env: RuleEnv, rule: &mut L7Rule) {
+    match b.method.as_deref() {
+        None => ctx.err(path, "rule requires `method`"),
+        Some(m) => {
+            let up = m.to_ascii_uppercase();
+            let ws = env.protocol == Protocol::Websocket;
+            let ok = if ws {
+                matches!(up.as_str(), "GET" | "WEBSOCKET_TEXT" | "*")
+            } else {
+                REST_METHODS.contains(&up.as_str())
+            };
+            if ok {
+                rule.method = Some(Arc::from(up));
+            } else if ws {
+                ctx.err(
+                    &join(path, "method"),
+                    format!("websocket method `{m}` must be GET, WEBSOCKET_TEXT or `*`"),
+                );
+            } else {
+                ctx.err(
+                    &join(path, "method"),
+                    format!("method `{m}` must be one of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS or `*`"),
+                );
+            }
+        }
+    }
+    match b.path.as_deref() {
+        None => ctx.err(path, "rule requires `path`"),
+        Some(p) if !(p.starts_with('/') || p.starts_with('*')) => {
+            ctx.err(
+                &join(path, "path"),
+                format!("path `{p}` must start with `/` or be a `*`/`**` glob"),
+            );
+        }
+        Some(p) => rule.path = Some(glob(ctx, &join(path, "path"), p, b'/')),
+    }
+    if let Some(q) = &b.query {
+        let qpath = join(path, "query");
+        for (k, v) in q {
+            if let Some(m) = matcher(ctx, &join(&qpath, k), v) {
+                rule.query.push((Arc::from(k.as_str()), m));
+            }
+        }
+    }
+}
+
+fn graphql_rule(ctx: &mut Ctx, path: &str, b: &RuleBodyDto, rule: &mut L7Rule) {
+    match b.operation_type.as_deref() {
+        None => ctx.err(path, "graphql rule requires `operation_type`"),
+        Some(t) => {
+            let low = t.to_ascii_lowercase();
+            if GRAPHQL_OPS.contains(&low.as_str()) {
+                rule.operation_type = Some(Arc::from(low));
+            } else {
+                ctx.err(
+                    &join(path, "operation_type"),
+                    format!("operation_type `{t}` must be query, mutation, subscription or `*`"),
+                );
+            }
+        }
+    }
+    if let Some(n) = &b.operation_name {
+        rule.operation_name = Some(glob(ctx, &join(path, "operation_name"), n, b'.'));
+    }
+    for (i, f) in b.fields.iter().flatten().enumerate() {
+        let g = glob(ctx, &format!("{path}.fields[{i}]"), f, b'.');
+        rule.fields.push(g);
+    }
+}
+
+fn mcp_rule(ctx: &mut Ctx, path: &str, b: &RuleBodyDto, env: RuleEnv, rule: &mut L7Rule) {
+    if let Some(m) = b.method.as_deref() {
+        if m.is_empty() || (m.contains(['*', '?']) && (!m.starts_with("tools/") || m == "*")) {
+            ctx.err(
+                &join(path, "method"),
+                format!("mcp method `{m}`: globs are only allowed in the `tools/` family (e.g. `tools/*`)"),
+            );
+        } else {
+            rule.method = Some(Arc::from(m));
+        }
+    }
+    let mut tool = None;
+    if let Some(v) = &b.tool {
+        tool = matcher(ctx, &join(path, "tool"), v);
+    }
+    if let Some(params) = &b.params {
+        let ppath = join(path, "params");
+        for (k, v) in params {
+            if k != "name" {
+                ctx.err_key(
+                    &join(&ppath, k),
+                    format!("mcp `params.{k}` is not supported; only `params.name`"),
+                );
+            } else if tool.is_some() {
+                ctx.err_key(
+                    &join(&ppath, k),
+                    "`params.name` and `tool` are mutually exclusive",
+                );
+            } else {
+                tool = matcher(ctx, &join(&ppath, k), v);
+            }
+        }
+    }
+    if let Some(t) = &tool {
+        let wild = match t {
+            QueryMatcher::One(g) => g.pattern.contains(['*', '?']),
+            QueryMatcher::Any(gs) => gs.iter().any(|g| g.pattern.contains(['*', '?'])),
+        };
+        if wild && !env.mcp_strict {
+            ctx.err(
+                path,
+                "wildcard `tool` matchers require `mcp.strict_tool_names: true`",
+            );
+        }
+        let ok_method = match b.method.as_deref() {
+            Some(m) => m == "tools/call",
+            None => env.mcp_allow_all,
+        };
+        if !ok_method {
+            ctx.err(path, "`tool`/`params` require `method: tools/call`");
+        }
+    } else if b.method.is_none() {
+        ctx.err(path, "mcp rule requires `method` or `tool`");
+    }
+    rule.tool = tool;
+}
+
+fn rest(method: &str) -> L7Rule {
+    L7Rule {
+        method: Some(Arc::from(method)),
+        path: Some(Glob::new("**", b'/')),
+        ..L7Rule::default()
+    }
+}
+
+fn gql(op: &str) -> L7Rule {
+    L7Rule {
+        operation_type: Some(Arc::from(op)),
+        ..L7Rule::default()
+    }
+}
+
+/// Expands an `access` preset (facts §1.4) for `protocol`.
+pub(crate) fn preset_rules(access: &str, protocol: Protocol) -> Result<Vec<L7Rule>, String> {
+    let rules = match (protocol, access) {
+        (Protocol::Rest, "read-only") => ["GET", "HEAD", "OPTIONS"].map(rest).to_vec(),
+        (Protocol::Rest, "read-write") => ["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH"]
+            .map(rest)
+            .to_vec(),
+        (Protocol::Rest | Protocol::Websocket, "full") => vec![rest("*")],
+        (Protocol::Websocket, "read-only") => vec![rest("GET")],
+        (Protocol::Websocket, "read-write") => vec![rest("GET"), rest("WEBSOCKET_TEXT")],
+        (Protocol::Graphql, "read-only") => vec![gql("query")],
+        (Protocol::Graphql, "read-write") => vec![gql("query"), gql("mutation")],
+        (Protocol::Graphql, "full") => vec![gql("*")],
+        (Protocol::Mcp | Protocol::JsonRpc, _) => {
+            return Err(format!(
+                "`access` presets are not allowed for {}; write `rules`",
+                protocol.as_str()
+            ))
+        }
+        (_, "read-only" | "read-write" | "full") => {
+            return Err(format!(
+                "`access` presets are not defined for {}; write `rules`",
+                protocol.as_str()
+            ))
+        }
+        (_, other) => {
+            return Err(format!(
+                "unknown access preset `{other}`; expected read-only, read-write or full"
+            ))
+        }
+    };
+    Ok(rules)
+}

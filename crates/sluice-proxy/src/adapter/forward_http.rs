@@ -1,0 +1,399 @@
+//! Forward HTTP: absolute-form `http://` requests. Every request on the
+//! client connection is parsed and authorized on its own; the request loop
+//! in `relay::http` owns the bytes.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use sluice_telemetry::{redact_path, Activity, EventClass};
+use tokio::net::TcpStream;
+
+use super::response::{json_error, BAD_REQUEST, HEAD_TOO_LARGE, USE_CONNECT};
+use crate::destination::{self, UpstreamConnector};
+use crate::egress::{authorize, EgressDecision, EgressIntent, IdentityEvidence, Surface, Target};
+use crate::relay::http::{
+    request_loop, Admission, HeadError, RejectCause, RequestHead, RequestPolicy, UpstreamKey,
+};
+use crate::server::Shared;
+
+/// Longest request path accepted.
+const MAX_PATH: usize = 4096;
+const MAX_REAUTHORIZE: usize = 4;
+
+/// Headers that belong to one hop and are never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "host",
+    "connection",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "keep-alive",
+    "upgrade",
+    "te",
+];
+
+pub(super) async fn handle(
+    shared: &Arc<Shared>,
+    mut client: TcpStream,
+    mut buf: BytesMut,
+    first: RequestHead,
+    peer: SocketAddr,
+    identity: IdentityEvidence,
+) {
+    let mut policy = ForwardPolicy {
+        shared,
+        peer,
+        identity,
+        current: None,
+        cached: None,
+    };
+    let limits = shared.limits.loop_limits();
+    request_loop(&mut client, &mut buf, first, &mut policy, &limits).await;
+}
+
+/// The forward adapter's per-request admission.
+struct ForwardPolicy<'a> {
+    shared: &'a Shared,
+    peer: SocketAddr,
+    identity: IdentityEvidence,
+    /// The decision for the request in flight (for its completion event).
+    current: Option<(EgressDecision, String)>,
+    /// The last validated connector, reused while key and generation hold
+    /// (no DNS per request on a keep-alive connection).
+    cached: Option<(UpstreamKey, UpstreamConnector)>,
+}
+
+/// `http://authority/path?query` split into its parts.
+struct AbsoluteTarget {
+    target: Target,
+    /// Path and query as sent (origin-form for the upstream).
+    path_and_query: String,
+}
+
+enum TargetRefusal {
+    Https,
+    OtherScheme,
+    Malformed(&'static str),
+}
+
+fn parse_absolute(raw: &str) -> Result<AbsoluteTarget, TargetRefusal> {
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return Err(TargetRefusal::Malformed(
+            "request-target is not absolute-form",
+        ));
+    };
+    if scheme.eq_ignore_ascii_case("https") {
+        return Err(TargetRefusal::Https);
+    }
+    if !scheme.eq_ignore_ascii_case("http") {
+        return Err(TargetRefusal::OtherScheme);
+    }
+    if rest.contains('#') {
+        return Err(TargetRefusal::Malformed("fragment in request-target"));
+    }
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(split);
+    let target = Target::parse_authority_with_default(authority, 80)
+        .map_err(|_| TargetRefusal::Malformed("invalid authority"))?;
+    let path_and_query = if tail.starts_with('/') {
+        tail.to_owned()
+    } else {
+        format!("/{tail}")
+    };
+    if path_and_query.len() > MAX_PATH {
+        return Err(TargetRefusal::Malformed("request-target too long"));
+    }
+    Ok(AbsoluteTarget {
+        target,
+        path_and_query,
+    })
+}
+
+/// Origin-form head for the upstream: one generated `Host`, hop-by-hop
+/// fields and everything `Connection` nominated removed, `Via` added.
+fn rewrite(req: &RequestHead, t: &AbsoluteTarget) -> Vec<u8> {
+    let mut out = String::with_capacity(256 + req.headers.len() * 48);
+    let _ = write!(
+        out,
+        "{} {} HTTP/1.{}\r\nHost: ",
+        req.method, t.path_and_query, req.version
+    );
+    let _ = write!(out, "{}", t.target.host);
+    if t.target.port != 80 {
+        let _ = write!(out, ":{}", t.target.port);
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    for (name, value) in &req.headers {
+        let lower = name.to_ascii_lowercase();
+        if HOP_BY_HOP.contains(&lower.as_str()) || req.connection_tokens.contains(&lower) {
+            continue;
+        }
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.extend_from_slice(b": ");
+        bytes.extend_from_slice(value);
+        bytes.extend_from_slice(b"\r\n");
+    }
+    bytes.extend_from_slice(format!("Via: 1.{} sluice\r\n", req.version).as_bytes());
+    if req.close {
+        bytes.extend_from_slice(b"Connection: close\r\n");
+    }
+    bytes.extend_from_slice(b"\r\n");
+    bytes
+}
+
+impl ForwardPolicy<'_> {
+    fn refuse(&self, req: &RequestHead, refusal: &TargetRefusal) -> Admission {
+        let (activity, message, response) = match refusal {
+            TargetRefusal::Https => (
+                Activity::Refuse,
+                "FORWARD rejected: unsupported scheme https".to_owned(),
+                USE_CONNECT.to_vec(),
+            ),
+            TargetRefusal::OtherScheme => (
+                Activity::Refuse,
+                "FORWARD rejected: unsupported scheme".to_owned(),
+                json_error(
+                    400,
+                    "unsupported_proxy_scheme",
+                    "Forward proxy requests must use http",
+                    None,
+                    None,
+                ),
+            ),
+            TargetRefusal::Malformed(why) => (
+                Activity::Fail,
+                format!("FORWARD parse error for {}", redact_path(&req.target)),
+                {
+                    let _ = why;
+                    BAD_REQUEST.to_vec()
+                },
+            ),
+        };
+        let detail = match refusal {
+            TargetRefusal::Malformed(why) => (*why).to_owned(),
+            _ => String::new(),
+        };
+        self.shared.audit.request_rejected(
+            EventClass::HttpActivity,
+            self.peer,
+            activity,
+            message,
+            detail,
+        );
+        Admission::Respond { response }
+    }
+
+    async fn decide(&mut self, req: &RequestHead, t: AbsoluteTarget) -> Admission {
+        let shared = self.shared;
+        let path = redact_path(&t.path_and_query);
+        let intent = EgressIntent {
+            surface: Surface::ForwardHttp,
+            target: t.target.clone(),
+            client: self.peer,
+            identity: self.identity.clone(),
+        };
+        for _ in 0..MAX_REAUTHORIZE {
+            let decision = authorize(
+                &shared.store.snapshot(),
+                intent.clone(),
+                &shared.authorize_ctx(),
+            );
+            let target = &decision.intent.target;
+            let Some(permit) = decision.permit() else {
+                shared.audit.forward_denied(&decision, &req.method, &path);
+                let detail = format!("{} {target}{path} not permitted by policy", req.method);
+                return Admission::Respond {
+                    response: json_error(403, "policy_denied", &detail, None, None),
+                };
+            };
+            let key = UpstreamKey {
+                generation: decision.generation(),
+                endpoint: permit.endpoint,
+                target: target.clone(),
+            };
+            let connector = match self.cached.take() {
+                Some((k, c)) if k == key => c,
+                _ => match destination::validate(&permit.destination, target, &shared.resolver)
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(denial) => {
+                        shared.audit.destination_denied(
+                            &decision,
+                            &denial,
+                            Some((&req.method, &path)),
+                        );
+                        let policy = Some(decision.policy_key());
+                        let response = if denial.is_policy() {
+                            let detail = format!(
+                                "{} {target} blocked: {}",
+                                req.method,
+                                denial.client_detail()
+                            );
+                            json_error(403, "ssrf_denied", &detail, None, policy)
+                        } else {
+                            let detail = format!("DNS resolution failed for {target}");
+                            json_error(502, "upstream_unreachable", &detail, None, policy)
+                        };
+                        return Admission::Respond { response };
+                    }
+                },
+            };
+            if shared.store.generation() != decision.generation() {
+                continue;
+            }
+            self.cached = Some((key.clone(), connector.clone()));
+            let head = rewrite(req, &t);
+            self.current = Some((decision, path));
+            return Admission::Forward {
+                key,
+                connector,
+                head,
+            };
+        }
+        let detail = format!("{} {}{path} not permitted by policy", req.method, t.target);
+        Admission::Respond {
+            response: json_error(403, "policy_denied", &detail, None, None),
+        }
+    }
+}
+
+impl RequestPolicy for ForwardPolicy<'_> {
+    async fn admit(&mut self, req: &RequestHead) -> Admission {
+        self.current = None;
+        match parse_absolute(&req.target) {
+            Ok(t) => self.decide(req, t).await,
+            Err(refusal) => self.refuse(req, &refusal),
+        }
+    }
+
+    fn unreachable(
+        &mut self,
+        _req: &RequestHead,
+        target: &Target,
+        err: &std::io::Error,
+    ) -> Vec<u8> {
+        self.cached = None;
+        let policy = self.current.as_ref().map(|(d, _)| {
+            self.shared.audit.upstream_unreachable(d, err);
+            d.policy_key().to_owned()
+        });
+        let detail = format!("connection to {target} failed");
+        json_error(
+            502,
+            "upstream_unreachable",
+            &detail,
+            None,
+            policy.as_deref(),
+        )
+    }
+
+    fn rejected(&mut self, cause: &RejectCause) -> Option<Vec<u8>> {
+        let (response, detail) = match cause {
+            RejectCause::Head(HeadError::TooLarge(n)) => (
+                Some(HEAD_TOO_LARGE),
+                format!("request head exceeds {n} bytes"),
+            ),
+            RejectCause::Head(HeadError::Timeout | HeadError::Truncated) => {
+                (Some(BAD_REQUEST), cause_text(cause))
+            }
+            RejectCause::Head(_) => (None, cause_text(cause)),
+            RejectCause::Parse(_) => (Some(BAD_REQUEST), cause_text(cause)),
+        };
+        self.shared.audit.request_rejected(
+            EventClass::HttpActivity,
+            self.peer,
+            Activity::Fail,
+            "FORWARD parse error for follow-up request".into(),
+            detail,
+        );
+        response.map(<[u8]>::to_vec)
+    }
+
+    fn completed(&mut self, req: &RequestHead, status: u16) {
+        if let Some((d, path)) = self.current.take() {
+            self.shared
+                .audit
+                .forward_allowed(&d, &req.method, &path, status);
+        }
+    }
+}
+
+fn cause_text(cause: &RejectCause) -> String {
+    match cause {
+        RejectCause::Head(e) => e.to_string(),
+        RejectCause::Parse(e) => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_target_table() {
+        let ok = |raw: &str| {
+            parse_absolute(raw)
+                .map(|t| (t.target.to_string(), t.path_and_query))
+                .ok()
+        };
+        assert_eq!(
+            ok("http://a.test/x?y=1"),
+            Some(("a.test:80".into(), "/x?y=1".into()))
+        );
+        assert_eq!(
+            ok("HTTP://A.test:8080"),
+            Some(("a.test:8080".into(), "/".into()))
+        );
+        assert_eq!(
+            ok("http://a.test?q"),
+            Some(("a.test:80".into(), "/?q".into()))
+        );
+        assert_eq!(
+            ok("http://[::1]:81/"),
+            Some(("[::1]:81".into(), "/".into()))
+        );
+        assert_eq!(
+            ok("http://2130706433/"),
+            Some(("127.0.0.1:80".into(), "/".into()))
+        );
+        for bad in [
+            "/x",
+            "http://u:p@a.test/",
+            "http://a.test/#f",
+            "http://a%2etest/",
+            "http://a.test:0/",
+            "http:///x",
+        ] {
+            assert!(
+                matches!(parse_absolute(bad), Err(TargetRefusal::Malformed(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            parse_absolute("https://a.test/"),
+            Err(TargetRefusal::Https)
+        ));
+        assert!(matches!(
+            parse_absolute("ftp://a.test/"),
+            Err(TargetRefusal::OtherScheme)
+        ));
+    }
+
+    #[test]
+    fn rewrite_strips_hop_by_hop() {
+        let req = RequestHead::parse(
+            b"GET http://a.test:8080/p?q=1 HTTP/1.1\r\nHost: evil.test\r\nProxy-Authorization: x\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nProxy-Connection: keep-alive\r\nAccept: */*\r\n\r\n",
+        )
+        .unwrap();
+        let t = parse_absolute(&req.target).ok().unwrap();
+        let out = String::from_utf8(rewrite(&req, &t)).unwrap();
+        assert_eq!(
+            out,
+            "GET /p?q=1 HTTP/1.1\r\nHost: a.test:8080\r\nAccept: */*\r\nVia: 1.1 sluice\r\n\r\n"
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! Adapters: one module per way userland reaches the network. Each parses
+//! its surface into an [`crate::egress::EgressIntent`], calls the shared
+//! authorization, and renders refusals in its own protocol.
+
+mod connect;
+mod forward_http;
+pub(crate) mod response;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use sluice_telemetry::{Activity, EventClass};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::egress::{IdentityEvidence, IdentityMode};
+use crate::relay::http::{read_head, HeadError, RequestHead};
+use crate::server::Shared;
+
+/// Serve one accepted client connection: read the first head, then hand
+/// over to the CONNECT or forward HTTP adapter.
+pub(crate) async fn serve_connection(
+    shared: Arc<Shared>,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
+    let mut buf = BytesMut::with_capacity(1024);
+    let head_len = match read_head(&mut client, &mut buf, shared.limits.initial_head).await {
+        Ok(n) => n,
+        Err(HeadError::TooLarge(_)) => {
+            shared.audit.request_rejected(
+                EventClass::NetworkActivity,
+                peer,
+                Activity::Fail,
+                "Proxy connection error: request head too large".into(),
+                format!(
+                    "initial head exceeds {} bytes",
+                    shared.limits.initial_head.max_bytes
+                ),
+            );
+            let _ = client.write_all(response::HEAD_TOO_LARGE).await;
+            return;
+        }
+        Err(HeadError::Closed) => return,
+        Err(e) => {
+            tracing::debug!(client.addr = %peer, error = %e, "Head read failed");
+            if matches!(e, HeadError::Timeout | HeadError::Truncated) {
+                let _ = client.write_all(response::BAD_REQUEST).await;
+            }
+            return;
+        }
+    };
+    let raw = buf.split_to(head_len);
+    let head = match RequestHead::parse(&raw) {
+        Ok(h) => h,
+        Err(e) => {
+            shared.audit.request_rejected(
+                EventClass::NetworkActivity,
+                peer,
+                Activity::Fail,
+                "Proxy connection error: malformed request head".into(),
+                e.to_string(),
+            );
+            let _ = client.write_all(response::BAD_REQUEST).await;
+            return;
+        }
+    };
+    let identity = resolve_identity(&shared, peer, local).await;
+    if head.method == "CONNECT" {
+        connect::handle(&shared, client, buf, head, peer, identity).await;
+    } else {
+        forward_http::handle(&shared, client, buf, head, peer, identity).await;
+    }
+}
+
+/// Identity is resolved once per client connection, off the async workers.
+async fn resolve_identity(
+    shared: &Shared,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> IdentityEvidence {
+    if shared.identity_mode == IdentityMode::EndpointOnly {
+        return IdentityEvidence::EndpointOnly;
+    }
+    let Some(resolver) = shared.identity.clone() else {
+        return IdentityEvidence::Failed(
+            "identity resolution is not available on this platform".into(),
+        );
+    };
+    match tokio::task::spawn_blocking(move || resolver.resolve(peer, local)).await {
+        Ok(Ok(p)) => IdentityEvidence::Resolved(Arc::new(p)),
+        Ok(Err(reason)) => IdentityEvidence::Failed(reason.into()),
+        Err(_) => IdentityEvidence::Failed("identity lookup task failed".into()),
+    }
+}

@@ -1,0 +1,82 @@
+//! Wire renderings of refusals, shared by the HTTP-speaking adapters
+//! (facts §4.5/§4.7 shapes: `{"error": CODE, "detail": TEXT}`).
+
+use std::fmt::Write as _;
+
+/// The exact 431 for an oversized initial head.
+pub(crate) const HEAD_TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+/// A bare 400 for a malformed head.
+pub(crate) const BAD_REQUEST: &[u8] =
+    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+/// The fixed answer to `https://` on the forward proxy.
+pub(crate) const USE_CONNECT: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 27\r\nConnection: close\r\n\r\nUse CONNECT for HTTPS URLs";
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+/// A JSON error response that closes the connection. `policy` adds
+/// `X-Sluice-Policy`; `reason` adds the `reason` field (CONNECT denials).
+pub(crate) fn json_error(
+    status: u16,
+    code: &str,
+    detail: &str,
+    reason: Option<&str>,
+    policy: Option<&str>,
+) -> Vec<u8> {
+    let mut body = serde_json::Map::new();
+    body.insert("error".into(), code.into());
+    body.insert("detail".into(), detail.into());
+    if let Some(r) = reason.filter(|r| !r.is_empty()) {
+        body.insert("reason".into(), r.into());
+    }
+    let body = serde_json::Value::Object(body).to_string();
+    let mut out = String::with_capacity(160 + body.len());
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        reason_phrase(status),
+        body.len()
+    );
+    if let Some(p) = policy.filter(|p| *p != "-" && p.bytes().all(|b| b.is_ascii_graphic())) {
+        let _ = write!(out, "X-Sluice-Policy: {p}\r\n");
+    }
+    out.push_str("\r\n");
+    out.push_str(&body);
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_error_shape() {
+        let raw = json_error(
+            403,
+            "policy_denied",
+            "CONNECT a:443 not permitted by policy",
+            Some("why"),
+            Some("github"),
+        );
+        let text = String::from_utf8(raw).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 403 Forbidden\r\n"));
+        assert!(head.contains("X-Sluice-Policy: github"));
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"], "policy_denied");
+        assert_eq!(v["reason"], "why");
+        let text = String::from_utf8(json_error(502, "upstream_unreachable", "x", Some(""), None))
+            .unwrap();
+        assert!(!text.contains("reason") && !text.contains("X-Sluice-Policy"));
+    }
+}

@@ -1,0 +1,277 @@
+//! OCSF events for pipeline outcomes (facts §9.2 catalogue). One function
+//! per outcome so messages stay stable; paths are query-free.
+
+use std::net::SocketAddr;
+
+use sluice_telemetry::{
+    redact_path, Action, Activity, AuditSink, Disposition, EventClass, OcsfEvent, ProcessInfo,
+    Severity, Status,
+};
+
+use crate::destination::DestinationDenial;
+use crate::egress::{EgressDecision, EgressIntent, Host};
+use crate::relay::tcp::TunnelStats;
+
+/// Where pipeline events go.
+#[derive(Clone)]
+pub struct Audit {
+    sink: AuditSink,
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit").finish_non_exhaustive()
+    }
+}
+
+fn dst_host(host: &Host) -> String {
+    match host {
+        Host::Name(n) => n.to_string(),
+        Host::Ip(ip) => ip.to_string(),
+    }
+}
+
+fn base(
+    class: EventClass,
+    activity: Activity,
+    intent: &EgressIntent,
+    generation: u64,
+) -> OcsfEvent {
+    let mut e = OcsfEvent::new(class, activity)
+        .src_endpoint(intent.client.ip(), intent.client.port())
+        .dst_endpoint(&dst_host(&intent.target.host), intent.target.port)
+        .policy_generation(generation);
+    if let Some(p) = intent.identity.process() {
+        e = e.actor_process(ProcessInfo {
+            path: p.exe.clone(),
+            pid: p.pid,
+            ancestors: p.ancestors.clone(),
+        });
+    }
+    e
+}
+
+fn denied(e: OcsfEvent) -> OcsfEvent {
+    e.action(Action::Denied)
+        .disposition(Disposition::Blocked)
+        .severity(Severity::Medium)
+        .status(Status::Failure)
+}
+
+fn allowed(e: OcsfEvent) -> OcsfEvent {
+    e.action(Action::Allowed)
+        .disposition(Disposition::Allowed)
+        .severity(Severity::Informational)
+        .status(Status::Success)
+}
+
+impl Audit {
+    #[must_use]
+    pub fn new(sink: AuditSink) -> Self {
+        Self { sink }
+    }
+
+    /// The underlying sink (for flushing at shutdown).
+    #[must_use]
+    pub fn sink(&self) -> &AuditSink {
+        &self.sink
+    }
+
+    pub fn listening(&self, addr: SocketAddr) {
+        self.sink.emit(
+            &OcsfEvent::new(EventClass::NetworkActivity, Activity::Listen)
+                .status(Status::Success)
+                .proxy_endpoint(addr.ip(), addr.port())
+                .message(format!("Proxy listening on {addr}")),
+        );
+    }
+
+    /// A policy load or reload (5019), successful or refused.
+    pub fn policy_loaded(&self, generation: u64, source: &str, identity_mode: &str) {
+        self.sink.emit(
+            &OcsfEvent::new(EventClass::DeviceConfigStateChange, Activity::Log)
+                .status(Status::Success)
+                .message(format!(
+                    "Policy loaded: generation {generation} from {source}"
+                ))
+                .policy_generation(generation)
+                .unmapped("identity_mode", identity_mode.into()),
+        );
+    }
+
+    pub fn policy_rejected(&self, kept_generation: u64, source: &str, errors: &str) {
+        self.sink.emit(
+            &OcsfEvent::new(EventClass::DeviceConfigStateChange, Activity::Log)
+                .status(Status::Failure)
+                .severity(Severity::Medium)
+                .message(format!(
+                    "Policy reload rejected for {source}; keeping generation {kept_generation}"
+                ))
+                .status_detail(errors)
+                .policy_generation(kept_generation),
+        );
+    }
+
+    pub fn connect_denied(&self, d: &EgressDecision) {
+        let t = &d.intent.target;
+        self.sink.emit(
+            &denied(base(
+                EventClass::NetworkActivity,
+                Activity::Open,
+                &d.intent,
+                d.generation(),
+            ))
+            .firewall_rule("-", "opa")
+            .message(format!("CONNECT denied {t}"))
+            .status_detail(d.deny_reason()),
+        );
+    }
+
+    pub fn destination_denied(
+        &self,
+        d: &EgressDecision,
+        denial: &DestinationDenial,
+        method: Option<(&str, &str)>,
+    ) {
+        let t = &d.intent.target;
+        let (class, message) = match method {
+            None => (
+                EventClass::NetworkActivity,
+                format!("CONNECT blocked: {} for {t}", denial.client_detail()),
+            ),
+            Some(_) => (
+                EventClass::HttpActivity,
+                format!("FORWARD blocked: {} for {t}", denial.client_detail()),
+            ),
+        };
+        let activity = if class == EventClass::NetworkActivity {
+            Activity::Open
+        } else {
+            Activity::Other
+        };
+        let mut e = denied(base(class, activity, &d.intent, d.generation()))
+            .firewall_rule(d.policy_key(), "ssrf")
+            .message(message)
+            .status_detail(&denial.status_detail);
+        if let Some((m, path)) = method {
+            e = e.http_request(m, "http", dst_host(&t.host), &redact_path(path), t.port);
+        }
+        self.sink.emit(&e);
+    }
+
+    pub fn connect_allowed(&self, d: &EgressDecision) {
+        let t = &d.intent.target;
+        self.sink.emit(
+            &allowed(base(
+                EventClass::NetworkActivity,
+                Activity::Open,
+                &d.intent,
+                d.generation(),
+            ))
+            .firewall_rule(d.policy_key(), "opa")
+            .message(format!("CONNECT allowed {t}")),
+        );
+    }
+
+    pub fn tunnel_closed(&self, d: &EgressDecision, stats: &TunnelStats, reason: &str) {
+        let t = &d.intent.target;
+        self.sink.emit(
+            &base(
+                EventClass::NetworkActivity,
+                Activity::Close,
+                &d.intent,
+                d.generation(),
+            )
+            .severity(Severity::Informational)
+            .firewall_rule(d.policy_key(), "opa")
+            .message(format!("CONNECT closed {t}: {reason}"))
+            .unmapped("bytes_to_upstream", stats.to_upstream.into())
+            .unmapped("bytes_to_client", stats.to_client.into()),
+        );
+    }
+
+    pub fn upstream_unreachable(&self, d: &EgressDecision, err: &std::io::Error) {
+        let t = &d.intent.target;
+        let (class, label) = match d.intent.surface {
+            crate::egress::Surface::Connect => (EventClass::NetworkActivity, "CONNECT"),
+            crate::egress::Surface::ForwardHttp => (EventClass::HttpActivity, "FORWARD"),
+        };
+        self.sink.emit(
+            &base(class, Activity::Fail, &d.intent, d.generation())
+                .severity(Severity::Low)
+                .status(Status::Failure)
+                .firewall_rule(d.policy_key(), "opa")
+                .message(format!("{label} upstream connect failed for {t}: {err}")),
+        );
+    }
+
+    pub fn forward_denied(&self, d: &EgressDecision, method: &str, path: &str) {
+        let t = &d.intent.target;
+        let path = redact_path(path);
+        self.sink.emit(
+            &denied(base(
+                EventClass::HttpActivity,
+                Activity::Other,
+                &d.intent,
+                d.generation(),
+            ))
+            .firewall_rule("-", "opa")
+            .http_request(method, "http", dst_host(&t.host), &path, t.port)
+            .message(format!("FORWARD denied {method} {t}{path}"))
+            .status_detail(d.deny_reason()),
+        );
+    }
+
+    pub fn forward_allowed(&self, d: &EgressDecision, method: &str, path: &str, status: u16) {
+        let t = &d.intent.target;
+        let path = redact_path(path);
+        self.sink.emit(
+            &allowed(base(
+                EventClass::HttpActivity,
+                Activity::Other,
+                &d.intent,
+                d.generation(),
+            ))
+            .firewall_rule(d.policy_key(), "opa")
+            .http_request(method, "http", dst_host(&t.host), &path, t.port)
+            .http_status(status)
+            .message(format!("FORWARD allowed {method} {t}{path}")),
+        );
+    }
+
+    /// A client message refused before policy (bad head, bad target, scheme).
+    pub fn request_rejected(
+        &self,
+        class: EventClass,
+        client: SocketAddr,
+        activity: Activity,
+        message: String,
+        detail: String,
+    ) {
+        self.sink.emit(
+            &OcsfEvent::new(class, activity)
+                .src_endpoint(client.ip(), client.port())
+                .severity(if activity == Activity::Refuse {
+                    Severity::Informational
+                } else {
+                    Severity::Low
+                })
+                .status(Status::Failure)
+                .action(Action::Denied)
+                .disposition(Disposition::Rejected)
+                .message(message)
+                .status_detail(detail),
+        );
+    }
+
+    /// A tunnel closed because a new policy generation no longer allows it.
+    pub fn tunnel_revoked(&self, d: &EgressDecision, new_generation: u64, reason: &str) {
+        let t = &d.intent.target;
+        self.sink.emit(
+            &denied(base(EventClass::NetworkActivity, Activity::Close, &d.intent, new_generation))
+                .firewall_rule(d.policy_key(), "opa")
+                .message(format!("CONNECT tunnel closed after policy reload [generation {} -> {new_generation}] for {t}", d.generation()))
+                .status_detail(reason),
+        );
+    }
+}

@@ -1,0 +1,73 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Whether binary identity is part of authorization (`--identity`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum IdentityMode {
+    /// Resolve the client process; deny on failure or ambiguity when policy names binaries.
+    #[default]
+    Required,
+    /// Ignore `binaries`; identity is recorded as intentionally unavailable.
+    EndpointOnly,
+}
+
+impl IdentityMode {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Required => "required",
+            Self::EndpointOnly => "endpoint-only",
+        }
+    }
+}
+
+/// The process behind a client socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessIdentity {
+    pub pid: u32,
+    /// Executable path.
+    pub exe: String,
+    /// Lowercase hex SHA-256 of the executable.
+    pub exe_sha256: String,
+    /// Executable paths of the ancestors, parent first.
+    pub ancestors: Vec<String>,
+    /// Absolute paths from the command line (evidence only, never grants).
+    pub cmdline_paths: Vec<String>,
+}
+
+/// Finds the process that owns the client side of an accepted connection.
+/// Implemented over `/proc` by the sandbox crate; swapped in tests.
+pub trait IdentityResolver: Send + Sync + 'static {
+    /// Blocking; callers run it off the async workers.
+    ///
+    /// # Errors
+    /// A human-readable reason when the owner cannot be found or is ambiguous.
+    fn resolve(&self, peer: SocketAddr, local: SocketAddr) -> Result<ProcessIdentity, String>;
+}
+
+/// Identity as evidence for a decision.
+#[derive(Clone, Debug)]
+pub enum IdentityEvidence {
+    Resolved(Arc<ProcessIdentity>),
+    /// `--identity endpoint-only`: deliberately not looked up.
+    EndpointOnly,
+    /// Lookup failed or was ambiguous; the reason is kept for the deny message.
+    Failed(Arc<str>),
+}
+
+impl IdentityEvidence {
+    #[must_use]
+    pub fn process(&self) -> Option<&ProcessIdentity> {
+        match self {
+            Self::Resolved(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// Which identity fields a decision relied on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdentityFieldsUsed {
+    pub exe: bool,
+    pub ancestors: bool,
+}

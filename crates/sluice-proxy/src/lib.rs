@@ -1,0 +1,18 @@
+//! The sluice egress pipeline, one module per boundary:
+//!
+//! `adapter` (parse a surface into an [`egress::EgressIntent`], render denials)
+//! → `egress` (one [`egress::authorize`] call → one [`egress::EgressDecision`])
+//! → `destination` (resolve, SSRF rules, pin → [`destination::UpstreamConnector`])
+//! → `relay` (own the bytes).
+//!
+//! `server` owns listeners and the accept loop; `policy_store` publishes
+//! policy generations; `audit` turns outcomes into OCSF events.
+#![forbid(unsafe_code)]
+
+pub mod adapter;
+pub mod audit;
+pub mod destination;
+pub mod egress;
+pub mod policy_store;
+pub mod relay;
+pub mod server;

@@ -1,0 +1,262 @@
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Longest chunk-size or trailer line.
+const MAX_LINE: usize = 4096;
+/// Most trailer fields after the last chunk.
+const MAX_TRAILERS: usize = 64;
+/// Read granularity.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// How a message body is delimited. The relay preserves it on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    None,
+    Length(u64),
+    Chunked,
+    /// Response only: the body ends when the upstream closes.
+    UntilClose,
+}
+
+/// Why a body could not be relayed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum BodyError {
+    #[error("peer closed before the body was complete")]
+    Truncated,
+    #[error("invalid chunked framing: {0}")]
+    BadChunk(&'static str),
+    #[error("body stalled for longer than {0:?}")]
+    Idle(Duration),
+    #[error("write failed: {0}")]
+    Write(std::io::Error),
+    #[error("read failed: {0}")]
+    Read(std::io::Error),
+}
+
+/// Copy one body from `reader` (starting with what `buf` already holds) to
+/// `writer`, byte for byte including chunk framing. Bytes after the body
+/// stay in `buf`.
+///
+/// # Errors
+/// [`BodyError`] on truncation, bad framing, stalls or I/O failure.
+pub(super) async fn copy_body<R, W>(
+    framing: BodyFraming,
+    reader: &mut R,
+    buf: &mut BytesMut,
+    writer: &mut W,
+    idle: Duration,
+) -> Result<u64, BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    match framing {
+        BodyFraming::None => Ok(0),
+        BodyFraming::Length(n) => copy_exact(n, reader, buf, writer, idle).await.map(|()| n),
+        BodyFraming::UntilClose => {
+            let mut total = 0u64;
+            loop {
+                if !buf.is_empty() {
+                    total += buf.len() as u64;
+                    writer.write_all(buf).await.map_err(BodyError::Write)?;
+                    buf.clear();
+                }
+                if fill(reader, buf, idle).await? == 0 {
+                    return Ok(total);
+                }
+            }
+        }
+        BodyFraming::Chunked => copy_chunked(reader, buf, writer, idle).await,
+    }
+}
+
+async fn fill<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    idle: Duration,
+) -> Result<usize, BodyError> {
+    buf.reserve(READ_CHUNK);
+    match tokio::time::timeout(idle, reader.read_buf(buf)).await {
+        Err(_) => Err(BodyError::Idle(idle)),
+        Ok(Err(e)) => Err(BodyError::Read(e)),
+        Ok(Ok(n)) => Ok(n),
+    }
+}
+
+async fn copy_exact<R, W>(
+    mut remaining: u64,
+    reader: &mut R,
+    buf: &mut BytesMut,
+    writer: &mut W,
+    idle: Duration,
+) -> Result<(), BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    while remaining > 0 {
+        if buf.is_empty() && fill(reader, buf, idle).await? == 0 {
+            return Err(BodyError::Truncated);
+        }
+        let take = usize::try_from(remaining)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        writer
+            .write_all(&buf[..take])
+            .await
+            .map_err(BodyError::Write)?;
+        buf.advance(take);
+        remaining -= take as u64;
+    }
+    Ok(())
+}
+
+/// Take one CRLF-terminated line (without the CRLF) from `buf`, reading more as needed.
+async fn read_line<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    idle: Duration,
+) -> Result<BytesMut, BodyError> {
+    let mut scanned = 0;
+    loop {
+        if let Some(pos) = buf[scanned..].iter().position(|&b| b == b'\n') {
+            let end = scanned + pos;
+            if end == 0 || buf[end - 1] != b'\r' {
+                return Err(BodyError::BadChunk("bare LF"));
+            }
+            let mut line = buf.split_to(end + 1);
+            line.truncate(end - 1);
+            if line.contains(&b'\r') {
+                return Err(BodyError::BadChunk("bare CR"));
+            }
+            return Ok(line);
+        }
+        scanned = buf.len();
+        if scanned > MAX_LINE {
+            return Err(BodyError::BadChunk("line too long"));
+        }
+        if fill(reader, buf, idle).await? == 0 {
+            return Err(BodyError::Truncated);
+        }
+    }
+}
+
+/// Strict chunk size: 1-16 hex digits, optional `;extension` of visible ASCII.
+fn parse_chunk_size(line: &[u8]) -> Result<u64, BodyError> {
+    let (size, ext) = match line.iter().position(|&b| b == b';') {
+        Some(p) => (&line[..p], &line[p..]),
+        None => (line, &[][..]),
+    };
+    if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit) {
+        return Err(BodyError::BadChunk("invalid chunk size"));
+    }
+    if ext.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f) {
+        return Err(BodyError::BadChunk("control byte in chunk extension"));
+    }
+    let text = std::str::from_utf8(size).map_err(|_| BodyError::BadChunk("invalid chunk size"))?;
+    u64::from_str_radix(text, 16).map_err(|_| BodyError::BadChunk("invalid chunk size"))
+}
+
+async fn copy_chunked<R, W>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    writer: &mut W,
+    idle: Duration,
+) -> Result<u64, BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut total = 0u64;
+    loop {
+        let line = read_line(reader, buf, idle).await?;
+        let size = parse_chunk_size(&line)?;
+        write_line(writer, &line).await?;
+        if size == 0 {
+            break;
+        }
+        copy_exact(size, reader, buf, writer, idle).await?;
+        total += size;
+        let end = read_line(reader, buf, idle).await?;
+        if !end.is_empty() {
+            return Err(BodyError::BadChunk("missing CRLF after chunk data"));
+        }
+        writer.write_all(b"\r\n").await.map_err(BodyError::Write)?;
+    }
+    for _ in 0..=MAX_TRAILERS {
+        let line = read_line(reader, buf, idle).await?;
+        write_line(writer, &line).await?;
+        if line.is_empty() {
+            return Ok(total);
+        }
+        if line[0] == b' ' || line[0] == b'\t' || !line.contains(&b':') {
+            return Err(BodyError::BadChunk("malformed trailer"));
+        }
+    }
+    Err(BodyError::BadChunk("too many trailer fields"))
+}
+
+async fn write_line<W: AsyncWrite + Unpin>(writer: &mut W, line: &[u8]) -> Result<(), BodyError> {
+    writer.write_all(line).await.map_err(BodyError::Write)?;
+    writer.write_all(b"\r\n").await.map_err(BodyError::Write)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn run(framing: BodyFraming, input: &[u8]) -> (Result<u64, BodyError>, Vec<u8>, Vec<u8>) {
+        let mut reader = input;
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let r = copy_body(
+            framing,
+            &mut reader,
+            &mut buf,
+            &mut out,
+            Duration::from_secs(1),
+        )
+        .await;
+        let mut rest = buf.to_vec();
+        rest.extend_from_slice(reader);
+        (r, out, rest)
+    }
+
+    #[tokio::test]
+    async fn length_leaves_pipelined_bytes() {
+        let (r, out, rest) = run(BodyFraming::Length(5), b"helloGET / HTTP/1.1").await;
+        assert_eq!(r.unwrap(), 5);
+        assert_eq!(out, b"hello");
+        assert_eq!(rest, b"GET / HTTP/1.1");
+        let (r, _, _) = run(BodyFraming::Length(10), b"short").await;
+        assert!(matches!(r, Err(BodyError::Truncated)));
+    }
+
+    #[tokio::test]
+    async fn chunked_preserves_framing() {
+        let wire = b"5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        let (r, out, rest) = run(BodyFraming::Chunked, wire).await;
+        assert_eq!(r.unwrap(), 5);
+        assert_eq!(out, &wire[..wire.len() - 4]);
+        assert_eq!(rest, b"NEXT");
+    }
+
+    #[tokio::test]
+    async fn chunked_refuses_bad_framing() {
+        for wire in [
+            &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhelloX\r\n0\r\n\r\n",
+            b"-5\r\nhello\r\n0\r\n\r\n",
+            b"ffffffffffffffffff\r\n",
+            b" 5\r\nhello\r\n0\r\n\r\n",
+            b"0\r\n bad\r\n\r\n",
+        ] {
+            let (r, _, _) = run(BodyFraming::Chunked, wire).await;
+            assert!(r.is_err(), "{:?}", String::from_utf8_lossy(wire));
+        }
+    }
+}

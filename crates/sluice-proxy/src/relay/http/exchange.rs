@@ -1,0 +1,242 @@
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use sluice_policy::EndpointId;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::body::{copy_body, BodyError};
+use super::head::{read_head, HeadError, HeadLimits};
+use super::request::{ParseError, RequestHead};
+use super::response::{parse_response, ResponseError, ResponseHead};
+use crate::destination::UpstreamConnector;
+use crate::egress::Target;
+
+/// Identity of an upstream connection for reuse: same generation, same
+/// authorized endpoint, same target. Anything else dials anew.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamKey {
+    pub generation: u64,
+    pub endpoint: EndpointId,
+    pub target: Target,
+}
+
+/// The per-request verdict of the loop's owner.
+#[derive(Debug)]
+pub enum Admission {
+    /// Write `head` (already rewritten) and the body to the upstream.
+    Forward {
+        key: UpstreamKey,
+        connector: UpstreamConnector,
+        head: Vec<u8>,
+    },
+    /// Answer locally with `response` and close the client connection.
+    Respond { response: Vec<u8> },
+}
+
+/// How one request loop ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoopEnd {
+    /// The client closed between requests or asked to close.
+    ClientDone,
+    /// A request was answered locally (denial or error) and the connection closed.
+    Answered,
+    /// Transport or framing failure mid-exchange.
+    Broken,
+}
+
+/// What the loop asks its owner (an adapter) for each request.
+pub trait RequestPolicy: Send {
+    /// Decide one request. Called once per request, before any of its
+    /// bytes are written upstream.
+    fn admit(&mut self, req: &RequestHead) -> impl Future<Output = Admission> + Send;
+    /// The upstream could not be dialled: the response to send.
+    fn unreachable(&mut self, req: &RequestHead, target: &Target, err: &std::io::Error) -> Vec<u8>;
+    /// A request head was refused or the head could not be read: the response, if any.
+    fn rejected(&mut self, err: &RejectCause) -> Option<Vec<u8>>;
+    /// An exchange finished with `status` from the upstream.
+    fn completed(&mut self, req: &RequestHead, status: u16);
+}
+
+/// Why a request never reached policy.
+#[derive(Debug)]
+pub enum RejectCause {
+    Head(HeadError),
+    Parse(ParseError),
+}
+
+/// Bounds for the loop.
+#[derive(Clone, Copy, Debug)]
+pub struct LoopLimits {
+    pub request_head: HeadLimits,
+    pub response_head: HeadLimits,
+    pub body_idle: Duration,
+    pub dial_timeout: Duration,
+}
+
+struct Upstream {
+    key: UpstreamKey,
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// Run the request loop on a client connection whose first request has
+/// already been parsed (and consumed from `buf`).
+pub async fn request_loop<C, P>(
+    client: &mut C,
+    buf: &mut BytesMut,
+    first: RequestHead,
+    policy: &mut P,
+    limits: &LoopLimits,
+) -> LoopEnd
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send,
+    P: RequestPolicy,
+{
+    let mut upstream: Option<Upstream> = None;
+    let mut req = first;
+    loop {
+        let (key, connector, head) = match policy.admit(&req).await {
+            Admission::Respond { response } => {
+                let _ = client.write_all(&response).await;
+                let _ = client.shutdown().await;
+                return LoopEnd::Answered;
+            }
+            Admission::Forward {
+                key,
+                connector,
+                head,
+            } => (key, connector, head),
+        };
+        if upstream.as_ref().is_some_and(|u| u.key != key) {
+            upstream = None;
+        }
+        let up = match upstream.take() {
+            Some(u) => u,
+            None => match connector.connect(limits.dial_timeout).await {
+                Ok(stream) => Upstream {
+                    key,
+                    stream,
+                    buf: BytesMut::new(),
+                },
+                Err(e) => {
+                    let response = policy.unreachable(&req, connector.target(), &e);
+                    let _ = client.write_all(&response).await;
+                    let _ = client.shutdown().await;
+                    return LoopEnd::Answered;
+                }
+            },
+        };
+        let mut up = up;
+        let resp = match exchange(client, buf, &mut up, &req, head, limits).await {
+            Ok(r) => r,
+            Err(ExchangeError::BadResponse(_)) => {
+                let _ = client.write_all(BAD_GATEWAY).await;
+                let _ = client.shutdown().await;
+                return LoopEnd::Broken;
+            }
+            Err(_) => return LoopEnd::Broken,
+        };
+        policy.completed(&req, resp.status);
+        let reusable = !resp.close && resp.framing != super::BodyFraming::UntilClose;
+        if req.close || !reusable && resp.framing == super::BodyFraming::UntilClose {
+            let _ = client.shutdown().await;
+            return LoopEnd::ClientDone;
+        }
+        if reusable {
+            upstream = Some(up);
+        }
+        // The next request is read only now: pipelined bytes wait in `buf`.
+        req = match read_head(client, buf, limits.request_head).await {
+            Ok(n) => {
+                let head = buf.split_to(n);
+                match RequestHead::parse(&head) {
+                    Ok(r) => r,
+                    Err(e) => return reject(client, policy, RejectCause::Parse(e)).await,
+                }
+            }
+            Err(HeadError::Closed) => return LoopEnd::ClientDone,
+            Err(e) => return reject(client, policy, RejectCause::Head(e)).await,
+        };
+    }
+}
+
+const BAD_GATEWAY: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: 68\r\nConnection: close\r\n\r\n{\"error\":\"upstream_protocol_error\",\"detail\":\"invalid upstream reply\"}";
+
+async fn reject<C, P>(client: &mut C, policy: &mut P, cause: RejectCause) -> LoopEnd
+where
+    C: AsyncWrite + Unpin,
+    P: RequestPolicy,
+{
+    if let Some(response) = policy.rejected(&cause) {
+        let _ = client.write_all(&response).await;
+    }
+    let _ = client.shutdown().await;
+    LoopEnd::Answered
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ExchangeError {
+    #[error("request body: {0}")]
+    RequestBody(BodyError),
+    #[error("response body: {0}")]
+    ResponseBody(BodyError),
+    #[error("response head: {0}")]
+    ResponseHead(HeadError),
+    #[error("bad response: {0}")]
+    BadResponse(ResponseError),
+    #[error("write: {0}")]
+    Io(std::io::Error),
+}
+
+/// One request/response exchange. The request body streams while the
+/// response head is awaited, so `Expect: 100-continue` and early answers work.
+async fn exchange<C>(
+    client: &mut C,
+    buf: &mut BytesMut,
+    up: &mut Upstream,
+    req: &RequestHead,
+    head: Vec<u8>,
+    limits: &LoopLimits,
+) -> Result<ResponseHead, ExchangeError>
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (mut ur, mut uw) = up.stream.split();
+    uw.write_all(&head).await.map_err(ExchangeError::Io)?;
+    let (mut cr, mut cw) = tokio::io::split(&mut *client);
+    let ubuf = &mut up.buf;
+    let send_body = async {
+        copy_body(req.framing, &mut cr, buf, &mut uw, limits.body_idle)
+            .await
+            .map_err(ExchangeError::RequestBody)
+    };
+    let read_response = async {
+        loop {
+            let n = read_head(&mut ur, ubuf, limits.response_head)
+                .await
+                .map_err(ExchangeError::ResponseHead)?;
+            let raw = ubuf.split_to(n);
+            let parsed = parse_response(&raw, &req.method).map_err(ExchangeError::BadResponse)?;
+            if parsed.status == 101 {
+                // The forward loop never switches to a raw copy (upgrades are stripped).
+                return Err(ExchangeError::BadResponse(ResponseError::Framing));
+            }
+            cw.write_all(&raw).await.map_err(ExchangeError::Io)?;
+            // Interim 1xx (not 101) responses are relayed and the final one awaited.
+            if (100..200).contains(&parsed.status) && parsed.status != 101 {
+                continue;
+            }
+            return Ok(parsed);
+        }
+    };
+    let (sent, resp) = tokio::join!(send_body, read_response);
+    sent?;
+    let resp = resp?;
+    copy_body(resp.framing, &mut ur, ubuf, &mut cw, limits.body_idle)
+        .await
+        .map_err(ExchangeError::ResponseBody)?;
+    cw.flush().await.map_err(ExchangeError::Io)?;
+    Ok(resp)
+}

@@ -1,0 +1,18 @@
+//! The HTTP/1.1 request loop: strict bounded parsing, per-request
+//! admission, dial-or-reuse of the upstream, framing-preserving body relay,
+//! keep-alive and pipelining (a later request is read from the client only
+//! after the previous exchange finished, so no byte of it can reach an
+//! upstream before it was admitted).
+
+mod body;
+mod exchange;
+mod head;
+mod request;
+mod response;
+
+pub use body::BodyFraming;
+pub use exchange::{
+    request_loop, Admission, LoopEnd, LoopLimits, RejectCause, RequestPolicy, UpstreamKey,
+};
+pub use head::{read_head, HeadError, HeadLimits};
+pub use request::{ParseError, RequestHead};

@@ -1,0 +1,6 @@
+//! Relays own the bytes after a decision: `tcp` for raw tunnels, `http`
+//! for the per-request loop. A relay is built from an allowed decision's
+//! [`crate::destination::UpstreamConnector`]; none exists without one.
+
+pub mod http;
+pub mod tcp;

@@ -1,0 +1,235 @@
+//! Listeners, the accept loop, and policy-file watching.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::audit::Audit;
+use crate::destination::Resolver;
+use crate::egress::{AuthorizeContext, IdentityMode, IdentityResolver};
+use crate::policy_store::{PolicyStore, ReloadError};
+use crate::relay::http::{HeadLimits, LoopLimits};
+
+/// Bounds on time and size, owned by the boundary that enforces them.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Initial proxy request head (adapter): 8 KiB ⇒ 431.
+    pub initial_head: HeadLimits,
+    /// Later request heads on a kept-alive connection (relay).
+    pub request_head: HeadLimits,
+    /// Upstream response heads (relay).
+    pub response_head: HeadLimits,
+    /// Longest stall inside a body (relay).
+    pub body_idle: Duration,
+    /// Upstream dial (destination connector).
+    pub dial_timeout: Duration,
+    /// Raw tunnel idle timeout (relay).
+    pub tunnel_idle: Duration,
+    /// Concurrent client connections; further accepts wait.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            initial_head: HeadLimits {
+                max_bytes: 8 * 1024,
+                timeout: Duration::from_secs(30),
+            },
+            request_head: HeadLimits {
+                max_bytes: 16 * 1024,
+                timeout: Duration::from_secs(120),
+            },
+            response_head: HeadLimits {
+                max_bytes: 16 * 1024,
+                timeout: Duration::from_secs(120),
+            },
+            body_idle: Duration::from_secs(60),
+            dial_timeout: Duration::from_secs(10),
+            tunnel_idle: Duration::from_secs(600),
+            max_connections: 16_384,
+        }
+    }
+}
+
+impl Limits {
+    pub(crate) fn loop_limits(&self) -> LoopLimits {
+        LoopLimits {
+            request_head: self.request_head,
+            response_head: self.response_head,
+            body_idle: self.body_idle,
+            dial_timeout: self.dial_timeout,
+        }
+    }
+}
+
+/// Everything the proxy needs besides the policy.
+pub struct ProxyConfig {
+    pub identity_mode: IdentityMode,
+    /// `None` when the platform cannot resolve identity.
+    pub identity: Option<Arc<dyn IdentityResolver>>,
+    pub trusted_gateway: Option<IpAddr>,
+    pub resolver: Resolver,
+    pub limits: Limits,
+    pub audit: Audit,
+}
+
+/// State shared by every connection.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<PolicyStore>,
+    pub(crate) identity_mode: IdentityMode,
+    pub(crate) identity: Option<Arc<dyn IdentityResolver>>,
+    pub(crate) trusted_gateway: Option<IpAddr>,
+    pub(crate) resolver: Resolver,
+    pub(crate) limits: Limits,
+    pub(crate) audit: Audit,
+}
+
+impl Shared {
+    pub(crate) fn authorize_ctx(&self) -> AuthorizeContext {
+        AuthorizeContext {
+            identity_mode: self.identity_mode,
+            trusted_gateway: self.trusted_gateway,
+        }
+    }
+}
+
+/// A bound proxy listener.
+pub struct Proxy {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// Bind the listener (port 0 picks a free port; see [`Self::local_addr`]).
+    ///
+    /// # Errors
+    /// The bind error.
+    pub async fn bind(
+        addr: SocketAddr,
+        store: Arc<PolicyStore>,
+        config: ProxyConfig,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let shared = Arc::new(Shared {
+            store,
+            identity_mode: config.identity_mode,
+            identity: config.identity,
+            trusted_gateway: config.trusted_gateway,
+            resolver: config.resolver,
+            limits: config.limits,
+            audit: config.audit,
+        });
+        Ok(Self { listener, shared })
+    }
+
+    /// The bound address.
+    ///
+    /// # Errors
+    /// The socket error.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accept connections forever. Resource exhaustion (EMFILE and friends)
+    /// backs off instead of spinning; each connection runs in its own task.
+    pub async fn run(self) {
+        if let Ok(addr) = self.listener.local_addr() {
+            self.shared.audit.listening(addr);
+        }
+        let permits = Arc::new(Semaphore::new(self.shared.limits.max_connections));
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                return;
+            };
+            match self.listener.accept().await {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(5);
+                    let _ = stream.set_nodelay(true);
+                    let local = stream.local_addr().unwrap_or_else(|_| {
+                        self.listener
+                            .local_addr()
+                            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+                    });
+                    let shared = Arc::clone(&self.shared);
+                    tokio::spawn(async move {
+                        crate::adapter::serve_connection(shared, stream, peer, local).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "Accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// Reload the policy and record the outcome (used by SIGHUP and the file watcher).
+pub fn reload_and_audit(store: &PolicyStore, audit: &Audit, identity_mode: IdentityMode) {
+    let source = store
+        .path()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    match store.reload() {
+        Ok((generation, notices)) => {
+            for n in &notices {
+                tracing::info!(notice = %n, "Policy notice");
+            }
+            tracing::info!(generation, policy.source = %source, "Policy reloaded");
+            audit.policy_loaded(generation, &source, identity_mode.as_str());
+        }
+        Err(ReloadError::Invalid(e)) => {
+            let kept = store.generation();
+            tracing::warn!(generation = kept, errors = %e, "Policy reload rejected; keeping last good policy");
+            audit.policy_rejected(kept, &source, &e.to_string());
+        }
+        Err(e) => tracing::warn!(error = %e, "Policy reload failed"),
+    }
+}
+
+/// Poll the policy file and reload when its identity or content stamp
+/// (inode, size, mtime) changes. Polling is portable and survives editors
+/// that replace the file.
+pub async fn watch_policy_file(
+    store: Arc<PolicyStore>,
+    audit: Audit,
+    identity_mode: IdentityMode,
+    every: Duration,
+) {
+    let Some(path) = store.path().map(std::path::Path::to_path_buf) else {
+        return;
+    };
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (
+                m.ino(),
+                m.len(),
+                m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                m.ctime_nsec(),
+            )
+        })
+    };
+    let mut last = stamp(&path);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = stamp(&path);
+        if now != last && now.is_some() {
+            last = now;
+            let (store, audit) = (Arc::clone(&store), audit.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                reload_and_audit(&store, &audit, identity_mode)
+            })
+            .await;
+        }
+    }
+}

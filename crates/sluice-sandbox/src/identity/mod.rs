@@ -1,0 +1,281 @@
+//! Process identity: which local process owns the client side of a proxy connection.
+//!
+//! Follows `openshell-facts.md` §11:
+//!
+//! 1. In the workload's network-namespace view (`/proc/<anchor>/net/tcp`, then `tcp6`),
+//!    find the ESTABLISHED socket whose local end is the connection's peer and whose
+//!    remote end is the proxy; take its inode.
+//! 2. Find **every** process with a descriptor for `socket:[inode]` (descendants of the
+//!    anchor first, then a full `/proc` scan).
+//! 3. For each owner read its exe (`/proc/<pid>/exe`), the SHA-256 of the running binary,
+//!    and its `PPid` chain of ancestor exes (up to the anchor or PID 1, depth ≤ 64).
+//! 4. If owners disagree on (exe, hash, ancestors) the connection is ambiguous and must be
+//!    denied; otherwise the lowest pid is reported.
+//!
+//! Everything is blocking file I/O on `/proc`; async callers use `spawn_blocking`.
+
+mod error;
+mod exe;
+mod parse;
+mod scan;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub use error::IdentityError;
+
+use exe::{process_exists, read_cmdline, read_exe, read_ppid, ExeInfo, HashCache};
+use parse::{cmdline_abs_paths, find_established_inode, WordOrder};
+
+/// Ancestor walks stop after this many parents.
+pub const MAX_ANCESTOR_DEPTH: usize = 64;
+/// `/proc/net/tcp{,6}` larger than this is refused rather than truncated.
+const MAX_TCP_TABLE_BYTES: u64 = 256 << 20;
+
+/// The process behind a connection, as far as `/proc` can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessIdentity {
+    /// Lowest pid among the socket's owners (all of which share this identity).
+    pub pid: u32,
+    /// Path of the running binary (`readlink /proc/<pid>/exe`; a kernel ` (deleted)`
+    /// marker is stripped only when the binary is really gone from that path).
+    pub exe: String,
+    /// Lowercase hex SHA-256 of the running binary's bytes, read via `/proc/<pid>/exe`.
+    pub exe_sha256: String,
+    /// Exe paths of the parent, grandparent, ... up to and including the anchor process
+    /// (or PID 1, which is included only if its exe is readable).
+    pub ancestors: Vec<String>,
+    /// Lowercase hex SHA-256 of each ancestor's binary, parallel to `ancestors`.
+    pub ancestor_sha256: Vec<String>,
+    /// Pids parallel to `ancestors`.
+    pub ancestor_pids: Vec<u32>,
+    /// Absolute paths found in the owner's command line other than `exe` and `ancestors`.
+    /// Evidence for logs and deny messages only; never grounds for an allow.
+    pub cmdline_paths: Vec<String>,
+    /// Every pid holding the socket, ascending.
+    pub owners: Vec<u32>,
+}
+
+/// Resolves connection owners by reading a procfs mount. `Send + Sync`; share behind `Arc`.
+#[derive(Debug)]
+pub struct ProcfsIdentity {
+    proc_root: PathBuf,
+    anchor_pid: Option<u32>,
+    cache: HashCache,
+}
+
+/// The per-owner part of an identity, before owners are compared.
+#[derive(Debug)]
+struct OwnerIdentity {
+    exe: ExeInfo,
+    ancestors: Vec<ExeInfo>,
+    ancestor_pids: Vec<u32>,
+}
+
+impl OwnerIdentity {
+    /// Whether two owners look the same to policy: exe path and hash, and the ancestor
+    /// chain's paths and hashes. Pids do not matter (siblings forked from the same kind
+    /// of parent are one identity).
+    fn same_policy_identity(&self, other: &Self) -> bool {
+        self.exe == other.exe && self.ancestors == other.ancestors
+    }
+}
+
+impl ProcfsIdentity {
+    /// `proc_root` is usually `/proc`.
+    ///
+    /// `anchor_pid`: `Some(pid)` reads that process's `/proc/<pid>/net/tcp{,6}` (its
+    /// network namespace, e.g. the sandbox entrypoint) and stops ancestor walks at that
+    /// pid; `None` reads `/proc/self/net/tcp{,6}` and walks ancestors to PID 1.
+    pub fn new(proc_root: impl Into<PathBuf>, anchor_pid: Option<u32>) -> Self {
+        Self {
+            proc_root: proc_root.into(),
+            anchor_pid,
+            cache: HashCache::default(),
+        }
+    }
+
+    /// Identifies the process owning the client side of an accepted TCP connection.
+    ///
+    /// `peer` is the client's address as seen by the proxy (`TcpStream::peer_addr`),
+    /// `local` the proxy's address for that connection (`TcpStream::local_addr`).
+    /// IPv4-mapped IPv6 addresses are treated as the IPv4 address on both sides.
+    ///
+    /// Blocking: reads `/proc`. Every error means "unidentified" and must deny.
+    pub fn resolve(
+        &self,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<ProcessIdentity, IdentityError> {
+        let inode = self.find_inode(peer, local)?;
+        let owners = scan::find_owners(&self.proc_root, inode, self.anchor_pid)?;
+
+        let mut identified: Vec<(u32, OwnerIdentity)> = Vec::with_capacity(owners.len());
+        for &pid in &owners {
+            match self.owner_identity(pid) {
+                Ok(Some(id)) => identified.push((pid, id)),
+                Ok(None) => tracing::debug!(pid, inode, "socket owner exited during lookup"),
+                Err(err) => return Err(err),
+            }
+        }
+        let Some((first_pid, first)) = identified.first() else {
+            return Err(IdentityError::NoOwner { inode });
+        };
+        if identified
+            .iter()
+            .any(|(_, other)| !other.same_policy_identity(first))
+        {
+            return Err(IdentityError::Ambiguous {
+                inode,
+                pids: owners,
+            });
+        }
+
+        let mut exclude: Vec<&str> = vec![first.exe.path.as_str()];
+        exclude.extend(first.ancestors.iter().map(|a| a.path.as_str()));
+        let cmdline_paths = cmdline_abs_paths(&read_cmdline(&self.proc_root, *first_pid), &exclude);
+
+        Ok(ProcessIdentity {
+            pid: *first_pid,
+            exe: first.exe.path.clone(),
+            exe_sha256: first.exe.sha256.clone(),
+            ancestors: first.ancestors.iter().map(|a| a.path.clone()).collect(),
+            ancestor_sha256: first.ancestors.iter().map(|a| a.sha256.clone()).collect(),
+            ancestor_pids: first.ancestor_pids.clone(),
+            cmdline_paths,
+            owners,
+        })
+    }
+
+    /// The inode of the client-side socket in the anchor's network namespace.
+    fn find_inode(&self, peer: SocketAddr, local: SocketAddr) -> Result<u64, IdentityError> {
+        let ns = self
+            .anchor_pid
+            .map_or_else(|| "self".to_owned(), |pid| pid.to_string());
+        let net_dir = self.proc_root.join(ns).join("net");
+        for (file, required) in [("tcp", true), ("tcp6", false)] {
+            let path = net_dir.join(file);
+            let text = match read_table(&path) {
+                Ok(text) => text,
+                // tcp6 is absent when IPv6 is disabled.
+                Err(e) if !required && e.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(IdentityError::ReadProc { path, source }),
+            };
+            match find_established_inode(&text, WordOrder::NATIVE, peer, local) {
+                Ok(Some(inode)) => return Ok(inode),
+                Ok(None) => {}
+                Err(line) => return Err(IdentityError::Malformed { path, line }),
+            }
+        }
+        Err(IdentityError::SocketNotFound { peer, local })
+    }
+
+    /// Exe, hash and ancestry of one owner; `Ok(None)` if it exited meanwhile.
+    fn owner_identity(&self, pid: u32) -> Result<Option<OwnerIdentity>, IdentityError> {
+        let exe = match read_exe(&self.proc_root, pid, &self.cache) {
+            Ok(exe) => exe,
+            Err(_) if !process_exists(&self.proc_root, pid) => return Ok(None),
+            Err(source) => return Err(IdentityError::ExeUnreadable { pid, source }),
+        };
+        let (ancestors, ancestor_pids) = self.ancestors_of(pid)?;
+        Ok(Some(OwnerIdentity {
+            exe,
+            ancestors,
+            ancestor_pids,
+        }))
+    }
+
+    /// Walks `PPid` from `pid` to the anchor or PID 1 (both inclusive), ≤ 64 steps.
+    fn ancestors_of(&self, pid: u32) -> Result<(Vec<ExeInfo>, Vec<u32>), IdentityError> {
+        let mut exes = Vec::new();
+        let mut pids = Vec::new();
+        let mut current = pid;
+        for _ in 0..MAX_ANCESTOR_DEPTH {
+            if Some(current) == self.anchor_pid || current <= 1 {
+                break;
+            }
+            let parent = read_ppid(&self.proc_root, current)?;
+            if parent == 0 || pids.contains(&parent) {
+                break;
+            }
+            match read_exe(&self.proc_root, parent, &self.cache) {
+                Ok(exe) => {
+                    exes.push(exe);
+                    pids.push(parent);
+                }
+                // PID 1's exe may be unreadable (other user, other mount ns): omit it.
+                Err(_) if parent == 1 => break,
+                Err(source) => {
+                    return Err(IdentityError::AncestorUnreadable {
+                        pid: parent,
+                        source,
+                    })
+                }
+            }
+            current = parent;
+        }
+        Ok((exes, pids))
+    }
+}
+
+fn read_table(path: &std::path::Path) -> io::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_TCP_TABLE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_TCP_TABLE_BYTES {
+        return Err(io::Error::other("socket table too large"));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_send_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<ProcfsIdentity>();
+        assert_send_sync::<ProcessIdentity>();
+        assert_send_sync::<IdentityError>();
+    }
+
+    #[test]
+    fn own_ancestry_stops_at_anchor() {
+        let me = std::process::id();
+        let parent = read_ppid(std::path::Path::new("/proc"), me).expect("own ppid");
+        let ident = ProcfsIdentity::new("/proc", Some(parent));
+        let (exes, pids) = ident.ancestors_of(me).expect("ancestors");
+        assert_eq!(pids, vec![parent]);
+        assert_eq!(exes.len(), 1);
+        let (exes, pids) = ident.ancestors_of(parent).expect("anchor itself");
+        assert!(exes.is_empty() && pids.is_empty());
+    }
+
+    #[test]
+    fn own_ancestry_without_anchor_reaches_init() {
+        let ident = ProcfsIdentity::new("/proc", None);
+        let (exes, pids) = ident
+            .ancestors_of(std::process::id())
+            .expect("ancestors to pid 1");
+        assert_eq!(exes.len(), pids.len());
+        assert!(pids.len() <= MAX_ANCESTOR_DEPTH);
+        let parent = read_ppid(std::path::Path::new("/proc"), std::process::id()).expect("ppid");
+        assert_eq!(pids.first(), Some(&parent));
+    }
+
+    #[test]
+    fn missing_net_table_is_read_error() {
+        let ident = ProcfsIdentity::new("/nonexistent-proc-root", None);
+        let err = ident
+            .resolve(
+                "127.0.0.1:1".parse().expect("addr"),
+                "127.0.0.1:2".parse().expect("addr"),
+            )
+            .expect_err("must fail");
+        assert!(matches!(err, IdentityError::ReadProc { .. }), "{err}");
+    }
+}

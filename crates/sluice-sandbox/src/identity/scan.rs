@@ -1,0 +1,194 @@
+//! Finding every process that holds a given socket inode.
+
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use super::error::IdentityError;
+use super::parse::{parse_pid_list, parse_socket_inode};
+
+/// At most this many processes are examined per lookup (BFS and full scan together).
+pub(crate) const MAX_PIDS: usize = 65_536;
+/// At most this many descriptors are examined per process.
+pub(crate) const MAX_FDS_PER_PROCESS: usize = 65_536;
+/// At most this many threads are examined per process when walking `task/*/children`.
+const MAX_TASKS_PER_PROCESS: usize = 65_536;
+/// Upper bound on directory entries read from the `/proc` root (pids plus other entries).
+const MAX_PROC_ENTRIES: usize = MAX_PIDS + 4_096;
+/// `children` files are small; cap the read anyway.
+const MAX_CHILDREN_BYTES: u64 = 1 << 20;
+
+struct Scan<'a> {
+    proc_root: &'a Path,
+    inode: u64,
+    visited: HashSet<u32>,
+    owners: BTreeSet<u32>,
+}
+
+impl Scan<'_> {
+    /// Marks `pid` visited and checks its descriptors. Returns false if already visited.
+    fn visit(&mut self, pid: u32) -> Result<bool, IdentityError> {
+        if self.visited.contains(&pid) {
+            return Ok(false);
+        }
+        if self.visited.len() >= MAX_PIDS {
+            return Err(IdentityError::ScanLimitExceeded {
+                what: "pids".to_owned(),
+                limit: MAX_PIDS,
+            });
+        }
+        self.visited.insert(pid);
+        if holds_inode(self.proc_root, pid, self.inode)? {
+            self.owners.insert(pid);
+        }
+        Ok(true)
+    }
+}
+
+/// All pids with an fd pointing at `socket:[inode]`, ascending.
+///
+/// With an anchor, its descendants are visited first (breadth-first over
+/// `task/<tid>/children`); then every process in `proc_root` is scanned, so owners outside
+/// the anchor's tree are found too. Processes that vanish or cannot be inspected are
+/// skipped. Hitting a scan bound is an error: a truncated scan could hide an owner.
+pub(crate) fn find_owners(
+    proc_root: &Path,
+    inode: u64,
+    anchor: Option<u32>,
+) -> Result<Vec<u32>, IdentityError> {
+    let mut scan = Scan {
+        proc_root,
+        inode,
+        visited: HashSet::new(),
+        owners: BTreeSet::new(),
+    };
+    if let Some(anchor) = anchor {
+        let mut queue = VecDeque::from([anchor]);
+        // Every loop iteration visits a new pid or skips a seen one; `visit` caps new
+        // pids at MAX_PIDS, and the queue only receives pids read from bounded files.
+        while let Some(pid) = queue.pop_front() {
+            if !scan.visit(pid)? {
+                continue;
+            }
+            for child in children_of(proc_root, pid) {
+                if !scan.visited.contains(&child) && queue.len() < MAX_PIDS {
+                    queue.push_back(child);
+                }
+            }
+        }
+    }
+    let entries = read_dir(proc_root)?;
+    for entry in entries.take(MAX_PROC_ENTRIES) {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(parse_pid_name) else {
+            continue;
+        };
+        scan.visit(pid)?;
+    }
+    Ok(scan.owners.into_iter().collect())
+}
+
+fn read_dir(path: &Path) -> Result<fs::ReadDir, IdentityError> {
+    fs::read_dir(path).map_err(|source| IdentityError::ReadProc {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A `/proc` entry name that is a pid (all digits, no sign).
+fn parse_pid_name(name: &str) -> Option<u32> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    name.parse().ok()
+}
+
+/// Direct children of `pid` across all its threads (empty if unavailable).
+fn children_of(proc_root: &Path, pid: u32) -> Vec<u32> {
+    let task_dir = proc_root.join(pid.to_string()).join("task");
+    let Ok(tasks) = fs::read_dir(&task_dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for task in tasks.take(MAX_TASKS_PER_PROCESS) {
+        let Ok(task) = task else { continue };
+        let path = task.path().join("children");
+        match read_capped(&path, MAX_CHILDREN_BYTES) {
+            Ok(text) => out.extend(parse_pid_list(&text)),
+            Err(err) => tracing::trace!(path = %path.display(), %err, "skipping children file"),
+        }
+        if out.len() >= MAX_PIDS {
+            break;
+        }
+    }
+    out
+}
+
+fn read_capped(path: &Path, cap: u64) -> io::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    fs::File::open(path)?.take(cap).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Whether `pid` has a descriptor for `socket:[inode]`. A process that vanished or whose
+/// fd table cannot be read (no CAP_SYS_PTRACE over it) counts as "no".
+fn holds_inode(proc_root: &Path, pid: u32, inode: u64) -> Result<bool, IdentityError> {
+    let fd_dir = proc_root.join(pid.to_string()).join("fd");
+    let fds = match fs::read_dir(&fd_dir) {
+        Ok(fds) => fds,
+        Err(err) => {
+            tracing::trace!(pid, %err, "skipping process whose fd table is unreadable");
+            return Ok(false);
+        }
+    };
+    for (count, fd) in fds.enumerate() {
+        if count >= MAX_FDS_PER_PROCESS {
+            return Err(IdentityError::ScanLimitExceeded {
+                what: format!("fds in pid {pid}"),
+                limit: MAX_FDS_PER_PROCESS,
+            });
+        }
+        let Ok(fd) = fd else { continue };
+        // The fd may have been closed since the directory was listed: skip it.
+        let Ok(target) = fs::read_link(fd.path()) else {
+            continue;
+        };
+        if target.to_str().and_then(parse_socket_inode) == Some(inode) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_names() {
+        assert_eq!(parse_pid_name("1"), Some(1));
+        assert_eq!(parse_pid_name("4194304"), Some(4_194_304));
+        assert_eq!(parse_pid_name("self"), None);
+        assert_eq!(parse_pid_name("+5"), None);
+        assert_eq!(parse_pid_name(""), None);
+        assert_eq!(parse_pid_name("99999999999"), None);
+    }
+
+    #[test]
+    fn missing_proc_root_is_an_error() {
+        let err = find_owners(Path::new("/nonexistent-proc-root"), 1, None)
+            .expect_err("missing root must fail");
+        assert!(matches!(err, IdentityError::ReadProc { .. }), "{err}");
+    }
+
+    #[test]
+    fn own_stdin_pipe_is_not_a_socket_owner() {
+        // Inode 0 is never a real socket inode.
+        let owners = find_owners(Path::new("/proc"), 0, Some(std::process::id()))
+            .expect("scan of real /proc");
+        assert!(owners.is_empty(), "{owners:?}");
+    }
+}

@@ -1,0 +1,173 @@
+//! Audit sink tests.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::Value;
+use sluice_telemetry::{Activity, AuditSink, EventClass, OcsfEvent, QUEUE_CAPACITY};
+
+fn event(n: u64) -> OcsfEvent {
+    OcsfEvent::new(EventClass::NetworkActivity, Activity::Open)
+        .dst_endpoint("example.com", 443)
+        .message(format!("CONNECT allowed example.com:443 #{n}"))
+        .policy_generation(n)
+}
+
+/// A fresh scratch directory under the system temp dir.
+fn scratch_dir() -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-telemetry-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn disabled_sink_is_a_no_op() {
+    let sink = AuditSink::disabled();
+    assert!(!sink.is_enabled());
+    sink.emit(&event(1));
+    sink.flush();
+    assert_eq!(sink.dropped_writes(), 0);
+}
+
+#[test]
+fn memory_sink_returns_events_in_order() {
+    let (sink, handle) = AuditSink::memory();
+    assert!(sink.is_enabled());
+    for n in 0..10 {
+        sink.emit(&event(n));
+    }
+    let events = handle.events();
+    assert_eq!(events.len(), 10);
+    for (n, ev) in events.iter().enumerate() {
+        assert_eq!(ev["unmapped"]["policy_generation"], n as u64);
+        assert_eq!(ev["class_uid"], 4001);
+    }
+    assert_eq!(sink.dropped_writes(), 0);
+}
+
+#[test]
+fn flush_orders_across_clones_and_threads() {
+    let (sink, handle) = AuditSink::memory();
+    // More than the queue capacity, from several threads: emit blocks when
+    // full and nothing is lost.
+    let per_thread = (QUEUE_CAPACITY as u64) / 2 + 17;
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                for i in 0..per_thread {
+                    sink.emit(&event(t * 1_000_000 + i));
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+    sink.flush();
+    let events = handle.events();
+    assert_eq!(events.len() as u64, 4 * per_thread);
+    // Per-thread order is preserved.
+    for t in 0..4u64 {
+        let gens: Vec<u64> = events
+            .iter()
+            .map(|e| e["unmapped"]["policy_generation"].as_u64().unwrap())
+            .filter(|g| g / 1_000_000 == t)
+            .collect();
+        assert!(gens.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(gens.len() as u64, per_thread);
+    }
+    // Everything emitted before flush is visible right after it.
+    sink.emit(&event(424_242));
+    sink.flush();
+    let last: Value = handle.events().pop().unwrap();
+    assert_eq!(last["unmapped"]["policy_generation"], 424_242);
+}
+
+#[test]
+fn file_sink_appends_json_lines_with_mode_0600() {
+    let dir = scratch_dir();
+    let path = dir.join("audit.jsonl");
+    {
+        let sink = AuditSink::file(&path).unwrap();
+        sink.emit(&event(1));
+        sink.emit(&event(2));
+        sink.flush();
+    }
+    {
+        // Reopening appends rather than truncating.
+        let sink = AuditSink::file(&path).unwrap();
+        sink.emit(&event(3));
+        sink.flush();
+        assert_eq!(sink.dropped_writes(), 0);
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3);
+    assert!(text.ends_with('\n'));
+    for (i, line) in lines.iter().enumerate() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["unmapped"]["policy_generation"], i as u64 + 1);
+        assert_eq!(v["metadata"]["product"]["name"], "sluice");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "mode {mode:o}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn file_sink_narrows_existing_file_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch_dir();
+    let path = dir.join("audit.jsonl");
+    std::fs::write(&path, "").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let sink = AuditSink::file(&path).unwrap();
+    sink.flush();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn file_sink_open_error_is_reported() {
+    let dir = scratch_dir();
+    let missing = dir.join("no-such-dir").join("audit.jsonl");
+    assert!(AuditSink::file(&missing).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn write_errors_are_counted_not_panicking() {
+    // /dev/full accepts opens but fails every write with ENOSPC.
+    if !std::path::Path::new("/dev/full").exists() {
+        return;
+    }
+    let Ok(sink) = AuditSink::file("/dev/full") else {
+        return;
+    };
+    sink.emit(&event(1));
+    sink.emit(&event(2));
+    sink.flush();
+    assert!(sink.dropped_writes() >= 1);
+}
+
+#[test]
+fn sink_types_are_send_sync_clone() {
+    fn check<T: Send + Sync + Clone + 'static>() {}
+    check::<AuditSink>();
+    check::<sluice_telemetry::MemorySinkHandle>();
+    check::<OcsfEvent>();
+}

@@ -1,0 +1,121 @@
+//! Command-line interface (design §5.2).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// sluice: a policy-enforcing egress gateway for sandboxed agents.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the proxy (CONNECT and forward HTTP) on a policy file.
+    Serve(ServeArgs),
+    /// Validate policy files; errors as FILE:LINE:COL: message.
+    Check(CheckArgs),
+    /// Print the decision a policy would make for a hypothetical request, as JSON.
+    Explain(ExplainArgs),
+}
+
+/// `--identity` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum IdentityArg {
+    /// Resolve the client process; deny when it cannot be resolved.
+    Required,
+    /// Ignore `binaries`; identity is recorded as intentionally unavailable.
+    EndpointOnly,
+}
+
+/// `NAME=IP`, like curl's `--resolve`.
+#[derive(Clone, Debug)]
+pub(crate) struct AddHost {
+    pub(crate) name: String,
+    pub(crate) ip: IpAddr,
+}
+
+fn parse_add_host(s: &str) -> Result<AddHost, String> {
+    let (name, ip) = s.split_once('=').ok_or("expected NAME=IP")?;
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    if name.is_empty() {
+        return Err("empty NAME".into());
+    }
+    let ip = ip
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|e| format!("invalid IP: {e}"))?;
+    Ok(AddHost { name, ip })
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Policy file (OpenShell-format YAML, version 1). Reloaded on SIGHUP and on change.
+    #[arg(long)]
+    pub(crate) policy: PathBuf,
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:3128")]
+    pub(crate) listen: SocketAddr,
+    /// OCSF JSON-lines audit log: a file path, or `-` for stdout.
+    #[arg(long, default_value = "-")]
+    pub(crate) audit_log: String,
+    /// Pin NAME to IP before DNS (repeatable; repeat a name for several addresses).
+    #[arg(long = "add-host", value_parser = parse_add_host)]
+    pub(crate) add_host: Vec<AddHost>,
+    /// Whether binary identity is required.
+    #[arg(long, value_enum, default_value = "required")]
+    pub(crate) identity: IdentityArg,
+    /// Do not fall back to the system resolver for names without --add-host.
+    #[arg(long)]
+    pub(crate) no_system_dns: bool,
+    /// DNS resolution deadline, seconds.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) dns_timeout: u64,
+    /// Upstream dial deadline, seconds.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) dial_timeout: u64,
+    /// Close raw tunnels idle for this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub(crate) tunnel_idle_timeout: u64,
+    /// Most concurrent client connections.
+    #[arg(long, default_value_t = 16384)]
+    pub(crate) max_connections: usize,
+    /// How often to check the policy file for changes, milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) policy_poll_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    /// Policy files to validate.
+    #[arg(required = true)]
+    pub(crate) files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExplainArgs {
+    /// Policy file.
+    #[arg(long)]
+    pub(crate) policy: PathBuf,
+    /// Executable path of the hypothetical caller (omit to ignore binaries).
+    #[arg(long)]
+    pub(crate) binary: Option<String>,
+    /// Ancestor executable paths of the caller, parent first (repeatable).
+    #[arg(long)]
+    pub(crate) ancestor: Vec<String>,
+    /// HTTP method of the hypothetical request.
+    #[arg(long)]
+    pub(crate) method: Option<String>,
+    /// HTTP path of the hypothetical request.
+    #[arg(long)]
+    pub(crate) path: Option<String>,
+    /// Destination host.
+    pub(crate) host: String,
+    /// Destination port.
+    pub(crate) port: u16,
+}

@@ -1,0 +1,149 @@
+//! `sluice serve`: load the policy, bind, accept; SIGHUP and file changes
+//! reload; SIGINT/SIGTERM flush the audit log and exit.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sluice_proxy::audit::Audit;
+use sluice_proxy::destination::Resolver;
+use sluice_proxy::egress::{IdentityMode, IdentityResolver, ProcessIdentity};
+use sluice_proxy::policy_store::PolicyStore;
+use sluice_proxy::server::{reload_and_audit, watch_policy_file, Limits, Proxy, ProxyConfig};
+use sluice_telemetry::AuditSink;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::{IdentityArg, ServeArgs};
+
+/// Process identity over `/proc` (the sandbox crate), behind the proxy's trait.
+struct ProcfsResolver(sluice_sandbox::ProcfsIdentity);
+
+impl IdentityResolver for ProcfsResolver {
+    fn resolve(
+        &self,
+        peer: std::net::SocketAddr,
+        local: std::net::SocketAddr,
+    ) -> Result<ProcessIdentity, String> {
+        self.0
+            .resolve(peer, local)
+            .map(|p| ProcessIdentity {
+                pid: p.pid,
+                exe: p.exe,
+                exe_sha256: p.exe_sha256,
+                ancestors: p.ancestors,
+                cmdline_paths: p.cmdline_paths,
+            })
+            .map_err(|e| e.to_string())
+    }
+}
+
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let loaded = match sluice_policy::load_file(&args.policy, 1) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            anyhow::bail!("policy {} is invalid", args.policy.display());
+        }
+    };
+    for n in &loaded.notices {
+        tracing::info!(notice = %n, "Policy notice");
+    }
+    let sink = if args.audit_log == "-" {
+        AuditSink::stdout()
+    } else {
+        AuditSink::file(&args.audit_log)
+            .with_context(|| format!("opening audit log {}", args.audit_log))?
+    };
+    let audit = Audit::new(sink);
+    let identity_mode = match args.identity {
+        IdentityArg::Required => IdentityMode::Required,
+        IdentityArg::EndpointOnly => IdentityMode::EndpointOnly,
+    };
+    let mut pinned: HashMap<String, Vec<IpAddr>> = HashMap::new();
+    for h in &args.add_host {
+        pinned.entry(h.name.clone()).or_default().push(h.ip);
+    }
+    let limits = Limits {
+        dial_timeout: Duration::from_secs(args.dial_timeout.max(1)),
+        tunnel_idle: Duration::from_secs(args.tunnel_idle_timeout.max(1)),
+        max_connections: args.max_connections.max(1),
+        ..Limits::default()
+    };
+    let identity: Option<Arc<dyn IdentityResolver>> = match identity_mode {
+        IdentityMode::Required => Some(Arc::new(ProcfsResolver(
+            sluice_sandbox::ProcfsIdentity::new("/proc", None),
+        ))),
+        IdentityMode::EndpointOnly => None,
+    };
+    let config = ProxyConfig {
+        identity_mode,
+        identity,
+        trusted_gateway: detect_trusted_gateway(),
+        resolver: Resolver::new(
+            pinned,
+            Duration::from_secs(args.dns_timeout.max(1)),
+            !args.no_system_dns,
+        ),
+        limits,
+        audit: audit.clone(),
+    };
+    let generation = loaded.snapshot.generation();
+    let store = PolicyStore::new(loaded.snapshot, Some(args.policy.clone()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let proxy = Proxy::bind(args.listen, Arc::clone(&store), config)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        let addr = proxy.local_addr()?;
+        audit.policy_loaded(generation, &args.policy.display().to_string(), identity_mode.as_str());
+        eprintln!("sluice: listening on {addr} (policy generation {generation}, identity {})", identity_mode.as_str());
+        tokio::spawn(proxy.run());
+        tokio::spawn(watch_policy_file(
+            Arc::clone(&store),
+            audit.clone(),
+            identity_mode,
+            Duration::from_millis(args.policy_poll_ms.max(50)),
+        ));
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    let (store, audit) = (Arc::clone(&store), audit.clone());
+                    let _ = tokio::task::spawn_blocking(move || reload_and_audit(&store, &audit, identity_mode)).await;
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        tracing::info!("Shutting down");
+        audit.sink().flush();
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The host-gateway alias address, trusted only when it is link-local and
+/// not a metadata address (rootless container networking).
+fn detect_trusted_gateway() -> Option<IpAddr> {
+    let hosts = std::fs::read_to_string("/etc/hosts").ok()?;
+    let ip = hosts.lines().find_map(|line| {
+        let line = line.split('#').next().unwrap_or_default();
+        let mut words = line.split_whitespace();
+        let ip: IpAddr = words.next()?.parse().ok()?;
+        words
+            .any(|w| w.eq_ignore_ascii_case("host.openshell.internal"))
+            .then_some(ip)
+    })?;
+    let link_local = match ip {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80,
+    };
+    (link_local && !sluice_proxy::destination::addr_class::is_cloud_metadata(ip)).then_some(ip)
+}

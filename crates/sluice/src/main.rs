@@ -1,0 +1,33 @@
+//! The `sluice` binary: command-line parsing and wiring only. All logic
+//! lives in the library crates; `anyhow` is used only here.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let result = match cli.command {
+        cli::Command::Serve(args) => cmd::serve::run(args),
+        cli::Command::Check(args) => cmd::check::run(&args),
+        cli::Command::Explain(args) => cmd::explain::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sluice: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
