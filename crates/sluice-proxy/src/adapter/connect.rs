@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use super::response::json_error;
 use crate::destination::{self, check_pinned};
 use crate::egress::{authorize, EgressDecision, EgressIntent, IdentityEvidence, Surface, Target};
-use crate::relay::http::RequestHead;
+use crate::relay::http::{answer_and_close, RequestHead};
 use crate::relay::tcp::{self, TunnelEnd};
 use crate::server::Shared;
 
@@ -37,15 +37,11 @@ pub(super) async fn handle(
                 e.to_string(),
             );
             let detail = format!("CONNECT target rejected: {e}");
-            let _ = client
-                .write_all(&json_error(
-                    400,
-                    "invalid_connect_target",
-                    &detail,
-                    None,
-                    None,
-                ))
-                .await;
+            answer_and_close(
+                &mut client,
+                &json_error(400, "invalid_connect_target", &detail, None, None),
+            )
+            .await;
             return;
         }
     };
@@ -95,15 +91,11 @@ async fn open(
             shared.audit.connect_denied(&decision);
             let detail = format!("CONNECT {target} not permitted by policy");
             let reason = decision.deny_reason();
-            let _ = client
-                .write_all(&json_error(
-                    403,
-                    "policy_denied",
-                    &detail,
-                    Some(&reason),
-                    None,
-                ))
-                .await;
+            answer_and_close(
+                client,
+                &json_error(403, "policy_denied", &detail, Some(&reason), None),
+            )
+            .await;
             return None;
         };
         let connector = match destination::validate(&permit.destination, target, &shared.resolver)
@@ -131,7 +123,7 @@ async fn open(
                         Some(decision.policy_key()),
                     )
                 };
-                let _ = client.write_all(&response).await;
+                answer_and_close(client, &response).await;
                 return None;
             }
         };
@@ -143,15 +135,17 @@ async fn open(
             Err(e) => {
                 shared.audit.upstream_unreachable(&decision, &e);
                 let detail = format!("connection to {target} failed");
-                let _ = client
-                    .write_all(&json_error(
+                answer_and_close(
+                    client,
+                    &json_error(
                         502,
                         "upstream_unreachable",
                         &detail,
                         None,
                         Some(decision.policy_key()),
-                    ))
-                    .await;
+                    ),
+                )
+                .await;
                 return None;
             }
         };
@@ -164,9 +158,11 @@ async fn open(
         "CONNECT {} not permitted because policy changed",
         intent.target
     );
-    let _ = client
-        .write_all(&json_error(403, "policy_denied", &detail, None, None))
-        .await;
+    answer_and_close(
+        client,
+        &json_error(403, "policy_denied", &detail, None, None),
+    )
+    .await;
     None
 }
 

@@ -11,11 +11,10 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use sluice_telemetry::{Activity, EventClass};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::egress::{IdentityEvidence, IdentityMode};
-use crate::relay::http::{read_head, HeadError, RequestHead};
+use crate::relay::http::{answer_and_close, read_head, HeadError, RequestHead};
 use crate::server::Shared;
 
 /// Serve one accepted client connection: read the first head, then hand
@@ -40,14 +39,17 @@ pub(crate) async fn serve_connection(
                     shared.limits.initial_head.max_bytes
                 ),
             );
-            let _ = client.write_all(response::HEAD_TOO_LARGE).await;
+            answer_and_close(&mut client, response::HEAD_TOO_LARGE).await;
             return;
         }
         Err(HeadError::Closed) => return,
         Err(e) => {
             tracing::debug!(client.addr = %peer, error = %e, "Head read failed");
-            if matches!(e, HeadError::Timeout | HeadError::Truncated) {
-                let _ = client.write_all(response::BAD_REQUEST).await;
+            if matches!(
+                e,
+                HeadError::Timeout | HeadError::Truncated | HeadError::BareLineEnding
+            ) {
+                answer_and_close(&mut client, response::BAD_REQUEST).await;
             }
             return;
         }
@@ -63,7 +65,7 @@ pub(crate) async fn serve_connection(
                 "Proxy connection error: malformed request head".into(),
                 e.to_string(),
             );
-            let _ = client.write_all(response::BAD_REQUEST).await;
+            answer_and_close(&mut client, response::BAD_REQUEST).await;
             return;
         }
     };

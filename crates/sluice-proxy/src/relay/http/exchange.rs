@@ -99,8 +99,7 @@ where
     loop {
         let (key, connector, head) = match policy.admit(&req).await {
             Admission::Respond { response } => {
-                let _ = client.write_all(&response).await;
-                let _ = client.shutdown().await;
+                super::answer_and_close(client, &response).await;
                 return LoopEnd::Answered;
             }
             Admission::Forward {
@@ -122,8 +121,7 @@ where
                 },
                 Err(e) => {
                     let response = policy.unreachable(&req, connector.target(), &e);
-                    let _ = client.write_all(&response).await;
-                    let _ = client.shutdown().await;
+                    super::answer_and_close(client, &response).await;
                     return LoopEnd::Answered;
                 }
             },
@@ -166,13 +164,15 @@ const BAD_GATEWAY: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: applicati
 
 async fn reject<C, P>(client: &mut C, policy: &mut P, cause: RejectCause) -> LoopEnd
 where
-    C: AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin,
     P: RequestPolicy,
 {
-    if let Some(response) = policy.rejected(&cause) {
-        let _ = client.write_all(&response).await;
+    match policy.rejected(&cause) {
+        Some(response) => super::answer_and_close(client, &response).await,
+        None => {
+            let _ = client.shutdown().await;
+        }
     }
-    let _ = client.shutdown().await;
     LoopEnd::Answered
 }
 

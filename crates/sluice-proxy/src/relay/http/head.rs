@@ -25,6 +25,8 @@ pub enum HeadError {
     TooLarge(usize),
     #[error("timed out reading the message head")]
     Timeout,
+    #[error("bare CR or LF in message head")]
+    BareLineEnding,
     #[error("read error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -42,6 +44,7 @@ pub async fn read_head<R: AsyncRead + Unpin>(
     let deadline = tokio::time::Instant::now() + limits.timeout;
     let mut scanned = 0usize;
     loop {
+        check_line_endings(buf, scanned.saturating_sub(1))?;
         if let Some(pos) = find_end(&buf[scanned.saturating_sub(3)..]) {
             let end = scanned.saturating_sub(3) + pos + 4;
             if end > limits.max_bytes {
@@ -63,6 +66,22 @@ pub async fn read_head<R: AsyncRead + Unpin>(
             Ok(Ok(_)) => {}
         }
     }
+}
+
+/// Refuse a bare LF (or a CR not followed by LF) as soon as it arrives,
+/// instead of waiting for a CRLFCRLF that a bare-LF client never sends.
+fn check_line_endings(buf: &[u8], from: usize) -> Result<(), HeadError> {
+    for i in from..buf.len() {
+        let bad = match buf[i] {
+            b'\n' => i == 0 || buf[i - 1] != b'\r',
+            b'\r' => buf.get(i + 1).is_some_and(|&n| n != b'\n'),
+            _ => false,
+        };
+        if bad {
+            return Err(HeadError::BareLineEnding);
+        }
+    }
+    Ok(())
 }
 
 fn find_end(b: &[u8]) -> Option<usize> {
@@ -105,6 +124,18 @@ mod tests {
             read_head(&mut part, &mut BytesMut::new(), LIMITS).await,
             Err(HeadError::Truncated)
         ));
+    }
+
+    #[tokio::test]
+    async fn bare_lf_is_refused_without_waiting() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        use tokio::io::AsyncWriteExt;
+        client
+            .write_all(b"GET / HTTP/1.1\nHost: a\n\n")
+            .await
+            .unwrap();
+        let r = read_head(&mut server, &mut BytesMut::new(), LIMITS).await;
+        assert!(matches!(r, Err(HeadError::BareLineEnding)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,12 +5,14 @@
 //! upstream before it was admitted).
 
 mod body;
+mod close;
 mod exchange;
 mod head;
 mod request;
 mod response;
 
 pub use body::BodyFraming;
+pub use close::answer_and_close;
 pub use exchange::{
     request_loop, Admission, LoopEnd, LoopLimits, RejectCause, RequestPolicy, UpstreamKey,
 };

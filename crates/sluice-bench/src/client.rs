@@ -1,0 +1,128 @@
+//! Dialing (direct or through a CONNECT tunnel) and HTTP response reading.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Deadline for one dial or one proxy handshake.
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Open a TCP connection to an IP socket address (no name resolution).
+pub(crate) async fn dial(addr: SocketAddr) -> anyhow::Result<TcpStream> {
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    let s = tokio::time::timeout(IO_TIMEOUT, sock.connect(addr))
+        .await
+        .map_err(|_| anyhow!("connect {addr}: timed out"))?
+        .with_context(|| format!("connect {addr}"))?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// `target` as an IP socket address (direct mode).
+pub(crate) fn direct_addr(target: &str) -> anyhow::Result<SocketAddr> {
+    target
+        .parse()
+        .with_context(|| format!("direct target {target:?} must be IP:PORT"))
+}
+
+/// Dial the proxy and open a CONNECT tunnel to `target`; or, without a
+/// proxy, dial `target` directly.
+pub(crate) async fn open(target: &str, proxy: Option<SocketAddr>) -> anyhow::Result<TcpStream> {
+    let Some(proxy) = proxy else {
+        return dial(direct_addr(target)?).await;
+    };
+    let mut s = dial(proxy).await?;
+    let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+    tokio::time::timeout(IO_TIMEOUT, async {
+        s.write_all(req.as_bytes()).await?;
+        // Read byte by byte up to the end of the head, so no tunneled byte
+        // is consumed (the server speaks only after the client anyway).
+        let mut head = Vec::with_capacity(128);
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if head.len() > MAX_HEAD {
+                bail!("CONNECT response head too long");
+            }
+            if s.read(&mut b).await? == 0 {
+                bail!(
+                    "proxy closed during CONNECT: {}",
+                    String::from_utf8_lossy(&head)
+                );
+            }
+            head.push(b[0]);
+        }
+        let line = head.split(|c| *c == b'\n').next().unwrap_or_default();
+        let line = String::from_utf8_lossy(line);
+        if line.split_whitespace().nth(1) != Some("200") {
+            bail!("CONNECT {target} refused: {}", line.trim_end());
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|_| anyhow!("CONNECT {target}: timed out"))??;
+    Ok(s)
+}
+
+/// Reads one response (head + Content-Length body) from `s`, buffering
+/// extra bytes in `buf`. Returns the status and body length.
+pub(crate) async fn read_response(
+    s: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> anyhow::Result<(u16, usize)> {
+    loop {
+        let parsed = {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(buf)? {
+                httparse::Status::Complete(n) => {
+                    let status = resp.code.unwrap_or(0);
+                    let len = resp
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                        .and_then(|h| std::str::from_utf8(h.value).ok())
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .ok_or_else(|| anyhow!("response without Content-Length"))?;
+                    Some((n, status, len))
+                }
+                httparse::Status::Partial => None,
+            }
+        };
+        if let Some((head_len, status, len)) = parsed {
+            buf.advance(head_len);
+            // Consume the body: from the buffer first, then from the socket.
+            let mut left = len;
+            let take = left.min(buf.len());
+            buf.advance(take);
+            left -= take;
+            while left > 0 {
+                buf.clear();
+                buf.reserve(left.clamp(4096, 256 * 1024));
+                let n = s.read_buf(buf).await?;
+                if n == 0 {
+                    bail!("connection closed inside a response body");
+                }
+                let take = left.min(buf.len());
+                buf.advance(take);
+                left -= take;
+            }
+            return Ok((status, len));
+        }
+        if buf.len() > MAX_HEAD {
+            bail!("response head too long");
+        }
+        buf.reserve(4096);
+        if s.read_buf(buf).await? == 0 {
+            bail!("connection closed before a response");
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! `sluice-bench`: the upstream and the load generator used by `bench/run`.
+//!
+//! * `serve`: a TCP byte sink (acks the byte count on half-close) and a
+//!   minimal HTTP/1.1 keep-alive server with fixed-size bodies.
+//! * `bulk`: one-way throughput, direct or through a CONNECT tunnel.
+//! * `rps`: keep-alive GET requests per second, direct or via the forward proxy.
+//! * `connect-rate`: new CONNECT tunnels per second, one request each.
+//!
+//! Every client workload is bounded in time and prints one JSON line.
+//! Addresses are socket addresses (no DNS): the benchmark only ever talks to
+//! loopback and to the network namespace `bench/run` creates.
+
+mod client;
+mod server;
+mod stats;
+mod workload;
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice-bench",
+    about = "sluice benchmark upstream and load generator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the upstream: a byte sink and an HTTP/1.1 keep-alive server.
+    Serve(ServeArgs),
+    /// One-way bulk throughput (N bytes per stream, acked by the sink).
+    Bulk(BulkArgs),
+    /// Keep-alive HTTP requests per second and latency percentiles.
+    Rps(RpsArgs),
+    /// New CONNECT tunnels per second, one small request through each.
+    ConnectRate(ConnectRateArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address of the byte sink.
+    #[arg(long)]
+    bulk: SocketAddr,
+    /// Address of the HTTP server.
+    #[arg(long)]
+    http: SocketAddr,
+    /// Default response body size (a request's `?size=N` overrides it).
+    #[arg(long, default_value_t = 1024)]
+    body_bytes: usize,
+}
+
+/// Where to send traffic: `HOST:PORT` of the upstream, and the proxy if any.
+#[derive(Debug, Args)]
+struct Dest {
+    /// Upstream `HOST:PORT`. Without `--proxy` it must be an IP socket address.
+    #[arg(long)]
+    target: String,
+    /// sluice's listen address; without it the target is dialed directly.
+    #[arg(long)]
+    proxy: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+struct BulkArgs {
+    #[command(flatten)]
+    dest: Dest,
+    /// Bytes written per stream.
+    #[arg(long)]
+    bytes: u64,
+    /// Concurrent streams.
+    #[arg(long, default_value_t = 1)]
+    streams: usize,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+}
+
+#[derive(Debug, Args)]
+struct RpsArgs {
+    #[command(flatten)]
+    dest: Dest,
+    /// Keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Duration of the measurement, seconds.
+    #[arg(long, default_value_t = 8.0)]
+    seconds: f64,
+    /// Response body size requested (`?size=N`).
+    #[arg(long, default_value_t = 1024)]
+    body_bytes: usize,
+}
+
+#[derive(Debug, Args)]
+struct ConnectRateArgs {
+    /// Upstream `HOST:PORT` of the HTTP server, as sent in CONNECT.
+    #[arg(long)]
+    target: String,
+    /// sluice's listen address; without it each iteration is a new direct
+    /// connection to the target (the baseline).
+    #[arg(long)]
+    proxy: Option<SocketAddr>,
+    /// Duration of the measurement, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Tunnels opened concurrently.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Response body size requested through each tunnel.
+    #[arg(long, default_value_t = 64)]
+    body_bytes: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve(a) => server::serve(a.bulk, a.http, a.body_bytes).await,
+            Command::Bulk(a) => {
+                let r = workload::bulk(&a.dest.target, a.dest.proxy, a.bytes, a.streams, a.timeout)
+                    .await?;
+                println!("{r}");
+                Ok(())
+            }
+            Command::Rps(a) => {
+                let r = workload::rps(
+                    &a.dest.target,
+                    a.dest.proxy,
+                    a.connections,
+                    a.seconds,
+                    a.body_bytes,
+                )
+                .await?;
+                println!("{r}");
+                Ok(())
+            }
+            Command::ConnectRate(a) => {
+                let r = workload::connect_rate(
+                    &a.target,
+                    a.proxy,
+                    a.seconds,
+                    a.concurrency,
+                    a.body_bytes,
+                )
+                .await?;
+                println!("{r}");
+                Ok(())
+            }
+        }
+    })
+}

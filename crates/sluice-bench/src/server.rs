@@ -1,0 +1,169 @@
+//! The upstream: a byte sink that acks its count, and an HTTP/1.1 server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Largest request head accepted.
+const MAX_HEAD: usize = 16 * 1024;
+/// Largest body a `?size=N` may ask for.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+pub(crate) async fn serve(
+    bulk: SocketAddr,
+    http: SocketAddr,
+    body_bytes: usize,
+) -> anyhow::Result<()> {
+    let bulk_l = TcpListener::bind(bulk)
+        .await
+        .with_context(|| format!("bind {bulk}"))?;
+    let http_l = TcpListener::bind(http)
+        .await
+        .with_context(|| format!("bind {http}"))?;
+    eprintln!(
+        "sluice-bench: sink on {}, http on {}",
+        bulk_l.local_addr()?,
+        http_l.local_addr()?
+    );
+    let default = Arc::new(Responses::new(body_bytes));
+    let sink = async move {
+        loop {
+            if let Ok((s, _)) = bulk_l.accept().await {
+                tokio::spawn(sink_conn(s));
+            }
+        }
+    };
+    let web = async move {
+        loop {
+            if let Ok((s, _)) = http_l.accept().await {
+                let _ = s.set_nodelay(true);
+                tokio::spawn(http_conn(s, Arc::clone(&default)));
+            }
+        }
+    };
+    tokio::select! {
+        () = sink => {},
+        () = web => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    Ok(())
+}
+
+/// Read and discard until EOF, then write the count (u64, big-endian).
+async fn sink_conn(mut s: TcpStream) {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total: u64 = 0;
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => total += n as u64,
+            Err(_) => return,
+        }
+    }
+    let _ = s.write_all(&total.to_be_bytes()).await;
+    let _ = s.shutdown().await;
+}
+
+/// Prebuilt response for the default body size.
+struct Responses {
+    default_size: usize,
+    default: Vec<u8>,
+}
+
+impl Responses {
+    fn new(default_size: usize) -> Self {
+        Self {
+            default_size,
+            default: response(default_size, false),
+        }
+    }
+}
+
+fn response(size: usize, close: bool) -> Vec<u8> {
+    let conn = if close { "Connection: close\r\n" } else { "" };
+    let mut r = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n{conn}Content-Length: {size}\r\n\r\n"
+    )
+    .into_bytes();
+    r.resize(r.len() + size, b'x');
+    r
+}
+
+/// `?size=N` anywhere in the query of an origin- or absolute-form target.
+fn size_param(target: &str) -> Option<usize> {
+    let query = target.split_once('?')?.1;
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("size="))
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n <= MAX_BODY)
+}
+
+/// Keep-alive loop: parse request heads (pipelining tolerated), skip
+/// request bodies by Content-Length, answer each with a fixed body.
+async fn http_conn(mut s: TcpStream, responses: Arc<Responses>) {
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    loop {
+        // Parse every complete request already buffered.
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            let (head_len, size, close, body_len) = match req.parse(&buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let size = req
+                        .path
+                        .and_then(size_param)
+                        .unwrap_or(responses.default_size);
+                    let mut close = req.version == Some(0);
+                    let mut body_len = 0usize;
+                    for h in req.headers.iter() {
+                        if h.name.eq_ignore_ascii_case("connection") {
+                            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+                            close = v.contains("close");
+                        } else if h.name.eq_ignore_ascii_case("content-length") {
+                            body_len = std::str::from_utf8(h.value)
+                                .ok()
+                                .and_then(|v| v.trim().parse().ok())
+                                .unwrap_or(0);
+                        }
+                    }
+                    (n, size, close, body_len)
+                }
+                Ok(httparse::Status::Partial) => break,
+                Err(_) => {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .await;
+                    return;
+                }
+            };
+            if buf.len() < head_len + body_len {
+                break;
+            }
+            buf.advance(head_len + body_len);
+            let wrote = if size == responses.default_size && !close {
+                s.write_all(&responses.default).await
+            } else {
+                s.write_all(&response(size, close)).await
+            };
+            if wrote.is_err() {
+                return;
+            }
+            if close {
+                let _ = s.shutdown().await;
+                return;
+            }
+        }
+        if buf.len() > MAX_HEAD + MAX_BODY {
+            return;
+        }
+        match s.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! The client workloads. Each returns one JSON object as a string.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+use crate::client::{self, read_response};
+use crate::stats::percentile;
+
+/// Deadline for one request/response exchange.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Write size for bulk streams.
+const CHUNK: usize = 256 * 1024;
+/// A connection that fails this many times in a row stops.
+const MAX_CONSECUTIVE_ERRORS: u32 = 20;
+
+fn secs(s: f64) -> anyhow::Result<Duration> {
+    if !(0.0..=600.0).contains(&s) {
+        bail!("seconds must be within 0..=600");
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+/// `streams` tunnels (or direct connections), each writing `bytes` then
+/// half-closing and verifying the sink's 8-byte ack.
+pub(crate) async fn bulk(
+    target: &str,
+    proxy: Option<SocketAddr>,
+    bytes: u64,
+    streams: usize,
+    timeout: u64,
+) -> anyhow::Result<String> {
+    // Establish every stream first so only the transfer is timed.
+    let mut conns = Vec::with_capacity(streams);
+    for _ in 0..streams.max(1) {
+        conns.push(client::open(target, proxy).await?);
+    }
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for s in conns {
+        set.spawn(bulk_stream(s, bytes));
+    }
+    let all = async {
+        while let Some(r) = set.join_next().await {
+            r??;
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    tokio::time::timeout(Duration::from_secs(timeout), all)
+        .await
+        .map_err(|_| anyhow!("bulk transfer exceeded {timeout}s"))??;
+    let elapsed = start.elapsed().as_secs_f64();
+    let total = bytes * streams.max(1) as u64;
+    let mib_s = total as f64 / (1024.0 * 1024.0) / elapsed;
+    Ok(format!(
+        "{{\"workload\":\"bulk\",\"proxied\":{},\"streams\":{},\"bytes_per_stream\":{bytes},\"seconds\":{elapsed:.3},\"mib_s\":{mib_s:.1}}}",
+        proxy.is_some(),
+        streams.max(1),
+    ))
+}
+
+async fn bulk_stream(mut s: TcpStream, bytes: u64) -> anyhow::Result<()> {
+    let chunk = vec![0u8; CHUNK];
+    let mut left = bytes;
+    while left > 0 {
+        let n = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+        s.write_all(&chunk[..n]).await.context("bulk write")?;
+        left -= n as u64;
+    }
+    s.shutdown().await.context("half-close")?;
+    let mut ack = [0u8; 8];
+    s.read_exact(&mut ack)
+        .await
+        .context("reading the sink's ack")?;
+    let got = u64::from_be_bytes(ack);
+    if got != bytes {
+        bail!("sink acked {got} bytes, sent {bytes}");
+    }
+    Ok(())
+}
+
+/// Per-connection result of a timed loop.
+#[derive(Default)]
+struct LoopStats {
+    done: u64,
+    errors: u64,
+    latencies_us: Vec<u32>,
+}
+
+fn merge(results: Vec<LoopStats>, elapsed: f64, unit: &str, workload: &str, extra: &str) -> String {
+    let mut lat: Vec<u32> = Vec::new();
+    let (mut done, mut errors) = (0u64, 0u64);
+    for r in results {
+        done += r.done;
+        errors += r.errors;
+        lat.extend(r.latencies_us);
+    }
+    lat.sort_unstable();
+    format!(
+        "{{\"workload\":\"{workload}\",{extra}\"{unit}\":{:.1},\"completed\":{done},\"seconds\":{elapsed:.3},\"p50_us\":{},\"p99_us\":{},\"errors\":{errors}}}",
+        done as f64 / elapsed,
+        percentile(&lat, 50.0),
+        percentile(&lat, 99.0),
+    )
+}
+
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+/// Keep-alive GET loop on `connections` connections for `seconds`.
+pub(crate) async fn rps(
+    target: &str,
+    proxy: Option<SocketAddr>,
+    connections: usize,
+    seconds: f64,
+    body_bytes: usize,
+) -> anyhow::Result<String> {
+    let duration = secs(seconds)?;
+    let request = if proxy.is_some() {
+        format!("GET http://{target}/?size={body_bytes} HTTP/1.1\r\nHost: {target}\r\n\r\n")
+    } else {
+        client::direct_addr(target)?;
+        format!("GET /?size={body_bytes} HTTP/1.1\r\nHost: {target}\r\n\r\n")
+    };
+    // A direct connection for the baseline, a proxy connection otherwise.
+    let dial_to = match proxy {
+        Some(p) => p,
+        None => client::direct_addr(target)?,
+    };
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut set = JoinSet::new();
+    for _ in 0..connections.max(1) {
+        let request = request.clone();
+        set.spawn(async move {
+            keepalive_loop(dial_to, request.into_bytes(), body_bytes, deadline).await
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(r) = set.join_next().await {
+        results.push(r?);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let extra = format!(
+        "\"proxied\":{},\"connections\":{},\"body_bytes\":{body_bytes},",
+        proxy.is_some(),
+        connections.max(1)
+    );
+    Ok(merge(results, elapsed, "rps", "rps", &extra))
+}
+
+async fn keepalive_loop(
+    addr: SocketAddr,
+    request: Vec<u8>,
+    body_bytes: usize,
+    deadline: Instant,
+) -> LoopStats {
+    let mut st = LoopStats {
+        latencies_us: Vec::with_capacity(64 * 1024),
+        ..LoopStats::default()
+    };
+    let mut conn: Option<TcpStream> = None;
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut consecutive = 0u32;
+    while Instant::now() < deadline && consecutive < MAX_CONSECUTIVE_ERRORS {
+        let t0 = Instant::now();
+        let one = async {
+            if conn.is_none() {
+                buf.clear();
+                conn = Some(client::dial(addr).await?);
+            }
+            let s = conn.as_mut().ok_or_else(|| anyhow!("no connection"))?;
+            s.write_all(&request).await?;
+            let (status, len) = read_response(s, &mut buf).await?;
+            if status != 200 || len != body_bytes {
+                bail!("unexpected response: status {status}, {len} body bytes");
+            }
+            Ok::<(), anyhow::Error>(())
+        };
+        let left = deadline.saturating_duration_since(Instant::now()) + REQUEST_TIMEOUT;
+        match tokio::time::timeout(left.min(REQUEST_TIMEOUT), one).await {
+            Ok(Ok(())) => {
+                st.done += 1;
+                st.latencies_us.push(micros(t0.elapsed()));
+                consecutive = 0;
+            }
+            Ok(Err(_)) | Err(_) => {
+                st.errors += 1;
+                consecutive += 1;
+                conn = None;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    st
+}
+
+/// New CONNECT tunnel (or, without a proxy, new direct connection) per
+/// iteration, one GET through it, then close.
+pub(crate) async fn connect_rate(
+    target: &str,
+    proxy: Option<SocketAddr>,
+    seconds: f64,
+    concurrency: usize,
+    body_bytes: usize,
+) -> anyhow::Result<String> {
+    let duration = secs(seconds)?;
+    let request =
+        format!("GET /?size={body_bytes} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n")
+            .into_bytes();
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut set = JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let request = request.clone();
+        let target = target.to_owned();
+        set.spawn(async move { tunnel_loop(target, proxy, request, body_bytes, deadline).await });
+    }
+    let mut results = Vec::new();
+    while let Some(r) = set.join_next().await {
+        results.push(r?);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let extra = format!(
+        "\"proxied\":{},\"concurrency\":{},",
+        proxy.is_some(),
+        concurrency.max(1)
+    );
+    Ok(merge(
+        results,
+        elapsed,
+        "tunnels_per_s",
+        "connect-rate",
+        &extra,
+    ))
+}
+
+async fn tunnel_loop(
+    target: String,
+    proxy: Option<SocketAddr>,
+    request: Vec<u8>,
+    body_bytes: usize,
+    deadline: Instant,
+) -> LoopStats {
+    let mut st = LoopStats::default();
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut consecutive = 0u32;
+    while Instant::now() < deadline && consecutive < MAX_CONSECUTIVE_ERRORS {
+        let t0 = Instant::now();
+        buf.clear();
+        let one = async {
+            let mut s = client::open(&target, proxy).await?;
+            s.write_all(&request).await?;
+            let (status, len) = read_response(&mut s, &mut buf).await?;
+            if status != 200 || len != body_bytes {
+                bail!("unexpected response: status {status}, {len} body bytes");
+            }
+            // Wait for the tunnel's EOF (the server closes), then close.
+            let mut rest = [0u8; 64];
+            while s.read(&mut rest).await? != 0 {}
+            Ok::<(), anyhow::Error>(())
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, one).await {
+            Ok(Ok(())) => {
+                st.done += 1;
+                st.latencies_us.push(micros(t0.elapsed()));
+                consecutive = 0;
+            }
+            Ok(Err(_)) | Err(_) => {
+                st.errors += 1;
+                consecutive += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    st
+}

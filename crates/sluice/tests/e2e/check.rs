@@ -1,0 +1,115 @@
+//! `sluice check` and `sluice explain` on real files.
+
+use std::process::Command;
+
+fn sluice(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .output()
+        .expect("run sluice");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+const FIXTURES: &str = "crates/sluice-policy/tests/fixtures";
+
+#[test]
+fn check_accepts_valid_files_including_openshell_shapes() {
+    let files = [
+        "examples/policy.yaml".to_owned(),
+        format!("{FIXTURES}/openshell-example.yaml"),
+        format!("{FIXTURES}/valid-openshell-typical.yaml"),
+    ];
+    let args: Vec<&str> = std::iter::once("check")
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    let (code, out) = sluice(&args);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("examples/policy.yaml: ok"), "{out}");
+    assert!(out.contains("static section `filesystem_policy`"), "{out}");
+}
+
+#[test]
+fn check_reports_file_line_col_and_exits_1() {
+    let cases = [
+        ("invalid-bad-indent.yaml", "invalid-bad-indent.yaml:"),
+        (
+            "invalid-ambiguity-protocol.yaml",
+            "overlaps network_policies.",
+        ),
+        ("invalid-unknown-key.yaml", "unknown field"),
+        (
+            "invalid-allowed-ips-loopback.yaml",
+            "invalid-allowed-ips-loopback.yaml:",
+        ),
+    ];
+    for (file, needle) in cases {
+        let path = format!("{FIXTURES}/{file}");
+        let (code, out) = sluice(&["check", &path]);
+        assert_eq!(code, 1, "{file}: {out}");
+        assert!(out.contains(needle), "{file}: {out}");
+        // FILE:LINE:COL: message
+        let first = out.lines().next().unwrap_or_default();
+        let mut parts = first.splitn(4, ':');
+        assert_eq!(parts.next(), Some(path.as_str()), "{first}");
+        assert!(
+            parts.next().unwrap_or_default().parse::<u32>().is_ok(),
+            "line in {first}"
+        );
+        assert!(
+            parts.next().unwrap_or_default().parse::<u32>().is_ok(),
+            "col in {first}"
+        );
+    }
+}
+
+#[test]
+fn explain_prints_the_decision() {
+    let (code, out) = sluice(&[
+        "explain",
+        "--policy",
+        "examples/policy.yaml",
+        "--binary",
+        "/usr/bin/curl",
+        "api.demo.internal",
+        "8080",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["decision"], "allow");
+    assert_eq!(v["policy"], "demo");
+    assert_eq!(v["destination_mode"], "exact_declared_host");
+    assert_eq!(v["tls"], "auto");
+    assert_eq!(v["generation"], 1);
+    let (_, out) = sluice(&[
+        "explain",
+        "--policy",
+        "examples/policy.yaml",
+        "--binary",
+        "/usr/bin/wget",
+        "api.demo.internal",
+        "8080",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["decision"], "deny");
+    assert_eq!(
+        v["reason"],
+        "binary '/usr/bin/wget' not allowed in policy 'demo' (ancestors: [])"
+    );
+    let (_, out) = sluice(&[
+        "explain",
+        "--policy",
+        "examples/policy.yaml",
+        "--method",
+        "GET",
+        "--path",
+        "/repos/a/b",
+        "api.github.com",
+        "443",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["decision"], "allow");
+    assert_eq!(v["protocol"], "rest");
+}

@@ -1,0 +1,125 @@
+//! Binary identity: `binaries` globs against the real client process.
+
+use crate::adapters::add_hosts;
+use crate::harness::{curl, recorded, Netns, Sluice, TempDir};
+use std::process::Command;
+
+const CURL_ONLY: &str = r#"version: 1
+network_policies:
+  curl_only:
+    endpoints:
+      - { host: exact.test, port: 8080 }
+    binaries:
+      - { path: /usr/bin/curl }
+"#;
+
+/// Python (a real second binary) making a CONNECT and a forward request.
+fn python_requests(proxy: &str) -> (String, String) {
+    let script = r#"
+import re, socket, sys, requests
+proxy = sys.argv[1]
+host, port = proxy.split("//")[1].split(":")
+s = socket.create_connection((host, int(port)), timeout=5)
+s.sendall(b"CONNECT exact.test:8080 HTTP/1.1\r\nHost: exact.test:8080\r\n\r\n")
+data = b""
+while b"\r\n\r\n" not in data:
+    data += s.recv(4096)
+head, _, body = data.partition(b"\r\n\r\n")
+m = re.search(rb"Content-Length: (\d+)", head)
+while m and len(body) < int(m.group(1)):
+    body += s.recv(4096)
+s.close()
+print((head + b" " + body).decode().replace("\r\n", " "))
+r = requests.get("http://exact.test:8080/from-python", proxies={"http": proxy}, timeout=5)
+print(r.status_code, r.text)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, proxy])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines();
+    (
+        lines.next().unwrap_or_default().to_owned(),
+        lines.next().unwrap_or_default().to_owned(),
+    )
+}
+
+fn python_exe() -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import os; print(os.path.realpath('/proc/self/exe'))"])
+        .output()
+        .expect("python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn binaries_allow_curl_and_deny_python_naming_it() {
+    let dir = TempDir::new("identity");
+    let ns = Netns::new();
+    let record = dir.path("upstream.jsonl");
+    ns.start_upstream(8080, &record);
+    let args = add_hosts(&ns);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let sluice = Sluice::start(&dir, CURL_ONLY, &args);
+
+    let r = curl(
+        &sluice.proxy_url(),
+        "http://exact.test:8080/from-curl",
+        false,
+        &[],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = curl(
+        &sluice.proxy_url(),
+        "http://exact.test:8080/from-curl-tunnel",
+        true,
+        &[],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+
+    let (connect, forward) = python_requests(&sluice.proxy_url());
+    let exe = python_exe();
+    assert!(connect.starts_with("HTTP/1.1 403 "), "{connect}");
+    assert!(
+        connect.contains(&format!("binary '{exe}' not allowed in policy 'curl_only'")),
+        "CONNECT denial names the binary: {connect}"
+    );
+    assert!(forward.starts_with("403 "), "{forward}");
+    let ev = sluice.wait_event("FORWARD denied GET exact.test:8080/from-python");
+    assert!(ev["status_detail"].as_str().unwrap().contains(&exe), "{ev}");
+    assert_eq!(ev["actor"]["process"]["name"], exe.as_str());
+
+    let paths: Vec<String> = recorded(&record)
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(paths, ["/from-curl", "/from-curl-tunnel"]);
+}
+
+#[test]
+fn endpoint_only_mode_ignores_binaries() {
+    let dir = TempDir::new("endpoint-only");
+    let ns = Netns::new();
+    let record = dir.path("upstream.jsonl");
+    ns.start_upstream(8080, &record);
+    let mut args = add_hosts(&ns);
+    args.extend(["--identity".to_owned(), "endpoint-only".to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let sluice = Sluice::start(&dir, CURL_ONLY, &args);
+    let (connect, forward) = python_requests(&sluice.proxy_url());
+    assert!(connect.starts_with("HTTP/1.1 200 "), "{connect}");
+    assert!(forward.starts_with("200 "), "{forward}");
+    let ev = sluice.wait_event("FORWARD allowed GET exact.test:8080/from-python");
+    assert!(
+        ev.get("actor").is_none(),
+        "identity is intentionally unavailable: {ev}"
+    );
+    let cfg = sluice.wait_event("Policy loaded");
+    assert_eq!(cfg["unmapped"]["identity_mode"], "endpoint-only");
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `sluice` binary, real upstream servers in a
+//! network namespace each test creates, real curl and Python clients.
+//! One test binary (hickory style) to save link time.
+
+mod adapters;
+mod check;
+mod harness;
+mod identity;
+mod pipelining;
+mod reload;
+mod ssrf;

@@ -1,0 +1,127 @@
+//! Reload: a new generation flips verdicts on both adapters, reaches live
+//! keep-alive connections at their next request, closes raw tunnels it no
+//! longer allows, and a broken file keeps the last good policy.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use crate::adapters::{add_hosts, basic_policy};
+use crate::harness::{connect, curl, eventually, read_response, Netns, Sluice, TempDir};
+
+fn deny_policy() -> String {
+    basic_policy().replace("host: exact.test", "host: something-else.test")
+}
+
+#[test]
+fn reload_flips_both_adapters_and_live_connections() {
+    let dir = TempDir::new("reload");
+    let ns = Netns::new();
+    ns.start_upstream(8080, &dir.path("upstream.jsonl"));
+    let args = add_hosts(&ns);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let sluice = Sluice::start(&dir, &basic_policy(), &args);
+    let proxy = sluice.proxy_url();
+    assert_eq!(
+        curl(&proxy, "http://exact.test:8080/a", false, &[]).status,
+        200
+    );
+    assert_eq!(
+        curl(&proxy, "http://exact.test:8080/a", true, &[]).status,
+        200
+    );
+
+    // A keep-alive forward connection and a raw tunnel, both open across the reload.
+    let mut keep = connect(sluice.addr);
+    keep.write_all(b"GET http://exact.test:8080/k1 HTTP/1.1\r\nHost: exact.test:8080\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut keep).unwrap().0, 200);
+    let mut tunnel = connect(sluice.addr);
+    tunnel
+        .write_all(b"CONNECT exact.test:8080 HTTP/1.1\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut tunnel).unwrap().0, 200);
+    tunnel
+        .write_all(b"GET /t1 HTTP/1.1\r\nHost: exact.test:8080\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut tunnel).unwrap().0, 200);
+
+    // A broken file is refused and the last good policy stays in force.
+    std::fs::write(&sluice.policy, "version: 1\nnetwork_policies: [oops\n").unwrap();
+    let ev = sluice.wait_event("Policy reload rejected");
+    assert_eq!(ev["status"], "Failure");
+    assert!(
+        ev["status_detail"]
+            .as_str()
+            .unwrap()
+            .contains("policy.yaml:2:"),
+        "{ev}"
+    );
+    assert_eq!(
+        curl(&proxy, "http://exact.test:8080/still", false, &[]).status,
+        200
+    );
+
+    // allow → deny.
+    sluice.replace_policy(&deny_policy(), 2);
+    assert_eq!(
+        curl(&proxy, "http://exact.test:8080/b", false, &[]).status,
+        403
+    );
+    assert_eq!(
+        curl(&proxy, "http://exact.test:8080/b", true, &[]).connect_status,
+        403
+    );
+
+    // The live keep-alive connection gets the new verdict on its next request.
+    keep.write_all(b"GET http://exact.test:8080/k2 HTTP/1.1\r\nHost: exact.test:8080\r\n\r\n")
+        .unwrap();
+    let (status, _, body) = read_response(&mut keep).unwrap();
+    assert_eq!(status, 403, "{body}");
+
+    // The raw tunnel the new policy no longer allows was closed.
+    let mut buf = [0u8; 16];
+    tunnel
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(
+        tunnel.read(&mut buf).unwrap_or(0),
+        0,
+        "tunnel must be closed"
+    );
+    let ev = sluice.wait_event("tunnel closed after policy reload");
+    assert_eq!(ev["unmapped"]["policy_generation"], 2);
+
+    // deny → allow again.
+    sluice.replace_policy(&basic_policy(), 3);
+    assert_eq!(
+        curl(&proxy, "http://exact.test:8080/c", false, &[]).status,
+        200
+    );
+}
+
+#[test]
+fn sighup_reloads() {
+    let dir = TempDir::new("sighup");
+    let ns = Netns::new();
+    ns.start_upstream(8080, &dir.path("upstream.jsonl"));
+    let mut args = add_hosts(&ns);
+    // Make the file watcher effectively idle so only SIGHUP can reload.
+    args.extend(["--policy-poll-ms".to_owned(), "3600000".to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let sluice = Sluice::start(&dir, &basic_policy(), &args);
+    assert_eq!(
+        curl(&sluice.proxy_url(), "http://exact.test:8080/", false, &[]).status,
+        200
+    );
+    std::fs::write(&sluice.policy, deny_policy()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        curl(&sluice.proxy_url(), "http://exact.test:8080/", false, &[]).status,
+        200
+    );
+    sluice.signal("HUP");
+    sluice.wait_event("generation 2");
+    eventually("deny after SIGHUP", || {
+        curl(&sluice.proxy_url(), "http://exact.test:8080/", false, &[]).status == 403
+    });
+}
