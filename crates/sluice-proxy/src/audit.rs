@@ -159,6 +159,24 @@ impl Audit {
         self.sink.emit(&e);
     }
 
+    /// A route whose request-level rules this build cannot evaluate was refused.
+    pub fn l7_unavailable(&self, d: &EgressDecision, protocol: &str) {
+        let t = &d.intent.target;
+        let (class, activity) = match d.intent.surface {
+            crate::egress::Surface::Connect => (EventClass::NetworkActivity, Activity::Open),
+            crate::egress::Surface::ForwardHttp => (EventClass::HttpActivity, Activity::Other),
+        };
+        self.sink.emit(
+            &denied(base(class, activity, &d.intent, d.generation()))
+                .severity(Severity::High)
+                .firewall_rule(d.policy_key(), "l7")
+                .message(format!(
+                    "{} refused for {t}: request-level policy ({protocol}) cannot be enforced by this build",
+                    d.intent.surface.label()
+                )),
+        );
+    }
+
     pub fn connect_allowed(&self, d: &EgressDecision) {
         let t = &d.intent.target;
         self.sink.emit(

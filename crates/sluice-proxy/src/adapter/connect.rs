@@ -15,6 +15,10 @@ use crate::relay::http::{answer_and_close, RequestHead};
 use crate::relay::tcp::{self, TunnelEnd};
 use crate::server::Shared;
 
+/// Why an L7 route is refused (until the inspecting relay exists).
+pub(super) const L7_DETAIL: &str =
+    "request-level policy for this endpoint cannot be enforced yet; refusing uninspected traffic";
+
 /// How many times a decision is re-made when the generation moves under it.
 const MAX_REAUTHORIZE: usize = 4;
 
@@ -98,6 +102,13 @@ async fn open(
             .await;
             return None;
         };
+        if let Some(protocol) = decision.uninspectable_l7() {
+            shared.audit.l7_unavailable(&decision, protocol.as_str());
+            let policy = Some(decision.policy_key());
+            let response = json_error(403, "l7_inspection_unavailable", L7_DETAIL, None, policy);
+            answer_and_close(client, &response).await;
+            return None;
+        }
         let connector = match destination::validate(&permit.destination, target, &shared.resolver)
             .await
         {

@@ -209,6 +209,17 @@ impl ForwardPolicy<'_> {
                     response: json_error(403, "policy_denied", &detail, None, None),
                 };
             };
+            if let Some(protocol) = decision.uninspectable_l7() {
+                shared.audit.l7_unavailable(&decision, protocol.as_str());
+                let response = json_error(
+                    403,
+                    "l7_inspection_unavailable",
+                    super::connect::L7_DETAIL,
+                    None,
+                    Some(decision.policy_key()),
+                );
+                return Admission::Respond { response };
+            }
             let key = UpstreamKey {
                 generation: decision.generation(),
                 endpoint: permit.endpoint,

@@ -345,6 +345,12 @@ pub(crate) fn curl(proxy: &str, url: &str, tunnel: bool, extra: &[&str]) -> Curl
         cmd.arg("-p");
     }
     let out = cmd.args(extra).arg(url).output().expect("run curl");
+    if !out.status.success() {
+        eprintln!(
+            "curl {url}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, codes) = text.rsplit_once('\n').unwrap_or(("", &text));
     let mut codes = codes.split_whitespace().map(|c| c.parse().unwrap_or(0));

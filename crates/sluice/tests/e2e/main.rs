@@ -2,6 +2,9 @@
 //! network namespace each test creates, real curl and Python clients.
 //! One test binary (hickory style) to save link time.
 
+// The tests are clients of the proxy: they dial it directly on loopback.
+#![allow(clippy::disallowed_methods)]
+
 mod adapters;
 mod check;
 mod harness;
