@@ -5,13 +5,15 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// Buffer per direction, allocated only while bytes flow.
-const BUF_SIZE: usize = 16 * 1024;
+/// Buffer per direction, allocated only while bytes flow (an idle tunnel
+/// holds none: it is released whenever the socket has nothing to read).
+const BUF_SIZE: usize = 64 * 1024;
 
 /// How a tunnel ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,28 +98,29 @@ async fn pump(
     count: &AtomicU64,
     start: Instant,
 ) {
-    let mut buf: Vec<u8> = Vec::new();
+    let mut buf = BytesMut::new();
     loop {
         if from.readable().await.is_err() {
             break;
         }
-        if buf.is_empty() {
-            buf.resize(BUF_SIZE, 0);
+        if buf.capacity() == 0 {
+            buf.reserve(BUF_SIZE);
         }
-        match from.try_read(&mut buf) {
+        // `try_read_buf` fills spare capacity without zeroing it first.
+        match from.try_read_buf(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if to.write_all(&buf[..n]).await.is_err() {
+                if to.write_all(&buf).await.is_err() {
                     return;
                 }
+                buf.clear();
                 count.fetch_add(n as u64, Ordering::Relaxed);
                 activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-                if n < BUF_SIZE {
-                    // The burst is over: give the buffer back while idle.
-                    buf = Vec::new();
-                }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Nothing to read now: give the buffer back while waiting.
+                buf = BytesMut::new();
+            }
             Err(_) => break,
         }
     }
