@@ -4,3 +4,4 @@
 
 pub mod http;
 pub mod tcp;
+pub mod tls;
