@@ -20,6 +20,7 @@ mod location;
 mod middleware;
 mod model;
 mod overlap;
+pub mod request;
 mod rules;
 mod snapshot;
 

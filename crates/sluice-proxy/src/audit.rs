@@ -159,6 +159,118 @@ impl Audit {
         self.sink.emit(&e);
     }
 
+    /// One request-level decision (4002): `L7_REQUEST` inside a tunnel,
+    /// `FORWARD_L7` on the forward proxy.
+    pub fn l7_request(
+        &self,
+        d: &EgressDecision,
+        word: &str,
+        method: &str,
+        path: &str,
+        reason: &str,
+    ) {
+        let t = &d.intent.target;
+        let path = redact_path(path);
+        let label = match d.intent.surface {
+            crate::egress::Surface::Connect => "L7_REQUEST",
+            crate::egress::Surface::ForwardHttp => "FORWARD_L7",
+        };
+        let e = base(
+            EventClass::HttpActivity,
+            Activity::Other,
+            &d.intent,
+            d.generation(),
+        )
+        .firewall_rule(d.policy_key(), "l7")
+        .http_request(method, "http", dst_host(&t.host), &path, t.port)
+        .message(format!("{label} {word} {method} {t}{path} reason={reason}"));
+        let e = if word == "deny" {
+            denied(e)
+        } else {
+            allowed(e)
+        };
+        self.sink.emit(&e);
+    }
+
+    /// A plain HTTP request inside a tunnel to an endpoint without request-level rules.
+    pub fn tunnel_http_request(
+        &self,
+        d: &EgressDecision,
+        method: &str,
+        path: &str,
+        status: u16,
+        request_num: u64,
+    ) {
+        let t = &d.intent.target;
+        let path = redact_path(path);
+        self.sink.emit(
+            &allowed(base(
+                EventClass::HttpActivity,
+                Activity::Other,
+                &d.intent,
+                d.generation(),
+            ))
+            .firewall_rule(d.policy_key(), "opa")
+            .http_request(method, "http", dst_host(&t.host), &path, t.port)
+            .http_status(status)
+            .message(format!(
+                "HTTP_REQUEST {method} {t}{path} request_num={request_num}"
+            )),
+        );
+    }
+
+    /// The request's authority differs from the tunnel's authorized endpoint: event + finding.
+    pub fn authority_mismatch(&self, d: &EgressDecision, seen: &str) {
+        let t = &d.intent.target;
+        self.sink.emit(
+            &denied(base(
+                EventClass::HttpActivity,
+                Activity::Fail,
+                &d.intent,
+                d.generation(),
+            ))
+            .severity(Severity::High)
+            .firewall_rule(d.policy_key(), "request-authority")
+            .message(format!(
+                "HTTP request authority does not match authorized tunnel endpoint {t}"
+            ))
+            .status_detail(format!("request_authority_mismatch: request named {seen}")),
+        );
+        self.sink.emit(
+            &denied(base(
+                EventClass::DetectionFinding,
+                Activity::Create,
+                &d.intent,
+                d.generation(),
+            ))
+            .severity(Severity::High)
+            .finding(
+                "sluice.http.request_authority_mismatch",
+                "HTTP request authority mismatch",
+                "send requests only for the host:port the tunnel was opened to",
+                [
+                    ("authorized", t.to_string()),
+                    ("requested", seen.to_owned()),
+                ],
+            ),
+        );
+    }
+
+    /// A tunnel's bytes were refused before any request policy (parse error, unsupported protocol).
+    pub fn tunnel_rejected(&self, d: &EgressDecision, message: String, detail: String) {
+        self.sink.emit(
+            &denied(base(
+                EventClass::NetworkActivity,
+                Activity::Open,
+                &d.intent,
+                d.generation(),
+            ))
+            .firewall_rule(d.policy_key(), "l7")
+            .message(message)
+            .status_detail(detail),
+        );
+    }
+
     /// A route whose request-level rules this build cannot evaluate was refused.
     pub fn l7_unavailable(&self, d: &EgressDecision, protocol: &str) {
         let t = &d.intent.target;
@@ -208,7 +320,7 @@ impl Audit {
         );
     }
 
-    pub fn upstream_unreachable(&self, d: &EgressDecision, err: &std::io::Error) {
+    pub fn upstream_unreachable(&self, d: &EgressDecision, err: &dyn std::fmt::Display) {
         let t = &d.intent.target;
         let (class, label) = match d.intent.surface {
             crate::egress::Surface::Connect => (EventClass::NetworkActivity, "CONNECT"),

@@ -12,6 +12,7 @@ use crate::destination::Resolver;
 use crate::egress::{AuthorizeContext, IdentityMode, IdentityResolver};
 use crate::policy_store::{PolicyStore, ReloadError};
 use crate::relay::http::{HeadLimits, LoopLimits};
+use crate::relay::tls::{LeafCache, UpstreamTls};
 
 /// Bounds on time and size, owned by the boundary that enforces them.
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +76,10 @@ pub struct ProxyConfig {
     pub resolver: Resolver,
     pub limits: Limits,
     pub audit: Audit,
+    /// Leaf certificates for TLS termination (from the sandbox CA).
+    pub leaf_cache: Arc<LeafCache>,
+    /// Trust and settings for TLS to upstreams.
+    pub upstream_tls: Arc<UpstreamTls>,
 }
 
 /// State shared by every connection.
@@ -86,6 +91,8 @@ pub(crate) struct Shared {
     pub(crate) resolver: Resolver,
     pub(crate) limits: Limits,
     pub(crate) audit: Audit,
+    pub(crate) leaf_cache: Arc<LeafCache>,
+    pub(crate) upstream_tls: Arc<UpstreamTls>,
 }
 
 impl Shared {
@@ -122,6 +129,8 @@ impl Proxy {
             resolver: config.resolver,
             limits: config.limits,
             audit: config.audit,
+            leaf_cache: config.leaf_cache,
+            upstream_tls: config.upstream_tls,
         });
         Ok(Self { listener, shared })
     }

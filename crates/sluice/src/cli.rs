@@ -21,6 +21,44 @@ pub(crate) enum Command {
     Check(CheckArgs),
     /// Print the decision a policy would make for a hypothetical request, as JSON.
     Explain(ExplainArgs),
+    /// The sandbox CA used for TLS termination.
+    Ca(CaArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CaArgs {
+    #[command(subcommand)]
+    pub(crate) action: CaAction,
+    /// Where the CA key and certificate live (created on first use; key mode 0600).
+    #[arg(long, global = true)]
+    pub(crate) state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CaAction {
+    /// Create the CA if it does not exist yet, and print where it is.
+    Init,
+    /// Print the CA certificate (PEM); with --bundle, system roots followed by the CA.
+    Show {
+        #[arg(long)]
+        bundle: bool,
+    },
+}
+
+/// The default state directory: `/var/lib/sluice` for root, else `$HOME/.local/state/sluice`.
+pub(crate) fn default_state_dir() -> PathBuf {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    match std::env::var_os("HOME") {
+        Some(home) if !root => PathBuf::from(home).join(".local/state/sluice"),
+        _ => PathBuf::from("/var/lib/sluice"),
+    }
 }
 
 /// `--identity` values.
@@ -85,6 +123,12 @@ pub(crate) struct ServeArgs {
     /// Most concurrent client connections.
     #[arg(long, default_value_t = 16384)]
     pub(crate) max_connections: usize,
+    /// State directory (sandbox CA for TLS termination). Default: /var/lib/sluice (root).
+    #[arg(long)]
+    pub(crate) state_dir: Option<PathBuf>,
+    /// Extra trust roots (PEM) for upstream TLS, on top of webpki and system roots (repeatable).
+    #[arg(long = "upstream-ca")]
+    pub(crate) upstream_ca: Vec<PathBuf>,
     /// How often to check the policy file for changes, milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub(crate) policy_poll_ms: u64,

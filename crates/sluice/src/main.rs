@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         cli::Command::Serve(args) => cmd::serve::run(args),
         cli::Command::Check(args) => cmd::check::run(&args),
         cli::Command::Explain(args) => cmd::explain::run(&args),
+        cli::Command::Ca(args) => cmd::ca::run(&args),
     };
     match result {
         Ok(code) => code,

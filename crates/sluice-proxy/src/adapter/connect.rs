@@ -1,26 +1,46 @@
-//! `CONNECT host:port`: authorize, validate, dial, `200`, raw relay.
+//! `CONNECT host:port`: authorize, validate, `200`, then classify the
+//! tunnel: TLS is terminated and HTTP goes through the shared request loop;
+//! other bytes are relayed raw for L4 endpoints and refused for inspected ones.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
+use sluice_policy::request::has_l7_routes;
+use sluice_policy::TlsMode;
 use sluice_telemetry::{Activity, EventClass};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::response::json_error;
-use crate::destination::{self, check_pinned};
+use crate::destination::{self, check_pinned, UpstreamConnector};
 use crate::egress::{authorize, EgressDecision, EgressIntent, IdentityEvidence, Surface, Target};
-use crate::relay::http::{answer_and_close, RequestHead};
+use crate::relay::http::tunnel::TunnelPolicy;
+use crate::relay::http::{
+    answer_and_close, read_head, request_loop, HeadError, RejectCause, RequestHead, RequestPolicy,
+};
+use crate::relay::stream::ClientStream;
 use crate::relay::tcp::{self, TunnelEnd};
+use crate::relay::tls::{peek_classify, TunnelProtocol};
 use crate::server::Shared;
-
-/// Why an L7 route is refused (until the inspecting relay exists).
-pub(super) const L7_DETAIL: &str =
-    "request-level policy for this endpoint cannot be enforced yet; refusing uninspected traffic";
 
 /// How many times a decision is re-made when the generation moves under it.
 const MAX_REAUTHORIZE: usize = 4;
+/// How long an L4 tunnel waits for the client's first bytes before relaying raw
+/// (server-speaks-first protocols send nothing).
+const L4_PEEK_WAIT: Duration = Duration::from_millis(100);
+/// TLS handshake with the client.
+const CLIENT_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// An authorized, validated tunnel before `200`.
+struct Opened {
+    decision: EgressDecision,
+    connector: UpstreamConnector,
+    /// Dialled before `200` for L4 routes (so a dead upstream gets a `502`).
+    upstream: Option<TcpStream>,
+    inspected: bool,
+}
 
 pub(super) async fn handle(
     shared: &Arc<Shared>,
@@ -41,11 +61,8 @@ pub(super) async fn handle(
                 e.to_string(),
             );
             let detail = format!("CONNECT target rejected: {e}");
-            answer_and_close(
-                &mut client,
-                &json_error(400, "invalid_connect_target", &detail, None, None),
-            )
-            .await;
+            let response = json_error(400, "invalid_connect_target", &detail, None, None);
+            answer_and_close(&mut client, &response).await;
             return;
         }
     };
@@ -55,9 +72,25 @@ pub(super) async fn handle(
         client: peer,
         identity,
     };
-    let Some((decision, upstream)) = open(shared, &mut client, intent).await else {
+    let Some(opened) = open(shared, &mut client, intent).await else {
         return;
     };
+    let skip = opened
+        .decision
+        .permit()
+        .is_some_and(|p| p.tls == TlsMode::Skip);
+    if !leftover.is_empty() && !skip {
+        // Bytes before the `200` cannot be classified or inspected.
+        let response = json_error(
+            400,
+            "early_tunnel_data",
+            "data sent before the tunnel was established",
+            None,
+            None,
+        );
+        answer_and_close(&mut client, &response).await;
+        return;
+    }
     if client
         .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         .await
@@ -65,10 +98,101 @@ pub(super) async fn handle(
     {
         return;
     }
-    shared.audit.connect_allowed(&decision);
+    shared.audit.connect_allowed(&opened.decision);
+    if skip {
+        return raw(shared, client, opened, &leftover).await;
+    }
+    let wait = if opened.inspected {
+        shared.limits.initial_head.timeout
+    } else {
+        L4_PEEK_WAIT
+    };
+    match peek_classify(&client, wait).await {
+        TunnelProtocol::Tls => {
+            let Ok(config) = shared
+                .leaf_cache
+                .server_config(&opened.decision.intent.target.host)
+            else {
+                shared.audit.tunnel_rejected(
+                    &opened.decision,
+                    format!(
+                        "CONNECT refused for {}: TLS termination unavailable",
+                        opened.decision.intent.target
+                    ),
+                    "leaf certificate could not be issued".into(),
+                );
+                return;
+            };
+            let accept = tokio_rustls::TlsAcceptor::from(config).accept(client);
+            match tokio::time::timeout(CLIENT_HANDSHAKE, accept).await {
+                Ok(Ok(tls)) => http(shared, ClientStream::Tls(Box::new(tls)), opened, true).await,
+                Ok(Err(e)) => shared.audit.tunnel_rejected(
+                    &opened.decision,
+                    format!(
+                        "TLS handshake with client failed for {}",
+                        opened.decision.intent.target
+                    ),
+                    e.to_string(),
+                ),
+                Err(_) => shared.audit.tunnel_rejected(
+                    &opened.decision,
+                    format!(
+                        "TLS handshake with client timed out for {}",
+                        opened.decision.intent.target
+                    ),
+                    String::new(),
+                ),
+            }
+        }
+        TunnelProtocol::Http1 => http(shared, ClientStream::Plain(client), opened, false).await,
+        other if opened.inspected => {
+            let detail = if other == TunnelProtocol::Http2Preface {
+                "HTTP/2 prior-knowledge (h2c) is not supported for L7-inspected endpoints"
+            } else {
+                "Unsupported tunnel protocol for L7-inspected endpoint"
+            };
+            shared.audit.tunnel_rejected(
+                &opened.decision,
+                format!(
+                    "CONNECT_L7 blocked unsupported tunnel protocol for {}",
+                    opened.decision.intent.target
+                ),
+                detail.into(),
+            );
+            let response = json_error(
+                403,
+                "unsupported_l7_protocol",
+                detail,
+                None,
+                Some(opened.decision.policy_key()),
+            );
+            answer_and_close(&mut client, &response).await;
+        }
+        _ => raw(shared, client, opened, &[]).await,
+    }
+}
+
+/// Raw byte relay (L4 endpoints, `tls: skip`), closed if a reload revokes it.
+async fn raw(shared: &Shared, client: TcpStream, opened: Opened, initial: &[u8]) {
+    let Opened {
+        decision,
+        connector,
+        upstream,
+        ..
+    } = opened;
+    let upstream = match upstream {
+        Some(u) => u,
+        None => match connector.connect(shared.limits.dial_timeout).await {
+            Ok(u) => u,
+            Err(e) => {
+                shared.audit.upstream_unreachable(&decision, &e);
+                return;
+            }
+        },
+    };
     let upstream_ip = upstream.peer_addr().map(|a| a.ip()).ok();
     let stop = revoked(shared, &decision, upstream_ip);
-    let stats = tcp::relay(client, upstream, &leftover, shared.limits.tunnel_idle, stop).await;
+    let stats = tcp::relay(client, upstream, initial, shared.limits.tunnel_idle, stop).await;
     let reason = match stats.end {
         TunnelEnd::Closed => "closed",
         TunnelEnd::Idle => "idle timeout",
@@ -77,13 +201,47 @@ pub(super) async fn handle(
     shared.audit.tunnel_closed(&decision, &stats, reason);
 }
 
-/// Authorize, validate and dial, re-deciding from scratch whenever the
-/// generation moved before the tunnel starts. Writes the refusal itself.
-async fn open(
-    shared: &Shared,
-    client: &mut TcpStream,
-    intent: EgressIntent,
-) -> Option<(EgressDecision, TcpStream)> {
+/// HTTP inside the tunnel: the shared request loop with tunnel admission.
+async fn http(shared: &Shared, mut client: ClientStream, opened: Opened, tls: bool) {
+    let mut policy = TunnelPolicy {
+        shared,
+        decision: opened.decision,
+        connector: opened.connector,
+        predialed: opened.upstream,
+        tls,
+        request_num: 0,
+        current: None,
+    };
+    let limits = shared.limits.loop_limits();
+    let mut buf = BytesMut::with_capacity(4096);
+    let first = match read_head(&mut client, &mut buf, limits.request_head).await {
+        Ok(n) => {
+            let raw = buf.split_to(n);
+            match RequestHead::parse(&raw) {
+                Ok(r) => r,
+                Err(e) => {
+                    if let Some(response) = policy.rejected(&RejectCause::Parse(e)) {
+                        answer_and_close(&mut client, &response).await;
+                    }
+                    return;
+                }
+            }
+        }
+        Err(HeadError::Closed) => return,
+        Err(e) => {
+            if let Some(response) = policy.rejected(&RejectCause::Head(e)) {
+                answer_and_close(&mut client, &response).await;
+            }
+            return;
+        }
+    };
+    request_loop(&mut client, &mut buf, first, &mut policy, &limits).await;
+    let _ = client.shutdown().await;
+}
+
+/// Authorize and validate, re-deciding from scratch whenever the generation
+/// moved before the tunnel starts. Writes the refusal itself.
+async fn open(shared: &Shared, client: &mut TcpStream, intent: EgressIntent) -> Option<Opened> {
     for _ in 0..MAX_REAUTHORIZE {
         let decision = authorize(
             &shared.store.snapshot(),
@@ -95,20 +253,10 @@ async fn open(
             shared.audit.connect_denied(&decision);
             let detail = format!("CONNECT {target} not permitted by policy");
             let reason = decision.deny_reason();
-            answer_and_close(
-                client,
-                &json_error(403, "policy_denied", &detail, Some(&reason), None),
-            )
-            .await;
-            return None;
-        };
-        if let Some(protocol) = decision.uninspectable_l7() {
-            shared.audit.l7_unavailable(&decision, protocol.as_str());
-            let policy = Some(decision.policy_key());
-            let response = json_error(403, "l7_inspection_unavailable", L7_DETAIL, None, policy);
+            let response = json_error(403, "policy_denied", &detail, Some(&reason), None);
             answer_and_close(client, &response).await;
             return None;
-        }
+        };
         let connector = match destination::validate(&permit.destination, target, &shared.resolver)
             .await
         {
@@ -141,29 +289,37 @@ async fn open(
         if shared.store.generation() != decision.generation() {
             continue;
         }
-        let upstream = match connector.connect(shared.limits.dial_timeout).await {
-            Ok(s) => s,
-            Err(e) => {
-                shared.audit.upstream_unreachable(&decision, &e);
-                let detail = format!("connection to {target} failed");
-                answer_and_close(
-                    client,
-                    &json_error(
+        let inspected = has_l7_routes(&decision.snapshot, &permit.routes);
+        // Inspected routes dial on the first admitted request; L4 routes dial now.
+        let upstream = if inspected {
+            None
+        } else {
+            match connector.connect(shared.limits.dial_timeout).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    shared.audit.upstream_unreachable(&decision, &e);
+                    let detail = format!("connection to {target} failed");
+                    let response = json_error(
                         502,
                         "upstream_unreachable",
                         &detail,
                         None,
                         Some(decision.policy_key()),
-                    ),
-                )
-                .await;
-                return None;
+                    );
+                    answer_and_close(client, &response).await;
+                    return None;
+                }
             }
         };
         if shared.store.generation() != decision.generation() {
             continue;
         }
-        return Some((decision, upstream));
+        return Some(Opened {
+            decision,
+            connector,
+            upstream,
+            inspected,
+        });
     }
     let detail = format!(
         "CONNECT {} not permitted because policy changed",

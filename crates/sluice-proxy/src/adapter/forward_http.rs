@@ -13,9 +13,12 @@ use tokio::net::TcpStream;
 use super::response::{json_error, BAD_REQUEST, HEAD_TOO_LARGE, USE_CONNECT};
 use crate::destination::{self, UpstreamConnector};
 use crate::egress::{authorize, EgressDecision, EgressIntent, IdentityEvidence, Surface, Target};
+use crate::relay::http::l7::{self, canonical_target, L7Outcome};
 use crate::relay::http::{
-    request_loop, Admission, HeadError, RejectCause, RequestHead, RequestPolicy, UpstreamKey,
+    request_loop, Admission, DialFailure, HeadError, RejectCause, RequestHead, RequestPolicy,
+    UpstreamKey,
 };
+use crate::relay::stream::UpstreamStream;
 use crate::server::Shared;
 
 /// Longest request path accepted.
@@ -59,7 +62,7 @@ struct ForwardPolicy<'a> {
     peer: SocketAddr,
     identity: IdentityEvidence,
     /// The decision for the request in flight (for its completion event).
-    current: Option<(EgressDecision, String)>,
+    current: Option<(EgressDecision, String, L7Outcome)>,
     /// The last validated connector, reused while key and generation hold
     /// (no DNS per request on a keep-alive connection).
     cached: Option<(UpstreamKey, UpstreamConnector)>,
@@ -113,16 +116,16 @@ fn parse_absolute(raw: &str) -> Result<AbsoluteTarget, TargetRefusal> {
 
 /// Origin-form head for the upstream: one generated `Host`, hop-by-hop
 /// fields and everything `Connection` nominated removed, `Via` added.
-fn rewrite(req: &RequestHead, t: &AbsoluteTarget) -> Vec<u8> {
+fn rewrite(req: &RequestHead, target: &Target, origin: &str) -> Vec<u8> {
     let mut out = String::with_capacity(256 + req.headers.len() * 48);
     let _ = write!(
         out,
         "{} {} HTTP/1.{}\r\nHost: ",
-        req.method, t.path_and_query, req.version
+        req.method, origin, req.version
     );
-    let _ = write!(out, "{}", t.target.host);
-    if t.target.port != 80 {
-        let _ = write!(out, ":{}", t.target.port);
+    let _ = write!(out, "{}", target.host);
+    if target.port != 80 {
+        let _ = write!(out, ":{}", target.port);
     }
     out.push_str("\r\n");
     let mut bytes = out.into_bytes();
@@ -209,15 +212,20 @@ impl ForwardPolicy<'_> {
                     response: json_error(403, "policy_denied", &detail, None, None),
                 };
             };
-            if let Some(protocol) = decision.uninspectable_l7() {
-                shared.audit.l7_unavailable(&decision, protocol.as_str());
-                let response = json_error(
-                    403,
-                    "l7_inspection_unavailable",
-                    super::connect::L7_DETAIL,
-                    None,
-                    Some(decision.policy_key()),
-                );
+            let canonical = match canonical_target(&decision, &t.path_and_query) {
+                Ok(c) => c,
+                Err(detail) => {
+                    shared
+                        .audit
+                        .l7_request(&decision, "deny", &req.method, &path, &detail);
+                    let detail = format!("request-target must be canonical: {detail}");
+                    return Admission::Respond {
+                        response: json_error(400, "invalid_request_target", &detail, None, None),
+                    };
+                }
+            };
+            let outcome = l7::evaluate(&decision, req, &canonical);
+            if let Some(response) = l7_refusal(shared, &decision, req, &canonical.path, &outcome) {
                 return Admission::Respond { response };
             }
             let key = UpstreamKey {
@@ -257,12 +265,14 @@ impl ForwardPolicy<'_> {
                 continue;
             }
             self.cached = Some((key.clone(), connector.clone()));
-            let head = rewrite(req, &t);
-            self.current = Some((decision, path));
+            let origin = canonical.origin_form();
+            let head = rewrite(req, &t.target, &origin);
+            self.current = Some((decision, canonical.path, outcome));
             return Admission::Forward {
                 key,
                 connector,
                 head,
+                upgrade: false,
             };
         }
         let detail = format!("{} {}{path} not permitted by policy", req.method, t.target);
@@ -281,15 +291,25 @@ impl RequestPolicy for ForwardPolicy<'_> {
         }
     }
 
-    fn unreachable(
-        &mut self,
-        _req: &RequestHead,
-        target: &Target,
-        err: &std::io::Error,
-    ) -> Vec<u8> {
+    async fn dial(&mut self, connector: &UpstreamConnector) -> Result<UpstreamStream, DialFailure> {
+        connector
+            .connect(self.shared.limits.dial_timeout)
+            .await
+            .map(UpstreamStream::Plain)
+            .map_err(|error| DialFailure::Connect {
+                target: connector.target().clone(),
+                error,
+            })
+    }
+
+    fn unreachable(&mut self, _req: &RequestHead, failure: &DialFailure) -> Vec<u8> {
         self.cached = None;
-        let policy = self.current.as_ref().map(|(d, _)| {
-            self.shared.audit.upstream_unreachable(d, err);
+        let (target, err) = match failure {
+            DialFailure::Connect { target, error } => (target, error.to_string()),
+            DialFailure::Tls { target, detail } => (target, detail.clone()),
+        };
+        let policy = self.current.as_ref().map(|(d, _, _)| {
+            self.shared.audit.upstream_unreachable(d, &err);
             d.policy_key().to_owned()
         });
         let detail = format!("connection to {target} failed");
@@ -312,7 +332,7 @@ impl RequestPolicy for ForwardPolicy<'_> {
                 (Some(BAD_REQUEST), cause_text(cause))
             }
             RejectCause::Head(_) => (None, cause_text(cause)),
-            RejectCause::Parse(_) => (Some(BAD_REQUEST), cause_text(cause)),
+            RejectCause::Parse(_) | RejectCause::Body(_) => (Some(BAD_REQUEST), cause_text(cause)),
         };
         self.shared.audit.request_rejected(
             EventClass::HttpActivity,
@@ -325,7 +345,20 @@ impl RequestPolicy for ForwardPolicy<'_> {
     }
 
     fn completed(&mut self, req: &RequestHead, status: u16) {
-        if let Some((d, path)) = self.current.take() {
+        if let Some((d, path, outcome)) = self.current.take() {
+            match &outcome {
+                L7Outcome::Audit { reason, .. } => {
+                    self.shared
+                        .audit
+                        .l7_request(&d, "audit", &req.method, &path, reason);
+                }
+                L7Outcome::Allow => {
+                    self.shared
+                        .audit
+                        .l7_request(&d, "allow", &req.method, &path, "");
+                }
+                _ => {}
+            }
             self.shared
                 .audit
                 .forward_allowed(&d, &req.method, &path, status);
@@ -333,10 +366,47 @@ impl RequestPolicy for ForwardPolicy<'_> {
     }
 }
 
+/// The response for an L7 outcome that must not be forwarded (and its event).
+fn l7_refusal(
+    shared: &Shared,
+    d: &EgressDecision,
+    req: &RequestHead,
+    path: &str,
+    outcome: &L7Outcome,
+) -> Option<Vec<u8>> {
+    let policy = Some(d.policy_key());
+    Some(match outcome {
+        L7Outcome::Pass | L7Outcome::Allow | L7Outcome::Audit { .. } => return None,
+        L7Outcome::BadTarget { detail } => {
+            shared
+                .audit
+                .l7_request(d, "deny", &req.method, path, detail);
+            json_error(400, "invalid_request_target", detail, None, policy)
+        }
+        L7Outcome::Unsupported { detail } => {
+            shared
+                .audit
+                .l7_request(d, "deny", &req.method, path, detail);
+            json_error(403, "unsupported_l7_protocol", detail, None, policy)
+        }
+        L7Outcome::Deny { reason, .. } => {
+            shared
+                .audit
+                .l7_request(d, "deny", &req.method, path, reason);
+            l7::deny_response(d, req, path, outcome)
+        }
+        L7Outcome::Uninspectable { protocol } => {
+            shared.audit.l7_unavailable(d, protocol.as_str());
+            l7::deny_response(d, req, path, outcome)
+        }
+    })
+}
+
 fn cause_text(cause: &RejectCause) -> String {
     match cause {
         RejectCause::Head(e) => e.to_string(),
         RejectCause::Parse(e) => e.to_string(),
+        RejectCause::Body(e) => e.clone(),
     }
 }
 
@@ -401,7 +471,7 @@ mod tests {
         )
         .unwrap();
         let t = parse_absolute(&req.target).ok().unwrap();
-        let out = String::from_utf8(rewrite(&req, &t)).unwrap();
+        let out = String::from_utf8(rewrite(&req, &t.target, &t.path_and_query)).unwrap();
         assert_eq!(
             out,
             "GET /p?q=1 HTTP/1.1\r\nHost: a.test:8080\r\nAccept: */*\r\nVia: 1.1 sluice\r\n\r\n"

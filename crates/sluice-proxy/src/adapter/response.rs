@@ -23,6 +23,12 @@ fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
+/// A policy key fit for the `X-Sluice-Policy` header (visible ASCII only;
+/// anything else is omitted rather than risk header injection).
+pub(crate) fn policy_header_value(key: &str) -> Option<&str> {
+    (key != "-" && !key.is_empty() && key.bytes().all(|b| b.is_ascii_graphic())).then_some(key)
+}
+
 /// A JSON error response that closes the connection. `policy` adds
 /// `X-Sluice-Policy`; `reason` adds the `reason` field (CONNECT denials).
 pub(crate) fn json_error(
@@ -46,7 +52,7 @@ pub(crate) fn json_error(
         reason_phrase(status),
         body.len()
     );
-    if let Some(p) = policy.filter(|p| *p != "-" && p.bytes().all(|b| b.is_ascii_graphic())) {
+    if let Some(p) = policy.and_then(policy_header_value) {
         let _ = write!(out, "X-Sluice-Policy: {p}\r\n");
     }
     out.push_str("\r\n");

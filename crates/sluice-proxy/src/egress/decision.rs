@@ -124,19 +124,6 @@ impl EgressDecision {
         self.permit().map(|p| self.snapshot.endpoint(p.endpoint))
     }
 
-    /// The L7 protocol of the first route that carries request-level rules,
-    /// if any. This build cannot evaluate them yet, so adapters refuse such
-    /// routes instead of forwarding uninspected traffic (fail closed).
-    #[must_use]
-    pub fn uninspectable_l7(&self) -> Option<Protocol> {
-        let permit = self.permit()?;
-        permit
-            .routes
-            .iter()
-            .map(|id| self.snapshot.endpoint(*id).protocol)
-            .find(|p| p.is_l7())
-    }
-
     /// The policy key for logs and `X-Sluice-Policy` (`-` when denied).
     #[must_use]
     pub fn policy_key(&self) -> &str {

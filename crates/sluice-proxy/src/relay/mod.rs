@@ -3,5 +3,6 @@
 //! [`crate::destination::UpstreamConnector`]; none exists without one.
 
 pub mod http;
+pub mod stream;
 pub mod tcp;
 pub mod tls;

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod ca;
 pub(crate) mod check;
 pub(crate) mod explain;
 pub(crate) mod serve;

@@ -12,6 +12,7 @@ use sluice_proxy::audit::Audit;
 use sluice_proxy::destination::Resolver;
 use sluice_proxy::egress::{IdentityMode, IdentityResolver, ProcessIdentity};
 use sluice_proxy::policy_store::PolicyStore;
+use sluice_proxy::relay::tls::{LeafCache, SandboxCa, UpstreamTls, DEFAULT_LEAF_CACHE_CAPACITY};
 use sluice_proxy::server::{reload_and_audit, watch_policy_file, Limits, Proxy, ProxyConfig};
 use sluice_telemetry::AuditSink;
 use tokio::signal::unix::{signal, SignalKind};
@@ -78,6 +79,14 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ))),
         IdentityMode::EndpointOnly => None,
     };
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::cli::default_state_dir);
+    let ca = SandboxCa::load_or_create(&state_dir)
+        .with_context(|| format!("sandbox CA in {}", state_dir.display()))?;
+    let leaf_cache = Arc::new(LeafCache::new(Arc::new(ca), DEFAULT_LEAF_CACHE_CAPACITY));
+    let upstream_tls = Arc::new(UpstreamTls::new(&args.upstream_ca).context("upstream TLS trust")?);
     let config = ProxyConfig {
         identity_mode,
         identity,
@@ -89,6 +98,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ),
         limits,
         audit: audit.clone(),
+        leaf_cache,
+        upstream_tls,
     };
     let generation = loaded.snapshot.generation();
     let store = PolicyStore::new(loaded.snapshot, Some(args.policy.clone()));

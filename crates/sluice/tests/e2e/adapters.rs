@@ -14,12 +14,7 @@ network_policies:
     endpoints:
       - {{ host: exact.test, port: 8080 }}
       - {{ host: exact.test, port: 8099 }}
-    binaries:
-      - {{ path: /usr/bin/curl }}
-      - {{ path: "{me}" }}
-  l7:
-    endpoints:
-      - {{ host: rest.test, port: 8080, protocol: rest, access: read-only }}
+      - {{ host: exact.test, port: 9000 }}
     binaries:
       - {{ path: /usr/bin/curl }}
       - {{ path: "{me}" }}
@@ -34,8 +29,6 @@ pub(crate) fn add_hosts(ns: &Netns) -> Vec<String> {
         format!("exact.test={}", ns.ns_ip),
         "--add-host".into(),
         format!("other.test={}", ns.ns_ip),
-        "--add-host".into(),
-        format!("rest.test={}", ns.ns_ip),
     ]
 }
 
@@ -189,21 +182,6 @@ fn adapter_refusals_have_their_own_shapes() {
     assert_eq!(json_body(&resp)["error"], "upstream_unreachable");
     let r = curl(&sluice.proxy_url(), "http://exact.test:8099/", false, &[]);
     assert_eq!(r.status, 502);
-    // An endpoint with request-level rules is refused (fail closed) on both
-    // adapters until the inspecting relay can enforce them.
-    let r = curl(&sluice.proxy_url(), "http://rest.test:8080/", false, &[]);
-    assert_eq!(r.status, 403);
-    assert!(r.body.contains("l7_inspection_unavailable"), "{r:?}");
-    let resp = raw_exchange(
-        sluice.addr,
-        b"CONNECT rest.test:8080 HTTP/1.1\r\n\r\n",
-        wait,
-    );
-    assert_eq!(
-        json_body(&resp)["error"],
-        "l7_inspection_unavailable",
-        "{resp}"
-    );
     assert!(
         recorded(&record).is_empty(),
         "nothing refused may reach the upstream"

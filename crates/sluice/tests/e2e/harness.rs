@@ -146,18 +146,34 @@ impl Netns {
     /// Start the echo upstream on `port` inside the namespace; requests are
     /// recorded in `record` (one JSON line each).
     pub(crate) fn start_upstream(&self, port: u16, record: &Path) {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/upstream.py");
+        self.start_script("upstream.py", port, record, &[]);
+    }
+
+    /// The echo upstream over HTTPS with `cert`/`key` (PEM files).
+    pub(crate) fn start_tls_upstream(&self, port: u16, record: &Path, cert: &Path, key: &Path) {
+        self.start_script("upstream.py", port, record, &[cert, key]);
+    }
+
+    /// A raw TCP recorder: every byte read is appended to `record`.
+    pub(crate) fn start_recorder(&self, port: u16, record: &Path) {
+        self.start_script("recorder.py", port, record, &[]);
+    }
+
+    fn start_script(&self, script: &str, port: u16, record: &Path, extra: &[&Path]) {
+        let script = format!("{}/tests/e2e/{script}", env!("CARGO_MANIFEST_DIR"));
+        let port = port.to_string();
         let mut child = Command::new("ip")
             .args([
                 "netns",
                 "exec",
                 &self.name,
                 "python3",
-                script,
+                &script,
                 &self.ns_ip,
-                &port.to_string(),
+                &port,
             ])
             .arg(record)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -167,7 +183,7 @@ impl Netns {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("upstream ready line");
-        assert_eq!(line.trim(), "ready", "upstream did not start");
+        assert_eq!(line.trim(), "ready", "upstream {script} did not start");
         self.upstreams.lock().unwrap().push(child);
     }
 }
@@ -229,6 +245,8 @@ impl Sluice {
             .arg(&policy)
             .arg("--audit-log")
             .arg(&audit)
+            .arg("--state-dir")
+            .arg(dir.path("state"))
             .args(extra)
             .args(if extra.contains(&"--policy-poll-ms") {
                 &[][..]
@@ -407,4 +425,100 @@ pub(crate) fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect to sluice");
     s.set_read_timeout(Some(patience())).unwrap();
     s
+}
+
+/// A test PKI for upstream TLS: a CA and one leaf for `names`.
+pub(crate) struct TestPki {
+    pub(crate) ca: PathBuf,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+}
+
+pub(crate) fn test_pki(dir: &TempDir, tag: &str, names: &[&str]) -> TestPki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("e2e test CA {tag}"));
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let leaf = CertificateParams::new(names)
+        .expect("leaf params")
+        .signed_by(&leaf_key, &issuer)
+        .expect("leaf cert");
+    let pki = TestPki {
+        ca: dir.path(&format!("{tag}-ca.pem")),
+        cert: dir.path(&format!("{tag}-cert.pem")),
+        key: dir.path(&format!("{tag}-key.pem")),
+    };
+    std::fs::write(&pki.ca, ca_cert.pem()).unwrap();
+    std::fs::write(&pki.cert, leaf.pem()).unwrap();
+    std::fs::write(&pki.key, leaf_key.serialize_pem()).unwrap();
+    pki
+}
+
+/// Run `sluice` with arguments, returning stdout.
+pub(crate) fn sluice_cmd(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .output()
+        .expect("run sluice");
+    assert!(
+        out.status.success(),
+        "sluice {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// CONNECT through the proxy (TLS inside when `cafile` is given), send
+/// `payload`, and return everything read; `Err` holds a refused CONNECT's answer.
+pub(crate) fn tunnel(
+    proxy: SocketAddr,
+    host: &str,
+    port: u16,
+    cafile: Option<&Path>,
+    payload: &[u8],
+) -> Result<String, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/tunnel_client.py");
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        script,
+        &proxy.ip().to_string(),
+        &proxy.port().to_string(),
+        host,
+        &port.to_string(),
+    ]);
+    if let Some(ca) = cafile {
+        cmd.arg(ca);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(payload)
+        .expect("payload");
+    let out = child.wait_with_output().expect("tunnel client");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    match out.status.code() {
+        Some(0) => Ok(text),
+        Some(3) => Err(text),
+        _ => panic!(
+            "tunnel client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
 }

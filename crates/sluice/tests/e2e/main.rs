@@ -9,6 +9,7 @@ mod adapters;
 mod check;
 mod harness;
 mod identity;
+mod l7;
 mod pipelining;
 mod reload;
 mod ssrf;

@@ -17,6 +17,7 @@ fn reload_flips_both_adapters_and_live_connections() {
     let dir = TempDir::new("reload");
     let ns = Netns::new();
     ns.start_upstream(8080, &dir.path("upstream.jsonl"));
+    ns.start_recorder(9000, &dir.path("raw.bin"));
     let args = add_hosts(&ns);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let sluice = Sluice::start(&dir, &basic_policy(), &args);
@@ -30,7 +31,8 @@ fn reload_flips_both_adapters_and_live_connections() {
         200
     );
 
-    // A keep-alive forward connection and a raw tunnel, both open across the reload.
+    // A keep-alive forward connection, an HTTP tunnel and a raw (non-HTTP)
+    // tunnel, all open across the reload.
     let mut keep = connect(sluice.addr);
     keep.write_all(b"GET http://exact.test:8080/k1 HTTP/1.1\r\nHost: exact.test:8080\r\n\r\n")
         .unwrap();
@@ -44,6 +46,16 @@ fn reload_flips_both_adapters_and_live_connections() {
         .write_all(b"GET /t1 HTTP/1.1\r\nHost: exact.test:8080\r\n\r\n")
         .unwrap();
     assert_eq!(read_response(&mut tunnel).unwrap().0, 200);
+    let mut raw = connect(sluice.addr);
+    raw.write_all(b"CONNECT exact.test:9000 HTTP/1.1\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut raw).unwrap().0, 200);
+    raw.write_all(b"\x00\x01 opaque bytes").unwrap();
+    eventually("raw bytes relayed", || {
+        std::fs::read(dir.path("raw.bin"))
+            .unwrap_or_default()
+            .ends_with(b"opaque bytes")
+    });
 
     // A broken file is refused and the last good policy stays in force.
     std::fs::write(&sluice.policy, "version: 1\nnetwork_policies: [oops\n").unwrap();
@@ -78,15 +90,20 @@ fn reload_flips_both_adapters_and_live_connections() {
     let (status, _, body) = read_response(&mut keep).unwrap();
     assert_eq!(status, 403, "{body}");
 
+    // The HTTP tunnel re-checks at its next request boundary.
+    tunnel
+        .write_all(b"GET /t2 HTTP/1.1\r\nHost: exact.test:8080\r\n\r\n")
+        .unwrap();
+    let (status, _, body) = read_response(&mut tunnel).unwrap();
+    assert_eq!(status, 403, "{body}");
+
     // The raw tunnel the new policy no longer allows was closed.
     let mut buf = [0u8; 16];
-    tunnel
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     assert_eq!(
-        tunnel.read(&mut buf).unwrap_or(0),
+        raw.read(&mut buf).unwrap_or(0),
         0,
-        "tunnel must be closed"
+        "raw tunnel must be closed"
     );
     let ev = sluice.wait_event("tunnel closed after policy reload");
     assert_eq!(ev["unmapped"]["policy_generation"], 2);

@@ -10,6 +10,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ADDR, PORT, RECORD = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+# Optional: CERT KEY to serve HTTPS.
+TLS = sys.argv[4:6] if len(sys.argv) >= 6 else None
 LOCK = threading.Lock()
 
 
@@ -57,5 +59,11 @@ class Echo(BaseHTTPRequestHandler):
 ThreadingHTTPServer.daemon_threads = True
 ThreadingHTTPServer.allow_reuse_address = True
 server = ThreadingHTTPServer((ADDR, PORT), Echo)
+if TLS:
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(TLS[0], TLS[1])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
 print("ready", flush=True)
 server.serve_forever()

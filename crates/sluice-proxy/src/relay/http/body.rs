@@ -144,6 +144,33 @@ async fn read_line<R: AsyncRead + Unpin>(
     }
 }
 
+/// Make sure the first chunk-size line of a chunked body has arrived and is
+/// valid, without consuming it. Run before anything of the request is
+/// written upstream, so a malformed size never reaches an upstream.
+///
+/// # Errors
+/// [`BodyError`] when the line is malformed, too long, or never arrives.
+pub(super) async fn check_first_chunk<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    idle: Duration,
+) -> Result<(), BodyError> {
+    loop {
+        if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+            if pos == 0 || buf[pos - 1] != b'\r' {
+                return Err(BodyError::BadChunk("bare LF"));
+            }
+            return parse_chunk_size(&buf[..pos - 1]).map(|_| ());
+        }
+        if buf.len() > MAX_LINE {
+            return Err(BodyError::BadChunk("line too long"));
+        }
+        if fill(reader, buf, idle).await? == 0 {
+            return Err(BodyError::Truncated);
+        }
+    }
+}
+
 /// Strict chunk size: 1-16 hex digits, optional `;extension` of visible ASCII.
 fn parse_chunk_size(line: &[u8]) -> Result<u64, BodyError> {
     let (size, ext) = match line.iter().position(|&b| b == b';') {

@@ -4,14 +4,14 @@ use std::time::Duration;
 use bytes::BytesMut;
 use sluice_policy::EndpointId;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use super::body::{copy_body, BodyError};
+use super::body::{check_first_chunk, copy_body, BodyError};
 use super::head::{read_head, HeadError, HeadLimits};
 use super::request::{ParseError, RequestHead};
 use super::response::{parse_response, ResponseError, ResponseHead};
 use crate::destination::UpstreamConnector;
 use crate::egress::Target;
+use crate::relay::stream::UpstreamStream;
 
 /// Identity of an upstream connection for reuse: same generation, same
 /// authorized endpoint, same target. Anything else dials anew.
@@ -26,10 +26,12 @@ pub struct UpstreamKey {
 #[derive(Debug)]
 pub enum Admission {
     /// Write `head` (already rewritten) and the body to the upstream.
+    /// With `upgrade`, a `101` answer switches the connection to a raw copy.
     Forward {
         key: UpstreamKey,
         connector: UpstreamConnector,
         head: Vec<u8>,
+        upgrade: bool,
     },
     /// Answer locally with `response` and close the client connection.
     Respond { response: Vec<u8> },
@@ -44,6 +46,20 @@ pub enum LoopEnd {
     Answered,
     /// Transport or framing failure mid-exchange.
     Broken,
+    /// A `101 Switching Protocols` turned the connection into a raw copy, now ended.
+    Upgraded,
+}
+
+/// Why the upstream of an admitted request could not be opened.
+#[derive(Debug)]
+pub enum DialFailure {
+    /// TCP connect to every pinned address failed.
+    Connect {
+        target: Target,
+        error: std::io::Error,
+    },
+    /// The upstream TLS handshake or certificate verification failed.
+    Tls { target: Target, detail: String },
 }
 
 /// What the loop asks its owner (an adapter) for each request.
@@ -51,8 +67,13 @@ pub trait RequestPolicy: Send {
     /// Decide one request. Called once per request, before any of its
     /// bytes are written upstream.
     fn admit(&mut self, req: &RequestHead) -> impl Future<Output = Admission> + Send;
-    /// The upstream could not be dialled: the response to send.
-    fn unreachable(&mut self, req: &RequestHead, target: &Target, err: &std::io::Error) -> Vec<u8>;
+    /// Open the upstream for an admitted request (TCP to pinned addresses, TLS when needed).
+    fn dial(
+        &mut self,
+        connector: &UpstreamConnector,
+    ) -> impl Future<Output = Result<UpstreamStream, DialFailure>> + Send;
+    /// The upstream could not be opened: the response to send.
+    fn unreachable(&mut self, req: &RequestHead, failure: &DialFailure) -> Vec<u8>;
     /// A request head was refused or the head could not be read: the response, if any.
     fn rejected(&mut self, err: &RejectCause) -> Option<Vec<u8>>;
     /// An exchange finished with `status` from the upstream.
@@ -64,6 +85,8 @@ pub trait RequestPolicy: Send {
 pub enum RejectCause {
     Head(HeadError),
     Parse(ParseError),
+    /// The request body's framing is malformed (found before anything was forwarded).
+    Body(String),
 }
 
 /// Bounds for the loop.
@@ -77,8 +100,15 @@ pub struct LoopLimits {
 
 struct Upstream {
     key: UpstreamKey,
-    stream: TcpStream,
+    stream: UpstreamStream,
     buf: BytesMut,
+}
+
+/// How one exchange ended.
+enum Exchanged {
+    Done(ResponseHead),
+    /// `101` relayed; the connection now belongs to a raw copy.
+    Upgraded,
 }
 
 /// Run the request loop on a client connection whose first request has
@@ -97,7 +127,7 @@ where
     let mut upstream: Option<Upstream> = None;
     let mut req = first;
     loop {
-        let (key, connector, head) = match policy.admit(&req).await {
+        let (key, connector, head, upgrade) = match policy.admit(&req).await {
             Admission::Respond { response } => {
                 super::answer_and_close(client, &response).await;
                 return LoopEnd::Answered;
@@ -106,33 +136,49 @@ where
                 key,
                 connector,
                 head,
-            } => (key, connector, head),
+                upgrade,
+            } => (key, connector, head, upgrade),
         };
+        if req.framing == super::BodyFraming::Chunked {
+            if let Err(e) = check_first_chunk(client, buf, limits.body_idle).await {
+                return reject(client, policy, RejectCause::Body(e.to_string())).await;
+            }
+        }
         if upstream.as_ref().is_some_and(|u| u.key != key) {
             upstream = None;
         }
         let up = match upstream.take() {
             Some(u) => u,
-            None => match connector.connect(limits.dial_timeout).await {
+            None => match policy.dial(&connector).await {
                 Ok(stream) => Upstream {
                     key,
                     stream,
                     buf: BytesMut::new(),
                 },
-                Err(e) => {
-                    let response = policy.unreachable(&req, connector.target(), &e);
+                Err(failure) => {
+                    let response = policy.unreachable(&req, &failure);
                     super::answer_and_close(client, &response).await;
                     return LoopEnd::Answered;
                 }
             },
         };
         let mut up = up;
-        let resp = match exchange(client, buf, &mut up, &req, head, limits).await {
-            Ok(r) => r,
+        let resp = match exchange(client, buf, &mut up, &req, head, upgrade, limits).await {
+            Ok(Exchanged::Done(r)) => r,
+            Ok(Exchanged::Upgraded) => {
+                policy.completed(&req, 101);
+                raw_copy(client, buf, up).await;
+                return LoopEnd::Upgraded;
+            }
             Err(ExchangeError::BadResponse(_)) => {
                 let _ = client.write_all(BAD_GATEWAY).await;
                 let _ = client.shutdown().await;
                 return LoopEnd::Broken;
+            }
+            Err(ExchangeError::RequestBody(e)) => {
+                // Part of this request already went upstream; that connection is
+                // dropped (never reused), so the upstream sees a truncated request.
+                return reject(client, policy, RejectCause::Body(e.to_string())).await;
             }
             Err(_) => return LoopEnd::Broken,
         };
@@ -198,12 +244,13 @@ async fn exchange<C>(
     up: &mut Upstream,
     req: &RequestHead,
     head: Vec<u8>,
+    upgrade: bool,
     limits: &LoopLimits,
-) -> Result<ResponseHead, ExchangeError>
+) -> Result<Exchanged, ExchangeError>
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let (mut ur, mut uw) = up.stream.split();
+    let (mut ur, mut uw) = tokio::io::split(&mut up.stream);
     uw.write_all(&head).await.map_err(ExchangeError::Io)?;
     let (mut cr, mut cw) = tokio::io::split(&mut *client);
     let ubuf = &mut up.buf;
@@ -219,11 +266,15 @@ where
                 .map_err(ExchangeError::ResponseHead)?;
             let raw = ubuf.split_to(n);
             let parsed = parse_response(&raw, &req.method).map_err(ExchangeError::BadResponse)?;
-            if parsed.status == 101 {
-                // The forward loop never switches to a raw copy (upgrades are stripped).
+            if parsed.status == 101 && !upgrade {
+                // Only a request the admission marked as an upgrade may switch protocols.
                 return Err(ExchangeError::BadResponse(ResponseError::Framing));
             }
             cw.write_all(&raw).await.map_err(ExchangeError::Io)?;
+            if parsed.status == 101 {
+                cw.flush().await.map_err(ExchangeError::Io)?;
+                return Ok(parsed);
+            }
             // Interim 1xx (not 101) responses are relayed and the final one awaited.
             if (100..200).contains(&parsed.status) && parsed.status != 101 {
                 continue;
@@ -234,9 +285,28 @@ where
     let (sent, resp) = tokio::join!(send_body, read_response);
     sent?;
     let resp = resp?;
+    if resp.status == 101 {
+        return Ok(Exchanged::Upgraded);
+    }
     copy_body(resp.framing, &mut ur, ubuf, &mut cw, limits.body_idle)
         .await
         .map_err(ExchangeError::ResponseBody)?;
     cw.flush().await.map_err(ExchangeError::Io)?;
-    Ok(resp)
+    Ok(Exchanged::Done(resp))
+}
+
+/// After a `101`: bytes already buffered on either side go first, then a
+/// plain bidirectional copy until both sides finish.
+async fn raw_copy<C>(client: &mut C, buf: &mut BytesMut, mut up: Upstream)
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    if !buf.is_empty() && up.stream.write_all(buf).await.is_err() {
+        return;
+    }
+    buf.clear();
+    if !up.buf.is_empty() && client.write_all(&up.buf).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(client, &mut up.stream).await;
 }

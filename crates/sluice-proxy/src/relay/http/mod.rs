@@ -8,13 +8,16 @@ mod body;
 mod close;
 mod exchange;
 mod head;
+pub(crate) mod l7;
 mod request;
 mod response;
+pub(crate) mod tunnel;
 
 pub use body::BodyFraming;
 pub use close::answer_and_close;
 pub use exchange::{
-    request_loop, Admission, LoopEnd, LoopLimits, RejectCause, RequestPolicy, UpstreamKey,
+    request_loop, Admission, DialFailure, LoopEnd, LoopLimits, RejectCause, RequestPolicy,
+    UpstreamKey,
 };
 pub use head::{read_head, HeadError, HeadLimits};
 pub use request::{ParseError, RequestHead};
