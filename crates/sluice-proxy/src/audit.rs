@@ -289,7 +289,8 @@ impl Audit {
         );
     }
 
-    pub fn connect_allowed(&self, d: &EgressDecision) {
+    /// `inspected`: request-level policy follows (`CONNECT_L7`).
+    pub fn connect_allowed(&self, d: &EgressDecision, inspected: bool) {
         let t = &d.intent.target;
         self.sink.emit(
             &allowed(base(
@@ -299,7 +300,10 @@ impl Audit {
                 d.generation(),
             ))
             .firewall_rule(d.policy_key(), "opa")
-            .message(format!("CONNECT allowed {t}")),
+            .message(format!(
+                "{} allowed {t}",
+                if inspected { "CONNECT_L7" } else { "CONNECT" }
+            )),
         );
     }
 

@@ -98,7 +98,9 @@ pub(super) async fn handle(
     {
         return;
     }
-    shared.audit.connect_allowed(&opened.decision);
+    shared
+        .audit
+        .connect_allowed(&opened.decision, opened.inspected);
     if skip {
         return raw(shared, client, opened, &leftover).await;
     }
