@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// Deadline for one dial or one proxy handshake.
@@ -74,8 +74,8 @@ pub(crate) async fn open(target: &str, proxy: Option<SocketAddr>) -> anyhow::Res
 
 /// Reads one response (head + Content-Length body) from `s`, buffering
 /// extra bytes in `buf`. Returns the status and body length.
-pub(crate) async fn read_response(
-    s: &mut TcpStream,
+pub(crate) async fn read_response<S: AsyncRead + Unpin>(
+    s: &mut S,
     buf: &mut BytesMut,
 ) -> anyhow::Result<(u16, usize)> {
     loop {

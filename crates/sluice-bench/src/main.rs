@@ -1,9 +1,12 @@
 //! `sluice-bench`: the upstream and the load generator used by `bench/run`.
 //!
 //! * `serve`: a TCP byte sink (acks the byte count on half-close) and a
-//!   minimal HTTP/1.1 keep-alive server with fixed-size bodies.
+//!   minimal HTTP/1.1 keep-alive server with fixed-size bodies, optionally
+//!   also behind TLS (`--https`).
+//! * `gen-cert`: a throwaway CA and a server certificate for `serve --https`.
 //! * `bulk`: one-way throughput, direct or through a CONNECT tunnel.
-//! * `rps`: keep-alive GET requests per second, direct or via the forward proxy.
+//! * `rps`: keep-alive GET requests per second, direct or via the forward
+//!   proxy; with `--tls`, over TLS directly or inside a CONNECT tunnel.
 //! * `connect-rate`: new CONNECT tunnels per second, one request each.
 //!
 //! Every client workload is bounded in time and prints one JSON line.
@@ -13,9 +16,11 @@
 mod client;
 mod server;
 mod stats;
+mod tls;
 mod workload;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -33,6 +38,9 @@ struct Cli {
 enum Command {
     /// Run the upstream: a byte sink and an HTTP/1.1 keep-alive server.
     Serve(ServeArgs),
+    /// Write a throwaway CA (ca.pem) and a server certificate for NAME
+    /// (cert.pem, chain leaf then CA; key.pem).
+    GenCert(GenCertArgs),
     /// One-way bulk throughput (N bytes per stream, acked by the sink).
     Bulk(BulkArgs),
     /// Keep-alive HTTP requests per second and latency percentiles.
@@ -49,9 +57,28 @@ struct ServeArgs {
     /// Address of the HTTP server.
     #[arg(long)]
     http: SocketAddr,
+    /// Address of the same HTTP server behind TLS (needs --cert and --key).
+    #[arg(long, requires_all = ["cert", "key"])]
+    https: Option<SocketAddr>,
+    /// Certificate chain (PEM) presented on --https.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long)]
+    key: Option<PathBuf>,
     /// Default response body size (a request's `?size=N` overrides it).
     #[arg(long, default_value_t = 1024)]
     body_bytes: usize,
+}
+
+#[derive(Debug, Args)]
+struct GenCertArgs {
+    /// Output directory (created if missing).
+    #[arg(long)]
+    dir: PathBuf,
+    /// DNS name the server certificate is issued for.
+    #[arg(long, default_value = "bench.internal")]
+    name: String,
 }
 
 /// Where to send traffic: `HOST:PORT` of the upstream, and the proxy if any.
@@ -93,6 +120,18 @@ struct RpsArgs {
     /// Response body size requested (`?size=N`).
     #[arg(long, default_value_t = 1024)]
     body_bytes: usize,
+    /// Speak TLS: directly to the target, or inside a CONNECT tunnel
+    /// (`--proxy`). Requests are origin-form. Needs --ca.
+    #[arg(long, requires = "ca")]
+    tls: bool,
+    /// CA certificate(s) (PEM) trusted for the server certificate: the
+    /// upstream's CA direct, sluice's CA (`sluice ca show`) through sluice.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// TLS server name (SNI, verified, and the `Host` header). Default: the
+    /// target's host.
+    #[arg(long)]
+    sni: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -122,7 +161,16 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         match cli.command {
-            Command::Serve(a) => server::serve(a.bulk, a.http, a.body_bytes).await,
+            Command::Serve(a) => {
+                let https = match (a.https, &a.cert, &a.key) {
+                    (Some(addr), Some(cert), Some(key)) => {
+                        Some((addr, tls::server_config(cert, key)?))
+                    }
+                    _ => None,
+                };
+                server::serve(a.bulk, a.http, https, a.body_bytes).await
+            }
+            Command::GenCert(a) => tls::gen_cert(&a.dir, &a.name),
             Command::Bulk(a) => {
                 let r = workload::bulk(&a.dest.target, a.dest.proxy, a.bytes, a.streams, a.timeout)
                     .await?;
@@ -130,12 +178,25 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Rps(a) => {
+                let tls = match (a.tls, &a.ca) {
+                    (true, Some(ca)) => {
+                        let host = a.dest.target.rsplit_once(':').map_or("", |(h, _)| h);
+                        let host = host.trim_start_matches('[').trim_end_matches(']');
+                        let name = a.sni.as_deref().unwrap_or(host);
+                        Some(workload::TlsOpts {
+                            config: tls::client_config(ca)?,
+                            name: tls::server_name(name)?,
+                        })
+                    }
+                    _ => None,
+                };
                 let r = workload::rps(
                     &a.dest.target,
                     a.dest.proxy,
                     a.connections,
                     a.seconds,
                     a.body_bytes,
+                    tls,
                 )
                 .await?;
                 println!("{r}");

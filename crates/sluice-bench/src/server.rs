@@ -5,8 +5,12 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::client::IO_TIMEOUT;
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 16 * 1024;
@@ -16,6 +20,7 @@ const MAX_BODY: usize = 64 * 1024 * 1024;
 pub(crate) async fn serve(
     bulk: SocketAddr,
     http: SocketAddr,
+    https: Option<(SocketAddr, Arc<ServerConfig>)>,
     body_bytes: usize,
 ) -> anyhow::Result<()> {
     let bulk_l = TcpListener::bind(bulk)
@@ -24,12 +29,26 @@ pub(crate) async fn serve(
     let http_l = TcpListener::bind(http)
         .await
         .with_context(|| format!("bind {http}"))?;
+    let https_l = match https {
+        Some((addr, config)) => Some((
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("bind {addr}"))?,
+            TlsAcceptor::from(config),
+        )),
+        None => None,
+    };
     eprintln!(
-        "sluice-bench: sink on {}, http on {}",
+        "sluice-bench: sink on {}, http on {}{}",
         bulk_l.local_addr()?,
-        http_l.local_addr()?
+        http_l.local_addr()?,
+        match &https_l {
+            Some((l, _)) => format!(", https on {}", l.local_addr()?),
+            None => String::new(),
+        }
     );
     let default = Arc::new(Responses::new(body_bytes));
+    let tls_default = Arc::clone(&default);
     let sink = async move {
         loop {
             if let Ok((s, _)) = bulk_l.accept().await {
@@ -45,9 +64,28 @@ pub(crate) async fn serve(
             }
         }
     };
+    let tls_web = async move {
+        let Some((l, acceptor)) = https_l else {
+            return std::future::pending::<()>().await;
+        };
+        loop {
+            if let Ok((s, _)) = l.accept().await {
+                let _ = s.set_nodelay(true);
+                let (acceptor, responses) = (acceptor.clone(), Arc::clone(&tls_default));
+                tokio::spawn(async move {
+                    // A handshake that stalls is dropped, never waited on forever.
+                    if let Ok(Ok(tls)) = tokio::time::timeout(IO_TIMEOUT, acceptor.accept(s)).await
+                    {
+                        http_conn(tls, responses).await;
+                    }
+                });
+            }
+        }
+    };
     tokio::select! {
         () = sink => {},
         () = web => {},
+        () = tls_web => {},
         _ = tokio::signal::ctrl_c() => {},
     }
     Ok(())
@@ -105,7 +143,8 @@ fn size_param(target: &str) -> Option<usize> {
 
 /// Keep-alive loop: parse request heads (pipelining tolerated), skip
 /// request bodies by Content-Length, answer each with a fixed body.
-async fn http_conn(mut s: TcpStream, responses: Arc<Responses>) {
+/// Generic over the stream so the same loop serves plain HTTP and HTTPS.
+async fn http_conn<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, responses: Arc<Responses>) {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     loop {
         // Parse every complete request already buffered.
@@ -138,6 +177,7 @@ async fn http_conn(mut s: TcpStream, responses: Arc<Responses>) {
                     let _ = s
                         .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                         .await;
+                    let _ = s.shutdown().await;
                     return;
                 }
             };
@@ -150,7 +190,8 @@ async fn http_conn(mut s: TcpStream, responses: Arc<Responses>) {
             } else {
                 s.write_all(&response(size, close)).await
             };
-            if wrote.is_err() {
+            // TLS buffers records; flushing is a no-op on a plain socket.
+            if wrote.is_err() || s.flush().await.is_err() {
                 return;
             }
             if close {

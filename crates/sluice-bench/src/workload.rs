@@ -1,13 +1,21 @@
 //! The client workloads. Each returns one JSON object as a string.
 
+use std::collections::HashSet;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 use crate::client::{self, read_response};
 use crate::stats::percentile;
@@ -113,51 +121,190 @@ fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
+/// How a keep-alive connection is opened.
+trait Dialer: Send + Sync + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send;
+    fn dial(&self) -> impl Future<Output = anyhow::Result<Self::Stream>> + Send;
+}
+
+/// Plain TCP to one socket address (the upstream, or the forward proxy).
+struct PlainDialer(SocketAddr);
+
+impl Dialer for PlainDialer {
+    type Stream = TcpStream;
+    fn dial(&self) -> impl Future<Output = anyhow::Result<TcpStream>> + Send {
+        client::dial(self.0)
+    }
+}
+
+/// TLS options of the `rps` workload.
+pub(crate) struct TlsOpts {
+    /// Trusts the upstream's CA (direct) or sluice's CA (proxied).
+    pub(crate) config: Arc<ClientConfig>,
+    /// SNI and the name the presented certificate must carry.
+    pub(crate) name: ServerName<'static>,
+}
+
+/// TLS, directly or inside a CONNECT tunnel; counts handshakes and the
+/// distinct leaf certificates presented.
+struct TlsDialer {
+    target: String,
+    proxy: Option<SocketAddr>,
+    connector: TlsConnector,
+    name: ServerName<'static>,
+    handshakes: AtomicU64,
+    leaves: Mutex<HashSet<Vec<u8>>>,
+}
+
+impl Dialer for TlsDialer {
+    type Stream = TlsStream<TcpStream>;
+    async fn dial(&self) -> anyhow::Result<TlsStream<TcpStream>> {
+        let tcp = client::open(&self.target, self.proxy).await?;
+        let tls = tokio::time::timeout(
+            client::IO_TIMEOUT,
+            self.connector.connect(self.name.clone(), tcp),
+        )
+        .await
+        .map_err(|_| anyhow!("TLS handshake with {}: timed out", self.target))?
+        .with_context(|| format!("TLS handshake with {}", self.target))?;
+        self.handshakes.fetch_add(1, Ordering::Relaxed);
+        if let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+            self.leaves
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(leaf.to_vec());
+        }
+        Ok(tls)
+    }
+}
+
 /// Keep-alive GET loop on `connections` connections for `seconds`.
+///
+/// Plain: absolute-form requests to the forward proxy, or origin-form to the
+/// upstream. TLS: origin-form inside TLS, directly or through a CONNECT
+/// tunnel; one connection is opened before the clock starts, so a proxy
+/// mints its leaf certificate once (a first-use race between 64 concurrent
+/// handshakes would otherwise be measured instead), and the reply carries
+/// the handshake count and the number of distinct leaf certificates seen.
 pub(crate) async fn rps(
     target: &str,
     proxy: Option<SocketAddr>,
     connections: usize,
     seconds: f64,
     body_bytes: usize,
+    tls: Option<TlsOpts>,
 ) -> anyhow::Result<String> {
     let duration = secs(seconds)?;
-    let request = if proxy.is_some() {
-        format!("GET http://{target}/?size={body_bytes} HTTP/1.1\r\nHost: {target}\r\n\r\n")
-    } else {
+    let connections = connections.max(1);
+    let extra = format!(
+        "\"proxied\":{},\"tls\":{},\"connections\":{connections},\"body_bytes\":{body_bytes},",
+        proxy.is_some(),
+        tls.is_some(),
+    );
+    let Some(tls) = tls else {
+        let request = if proxy.is_some() {
+            format!("GET http://{target}/?size={body_bytes} HTTP/1.1\r\nHost: {target}\r\n\r\n")
+        } else {
+            client::direct_addr(target)?;
+            format!("GET /?size={body_bytes} HTTP/1.1\r\nHost: {target}\r\n\r\n")
+        };
+        // A direct connection for the baseline, a proxy connection otherwise.
+        let dial_to = match proxy {
+            Some(p) => p,
+            None => client::direct_addr(target)?,
+        };
+        let (results, elapsed) = run_keepalive(
+            Arc::new(PlainDialer(dial_to)),
+            None,
+            request.into_bytes(),
+            connections,
+            duration,
+            body_bytes,
+        )
+        .await?;
+        return Ok(merge(results, elapsed, "rps", "rps", &extra));
+    };
+    if proxy.is_none() {
         client::direct_addr(target)?;
-        format!("GET /?size={body_bytes} HTTP/1.1\r\nHost: {target}\r\n\r\n")
+    }
+    let port = target
+        .rsplit_once(':')
+        .map(|(_, p)| p)
+        .ok_or_else(|| anyhow!("target {target:?} has no port"))?;
+    let host = match &tls.name {
+        ServerName::DnsName(n) => n.as_ref().to_owned(),
+        ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+        _ => bail!("unsupported TLS name"),
     };
-    // A direct connection for the baseline, a proxy connection otherwise.
-    let dial_to = match proxy {
-        Some(p) => p,
-        None => client::direct_addr(target)?,
+    let request = format!("GET /?size={body_bytes} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n");
+    let dialer = Arc::new(TlsDialer {
+        target: target.to_owned(),
+        proxy,
+        connector: TlsConnector::from(tls.config),
+        name: tls.name,
+        handshakes: AtomicU64::new(0),
+        leaves: Mutex::new(HashSet::new()),
+    });
+    let first = dialer.dial().await.context("first TLS connection")?;
+    let (results, elapsed) = run_keepalive(
+        Arc::clone(&dialer),
+        Some(first),
+        request.into_bytes(),
+        connections,
+        duration,
+        body_bytes,
+    )
+    .await?;
+    let handshakes = dialer.handshakes.load(Ordering::Relaxed);
+    let leaves = dialer
+        .leaves
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .len() as u64;
+    // Every handshake after the first for a given leaf reused a cached one.
+    let hits = handshakes.saturating_sub(leaves);
+    let rate = if handshakes == 0 {
+        0.0
+    } else {
+        hits as f64 / handshakes as f64
     };
+    let extra = format!(
+        "{extra}\"tls_handshakes\":{handshakes},\"distinct_leaf_certs\":{leaves},\"leaf_reuse_rate\":{rate:.4},"
+    );
+    Ok(merge(results, elapsed, "rps", "rps", &extra))
+}
+
+/// Runs `connections` keep-alive loops until `duration` has passed; the
+/// first loop starts on `first` when given. Returns the stats and seconds.
+async fn run_keepalive<D: Dialer>(
+    dialer: Arc<D>,
+    mut first: Option<D::Stream>,
+    request: Vec<u8>,
+    connections: usize,
+    duration: Duration,
+    body_bytes: usize,
+) -> anyhow::Result<(Vec<LoopStats>, f64)> {
+    let request: Arc<[u8]> = request.into();
     let start = Instant::now();
     let deadline = start + duration;
     let mut set = JoinSet::new();
-    for _ in 0..connections.max(1) {
-        let request = request.clone();
-        set.spawn(async move {
-            keepalive_loop(dial_to, request.into_bytes(), body_bytes, deadline).await
-        });
+    for _ in 0..connections {
+        let (dialer, request, conn) = (Arc::clone(&dialer), Arc::clone(&request), first.take());
+        set.spawn(
+            async move { keepalive_loop(&*dialer, conn, &request, body_bytes, deadline).await },
+        );
     }
     let mut results = Vec::new();
     while let Some(r) = set.join_next().await {
         results.push(r?);
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    let extra = format!(
-        "\"proxied\":{},\"connections\":{},\"body_bytes\":{body_bytes},",
-        proxy.is_some(),
-        connections.max(1)
-    );
-    Ok(merge(results, elapsed, "rps", "rps", &extra))
+    Ok((results, start.elapsed().as_secs_f64()))
 }
 
-async fn keepalive_loop(
-    addr: SocketAddr,
-    request: Vec<u8>,
+async fn keepalive_loop<D: Dialer>(
+    dialer: &D,
+    mut conn: Option<D::Stream>,
+    request: &[u8],
     body_bytes: usize,
     deadline: Instant,
 ) -> LoopStats {
@@ -165,7 +312,6 @@ async fn keepalive_loop(
         latencies_us: Vec::with_capacity(64 * 1024),
         ..LoopStats::default()
     };
-    let mut conn: Option<TcpStream> = None;
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut consecutive = 0u32;
     while Instant::now() < deadline && consecutive < MAX_CONSECUTIVE_ERRORS {
@@ -173,10 +319,11 @@ async fn keepalive_loop(
         let one = async {
             if conn.is_none() {
                 buf.clear();
-                conn = Some(client::dial(addr).await?);
+                conn = Some(dialer.dial().await?);
             }
             let s = conn.as_mut().ok_or_else(|| anyhow!("no connection"))?;
-            s.write_all(&request).await?;
+            s.write_all(request).await?;
+            s.flush().await?;
             let (status, len) = read_response(s, &mut buf).await?;
             if status != 200 || len != body_bytes {
                 bail!("unexpected response: status {status}, {len} body bytes");

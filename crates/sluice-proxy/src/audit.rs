@@ -339,6 +339,29 @@ impl Audit {
         );
     }
 
+    /// An admitted exchange broke after the upstream was opened.
+    pub fn exchange_failed(&self, d: &EgressDecision, method: &str, path: &str, detail: &str) {
+        let t = &d.intent.target;
+        let path = redact_path(path);
+        self.sink.emit(
+            &base(
+                EventClass::HttpActivity,
+                Activity::Fail,
+                &d.intent,
+                d.generation(),
+            )
+            .severity(Severity::Low)
+            .status(Status::Failure)
+            .firewall_rule(d.policy_key(), "opa")
+            .http_request(method, "http", dst_host(&t.host), &path, t.port)
+            .message(format!(
+                "{} exchange failed for {method} {t}{path}",
+                d.intent.surface.label()
+            ))
+            .status_detail(detail),
+        );
+    }
+
     pub fn forward_denied(&self, d: &EgressDecision, method: &str, path: &str) {
         let t = &d.intent.target;
         let path = redact_path(path);

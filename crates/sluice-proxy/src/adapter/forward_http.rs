@@ -283,6 +283,15 @@ impl ForwardPolicy<'_> {
 }
 
 impl RequestPolicy for ForwardPolicy<'_> {
+    fn failed(&mut self, req: &RequestHead, detail: &str) {
+        self.cached = None;
+        if let Some((d, path, _)) = self.current.take() {
+            self.shared
+                .audit
+                .exchange_failed(&d, &req.method, &path, detail);
+        }
+    }
+
     async fn admit(&mut self, req: &RequestHead) -> Admission {
         self.current = None;
         match parse_absolute(&req.target) {

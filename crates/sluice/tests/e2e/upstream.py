@@ -45,7 +45,7 @@ class Echo(BaseHTTPRequestHandler):
         }
         with LOCK, open(RECORD, "a") as f:
             f.write(json.dumps(seen) + "\n")
-        out = json.dumps(seen).encode()
+        out = json.dumps(seen).encode() + b"\n"  # bare LF in the body, as many servers send
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))

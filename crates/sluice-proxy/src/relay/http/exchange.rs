@@ -78,6 +78,8 @@ pub trait RequestPolicy: Send {
     fn rejected(&mut self, err: &RejectCause) -> Option<Vec<u8>>;
     /// An exchange finished with `status` from the upstream.
     fn completed(&mut self, req: &RequestHead, status: u16);
+    /// An admitted exchange broke mid-way (upstream or client I/O, bad response).
+    fn failed(&mut self, req: &RequestHead, detail: &str);
 }
 
 /// Why a request never reached policy.
@@ -170,7 +172,8 @@ where
                 raw_copy(client, buf, up).await;
                 return LoopEnd::Upgraded;
             }
-            Err(ExchangeError::BadResponse(_)) => {
+            Err(ExchangeError::BadResponse(e)) => {
+                policy.failed(&req, &e.to_string());
                 let _ = client.write_all(BAD_GATEWAY).await;
                 let _ = client.shutdown().await;
                 return LoopEnd::Broken;
@@ -180,7 +183,11 @@ where
                 // dropped (never reused), so the upstream sees a truncated request.
                 return reject(client, policy, RejectCause::Body(e.to_string())).await;
             }
-            Err(_) => return LoopEnd::Broken,
+            Err(e) => {
+                tracing::debug!(error = %e, "Exchange failed");
+                policy.failed(&req, &e.to_string());
+                return LoopEnd::Broken;
+            }
         };
         policy.completed(&req, resp.status);
         let reusable = !resp.close && resp.framing != super::BodyFraming::UntilClose;

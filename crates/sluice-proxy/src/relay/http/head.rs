@@ -44,14 +44,17 @@ pub async fn read_head<R: AsyncRead + Unpin>(
     let deadline = tokio::time::Instant::now() + limits.timeout;
     let mut scanned = 0usize;
     loop {
-        check_line_endings(buf, scanned.saturating_sub(1))?;
-        if let Some(pos) = find_end(&buf[scanned.saturating_sub(3)..]) {
-            let end = scanned.saturating_sub(3) + pos + 4;
+        let from = scanned.saturating_sub(3);
+        if let Some(pos) = find_end(&buf[from..]) {
+            let end = from + pos + 4;
+            // Only the head is checked: bytes after it belong to a body.
+            check_line_endings(&buf[..end], scanned.saturating_sub(1))?;
             if end > limits.max_bytes {
                 return Err(HeadError::TooLarge(limits.max_bytes));
             }
             return Ok(end);
         }
+        check_line_endings(buf, scanned.saturating_sub(1))?;
         scanned = buf.len();
         if buf.len() >= limits.max_bytes {
             return Err(HeadError::TooLarge(limits.max_bytes));
@@ -124,6 +127,14 @@ mod tests {
             read_head(&mut part, &mut BytesMut::new(), LIMITS).await,
             Err(HeadError::Truncated)
         ));
+    }
+
+    #[tokio::test]
+    async fn body_bytes_after_the_head_are_not_judged_as_head() {
+        let mut input: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nhi\n";
+        let mut buf = BytesMut::new();
+        let n = read_head(&mut input, &mut buf, LIMITS).await.unwrap();
+        assert_eq!(&buf[n..], b"hi\n");
     }
 
     #[tokio::test]

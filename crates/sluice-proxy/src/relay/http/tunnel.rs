@@ -128,6 +128,14 @@ impl TunnelPolicy<'_> {
 }
 
 impl RequestPolicy for TunnelPolicy<'_> {
+    fn failed(&mut self, req: &RequestHead, detail: &str) {
+        if let Some((path, _)) = self.current.take() {
+            self.shared
+                .audit
+                .exchange_failed(&self.decision, &req.method, &path, detail);
+        }
+    }
+
     async fn admit(&mut self, req: &RequestHead) -> Admission {
         self.current = None;
         self.request_num += 1;
