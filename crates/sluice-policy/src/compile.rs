@@ -10,10 +10,12 @@ use crate::location::{join, join_idx, LocationIndex};
 use crate::middleware::compile_middlewares;
 use crate::model::{BinaryMatcher, EndpointId, Glob, NetworkPolicy, PolicyId};
 use crate::overlap::check_ambiguity;
+use crate::provider::compile_providers;
+use crate::secret::SecretSource;
 use crate::snapshot::PolicySnapshot;
 
 const STATIC_SECTIONS: [&str; 3] = ["filesystem_policy", "landlock", "process"];
-const EXTENSION_SECTIONS: [&str; 3] = ["providers", "inference", "runtime"];
+const EXTENSION_SECTIONS: [&str; 2] = ["inference", "runtime"];
 
 /// Removes serde_yaml/libyaml " at line N column M" fragments (the location
 /// is reported separately).
@@ -43,7 +45,12 @@ fn strip_location(msg: &str) -> String {
 }
 
 /// Parses, validates and compiles `src`. `origin` names the file in messages.
-pub(crate) fn load(src: &str, origin: &str, generation: u64) -> Result<Loaded, LoadError> {
+pub(crate) fn load(
+    src: &str,
+    origin: &str,
+    generation: u64,
+    secrets: &dyn SecretSource,
+) -> Result<Loaded, LoadError> {
     let file: Arc<str> = Arc::from(origin);
     let dto: PolicyFile = match serde_yaml::from_str(src) {
         Ok(d) => d,
@@ -61,7 +68,7 @@ pub(crate) fn load(src: &str, origin: &str, generation: u64) -> Result<Loaded, L
         }
     };
     let mut ctx = Ctx::new(Arc::clone(&file), LocationIndex::build(src));
-    let snapshot = compile(&mut ctx, &dto, generation);
+    let snapshot = compile(&mut ctx, &dto, generation, secrets);
     if ctx.errors.is_empty() {
         let mut notices = ctx.notices;
         notices.sort_by_key(|n| (n.line, n.col));
@@ -74,7 +81,12 @@ pub(crate) fn load(src: &str, origin: &str, generation: u64) -> Result<Loaded, L
     }
 }
 
-fn compile(ctx: &mut Ctx, dto: &PolicyFile, generation: u64) -> PolicySnapshot {
+fn compile(
+    ctx: &mut Ctx,
+    dto: &PolicyFile,
+    generation: u64,
+    secrets: &dyn SecretSource,
+) -> PolicySnapshot {
     match dto.version {
         None => ctx.err("", "missing `version`; expected `version: 1`"),
         Some(1) => {}
@@ -89,7 +101,7 @@ fn compile(ctx: &mut Ctx, dto: &PolicyFile, generation: u64) -> PolicySnapshot {
             );
         }
     }
-    let extensions = [&dto.providers, &dto.inference, &dto.runtime];
+    let extensions = [&dto.inference, &dto.runtime];
     for (name, value) in EXTENSION_SECTIONS.iter().zip(extensions) {
         if value.is_some() {
             ctx.err_key(name, format!("`{name}` is not supported by this build yet"));
@@ -174,6 +186,10 @@ fn compile(ctx: &mut Ctx, dto: &PolicyFile, generation: u64) -> PolicySnapshot {
         check_ambiguity(ctx, &endpoints, &names);
     }
     let middlewares = compile_middlewares(ctx, &dto.network_middlewares);
+    let providers = match &dto.providers {
+        Some(p) => compile_providers(ctx, p, secrets, &endpoints, &names),
+        None => Vec::new(),
+    };
     PolicySnapshot::new(
         generation,
         Arc::clone(&ctx.file),
@@ -181,6 +197,7 @@ fn compile(ctx: &mut Ctx, dto: &PolicyFile, generation: u64) -> PolicySnapshot {
         endpoints,
         middlewares,
     )
+    .with_providers(providers)
 }
 
 #[cfg(test)]

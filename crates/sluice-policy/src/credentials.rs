@@ -89,7 +89,7 @@ pub(crate) fn compile_credentials(
         } else {
             ctx.warn(
                 &at("credential_binding"),
-                "`credential_binding` is inactive until providers are supported",
+                "`credential_binding` is inactive in sluice; bind credentials with `providers.<key>.endpoints`",
             );
         }
         Arc::from(b.provider.as_str())

@@ -18,8 +18,9 @@ pub(crate) struct PolicyFile {
     pub(crate) network_policies: BTreeMap<String, NetworkPolicyDto>,
     #[serde(default)]
     pub(crate) network_middlewares: BTreeMap<String, MiddlewareDto>,
+    /// Credential sources bound to endpoints.
+    pub(crate) providers: Option<BTreeMap<String, ProviderDto>>,
     /// sluice extensions, not implemented by this build (rejected).
-    pub(crate) providers: Option<Value>,
     pub(crate) inference: Option<Value>,
     pub(crate) runtime: Option<Value>,
 }
@@ -152,4 +153,50 @@ pub(crate) struct MiddlewareSelectorDto {
     pub(crate) include: Vec<String>,
     #[serde(default)]
     pub(crate) exclude: Vec<String>,
+}
+
+/// `providers.<key>`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProviderDto {
+    #[serde(default)]
+    pub(crate) credentials: BTreeMap<String, SecretSourceDto>,
+    #[serde(default)]
+    pub(crate) endpoints: Vec<ProviderEndpointDto>,
+    pub(crate) token_grant: Option<TokenGrantDto>,
+}
+
+/// A secret source: exactly one of `env` / `file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SecretSourceDto {
+    pub(crate) env: Option<String>,
+    pub(crate) file: Option<String>,
+}
+
+/// `providers.<key>.endpoints[]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProviderEndpointDto {
+    pub(crate) host: Option<String>,
+    pub(crate) port: Option<i64>,
+    pub(crate) ports: Option<Vec<i64>>,
+    pub(crate) path: Option<String>,
+}
+
+/// `providers.<key>.token_grant`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenGrantDto {
+    pub(crate) token_endpoint: String,
+    pub(crate) grant: String,
+    pub(crate) client_id: Option<SecretSourceDto>,
+    pub(crate) client_secret: Option<SecretSourceDto>,
+    pub(crate) assertion: Option<SecretSourceDto>,
+    pub(crate) client_assertion_type: Option<String>,
+    pub(crate) scopes: Option<Vec<String>>,
+    pub(crate) audience: Option<String>,
+    pub(crate) header: Option<String>,
+    pub(crate) style: Option<String>,
+    pub(crate) timeout_seconds: Option<i64>,
 }

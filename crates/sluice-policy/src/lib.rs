@@ -2,7 +2,9 @@
 //! it, and compile it into an immutable [`PolicySnapshot`] with a host index.
 //! Pure data and functions: no tokio, no sockets.
 //!
-//! Entry points: [`load_file`] and [`load_str`]. Both collect every problem
+//! Entry points: [`load_file`] and [`load_str`] (provider secrets from the
+//! process env and files), [`load_str_with`]/[`load_file_with`] (from any
+//! [`SecretSource`]). All collect every problem
 //! they find and report each as `FILE:LINE:COL: message` ([`Diagnostic`]).
 #![forbid(unsafe_code)]
 
@@ -20,8 +22,11 @@ mod location;
 mod middleware;
 mod model;
 mod overlap;
+pub mod placeholder;
+mod provider;
 pub mod request;
 mod rules;
+mod secret;
 mod snapshot;
 
 use std::path::Path;
@@ -30,6 +35,7 @@ use std::sync::Arc;
 pub use error::{Diagnostic, LoadError, Loaded, Notice, NoticeLevel};
 pub use host::normalize_ip;
 pub use model::*;
+pub use secret::{MemorySecrets, ProcessEnv, Secret, SecretSource, MAX_SECRET_BYTES};
 pub use snapshot::PolicySnapshot;
 
 /// Reads, validates and compiles the policy file at `path`. Messages name
@@ -39,9 +45,21 @@ pub use snapshot::PolicySnapshot;
 /// A [`LoadError`] with every problem found; an unreadable file yields one
 /// diagnostic without line/column (`FILE: cannot read: ...`).
 pub fn load_file(path: &Path, generation: u64) -> Result<Loaded, LoadError> {
+    load_file_with(path, generation, &ProcessEnv)
+}
+
+/// Like [`load_file`], reading provider secrets through `secrets`.
+///
+/// # Errors
+/// As [`load_file`].
+pub fn load_file_with(
+    path: &Path,
+    generation: u64,
+    secrets: &dyn SecretSource,
+) -> Result<Loaded, LoadError> {
     let origin = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(src) => load_str(&src, &origin, generation),
+        Ok(src) => load_str_with(&src, &origin, generation, secrets),
         Err(e) => Err(LoadError::whole_file(
             &Arc::from(origin.as_str()),
             format!("cannot read: {e}"),
@@ -55,5 +73,19 @@ pub fn load_file(path: &Path, generation: u64) -> Result<Loaded, LoadError> {
 /// # Errors
 /// A [`LoadError`] with every problem found, sorted by position.
 pub fn load_str(src: &str, origin: &str, generation: u64) -> Result<Loaded, LoadError> {
-    compile::load(src, origin, generation)
+    load_str_with(src, origin, generation, &ProcessEnv)
+}
+
+/// Like [`load_str`], reading provider secrets (`env`/`file` sources)
+/// through `secrets` instead of the process environment.
+///
+/// # Errors
+/// As [`load_str`].
+pub fn load_str_with(
+    src: &str,
+    origin: &str,
+    generation: u64,
+    secrets: &dyn SecretSource,
+) -> Result<Loaded, LoadError> {
+    compile::load(src, origin, generation, secrets)
 }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-/// Index of a `network_policies` entry inside one [`PolicySnapshot`].
+/// Index of a `network_policies` entry inside one [`PolicySnapshot`](crate::PolicySnapshot).
 /// Policies are stored sorted by key, so `PolicyId` order is key order: the
 /// smallest matching id is the lexicographically smallest matching key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PolicyId(pub u32);
 
-/// Index of an endpoint inside one [`PolicySnapshot`]. Endpoints are stored
+/// Index of an endpoint inside one [`PolicySnapshot`](crate::PolicySnapshot). Endpoints are stored
 /// in (policy key, position in the policy's list) order, so `EndpointId`
 /// order is the documented precedence order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -309,4 +309,139 @@ pub struct NetworkPolicy {
     pub name: Arc<str>,
     pub endpoints: Arc<[EndpointId]>,
     pub binaries: Arc<[BinaryMatcher]>,
+}
+
+/// Index of a `providers` entry inside one [`PolicySnapshot`](crate::PolicySnapshot).
+/// Providers are stored sorted by key, so `ProviderId` order is key order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProviderId(pub u32);
+
+/// One `providers.<key>.credentials.<NAME>` entry: the value that replaces the
+/// placeholder `sluice:resolve:env:NAME` (or `openshell:resolve:env:NAME`).
+/// `Debug` prints the value as `[REDACTED]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    /// The placeholder name, `[A-Za-z0-9_]+`, unique across all providers.
+    pub name: Arc<str>,
+    /// The provider that defines it.
+    pub provider: ProviderId,
+    /// The real value, read from env or file at load time.
+    pub value: crate::secret::Secret,
+}
+
+/// One `providers.<key>.endpoints[]` entry: where the provider's
+/// credentials (and token grant) may be injected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderEndpoint {
+    /// Host pattern (exact name, IP literal or DNS glob; never hostless).
+    pub host: HostPattern,
+    /// Sorted, deduplicated, non-empty.
+    pub ports: Arc<[u16]>,
+    /// Optional `/`-delimited path glob (`None` = all paths).
+    pub path: Option<Glob>,
+}
+
+impl ProviderEndpoint {
+    /// Whether this endpoint covers the request. `path` is the request path
+    /// (anything from `?` on is ignored).
+    #[must_use]
+    pub fn covers(&self, host: HostRef<'_>, port: u16, path: &str) -> bool {
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        self.ports.binary_search(&port).is_ok()
+            && self.host.matches(host)
+            && self.path.as_ref().is_none_or(|g| g.matches(path))
+    }
+}
+
+/// `token_grant.grant`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GrantKind {
+    /// `client_credentials`: `client_id` + `client_secret`.
+    ClientCredentials,
+    /// `jwt_bearer`: a JWT client assertion (`client_assertion_type` + `client_assertion`).
+    JwtBearer,
+}
+
+impl GrantKind {
+    /// The spelling used in policy files.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientCredentials => "client_credentials",
+            Self::JwtBearer => "jwt_bearer",
+        }
+    }
+}
+
+/// `token_grant.style`: how the token is written into `header`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenStyle {
+    /// `bearer` (default): `Bearer <token>`.
+    Bearer,
+    /// `raw`: the token as is.
+    Raw,
+}
+
+impl TokenStyle {
+    /// The spelling used in policy files.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bearer => "bearer",
+            Self::Raw => "raw",
+        }
+    }
+}
+
+/// Default `token_grant.timeout_seconds`.
+pub const DEFAULT_TOKEN_GRANT_TIMEOUT_SECS: u64 = 10;
+
+/// Default `token_grant.client_assertion_type`.
+pub const DEFAULT_CLIENT_ASSERTION_TYPE: &str =
+    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// `providers.<key>.token_grant`: an OAuth2 token fetched by the proxy and
+/// injected into `header` on requests the provider's endpoints cover.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenGrant {
+    /// The full token endpoint URL (https, or http for loopback hosts only).
+    pub token_endpoint: Arc<str>,
+    pub grant: GrantKind,
+    /// Required for `client_credentials`; optional for `jwt_bearer`.
+    pub client_id: Option<crate::secret::Secret>,
+    /// Required for (and only allowed with) `client_credentials`.
+    pub client_secret: Option<crate::secret::Secret>,
+    /// Required for (and only allowed with) `jwt_bearer`.
+    pub assertion: Option<crate::secret::Secret>,
+    /// `client_assertion_type` (default [`DEFAULT_CLIENT_ASSERTION_TYPE`]).
+    pub assertion_type: Arc<str>,
+    /// `scopes`, in file order (space-joined on the wire).
+    pub scopes: Arc<[Arc<str>]>,
+    pub audience: Option<Arc<str>>,
+    /// Header name as written (default `Authorization`).
+    pub header: Arc<str>,
+    pub style: TokenStyle,
+    /// Token request timeout (default 10 s, 1..=60 s).
+    pub timeout: std::time::Duration,
+}
+
+/// One `providers.<key>` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Provider {
+    pub id: ProviderId,
+    /// The map key (what logs show).
+    pub key: Arc<str>,
+    /// Sorted by name.
+    pub credentials: Arc<[Credential]>,
+    /// Non-empty.
+    pub endpoints: Arc<[ProviderEndpoint]>,
+    pub token_grant: Option<Arc<TokenGrant>>,
+}
+
+impl Provider {
+    /// Whether any endpoint of this provider covers the request.
+    #[must_use]
+    pub fn binds(&self, host: HostRef<'_>, port: u16, path: &str) -> bool {
+        self.endpoints.iter().any(|e| e.covers(host, port, path))
+    }
 }

@@ -11,7 +11,7 @@ use crate::host::normalize_ip;
 use crate::index::Suffixes;
 use crate::model::{Endpoint, Glob, HostPattern};
 
-fn ports_intersect(a: &[u16], b: &[u16]) -> bool {
+pub(crate) fn ports_intersect(a: &[u16], b: &[u16]) -> bool {
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
         match a[i].cmp(&b[j]) {

@@ -1,10 +1,14 @@
 //! The immutable compiled policy and binary matching.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use crate::index::HostIndex;
-use crate::model::{Endpoint, EndpointId, HostRef, Middleware, NetworkPolicy, PolicyId};
+use crate::model::{
+    Credential, Endpoint, EndpointId, HostRef, Middleware, NetworkPolicy, PolicyId, Provider,
+    ProviderId,
+};
 
 /// One compiled policy generation: immutable, `Send + Sync`, and cheap to
 /// clone (every part is behind an `Arc`).
@@ -16,6 +20,9 @@ pub struct PolicySnapshot {
     endpoints: Arc<[Endpoint]>,
     middlewares: Arc<[Middleware]>,
     index: Arc<HostIndex>,
+    providers: Arc<[Provider]>,
+    /// Credential name → (provider index, credential index).
+    credentials: Arc<HashMap<Arc<str>, (usize, usize)>>,
 }
 
 impl fmt::Debug for PolicySnapshot {
@@ -25,6 +32,7 @@ impl fmt::Debug for PolicySnapshot {
             .field("source", &self.source)
             .field("policies", &self.policies.len())
             .field("endpoints", &self.endpoints.len())
+            .field("providers", &self.providers.len())
             .finish_non_exhaustive()
     }
 }
@@ -57,7 +65,22 @@ impl PolicySnapshot {
             endpoints: endpoints.into(),
             middlewares: middlewares.into(),
             index: Arc::new(index),
+            providers: Arc::from(Vec::new()),
+            credentials: Arc::new(HashMap::new()),
         }
+    }
+
+    /// Attaches compiled providers (sorted by key, ids = positions).
+    pub(crate) fn with_providers(mut self, providers: Vec<Provider>) -> Self {
+        let mut credentials = HashMap::new();
+        for (pi, p) in providers.iter().enumerate() {
+            for (ci, c) in p.credentials.iter().enumerate() {
+                credentials.entry(Arc::clone(&c.name)).or_insert((pi, ci));
+            }
+        }
+        self.providers = providers.into();
+        self.credentials = Arc::new(credentials);
+        self
     }
 
     /// The generation number given to the loader.
@@ -111,6 +134,61 @@ impl PolicySnapshot {
         port: u16,
     ) -> impl Iterator<Item = &'a Endpoint> + 'a {
         self.index.query(&self.endpoints, host, port)
+    }
+
+    /// All providers sorted by key; `providers()[id.0]` has that id.
+    #[must_use]
+    pub fn providers(&self) -> &[Provider] {
+        &self.providers
+    }
+
+    /// The provider with this id. Panics on an id from another snapshot that is out of range.
+    #[must_use]
+    pub fn provider(&self, id: ProviderId) -> &Provider {
+        &self.providers[id.0 as usize]
+    }
+
+    /// The credential for a placeholder name, if any provider defines it.
+    #[must_use]
+    pub fn credential(&self, name: &str) -> Option<&Credential> {
+        let &(p, c) = self.credentials.get(name)?;
+        self.providers.get(p)?.credentials.get(c)
+    }
+
+    /// Whether `provider`'s endpoints cover this request: host pattern,
+    /// port and optional `/`-delimited path glob (`path` is the request
+    /// path; anything from `?` on is ignored). False for an unknown id.
+    #[must_use]
+    pub fn provider_binds(
+        &self,
+        provider: ProviderId,
+        host: HostRef<'_>,
+        port: u16,
+        path: &str,
+    ) -> bool {
+        self.providers
+            .get(provider.0 as usize)
+            .is_some_and(|p| p.binds(host, port, path))
+    }
+
+    /// Providers with a token grant whose endpoints cover this request, in
+    /// provider-key order.
+    pub fn token_grants_for<'a>(
+        &'a self,
+        host: HostRef<'a>,
+        port: u16,
+        path: &'a str,
+    ) -> impl Iterator<Item = &'a Provider> + 'a {
+        self.providers
+            .iter()
+            .filter(move |p| p.token_grant.is_some() && p.binds(host, port, path))
+    }
+
+    /// True when any provider defines credentials (placeholders can be
+    /// resolved, so the leftover-marker body backstop applies).
+    #[must_use]
+    pub fn has_credentials(&self) -> bool {
+        !self.credentials.is_empty()
     }
 }
 

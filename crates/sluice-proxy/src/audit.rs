@@ -2,6 +2,7 @@
 //! per outcome so messages stay stable; paths are query-free.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use sluice_telemetry::{
     redact_path, Action, Activity, AuditSink, Disposition, EventClass, OcsfEvent, ProcessInfo,
@@ -49,6 +50,18 @@ fn base(
         });
     }
     e
+}
+
+fn with_creds(e: OcsfEvent, creds: &[Arc<str>]) -> OcsfEvent {
+    e.unmapped("credentials_injected", (!creds.is_empty()).into())
+        .unmapped(
+            "credential_providers",
+            creds
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .into(),
+        )
 }
 
 fn denied(e: OcsfEvent) -> OcsfEvent {
@@ -154,7 +167,13 @@ impl Audit {
             .message(message)
             .status_detail(&denial.status_detail);
         if let Some((m, path)) = method {
-            e = e.http_request(m, "http", dst_host(&t.host), &redact_path(path), t.port);
+            e = e.http_request(
+                m,
+                "http",
+                dst_host(&t.host),
+                &redact_path(&crate::relay::credentials::scrub(path)),
+                t.port,
+            );
         }
         self.sink.emit(&e);
     }
@@ -169,8 +188,21 @@ impl Audit {
         path: &str,
         reason: &str,
     ) {
+        self.l7_request_with(d, word, method, path, reason, &[]);
+    }
+
+    /// [`Self::l7_request`] with the providers whose credentials were injected.
+    pub fn l7_request_with(
+        &self,
+        d: &EgressDecision,
+        word: &str,
+        method: &str,
+        path: &str,
+        reason: &str,
+        creds: &[Arc<str>],
+    ) {
         let t = &d.intent.target;
-        let path = redact_path(path);
+        let path = redact_path(&crate::relay::credentials::scrub(path));
         let label = match d.intent.surface {
             crate::egress::Surface::Connect => "L7_REQUEST",
             crate::egress::Surface::ForwardHttp => "FORWARD_L7",
@@ -187,7 +219,7 @@ impl Audit {
         let e = if word == "deny" {
             denied(e)
         } else {
-            allowed(e)
+            with_creds(allowed(e), creds)
         };
         self.sink.emit(&e);
     }
@@ -200,23 +232,24 @@ impl Audit {
         path: &str,
         status: u16,
         request_num: u64,
+        creds: &[Arc<str>],
     ) {
         let t = &d.intent.target;
-        let path = redact_path(path);
-        self.sink.emit(
-            &allowed(base(
-                EventClass::HttpActivity,
-                Activity::Other,
-                &d.intent,
-                d.generation(),
-            ))
-            .firewall_rule(d.policy_key(), "opa")
-            .http_request(method, "http", dst_host(&t.host), &path, t.port)
-            .http_status(status)
-            .message(format!(
-                "HTTP_REQUEST {method} {t}{path} request_num={request_num}"
-            )),
-        );
+        let path = redact_path(&crate::relay::credentials::scrub(path));
+        let e = allowed(base(
+            EventClass::HttpActivity,
+            Activity::Other,
+            &d.intent,
+            d.generation(),
+        ))
+        .firewall_rule(d.policy_key(), "opa")
+        .http_request(method, "http", dst_host(&t.host), &path, t.port)
+        .http_status(status)
+        .message(format!(
+            "HTTP_REQUEST {method} {t}{path} credentials_injected={} request_num={request_num}",
+            !creds.is_empty()
+        ));
+        self.sink.emit(&with_creds(e, creds));
     }
 
     /// The request's authority differs from the tunnel's authorized endpoint: event + finding.
@@ -339,10 +372,72 @@ impl Audit {
         );
     }
 
+    /// A placeholder for a credential not bound to this request (event + finding).
+    pub fn credential_denied(&self, d: &EgressDecision, credential: &str) {
+        let t = &d.intent.target;
+        self.sink.emit(
+            &denied(base(
+                EventClass::HttpActivity,
+                Activity::Fail,
+                &d.intent,
+                d.generation(),
+            ))
+            .severity(Severity::High)
+            .firewall_rule(d.policy_key(), "credential-binding")
+            .message(format!(
+                "Credential use denied: credential is not authorized for {t}"
+            ))
+            .status_detail(format!(
+                "credential_endpoint_mismatch: credential {credential}"
+            )),
+        );
+        self.sink.emit(
+            &denied(base(
+                EventClass::DetectionFinding,
+                Activity::Create,
+                &d.intent,
+                d.generation(),
+            ))
+            .severity(Severity::High)
+            .finding(
+                "sluice.provider_credential.endpoint_mismatch",
+                "Credential placeholder sent to an unbound endpoint",
+                "bind the provider to this endpoint, or stop sending its placeholder here",
+                [
+                    ("credential", credential.to_owned()),
+                    ("endpoint", t.to_string()),
+                ],
+            ),
+        );
+    }
+
+    /// A token grant for `provider` succeeded (`error` = None) or failed.
+    pub fn token_grant(&self, d: &EgressDecision, provider: &str, error: Option<&str>) {
+        let t = &d.intent.target;
+        let e = base(
+            EventClass::HttpActivity,
+            Activity::Other,
+            &d.intent,
+            d.generation(),
+        )
+        .firewall_rule(d.policy_key(), "token-grant")
+        .unmapped("provider", provider.into());
+        let e = match error {
+            None => e
+                .severity(Severity::Informational)
+                .status(Status::Success)
+                .message(format!("Token grant successful for {provider} to {t}")),
+            Some(err) => denied(e)
+                .message(format!("Token grant failed for {provider} to {t}"))
+                .status_detail(err),
+        };
+        self.sink.emit(&e);
+    }
+
     /// An admitted exchange broke after the upstream was opened.
     pub fn exchange_failed(&self, d: &EgressDecision, method: &str, path: &str, detail: &str) {
         let t = &d.intent.target;
-        let path = redact_path(path);
+        let path = redact_path(&crate::relay::credentials::scrub(path));
         self.sink.emit(
             &base(
                 EventClass::HttpActivity,
@@ -364,7 +459,7 @@ impl Audit {
 
     pub fn forward_denied(&self, d: &EgressDecision, method: &str, path: &str) {
         let t = &d.intent.target;
-        let path = redact_path(path);
+        let path = redact_path(&crate::relay::credentials::scrub(path));
         self.sink.emit(
             &denied(base(
                 EventClass::HttpActivity,
@@ -379,9 +474,16 @@ impl Audit {
         );
     }
 
-    pub fn forward_allowed(&self, d: &EgressDecision, method: &str, path: &str, status: u16) {
+    pub fn forward_allowed(
+        &self,
+        d: &EgressDecision,
+        method: &str,
+        path: &str,
+        status: u16,
+        creds: &[Arc<str>],
+    ) {
         let t = &d.intent.target;
-        let path = redact_path(path);
+        let path = redact_path(&crate::relay::credentials::scrub(path));
         self.sink.emit(
             &allowed(base(
                 EventClass::HttpActivity,
@@ -392,7 +494,16 @@ impl Audit {
             .firewall_rule(d.policy_key(), "opa")
             .http_request(method, "http", dst_host(&t.host), &path, t.port)
             .http_status(status)
-            .message(format!("FORWARD allowed {method} {t}{path}")),
+            .message(format!("FORWARD allowed {method} {t}{path}"))
+            .unmapped("credentials_injected", (!creds.is_empty()).into())
+            .unmapped(
+                "credential_providers",
+                creds
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .into(),
+            ),
         );
     }
 

@@ -11,6 +11,7 @@ use crate::audit::Audit;
 use crate::destination::Resolver;
 use crate::egress::{AuthorizeContext, IdentityMode, IdentityResolver};
 use crate::policy_store::{PolicyStore, ReloadError};
+use crate::relay::credentials::token_grant::TokenGrants;
 use crate::relay::http::{HeadLimits, LoopLimits};
 use crate::relay::tls::{LeafCache, UpstreamTls};
 
@@ -93,6 +94,7 @@ pub(crate) struct Shared {
     pub(crate) audit: Audit,
     pub(crate) leaf_cache: Arc<LeafCache>,
     pub(crate) upstream_tls: Arc<UpstreamTls>,
+    pub(crate) tokens: TokenGrants,
 }
 
 impl Shared {
@@ -121,6 +123,7 @@ impl Proxy {
         config: ProxyConfig,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
+        let tokens = TokenGrants::new(config.resolver.clone(), Arc::clone(&config.upstream_tls));
         let shared = Arc::new(Shared {
             store,
             identity_mode: config.identity_mode,
@@ -129,6 +132,7 @@ impl Proxy {
             resolver: config.resolver,
             limits: config.limits,
             audit: config.audit,
+            tokens,
             leaf_cache: config.leaf_cache,
             upstream_tls: config.upstream_tls,
         });

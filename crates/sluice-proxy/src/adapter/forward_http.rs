@@ -13,10 +13,12 @@ use tokio::net::TcpStream;
 use super::response::{json_error, BAD_REQUEST, HEAD_TOO_LARGE, USE_CONNECT};
 use crate::destination::{self, UpstreamConnector};
 use crate::egress::{authorize, EgressDecision, EgressIntent, IdentityEvidence, Surface, Target};
+use crate::relay::credentials::prepare;
 use crate::relay::http::l7::{self, canonical_target, L7Outcome};
+use crate::relay::http::tunnel::FRAMING;
 use crate::relay::http::{
-    request_loop, Admission, DialFailure, HeadError, RejectCause, RequestHead, RequestPolicy,
-    UpstreamKey,
+    request_loop, Admission, BodyPlan, DialFailure, HeadError, RejectCause, RequestHead,
+    RequestPolicy, UpstreamKey,
 };
 use crate::relay::stream::UpstreamStream;
 use crate::server::Shared;
@@ -62,7 +64,7 @@ struct ForwardPolicy<'a> {
     peer: SocketAddr,
     identity: IdentityEvidence,
     /// The decision for the request in flight (for its completion event).
-    current: Option<(EgressDecision, String, L7Outcome)>,
+    current: Option<(EgressDecision, String, L7Outcome, Vec<Arc<str>>)>,
     /// The last validated connector, reused while key and generation hold
     /// (no DNS per request on a keep-alive connection).
     cached: Option<(UpstreamKey, UpstreamConnector)>,
@@ -116,7 +118,13 @@ fn parse_absolute(raw: &str) -> Result<AbsoluteTarget, TargetRefusal> {
 
 /// Origin-form head for the upstream: one generated `Host`, hop-by-hop
 /// fields and everything `Connection` nominated removed, `Via` added.
-fn rewrite(req: &RequestHead, target: &Target, origin: &str) -> Vec<u8> {
+fn rewrite(
+    req: &RequestHead,
+    target: &Target,
+    origin: &str,
+    headers: &[(String, Vec<u8>)],
+    buffered: bool,
+) -> Vec<u8> {
     let mut out = String::with_capacity(256 + req.headers.len() * 48);
     let _ = write!(
         out,
@@ -129,9 +137,12 @@ fn rewrite(req: &RequestHead, target: &Target, origin: &str) -> Vec<u8> {
     }
     out.push_str("\r\n");
     let mut bytes = out.into_bytes();
-    for (name, value) in &req.headers {
+    for (name, value) in headers {
         let lower = name.to_ascii_lowercase();
-        if HOP_BY_HOP.contains(&lower.as_str()) || req.connection_tokens.contains(&lower) {
+        if HOP_BY_HOP.contains(&lower.as_str())
+            || req.connection_tokens.contains(&lower)
+            || (buffered && FRAMING.contains(&lower.as_str()))
+        {
             continue;
         }
         bytes.extend_from_slice(name.as_bytes());
@@ -143,7 +154,9 @@ fn rewrite(req: &RequestHead, target: &Target, origin: &str) -> Vec<u8> {
     if req.close {
         bytes.extend_from_slice(b"Connection: close\r\n");
     }
-    bytes.extend_from_slice(b"\r\n");
+    if !buffered {
+        bytes.extend_from_slice(b"\r\n");
+    }
     bytes
 }
 
@@ -265,13 +278,34 @@ impl ForwardPolicy<'_> {
                 continue;
             }
             self.cached = Some((key.clone(), connector.clone()));
-            let origin = canonical.origin_form();
-            let head = rewrite(req, &t.target, &origin);
-            self.current = Some((decision, canonical.path, outcome));
+            let opt_in = outcome.body_rewrite(&decision);
+            let outbound = match prepare(
+                shared,
+                &decision,
+                req,
+                &canonical.path,
+                canonical.query,
+                opt_in,
+            )
+            .await
+            {
+                Ok(o) => o,
+                Err(response) => return Admission::Respond { response },
+            };
+            let buffered = matches!(outbound.body, BodyPlan::Buffer { .. });
+            let head = rewrite(
+                req,
+                &t.target,
+                &outbound.origin,
+                &outbound.headers,
+                buffered,
+            );
+            self.current = Some((decision, canonical.path, outcome, outbound.providers));
             return Admission::Forward {
                 key,
                 connector,
                 head,
+                body: outbound.body,
                 upgrade: false,
             };
         }
@@ -285,7 +319,7 @@ impl ForwardPolicy<'_> {
 impl RequestPolicy for ForwardPolicy<'_> {
     fn failed(&mut self, req: &RequestHead, detail: &str) {
         self.cached = None;
-        if let Some((d, path, _)) = self.current.take() {
+        if let Some((d, path, _, _)) = self.current.take() {
             self.shared
                 .audit
                 .exchange_failed(&d, &req.method, &path, detail);
@@ -317,7 +351,7 @@ impl RequestPolicy for ForwardPolicy<'_> {
             DialFailure::Connect { target, error } => (target, error.to_string()),
             DialFailure::Tls { target, detail } => (target, detail.clone()),
         };
-        let policy = self.current.as_ref().map(|(d, _, _)| {
+        let policy = self.current.as_ref().map(|(d, _, _, _)| {
             self.shared.audit.upstream_unreachable(d, &err);
             d.policy_key().to_owned()
         });
@@ -354,23 +388,18 @@ impl RequestPolicy for ForwardPolicy<'_> {
     }
 
     fn completed(&mut self, req: &RequestHead, status: u16) {
-        if let Some((d, path, outcome)) = self.current.take() {
+        if let Some((d, path, outcome, creds)) = self.current.take() {
+            let audit = &self.shared.audit;
             match &outcome {
                 L7Outcome::Audit { reason, .. } => {
-                    self.shared
-                        .audit
-                        .l7_request(&d, "audit", &req.method, &path, reason);
+                    audit.l7_request_with(&d, "audit", &req.method, &path, reason, &creds);
                 }
-                L7Outcome::Allow => {
-                    self.shared
-                        .audit
-                        .l7_request(&d, "allow", &req.method, &path, "");
+                L7Outcome::Allow { .. } => {
+                    audit.l7_request_with(&d, "allow", &req.method, &path, "", &creds)
                 }
                 _ => {}
             }
-            self.shared
-                .audit
-                .forward_allowed(&d, &req.method, &path, status);
+            audit.forward_allowed(&d, &req.method, &path, status, &creds);
         }
     }
 }
@@ -385,7 +414,7 @@ fn l7_refusal(
 ) -> Option<Vec<u8>> {
     let policy = Some(d.policy_key());
     Some(match outcome {
-        L7Outcome::Pass | L7Outcome::Allow | L7Outcome::Audit { .. } => return None,
+        L7Outcome::Pass | L7Outcome::Allow { .. } | L7Outcome::Audit { .. } => return None,
         L7Outcome::BadTarget { detail } => {
             shared
                 .audit
@@ -480,7 +509,14 @@ mod tests {
         )
         .unwrap();
         let t = parse_absolute(&req.target).ok().unwrap();
-        let out = String::from_utf8(rewrite(&req, &t.target, &t.path_and_query)).unwrap();
+        let out = String::from_utf8(rewrite(
+            &req,
+            &t.target,
+            &t.path_and_query,
+            &req.headers,
+            false,
+        ))
+        .unwrap();
         assert_eq!(
             out,
             "GET /p?q=1 HTTP/1.1\r\nHost: a.test:8080\r\nAccept: */*\r\nVia: 1.1 sluice\r\n\r\n"

@@ -24,6 +24,14 @@ impl UpstreamConnector {
         }
     }
 
+    /// A connector for an operator-configured service (an OAuth2 token
+    /// endpoint named in the policy), not for sandbox traffic: its addresses
+    /// are trusted as configured and do not pass the SSRF rules, so only
+    /// sluice's own clients may build one.
+    pub(crate) fn operator_configured(target: Target, addrs: Vec<SocketAddr>) -> Self {
+        Self::new(target, addrs)
+    }
+
     /// The authorized target (for SNI, Host checks and logs).
     #[must_use]
     pub fn target(&self) -> &Target {

@@ -2,6 +2,7 @@
 //! for the per-request loop. A relay is built from an allowed decision's
 //! [`crate::destination::UpstreamConnector`]; none exists without one.
 
+pub(crate) mod credentials;
 pub mod http;
 pub mod stream;
 pub mod tcp;

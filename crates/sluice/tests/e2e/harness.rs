@@ -236,6 +236,16 @@ pub(crate) struct Sluice {
 impl Sluice {
     /// Start `sluice serve` on `policy` with extra arguments.
     pub(crate) fn start(dir: &TempDir, policy_yaml: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(dir, policy_yaml, extra, &[])
+    }
+
+    /// Start with extra environment variables (secret sources for providers).
+    pub(crate) fn start_with_env(
+        dir: &TempDir,
+        policy_yaml: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let policy = dir.path("policy.yaml");
         std::fs::write(&policy, policy_yaml).expect("write policy");
         let audit = dir.path("audit.jsonl");
@@ -253,6 +263,7 @@ impl Sluice {
             } else {
                 &["--policy-poll-ms", "100"][..]
             })
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -7,6 +7,7 @@
 
 mod adapters;
 mod check;
+mod credentials;
 mod harness;
 mod identity;
 mod l7;

@@ -32,6 +32,8 @@ pub(crate) enum BodyError {
     Idle(Duration),
     #[error("write failed: {0}")]
     Write(std::io::Error),
+    #[error("body larger than {0} bytes")]
+    TooLarge(usize),
     #[error("read failed: {0}")]
     Read(std::io::Error),
 }
@@ -141,6 +143,103 @@ async fn read_line<R: AsyncRead + Unpin>(
         if fill(reader, buf, idle).await? == 0 {
             return Err(BodyError::Truncated);
         }
+    }
+}
+
+/// Read a whole body into memory (at most `limit` bytes on the wire,
+/// chunk framing included) and return its decoded content.
+///
+/// # Errors
+/// [`BodyError::TooLarge`] over the limit, or any framing/I/O error.
+pub(super) async fn read_body<R: AsyncRead + Unpin>(
+    framing: BodyFraming,
+    reader: &mut R,
+    buf: &mut BytesMut,
+    limit: usize,
+    idle: Duration,
+) -> Result<Vec<u8>, BodyError> {
+    if let BodyFraming::Length(n) = framing {
+        if n > limit as u64 {
+            return Err(BodyError::TooLarge(limit));
+        }
+    }
+    let mut wire = LimitedVec {
+        data: Vec::new(),
+        limit,
+    };
+    copy_body(framing, reader, buf, &mut wire, idle)
+        .await
+        .map_err(|e| match e {
+            BodyError::Write(io) if io.kind() == std::io::ErrorKind::FileTooLarge => {
+                BodyError::TooLarge(limit)
+            }
+            other => other,
+        })?;
+    if framing != BodyFraming::Chunked {
+        return Ok(wire.data);
+    }
+    dechunk(&wire.data)
+}
+
+/// Decode already validated chunked framing.
+fn dechunk(wire: &[u8]) -> Result<Vec<u8>, BodyError> {
+    let mut out = Vec::with_capacity(wire.len());
+    let mut rest = wire;
+    loop {
+        let nl = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(BodyError::BadChunk("truncated"))?;
+        let line = &rest[..nl.saturating_sub(1)];
+        let size =
+            usize::try_from(parse_chunk_size(line)?).map_err(|_| BodyError::BadChunk("size"))?;
+        rest = &rest[nl + 1..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if rest.len() < size + 2 {
+            return Err(BodyError::BadChunk("truncated"));
+        }
+        out.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+/// An in-memory writer that fails past `limit` bytes.
+struct LimitedVec {
+    data: Vec<u8>,
+    limit: usize,
+}
+
+impl AsyncWrite for LimitedVec {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.data.len() + buf.len() > this.limit {
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                "body over limit",
+            )));
+        }
+        this.data.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 

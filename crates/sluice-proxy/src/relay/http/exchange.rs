@@ -5,7 +5,8 @@ use bytes::BytesMut;
 use sluice_policy::EndpointId;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::body::{check_first_chunk, copy_body, BodyError};
+use super::body::{check_first_chunk, copy_body, read_body, BodyError};
+use super::guard::MarkerGuard;
 use super::head::{read_head, HeadError, HeadLimits};
 use super::request::{ParseError, RequestHead};
 use super::response::{parse_response, ResponseError, ResponseHead};
@@ -31,11 +32,43 @@ pub enum Admission {
         key: UpstreamKey,
         connector: UpstreamConnector,
         head: Vec<u8>,
+        body: BodyPlan,
         upgrade: bool,
     },
     /// Answer locally with `response` and close the client connection.
     Respond { response: Vec<u8> },
 }
+
+/// How the request body travels.
+pub enum BodyPlan {
+    /// Stream with the original framing; `guard` refuses a reserved
+    /// credential marker before its bytes are written upstream.
+    Stream { guard: bool },
+    /// Read the whole body first (at most `limit` bytes), then `transform`
+    /// it. `head` then carries no framing fields and no final blank line;
+    /// the loop adds `Content-Length` itself. Nothing is dialled or written
+    /// before the transform accepted the body.
+    Buffer {
+        limit: usize,
+        transform: BodyTransform,
+    },
+}
+
+impl std::fmt::Debug for BodyPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stream { guard } => f.debug_struct("Stream").field("guard", guard).finish(),
+            Self::Buffer { limit, .. } => f
+                .debug_struct("Buffer")
+                .field("limit", limit)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// Rewrites or checks a buffered body: `Ok(None)` keeps it, `Ok(Some)`
+/// replaces it, `Err(response)` refuses the request with that response.
+pub type BodyTransform = Box<dyn FnOnce(&[u8]) -> Result<Option<Vec<u8>>, Vec<u8>> + Send>;
 
 /// How one request loop ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -129,7 +162,7 @@ where
     let mut upstream: Option<Upstream> = None;
     let mut req = first;
     loop {
-        let (key, connector, head, upgrade) = match policy.admit(&req).await {
+        let (key, connector, mut head, body, upgrade) = match policy.admit(&req).await {
             Admission::Respond { response } => {
                 super::answer_and_close(client, &response).await;
                 return LoopEnd::Answered;
@@ -138,10 +171,40 @@ where
                 key,
                 connector,
                 head,
+                body,
                 upgrade,
-            } => (key, connector, head, upgrade),
+            } => (key, connector, head, body, upgrade),
         };
-        if req.framing == super::BodyFraming::Chunked {
+        let (buffered, guard) = match body {
+            BodyPlan::Stream { guard } => (None, guard),
+            BodyPlan::Buffer { limit, transform } => {
+                if req
+                    .header("expect")
+                    .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
+                {
+                    let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+                }
+                let raw = match read_body(req.framing, client, buf, limit, limits.body_idle).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        return reject(client, policy, RejectCause::Body(e.to_string())).await
+                    }
+                };
+                let body = match transform(&raw) {
+                    Ok(Some(b)) => b,
+                    Ok(None) => raw,
+                    Err(response) => {
+                        super::answer_and_close(client, &response).await;
+                        return LoopEnd::Answered;
+                    }
+                };
+                head.extend_from_slice(
+                    format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes(),
+                );
+                (Some(body), false)
+            }
+        };
+        if buffered.is_none() && req.framing == super::BodyFraming::Chunked {
             if let Err(e) = check_first_chunk(client, buf, limits.body_idle).await {
                 return reject(client, policy, RejectCause::Body(e.to_string())).await;
             }
@@ -165,7 +228,13 @@ where
             },
         };
         let mut up = up;
-        let resp = match exchange(client, buf, &mut up, &req, head, upgrade, limits).await {
+        let outgoing = Outgoing {
+            head,
+            body: buffered,
+            guard,
+            upgrade,
+        };
+        let resp = match exchange(client, buf, &mut up, &req, outgoing, limits).await {
             Ok(Exchanged::Done(r)) => r,
             Ok(Exchanged::Upgraded) => {
                 policy.completed(&req, 101);
@@ -245,26 +314,43 @@ enum ExchangeError {
 
 /// One request/response exchange. The request body streams while the
 /// response head is awaited, so `Expect: 100-continue` and early answers work.
+/// What goes upstream for one request.
+struct Outgoing {
+    head: Vec<u8>,
+    /// A buffered (and possibly rewritten) body; `None` streams from the client.
+    body: Option<Vec<u8>>,
+    guard: bool,
+    upgrade: bool,
+}
+
 async fn exchange<C>(
     client: &mut C,
     buf: &mut BytesMut,
     up: &mut Upstream,
     req: &RequestHead,
-    head: Vec<u8>,
-    upgrade: bool,
+    out: Outgoing,
     limits: &LoopLimits,
 ) -> Result<Exchanged, ExchangeError>
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let (mut ur, mut uw) = tokio::io::split(&mut up.stream);
-    uw.write_all(&head).await.map_err(ExchangeError::Io)?;
+    let upgrade = out.upgrade;
+    let (mut ur, uw) = tokio::io::split(&mut up.stream);
+    let mut uw = MarkerGuard::new(uw, out.guard);
+    uw.write_all(&out.head).await.map_err(ExchangeError::Io)?;
     let (mut cr, mut cw) = tokio::io::split(&mut *client);
     let ubuf = &mut up.buf;
     let send_body = async {
-        copy_body(req.framing, &mut cr, buf, &mut uw, limits.body_idle)
-            .await
-            .map_err(ExchangeError::RequestBody)
+        match &out.body {
+            Some(b) => uw
+                .write_all(b)
+                .await
+                .map(|()| b.len() as u64)
+                .map_err(ExchangeError::Io),
+            None => copy_body(req.framing, &mut cr, buf, &mut uw, limits.body_idle)
+                .await
+                .map_err(ExchangeError::RequestBody),
+        }
     };
     let read_response = async {
         loop {

@@ -21,16 +21,6 @@ pub(crate) struct CanonicalTarget<'a> {
     pub(crate) query: Option<&'a str>,
 }
 
-impl CanonicalTarget<'_> {
-    /// `path?query` for the request line.
-    pub(crate) fn origin_form(&self) -> String {
-        match self.query {
-            Some(q) => format!("{}?{q}", self.path),
-            None => self.path.clone(),
-        }
-    }
-}
-
 /// Canonicalize an origin-form `path?query`. `%2F` survives only when some
 /// route of the decision opted in; the selected route is re-checked later.
 pub(crate) fn canonical_target<'a>(
@@ -56,9 +46,12 @@ pub(crate) fn canonical_target<'a>(
 pub(crate) enum L7Outcome {
     /// No route carries request-level rules (L4 endpoint): forward as is.
     Pass,
-    Allow,
+    Allow {
+        endpoint: EndpointId,
+    },
     /// Would be denied, but the endpoint is in `audit` mode: forward and record.
     Audit {
+        endpoint: EndpointId,
         reason: String,
     },
     /// Refused: the rich L7 403.
@@ -82,10 +75,25 @@ pub(crate) enum L7Outcome {
 }
 
 impl L7Outcome {
+    /// Whether the governing endpoint (or, for L4 routes, the matched one)
+    /// opted in to request-body credential rewriting.
+    pub(crate) fn body_rewrite(&self, decision: &EgressDecision) -> bool {
+        let endpoint = match self {
+            Self::Allow { endpoint } | Self::Audit { endpoint, .. } => Some(*endpoint),
+            _ => decision.permit().map(|p| p.endpoint),
+        };
+        endpoint.is_some_and(|id| {
+            decision
+                .snapshot
+                .endpoint(id)
+                .request_body_credential_rewrite
+        })
+    }
+
     /// The word used in events (`allow`, `audit`, `deny`).
     pub(crate) fn word(&self) -> &'static str {
         match self {
-            Self::Pass | Self::Allow => "allow",
+            Self::Pass | Self::Allow { .. } => "allow",
             Self::Audit { .. } => "audit",
             _ => "deny",
         }
@@ -160,8 +168,9 @@ pub(crate) fn evaluate(
         };
     }
     match (verdict.allowed, selected.enforcement) {
-        (true, _) => L7Outcome::Allow,
+        (true, _) => L7Outcome::Allow { endpoint },
         (false, Enforcement::Audit) => L7Outcome::Audit {
+            endpoint,
             reason: verdict.reason,
         },
         (false, Enforcement::Enforce) => L7Outcome::Deny {

@@ -7,6 +7,7 @@
 mod body;
 mod close;
 mod exchange;
+mod guard;
 mod head;
 pub(crate) mod l7;
 mod request;
@@ -16,8 +17,8 @@ pub(crate) mod tunnel;
 pub use body::BodyFraming;
 pub use close::answer_and_close;
 pub use exchange::{
-    request_loop, Admission, DialFailure, LoopEnd, LoopLimits, RejectCause, RequestPolicy,
-    UpstreamKey,
+    request_loop, Admission, BodyPlan, BodyTransform, DialFailure, LoopEnd, LoopLimits,
+    RejectCause, RequestPolicy, UpstreamKey,
 };
 pub use head::{read_head, HeadError, HeadLimits};
 pub use request::{ParseError, RequestHead};

@@ -4,13 +4,14 @@
 
 use tokio::net::TcpStream;
 
-use super::exchange::{Admission, DialFailure, RejectCause, RequestPolicy, UpstreamKey};
+use super::exchange::{Admission, BodyPlan, DialFailure, RejectCause, RequestPolicy, UpstreamKey};
 use super::l7::{self, canonical_target, L7Outcome};
 use super::request::RequestHead;
 use super::HeadError;
 use crate::adapter::response::{json_error, BAD_REQUEST, HEAD_TOO_LARGE};
 use crate::destination::{self, UpstreamConnector};
 use crate::egress::{authorize, EgressDecision, Target};
+use crate::relay::credentials::prepare;
 use crate::relay::stream::UpstreamStream;
 use crate::server::Shared;
 
@@ -26,7 +27,7 @@ pub(crate) struct TunnelPolicy<'a> {
     pub(crate) tls: bool,
     pub(crate) request_num: u64,
     /// The outcome of the request in flight, for its completion event.
-    pub(crate) current: Option<(String, L7Outcome)>,
+    pub(crate) current: Option<(String, L7Outcome, Vec<std::sync::Arc<str>>)>,
 }
 
 fn authority_mismatch(found: &str) -> Vec<u8> {
@@ -129,7 +130,7 @@ impl TunnelPolicy<'_> {
 
 impl RequestPolicy for TunnelPolicy<'_> {
     fn failed(&mut self, req: &RequestHead, detail: &str) {
-        if let Some((path, _)) = self.current.take() {
+        if let Some((path, _, _)) = self.current.take() {
             self.shared
                 .audit
                 .exchange_failed(&self.decision, &req.method, &path, detail);
@@ -193,9 +194,8 @@ impl RequestPolicy for TunnelPolicy<'_> {
             }
         };
         let outcome = l7::evaluate(&self.decision, req, &target);
-        let origin = target.origin_form();
         match &outcome {
-            L7Outcome::Pass | L7Outcome::Allow | L7Outcome::Audit { .. } => {}
+            L7Outcome::Pass | L7Outcome::Allow { .. } | L7Outcome::Audit { .. } => {}
             L7Outcome::BadTarget { detail } => {
                 shared
                     .audit
@@ -248,13 +248,36 @@ impl RequestPolicy for TunnelPolicy<'_> {
             endpoint,
             target: tunnel_target,
         };
-        let head = rebuild_head(req, &origin);
+        let opt_in = outcome.body_rewrite(&self.decision);
+        let outbound = match prepare(
+            shared,
+            &self.decision,
+            req,
+            &target.path,
+            target.query,
+            opt_in,
+        )
+        .await
+        {
+            Ok(o) => o,
+            Err(response) => return Admission::Respond { response },
+        };
+
+        let buffered = matches!(outbound.body, BodyPlan::Buffer { .. });
+        let head = build_head(
+            &req.method,
+            &outbound.origin,
+            req.version,
+            &outbound.headers,
+            buffered,
+        );
         let upgrade = req.header("upgrade").is_some();
-        self.current = Some((target.path, outcome));
+        self.current = Some((target.path, outcome, outbound.providers));
         Admission::Forward {
             key,
             connector: self.connector.clone(),
             head,
+            body: outbound.body,
             upgrade,
         }
     }
@@ -331,49 +354,68 @@ impl RequestPolicy for TunnelPolicy<'_> {
     }
 
     fn completed(&mut self, req: &RequestHead, status: u16) {
-        let Some((path, outcome)) = self.current.take() else {
+        let Some((path, outcome, creds)) = self.current.take() else {
             return;
         };
+        let audit = &self.shared.audit;
         match &outcome {
-            L7Outcome::Pass => self.shared.audit.tunnel_http_request(
+            L7Outcome::Pass => audit.tunnel_http_request(
                 &self.decision,
                 &req.method,
                 &path,
                 status,
                 self.request_num,
+                &creds,
             ),
             L7Outcome::Audit { reason, .. } => {
-                self.shared
-                    .audit
-                    .l7_request(&self.decision, "audit", &req.method, &path, reason)
+                audit.l7_request_with(&self.decision, "audit", &req.method, &path, reason, &creds);
             }
-            _ => {
-                self.shared
-                    .audit
-                    .l7_request(&self.decision, outcome.word(), &req.method, &path, "")
-            }
+            _ => audit.l7_request_with(
+                &self.decision,
+                outcome.word(),
+                &req.method,
+                &path,
+                "",
+                &creds,
+            ),
         }
     }
 }
 
 /// The request head for the upstream: origin-form canonical target, the
 /// client's header fields unchanged.
-fn rebuild_head(req: &RequestHead, origin: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + origin.len() + req.headers.len() * 40);
-    out.extend_from_slice(req.method.as_bytes());
+pub(crate) fn build_head(
+    method: &str,
+    origin: &str,
+    version: u8,
+    headers: &[(String, Vec<u8>)],
+    buffered: bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + origin.len() + headers.len() * 40);
+    out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(origin.as_bytes());
-    out.extend_from_slice(if req.version == 0 {
+    out.extend_from_slice(if version == 0 {
         b" HTTP/1.0\r\n"
     } else {
         b" HTTP/1.1\r\n"
     });
-    for (name, value) in &req.headers {
+    for (name, value) in headers {
+        // A buffered body is re-framed by the loop (Content-Length), and the
+        // 100-continue was already answered.
+        if buffered && FRAMING.iter().any(|f| name.eq_ignore_ascii_case(f)) {
+            continue;
+        }
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n");
+    if !buffered {
+        out.extend_from_slice(b"\r\n");
+    }
     out
 }
+
+/// Fields a re-framed (buffered) body replaces.
+pub(crate) const FRAMING: [&str; 4] = ["content-length", "transfer-encoding", "trailer", "expect"];

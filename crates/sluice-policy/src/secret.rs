@@ -1,0 +1,194 @@
+//! Secret values and where they come from. A [`Secret`] never prints its
+//! value: `Debug` and `Display` both render `[REDACTED]`, and it has no
+//! `Serialize` impl. Secrets are read when a policy is loaded (and on every
+//! reload) through a [`SecretSource`], so tests never touch the process env.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Largest accepted secret file, in bytes (before the trailing newline is trimmed).
+pub const MAX_SECRET_BYTES: usize = 64 * 1024;
+
+/// A secret value (credential, client secret, assertion).
+#[derive(Clone)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// Wraps a value.
+    #[must_use]
+    pub fn new(value: impl Into<Arc<str>>) -> Self {
+        Self(value.into())
+    }
+
+    /// The real value. Only call this where the value is written upstream.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for Secret {}
+
+/// Where secret values are read from at load time.
+pub trait SecretSource {
+    /// The value of environment variable `name`, `None` if unset (or not UTF-8).
+    fn env(&self, name: &str) -> Option<String>;
+    /// The contents of the file at `path`. Implementations may stop reading
+    /// after [`MAX_SECRET_BYTES`]` + 1` bytes.
+    ///
+    /// # Errors
+    /// Any I/O error opening or reading the file.
+    fn file(&self, path: &Path) -> std::io::Result<Vec<u8>>;
+}
+
+/// The real process environment and file system (used by `load_file`/`load_str`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessEnv;
+
+impl SecretSource for ProcessEnv {
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
+    fn file(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        let f = std::fs::File::open(path)?;
+        let mut out = Vec::new();
+        f.take(MAX_SECRET_BYTES as u64 + 1).read_to_end(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// An in-memory [`SecretSource`] for tests: fixed env vars and files.
+#[derive(Clone, Debug, Default)]
+pub struct MemorySecrets {
+    env: BTreeMap<String, String>,
+    files: BTreeMap<PathBuf, Vec<u8>>,
+}
+
+impl MemorySecrets {
+    /// An empty source: every env var unset, every file missing.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an environment variable.
+    #[must_use]
+    pub fn with_env(mut self, name: &str, value: &str) -> Self {
+        self.env.insert(name.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Adds a file.
+    #[must_use]
+    pub fn with_file(mut self, path: impl Into<PathBuf>, contents: impl Into<Vec<u8>>) -> Self {
+        self.files.insert(path.into(), contents.into());
+        self
+    }
+}
+
+impl SecretSource for MemorySecrets {
+    fn env(&self, name: &str) -> Option<String> {
+        self.env.get(name).cloned()
+    }
+
+    fn file(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        self.files.get(path).cloned().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory")
+        })
+    }
+}
+
+/// Checks a secret value read from an env var or file: not empty, no CR,
+/// LF or NUL. Returns the problem (never containing the value).
+pub(crate) fn check_value(v: &str) -> Result<(), &'static str> {
+    if v.is_empty() {
+        return Err("is empty");
+    }
+    if v.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+        return Err("contains CR, LF or NUL");
+    }
+    Ok(())
+}
+
+/// Turns raw file bytes into a secret value: size cap, UTF-8, one trailing
+/// newline (`\n` or `\r\n`) trimmed, then [`check_value`].
+pub(crate) fn file_value(bytes: Vec<u8>) -> Result<String, String> {
+    if bytes.len() > MAX_SECRET_BYTES {
+        return Err(format!("is larger than {MAX_SECRET_BYTES} bytes"));
+    }
+    let mut s = String::from_utf8(bytes).map_err(|_| "is not valid UTF-8".to_owned())?;
+    if s.ends_with('\n') {
+        s.pop();
+        if s.ends_with('\r') {
+            s.pop();
+        }
+    }
+    check_value(&s).map_err(str::to_owned)?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_never_prints() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?} {s}"), "[REDACTED] [REDACTED]");
+        assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn file_value_table() {
+        let cases: &[(&[u8], Result<&str, &str>)] = &[
+            (b"abc\n", Ok("abc")),
+            (b"abc\r\n", Ok("abc")),
+            (b"abc", Ok("abc")),
+            (b"abc\n\n", Err("contains CR, LF or NUL")),
+            (b"\n", Err("is empty")),
+            (b"", Err("is empty")),
+            (b"a\0b", Err("contains CR, LF or NUL")),
+            (b"a\rb", Err("contains CR, LF or NUL")),
+            (b"\xff", Err("is not valid UTF-8")),
+        ];
+        for (input, want) in cases {
+            let got = file_value(input.to_vec());
+            assert_eq!(got.as_deref().map_err(String::as_str), *want, "{input:?}");
+        }
+        assert!(file_value(vec![b'a'; MAX_SECRET_BYTES]).is_ok());
+        assert!(file_value(vec![b'a'; MAX_SECRET_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn memory_source() {
+        let m = MemorySecrets::new()
+            .with_env("A", "1")
+            .with_file("/s", b"x".to_vec());
+        assert_eq!(m.env("A").as_deref(), Some("1"));
+        assert_eq!(m.env("B"), None);
+        assert_eq!(m.file(Path::new("/s")).ok(), Some(b"x".to_vec()));
+        assert!(m.file(Path::new("/t")).is_err());
+    }
+}

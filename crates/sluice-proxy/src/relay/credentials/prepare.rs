@@ -1,0 +1,193 @@
+//! The credential step of the request loop, shared by both adapters: token
+//! grant, head slots, and the body plan (rewrite, backstop, or stream).
+
+use std::sync::Arc;
+
+use sluice_policy::placeholder;
+
+use super::body::{media_type, rewrite_body, BODY_LIMIT};
+use super::inject::{inject_head, CredentialError};
+use crate::adapter::response::json_error;
+use crate::egress::EgressDecision;
+use crate::relay::http::{BodyFraming, BodyPlan, RequestHead};
+use crate::server::Shared;
+
+/// What the adapter writes upstream after credentials were applied.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    /// Origin-form target (`path?query`), rewritten when it held placeholders.
+    pub(crate) origin: String,
+    /// Header fields to send (placeholders resolved, grant header set).
+    pub(crate) headers: Vec<(String, Vec<u8>)>,
+    /// Keys of the providers that supplied a credential (for events).
+    pub(crate) providers: Vec<Arc<str>>,
+    pub(crate) body: BodyPlan,
+}
+
+fn credential_response(shared: &Shared, d: &EgressDecision, err: &CredentialError) -> Vec<u8> {
+    match err {
+        CredentialError::Mismatch { name } => {
+            shared.audit.credential_denied(d, name);
+            let body = serde_json::json!({
+                "error": "credential_endpoint_mismatch",
+                "message": "credential is not authorized for this endpoint",
+                "detail": format!("credential {name} is not bound to {}", d.intent.target),
+            })
+            .to_string();
+            format!(
+                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        }
+        CredentialError::Unknown { name } => {
+            shared.audit.credential_denied(d, name);
+            json_error(
+                500,
+                "credential_unavailable",
+                "Credential placeholder could not be resolved",
+                None,
+                None,
+            )
+        }
+        CredentialError::BadSlot | CredentialError::Leftover => json_error(
+            500,
+            "credential_injection_failed",
+            "unresolved credential placeholder in request",
+            None,
+            None,
+        ),
+    }
+}
+
+/// Apply credentials to one admitted request. `path` is canonical (no
+/// query), `rewrite_body` the governing endpoint's opt-in.
+pub(crate) async fn prepare(
+    shared: &Shared,
+    decision: &EgressDecision,
+    req: &RequestHead,
+    path: &str,
+    query: Option<&str>,
+    rewrite_body_opt_in: bool,
+) -> Result<Outbound, Vec<u8>> {
+    let snapshot = &decision.snapshot;
+    let target = &decision.intent.target;
+    let mut providers: Vec<Arc<str>> = Vec::new();
+    let (new_origin, new_headers, injected) =
+        inject_head(snapshot, target, path, query, &req.headers)
+            .map_err(|e| credential_response(shared, decision, &e))?;
+    for id in &injected.providers {
+        providers.push(Arc::clone(&snapshot.provider(*id).key));
+    }
+    let mut headers = new_headers.unwrap_or_else(|| req.headers.clone());
+    // A token grant bound to this request sets its header (replacing any the client sent).
+    let grant = snapshot
+        .token_grants_for(target.host.as_host_ref(), target.port, path)
+        .next();
+    if let Some(provider) = grant {
+        match shared.tokens.header(provider).await {
+            Ok((name, value)) => {
+                headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+                headers.push((name.to_string(), value.expose().as_bytes().to_vec()));
+                providers.push(Arc::clone(&provider.key));
+                shared.audit.token_grant(decision, &provider.key, None);
+            }
+            Err(e) => {
+                shared
+                    .audit
+                    .token_grant(decision, &provider.key, Some(&e.to_string()));
+                return Err(json_error(
+                    502,
+                    "token_grant_failed",
+                    "dynamic token grant failed",
+                    None,
+                    None,
+                ));
+            }
+        }
+    }
+    let origin = new_origin.unwrap_or_else(|| match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    });
+    let body = body_plan(shared, decision, req, path, rewrite_body_opt_in);
+    Ok(Outbound {
+        origin,
+        headers,
+        providers,
+        body,
+    })
+}
+
+fn body_plan(
+    shared: &Shared,
+    decision: &EgressDecision,
+    req: &RequestHead,
+    path: &str,
+    opt_in: bool,
+) -> BodyPlan {
+    let snapshot = &decision.snapshot;
+    if req.framing == BodyFraming::None || !snapshot.has_credentials() {
+        return BodyPlan::Stream { guard: false };
+    }
+    let fits = matches!(req.framing, BodyFraming::Length(n) if n <= BODY_LIMIT as u64);
+    if opt_in {
+        let (snapshot, target, path) = (
+            Arc::clone(snapshot),
+            decision.intent.target.clone(),
+            path.to_owned(),
+        );
+        let media = media_type(req.header("content-type"));
+        let audit = shared.audit.clone();
+        let d = decision.clone();
+        return BodyPlan::Buffer {
+            limit: BODY_LIMIT,
+            transform: Box::new(move |body: &[u8]| {
+                rewrite_body(&snapshot, &target, &path, &media, body).map_err(|e| {
+                    if let CredentialError::Mismatch { name } | CredentialError::Unknown { name } =
+                        &e
+                    {
+                        audit.credential_denied(&d, name);
+                    }
+                    match e {
+                        CredentialError::Mismatch { .. } => json_error(
+                            403,
+                            "credential_endpoint_mismatch",
+                            "credential is not authorized for this endpoint",
+                            None,
+                            None,
+                        ),
+                        _ => json_error(
+                            500,
+                            "credential_injection_failed",
+                            "unresolved credential placeholder in request",
+                            None,
+                            None,
+                        ),
+                    }
+                })
+            }),
+        };
+    }
+    if fits {
+        // Not opted in: a body that still carries a placeholder is refused
+        // before anything of the request is forwarded.
+        return BodyPlan::Buffer {
+            limit: BODY_LIMIT,
+            transform: Box::new(|body: &[u8]| {
+                if placeholder::contains_marker(body) {
+                    Err(json_error(
+                        500,
+                        "credential_injection_failed",
+                        "credential placeholder in a request body that is not opted in to rewriting",
+                        None,
+                        None,
+                    ))
+                } else {
+                    Ok(None)
+                }
+            }),
+        };
+    }
+    BodyPlan::Stream { guard: true }
+}
