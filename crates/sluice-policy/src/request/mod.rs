@@ -24,9 +24,14 @@
 //! rejects more).
 
 mod eval;
+pub mod graphql;
+pub mod jsonrpc;
+pub mod mcp;
 mod path;
 mod query;
+mod verdict;
 
 pub use eval::{evaluate_rest, has_l7_routes, L7Verdict, RestRequest, RuleRef, MAX_METHOD_LEN};
 pub use path::{canonicalize_path, PathError, MAX_PATH_LEN};
 pub use query::{QueryError, QueryParams, MAX_QUERY_LEN, MAX_QUERY_PARAMS};
+pub use verdict::ProtocolVerdict;
