@@ -23,6 +23,17 @@ pub(crate) enum Command {
     Explain(ExplainArgs),
     /// The sandbox CA used for TLS termination.
     Ca(CaArgs),
+    /// Run CMD in a network namespace whose only way out is sluice.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
+    /// The command to run inside the sandbox, after `--`.
+    #[arg(last = true, required = true)]
+    pub(crate) cmd: Vec<String>,
 }
 
 #[derive(Debug, Args)]

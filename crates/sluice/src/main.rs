@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         cli::Command::Check(args) => cmd::check::run(&args),
         cli::Command::Explain(args) => cmd::explain::run(&args),
         cli::Command::Ca(args) => cmd::ca::run(&args),
+        cli::Command::Run(args) => cmd::run::run(args),
     };
     match result {
         Ok(code) => code,

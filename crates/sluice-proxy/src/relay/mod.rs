@@ -7,3 +7,4 @@ pub mod http;
 pub mod stream;
 pub mod tcp;
 pub mod tls;
+pub mod websocket;

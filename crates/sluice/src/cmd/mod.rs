@@ -3,4 +3,5 @@
 pub(crate) mod ca;
 pub(crate) mod check;
 pub(crate) mod explain;
+pub(crate) mod run;
 pub(crate) mod serve;
