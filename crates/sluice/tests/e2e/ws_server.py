@@ -1,0 +1,30 @@
+"""WebSocket echo server for sluice e2e tests (runs in the test's namespace).
+
+usage: ws_server.py ADDR PORT RECORD
+Echoes every message back and appends each received message to RECORD.
+Accepts the graphql-transport-ws subprotocol and permessage-deflate.
+"""
+import asyncio
+import json
+import sys
+
+from websockets.asyncio.server import serve
+
+ADDR, PORT, RECORD = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+
+async def handler(ws):
+    async for msg in ws:
+        with open(RECORD, "a") as f:
+            kind = "text" if isinstance(msg, str) else "binary"
+            f.write(json.dumps({"kind": kind, "data": msg if kind == "text" else msg.hex(), "path": ws.request.path}) + "\n")
+        await ws.send(msg)
+
+
+async def main():
+    async with serve(handler, ADDR, PORT, subprotocols=["graphql-transport-ws", "graphql-ws"], max_size=16 * 1024 * 1024):
+        print("ready", flush=True)
+        await asyncio.Future()
+
+
+asyncio.run(main())
