@@ -96,6 +96,8 @@ pub(crate) struct RuleBodyDto {
     pub(crate) tool: Option<Value>,
     pub(crate) params: Option<BTreeMap<String, Value>>,
     pub(crate) command: Option<String>,
+    /// MCP `tools/call` argument matchers (sluice extension).
+    pub(crate) arguments: Option<BTreeMap<String, Value>>,
 }
 
 /// `credential_binding`.

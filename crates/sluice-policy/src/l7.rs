@@ -75,11 +75,14 @@ pub(crate) fn compile_rules(
     if p == Protocol::Mcp {
         let broad = allow.iter().any(|r| {
             r.tool.is_none()
+                && r.arguments.is_empty()
                 && r.method
                     .as_deref()
                     .is_some_and(|m| Glob::new(m, b'.').matches("tools/call"))
         });
-        let specific = allow.iter().any(|r| r.tool.is_some());
+        let specific = allow
+            .iter()
+            .any(|r| r.tool.is_some() || !r.arguments.is_empty());
         if broad && specific {
             ctx.err(&at("rules"), "a rule whose method covers `tools/call` without `tool` cannot be combined with tool-specific rules");
         }

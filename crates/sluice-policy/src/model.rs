@@ -164,6 +164,10 @@ pub struct L7Rule {
     pub fields: Vec<Glob>,
     pub tool: Option<QueryMatcher>,
     pub command: Option<Arc<str>>,
+    /// MCP `tools/call` argument matchers (sluice extension): JSON pointer
+    /// into `params.arguments` (a top-level name `path` is stored as
+    /// `/path`) → matcher, sorted by pointer. Only string values match.
+    pub arguments: Vec<(Arc<str>, QueryMatcher)>,
 }
 
 /// One compiled endpoint. All metadata that a decision needs is here, so the

@@ -40,6 +40,7 @@ fn present(b: &RuleBodyDto) -> Vec<&'static str> {
     add(b.tool.is_some(), "tool");
     add(b.params.is_some(), "params");
     add(b.command.is_some(), "command");
+    add(b.arguments.is_some(), "arguments");
     v
 }
 
@@ -123,7 +124,7 @@ pub(crate) fn compile_rule(
         Protocol::Websocket => (&["method", "path", "query"], "websocket"),
         Protocol::Graphql => (&["operation_type", "operation_name", "fields"], "graphql"),
         Protocol::JsonRpc => (&["method"], "json-rpc"),
-        Protocol::Mcp => (&["method", "tool", "params"], "mcp"),
+        Protocol::Mcp => (&["method", "tool", "params", "arguments"], "mcp"),
         Protocol::Sql => (&["command"], "sql"),
         Protocol::L4 | Protocol::Tcp => (&[], "non-l7"),
     };
@@ -284,7 +285,143 @@ fn mcp_rule(ctx: &mut Ctx, path: &str, b: &RuleBodyDto, env: RuleEnv, rule: &mut
     } else if b.method.is_none() {
         ctx.err(path, "mcp rule requires `method` or `tool`");
     }
+    if let Some(args) = &b.arguments {
+        let apath = join(path, "arguments");
+        let ok_method = match b.method.as_deref() {
+            Some(m) => m == "tools/call",
+            None => tool.is_some(),
+        };
+        if !ok_method {
+            ctx.err_key(
+                &apath,
+                "`arguments` requires `method: tools/call` or a `tool` matcher",
+            );
+        }
+        if args.is_empty() {
+            ctx.err(&apath, "`arguments` must list at least one argument");
+        } else if args.len() > MAX_ARGUMENTS {
+            ctx.err(
+                &apath,
+                format!("`arguments` lists more than {MAX_ARGUMENTS} arguments"),
+            );
+        }
+        for (k, v) in args {
+            let kpath = join(&apath, k);
+            let Some(pointer) = argument_pointer(k) else {
+                ctx.err_key(
+                    &kpath,
+                    format!("argument key `{k}` must be a top-level argument name or a JSON pointer such as `/options/dir`"),
+                );
+                continue;
+            };
+            if let Some(m) = argument_matcher(ctx, &kpath, v) {
+                rule.arguments.push((Arc::from(pointer), m));
+            }
+        }
+        rule.arguments.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(w) = rule.arguments.windows(2).find(|w| w[0].0 == w[1].0) {
+            let dup = w[0].0.to_string();
+            ctx.err_key(
+                &apath,
+                format!("argument `{dup}` is listed twice (as a name and as a JSON pointer)"),
+            );
+        }
+    }
     rule.tool = tool;
+}
+
+/// Most argument matchers in one rule.
+const MAX_ARGUMENTS: usize = 32;
+
+/// An `arguments` key as a JSON pointer: `/a/b` as written (RFC 6901, only
+/// `~0`/`~1` escapes), a top-level name `path` as `/path` (escaped).
+fn argument_pointer(key: &str) -> Option<String> {
+    if key.is_empty() || key.len() > 1024 {
+        return None;
+    }
+    if let Some(rest) = key.strip_prefix('/') {
+        let b = key.as_bytes();
+        let bad_escape = b
+            .iter()
+            .enumerate()
+            .any(|(i, &c)| c == b'~' && !matches!(b.get(i + 1), Some(b'0' | b'1')));
+        return (!rest.is_empty() && !bad_escape).then(|| key.to_owned());
+    }
+    Some(format!("/{}", key.replace('~', "~0").replace('/', "~1")))
+}
+
+/// A glob for an argument value: `/`-delimited when it starts with `/`
+/// (filesystem-like paths), else `.`-delimited like other MCP globs.
+fn argument_glob(ctx: &mut Ctx, path: &str, pattern: &str) -> Glob {
+    let delimiter = if pattern.starts_with('/') { b'/' } else { b'.' };
+    glob(ctx, path, pattern, delimiter)
+}
+
+/// `"exact"`, `{glob: pattern}` or `{any: [patterns]}`.
+fn argument_matcher(ctx: &mut Ctx, path: &str, v: &Value) -> Option<QueryMatcher> {
+    if let Some(s) = scalar_string(v) {
+        if s.contains(['*', '?']) {
+            ctx.err(
+                path,
+                format!("exact argument value `{s}` contains `*` or `?`; write `{{glob: \"{s}\"}}` to match a glob"),
+            );
+            return None;
+        }
+        return Some(QueryMatcher::One(Glob::new(&s, b'.')));
+    }
+    let Value::Mapping(m) = v else {
+        ctx.err(
+            path,
+            "expected an exact string, `{glob: pattern}` or `{any: [globs]}`",
+        );
+        return None;
+    };
+    if m.len() != 1 {
+        ctx.err(path, "expected exactly one of `glob` or `any`");
+        return None;
+    }
+    let (k, val) = m.iter().next()?;
+    match k.as_str() {
+        Some("glob") => {
+            let gpath = join(path, "glob");
+            match val {
+                Value::String(s) if !s.is_empty() => {
+                    Some(QueryMatcher::One(argument_glob(ctx, &gpath, s)))
+                }
+                _ => {
+                    ctx.err(&gpath, "`glob` must be a non-empty glob string");
+                    None
+                }
+            }
+        }
+        Some("any") => {
+            let any_path = join(path, "any");
+            let items = match val {
+                Value::Sequence(items) if !items.is_empty() => items,
+                _ => {
+                    ctx.err(&any_path, "`any` must be a non-empty list of glob strings");
+                    return None;
+                }
+            };
+            let mut globs = Vec::with_capacity(items.len());
+            for (i, it) in items.iter().enumerate() {
+                let p = format!("{any_path}[{i}]");
+                match it {
+                    Value::String(s) => globs.push(argument_glob(ctx, &p, s)),
+                    _ => ctx.err(&p, "expected a glob string"),
+                }
+            }
+            Some(QueryMatcher::Any(globs))
+        }
+        other => {
+            let name = other.unwrap_or("?");
+            ctx.err_key(
+                &join(path, name),
+                format!("unknown field `{name}`, expected `glob` or `any`"),
+            );
+            None
+        }
+    }
 }
 
 fn rest(method: &str) -> L7Rule {

@@ -1,19 +1,30 @@
 //! Linux substrate for `sluice run`, and peer process identity.
 //!
-//! This crate will hold everything that touches the Linux kernel directly on behalf of
-//! `sluice run`: the workload network namespace, the nftables bypass ruleset, the bypass
-//! monitor and `SO_ORIGINAL_DST` lookups for transparent capture. Those parts come later.
+//! Everything that touches the Linux kernel directly on behalf of `sluice run`:
 //!
-//! What exists **now** is process identity ([`identity`]): given an accepted proxy
-//! connection, find the process that owns the client side of it by reading `/proc`
-//! (see `openshell-facts.md` §11), so policy can match on the calling binary.
+//! - [`identity`]: given an accepted proxy connection (or a refused flow), find the
+//!   process that owns its sandbox side by reading `/proc` (`openshell-facts.md` §11).
+//! - [`netns`]: a fresh network namespace per run, joined to the host by a veth pair on
+//!   a private /30, torn down on drop.
+//! - [`nft`]: the fail-closed nftables ruleset installed inside that namespace in one
+//!   atomic `nft -f -` transaction.
+//! - [`bypass`]: the bypass monitor, which reads refused packets from NFLOG, attributes
+//!   each to a process while its socket still exists, and makes the sender fail fast.
 //!
-//! This is the only crate in the workspace that may ever contain `unsafe` (for the
-//! namespace and socket-option work that is still to come). Until then it forbids
-//! `unsafe` outright: reading `/proc` needs none.
+//! This is the only crate in the workspace allowed `unsafe`, and only inside the
+//! private `sys` module (netlink and raw sockets, `setns`, `kill`); every block there carries
+//! a `// SAFETY:` comment. The crate root denies `unsafe` everywhere else.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+pub mod bypass;
 pub mod identity;
+pub mod netfilter;
+pub mod netns;
+pub mod nft;
+#[allow(unsafe_code)]
+mod sys;
+pub mod tools;
 
-pub use identity::{IdentityError, ProcessIdentity, ProcfsIdentity};
+pub use identity::{FlowProto, IdentityError, ProcessIdentity, ProcfsIdentity};
+pub use sys::{send_signal, Signal};

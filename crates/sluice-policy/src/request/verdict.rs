@@ -22,18 +22,34 @@ impl ProtocolVerdict {
     /// An allowed message with its event summary.
     #[must_use]
     pub fn allow(summary: String) -> Self {
-        Self { allowed: true, summary, ..Self::default() }
+        Self {
+            allowed: true,
+            summary,
+            ..Self::default()
+        }
     }
 
     /// A policy denial (softened by audit mode).
     #[must_use]
     pub fn deny(reason: String, rule: Option<String>, summary: String) -> Self {
-        Self { allowed: false, hard: false, reason, rule, summary }
+        Self {
+            allowed: false,
+            hard: false,
+            reason,
+            rule,
+            summary,
+        }
     }
 
     /// A denial audit mode cannot soften.
     #[must_use]
     pub fn hard_deny(reason: String, summary: String) -> Self {
-        Self { allowed: false, hard: true, reason, rule: None, summary }
+        Self {
+            allowed: false,
+            hard: true,
+            reason,
+            rule: None,
+            summary,
+        }
     }
 }

@@ -20,6 +20,7 @@ use crate::relay::http::{
     request_loop, Admission, BodyPlan, DialFailure, HeadError, RejectCause, RequestHead,
     RequestPolicy, UpstreamKey,
 };
+use crate::relay::http::{Upgrade, WsTextPolicy};
 use crate::relay::stream::UpstreamStream;
 use crate::server::Shared;
 
@@ -124,6 +125,7 @@ fn rewrite(
     origin: &str,
     headers: &[(String, Vec<u8>)],
     buffered: bool,
+    websocket: bool,
 ) -> Vec<u8> {
     let mut out = String::with_capacity(256 + req.headers.len() * 48);
     let _ = write!(
@@ -151,7 +153,10 @@ fn rewrite(
         bytes.extend_from_slice(b"\r\n");
     }
     bytes.extend_from_slice(format!("Via: 1.{} sluice\r\n", req.version).as_bytes());
-    if req.close {
+    if websocket {
+        // A valid WebSocket upgrade keeps its hop-by-hop pair (the frame relay takes over after 101).
+        bytes.extend_from_slice(b"Connection: Upgrade\r\nUpgrade: websocket\r\n");
+    } else if req.close {
         bytes.extend_from_slice(b"Connection: close\r\n");
     }
     if !buffered {
@@ -279,7 +284,7 @@ impl ForwardPolicy<'_> {
             }
             self.cached = Some((key.clone(), connector.clone()));
             let opt_in = outcome.body_rewrite(&decision);
-            let outbound = match prepare(
+            let mut outbound = match prepare(
                 shared,
                 &decision,
                 req,
@@ -292,21 +297,51 @@ impl ForwardPolicy<'_> {
                 Ok(o) => o,
                 Err(response) => return Admission::Respond { response },
             };
+            if let L7Outcome::Inspect { endpoint, .. } = outcome {
+                outbound.body = l7::inspect_plan(
+                    &shared.audit,
+                    &decision,
+                    req,
+                    &canonical.path,
+                    canonical.query,
+                    endpoint,
+                );
+            }
             let buffered = matches!(outbound.body, BodyPlan::Buffer { .. });
+            let websocket = l7::is_websocket_upgrade(req);
             let head = rewrite(
                 req,
                 &t.target,
                 &outbound.origin,
                 &outbound.headers,
                 buffered,
+                websocket,
             );
+            let upgrade = if websocket {
+                let endpoint = match &outcome {
+                    L7Outcome::Allow { endpoint } | L7Outcome::Audit { endpoint, .. } => {
+                        Some(*endpoint)
+                    }
+                    _ => None,
+                };
+                Upgrade::WebSocket(Box::new(WsTextPolicy::new(
+                    &decision,
+                    endpoint,
+                    req,
+                    &canonical.path,
+                    canonical.query,
+                    &shared.audit,
+                )))
+            } else {
+                Upgrade::No
+            };
             self.current = Some((decision, canonical.path, outcome, outbound.providers));
             return Admission::Forward {
                 key,
                 connector,
                 head,
                 body: outbound.body,
-                upgrade: false,
+                upgrade,
             };
         }
         let detail = format!("{} {}{path} not permitted by policy", req.method, t.target);
@@ -414,7 +449,10 @@ fn l7_refusal(
 ) -> Option<Vec<u8>> {
     let policy = Some(d.policy_key());
     Some(match outcome {
-        L7Outcome::Pass | L7Outcome::Allow { .. } | L7Outcome::Audit { .. } => return None,
+        L7Outcome::Pass
+        | L7Outcome::Allow { .. }
+        | L7Outcome::Audit { .. }
+        | L7Outcome::Inspect { .. } => return None,
         L7Outcome::BadTarget { detail } => {
             shared
                 .audit
@@ -431,11 +469,11 @@ fn l7_refusal(
             shared
                 .audit
                 .l7_request(d, "deny", &req.method, path, reason);
-            l7::deny_response(d, req, path, outcome)
+            l7::deny_response(d, &req.method, path, outcome)
         }
         L7Outcome::Uninspectable { protocol } => {
             shared.audit.l7_unavailable(d, protocol.as_str());
-            l7::deny_response(d, req, path, outcome)
+            l7::deny_response(d, &req.method, path, outcome)
         }
     })
 }
@@ -514,6 +552,7 @@ mod tests {
             &t.target,
             &t.path_and_query,
             &req.headers,
+            false,
             false,
         ))
         .unwrap();

@@ -20,6 +20,16 @@ pub enum IdentityError {
         /// The proxy's address for the connection.
         local: SocketAddr,
     },
+    /// No row for this flow (any state) in `net/{tcp,udp}{,6}` (bypass attribution).
+    #[error("no {proto} socket for {local} -> {remote} in /proc/net")]
+    FlowNotFound {
+        /// `tcp` or `udp`.
+        proto: &'static str,
+        /// The workload's (source) address.
+        local: SocketAddr,
+        /// The destination address.
+        remote: SocketAddr,
+    },
     /// A `/proc` file or directory that must be readable was not.
     #[error("failed to read {}: {source}", path.display())]
     ReadProc {

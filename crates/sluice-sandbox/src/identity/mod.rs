@@ -26,7 +26,7 @@ use std::path::PathBuf;
 pub use error::IdentityError;
 
 use exe::{process_exists, read_cmdline, read_exe, read_ppid, ExeInfo, HashCache};
-use parse::{cmdline_abs_paths, find_established_inode, WordOrder};
+use parse::{cmdline_abs_paths, find_established_inode, find_flow_inode, WordOrder};
 
 /// Ancestor walks stop after this many parents.
 pub const MAX_ANCESTOR_DEPTH: usize = 64;
@@ -55,6 +55,15 @@ pub struct ProcessIdentity {
     pub cmdline_paths: Vec<String>,
     /// Every pid holding the socket, ascending.
     pub owners: Vec<u32>,
+}
+
+/// Transport of a flow for [`ProcfsIdentity::resolve_flow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowProto {
+    /// `/proc/<pid>/net/tcp{,6}`.
+    Tcp,
+    /// `/proc/<pid>/net/udp{,6}`.
+    Udp,
 }
 
 /// Resolves connection owners by reading a procfs mount. `Send + Sync`; share behind `Arc`.
@@ -109,6 +118,54 @@ impl ProcfsIdentity {
         local: SocketAddr,
     ) -> Result<ProcessIdentity, IdentityError> {
         let inode = self.find_inode(peer, local)?;
+        self.identity_for_inode(inode)
+    }
+
+    /// Identifies the process owning the sandbox side of an outgoing flow
+    /// `local -> remote` that never reached the proxy (bypass attribution): the socket
+    /// may be in any state (TCP SYN_SENT) and, for UDP, unconnected or unbound.
+    ///
+    /// Blocking: reads `/proc`.
+    pub fn resolve_flow(
+        &self,
+        proto: FlowProto,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<ProcessIdentity, IdentityError> {
+        let (files, wildcard, name) = match proto {
+            FlowProto::Tcp => (["tcp", "tcp6"], false, "tcp"),
+            FlowProto::Udp => (["udp", "udp6"], true, "udp"),
+        };
+        let net_dir = self.net_dir();
+        for (i, file) in files.into_iter().enumerate() {
+            let path = net_dir.join(file);
+            let text = match read_table(&path) {
+                Ok(text) => text,
+                Err(e) if i > 0 && e.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(IdentityError::ReadProc { path, source }),
+            };
+            match find_flow_inode(&text, WordOrder::NATIVE, local, remote, wildcard) {
+                Ok(Some(inode)) => return self.identity_for_inode(inode),
+                Ok(None) => {}
+                Err(line) => return Err(IdentityError::Malformed { path, line }),
+            }
+        }
+        Err(IdentityError::FlowNotFound {
+            proto: name,
+            local,
+            remote,
+        })
+    }
+
+    fn net_dir(&self) -> PathBuf {
+        let ns = self
+            .anchor_pid
+            .map_or_else(|| "self".to_owned(), |pid| pid.to_string());
+        self.proc_root.join(ns).join("net")
+    }
+
+    /// Every owner of socket `inode`, compared and reported (steps 2-4).
+    fn identity_for_inode(&self, inode: u64) -> Result<ProcessIdentity, IdentityError> {
         let owners = scan::find_owners(&self.proc_root, inode, self.anchor_pid)?;
 
         let mut identified: Vec<(u32, OwnerIdentity)> = Vec::with_capacity(owners.len());
@@ -150,10 +207,7 @@ impl ProcfsIdentity {
 
     /// The inode of the client-side socket in the anchor's network namespace.
     fn find_inode(&self, peer: SocketAddr, local: SocketAddr) -> Result<u64, IdentityError> {
-        let ns = self
-            .anchor_pid
-            .map_or_else(|| "self".to_owned(), |pid| pid.to_string());
-        let net_dir = self.proc_root.join(ns).join("net");
+        let net_dir = self.net_dir();
         for (file, required) in [("tcp", true), ("tcp6", false)] {
             let path = net_dir.join(file);
             let text = match read_table(&path) {

@@ -145,6 +145,46 @@ pub(crate) fn find_established_inode(
     Ok(None)
 }
 
+/// Finds the inode of the socket for an outgoing flow `local -> remote` in a whole
+/// `/proc/net/{tcp,udp}{,6}` file, in any state (a bypassing TCP socket is in
+/// SYN_SENT). With `wildcard`, a row whose local address is unspecified (an unbound
+/// UDP socket) or whose remote is unset (an unconnected UDP socket) also matches;
+/// exact rows win. Rows with inode 0 never match. `Err(line_number)` on a malformed row.
+pub(crate) fn find_flow_inode(
+    table: &str,
+    order: WordOrder,
+    local: SocketAddr,
+    remote: SocketAddr,
+    wildcard: bool,
+) -> Result<Option<u64>, usize> {
+    let (want_ip, want_port) = normalize(local);
+    let want_remote = normalize(remote);
+    let mut loose = None;
+    for (idx, line) in table.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with("sl ") {
+            continue;
+        }
+        let entry = parse_tcp_line(trimmed, order).ok_or(idx + 1)?;
+        let (ip, port) = normalize(entry.local);
+        if entry.inode == 0 || port != want_port {
+            continue;
+        }
+        let rem = normalize(entry.remote);
+        if ip == want_ip && rem == want_remote {
+            return Ok(Some(entry.inode));
+        }
+        if wildcard
+            && loose.is_none()
+            && (ip == want_ip || ip.is_unspecified())
+            && (rem == want_remote || rem.1 == 0)
+        {
+            loose = Some(entry.inode);
+        }
+    }
+    Ok(loose)
+}
+
 /// Extracts the `PPid:` value from `/proc/<pid>/status`.
 pub(crate) fn parse_ppid(status: &str) -> Option<u32> {
     status

@@ -2,7 +2,8 @@
 //! reload; SIGINT/SIGTERM flush the audit log and exit.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,15 +21,23 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::cli::{IdentityArg, ServeArgs};
 
 /// Process identity over `/proc` (the sandbox crate), behind the proxy's trait.
-struct ProcfsResolver(sluice_sandbox::ProcfsIdentity);
+/// `serve` anchors at sluice's own view; `run` at the sandboxed child, once it exists.
+pub(crate) enum ProcfsResolver {
+    /// `/proc/self/net`, ancestry to PID 1.
+    Host(sluice_sandbox::ProcfsIdentity),
+    /// The child of `sluice run` (denies until it is spawned).
+    Child(Arc<sluice_sandbox::bypass::ChildIdentity>),
+}
 
 impl IdentityResolver for ProcfsResolver {
-    fn resolve(
-        &self,
-        peer: std::net::SocketAddr,
-        local: std::net::SocketAddr,
-    ) -> Result<ProcessIdentity, String> {
-        self.0
+    fn resolve(&self, peer: SocketAddr, local: SocketAddr) -> Result<ProcessIdentity, String> {
+        let procfs = match self {
+            Self::Host(p) => p,
+            Self::Child(c) => c
+                .get()
+                .ok_or_else(|| "entrypoint process not yet spawned".to_owned())?,
+        };
+        procfs
             .resolve(peer, local)
             .map(|p| ProcessIdentity {
                 pid: p.pid,
@@ -41,7 +50,25 @@ impl IdentityResolver for ProcfsResolver {
     }
 }
 
-pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+/// Everything `serve` and `run` share before the listener is bound.
+pub(crate) struct Prepared {
+    pub(crate) store: Arc<PolicyStore>,
+    pub(crate) audit: Audit,
+    pub(crate) config: ProxyConfig,
+    pub(crate) generation: u64,
+    pub(crate) identity_mode: IdentityMode,
+    pub(crate) ca: Arc<SandboxCa>,
+    pub(crate) state_dir: PathBuf,
+    /// Credential names of the loaded policy's providers (for `run`'s placeholders).
+    pub(crate) credential_names: Vec<String>,
+}
+
+/// Loads the policy, opens the audit log and the CA, and builds the proxy config.
+/// `identity` replaces the default host-view resolver (used by `run`).
+pub(crate) fn prepare(
+    args: &ServeArgs,
+    identity: Option<ProcfsResolver>,
+) -> anyhow::Result<Prepared> {
     let loaded = match sluice_policy::load_file(&args.policy, 1) {
         Ok(l) => l,
         Err(e) => {
@@ -74,18 +101,20 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ..Limits::default()
     };
     let identity: Option<Arc<dyn IdentityResolver>> = match identity_mode {
-        IdentityMode::Required => Some(Arc::new(ProcfsResolver(
-            sluice_sandbox::ProcfsIdentity::new("/proc", None),
-        ))),
+        IdentityMode::Required => Some(Arc::new(identity.unwrap_or_else(|| {
+            ProcfsResolver::Host(sluice_sandbox::ProcfsIdentity::new("/proc", None))
+        }))),
         IdentityMode::EndpointOnly => None,
     };
     let state_dir = args
         .state_dir
         .clone()
         .unwrap_or_else(crate::cli::default_state_dir);
-    let ca = SandboxCa::load_or_create(&state_dir)
-        .with_context(|| format!("sandbox CA in {}", state_dir.display()))?;
-    let leaf_cache = Arc::new(LeafCache::new(Arc::new(ca), DEFAULT_LEAF_CACHE_CAPACITY));
+    let ca = Arc::new(
+        SandboxCa::load_or_create(&state_dir)
+            .with_context(|| format!("sandbox CA in {}", state_dir.display()))?,
+    );
+    let leaf_cache = Arc::new(LeafCache::new(Arc::clone(&ca), DEFAULT_LEAF_CACHE_CAPACITY));
     let upstream_tls = Arc::new(UpstreamTls::new(&args.upstream_ca).context("upstream TLS trust")?);
     let config = ProxyConfig {
         identity_mode,
@@ -102,33 +131,88 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         upstream_tls,
     };
     let generation = loaded.snapshot.generation();
+    let credential_names = loaded
+        .snapshot
+        .providers()
+        .iter()
+        .flat_map(|p| p.credentials.iter().map(|c| c.name.to_string()))
+        .collect();
     let store = PolicyStore::new(loaded.snapshot, Some(args.policy.clone()));
+    Ok(Prepared {
+        store,
+        audit,
+        config,
+        generation,
+        identity_mode,
+        ca,
+        state_dir,
+        credential_names,
+    })
+}
+
+/// Binds the listener on `listen`, records the load, prints the `listening on` line
+/// and spawns the accept loop and the policy-file watcher. Returns the bound address.
+pub(crate) async fn start(
+    prepared: Prepared,
+    args: &ServeArgs,
+    listen: SocketAddr,
+) -> anyhow::Result<SocketAddr> {
+    let Prepared {
+        store,
+        audit,
+        config,
+        generation,
+        identity_mode,
+        ..
+    } = prepared;
+    let proxy = Proxy::bind(listen, Arc::clone(&store), config)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = proxy.local_addr()?;
+    audit.policy_loaded(
+        generation,
+        &args.policy.display().to_string(),
+        identity_mode.as_str(),
+    );
+    eprintln!(
+        "sluice: listening on {addr} (policy generation {generation}, identity {})",
+        identity_mode.as_str()
+    );
+    tokio::spawn(proxy.run());
+    tokio::spawn(watch_policy_file(
+        store,
+        audit,
+        identity_mode,
+        Duration::from_millis(args.policy_poll_ms.max(50)),
+    ));
+    Ok(addr)
+}
+
+/// SIGHUP: reload the policy and record the outcome.
+pub(crate) async fn reload(store: &Arc<PolicyStore>, audit: &Audit, identity_mode: IdentityMode) {
+    let (store, audit) = (Arc::clone(store), audit.clone());
+    let _ =
+        tokio::task::spawn_blocking(move || reload_and_audit(&store, &audit, identity_mode)).await;
+}
+
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let prepared = prepare(&args, None)?;
+    let (store, audit, identity_mode) = (
+        Arc::clone(&prepared.store),
+        prepared.audit.clone(),
+        prepared.identity_mode,
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let proxy = Proxy::bind(args.listen, Arc::clone(&store), config)
-            .await
-            .with_context(|| format!("binding {}", args.listen))?;
-        let addr = proxy.local_addr()?;
-        audit.policy_loaded(generation, &args.policy.display().to_string(), identity_mode.as_str());
-        eprintln!("sluice: listening on {addr} (policy generation {generation}, identity {})", identity_mode.as_str());
-        tokio::spawn(proxy.run());
-        tokio::spawn(watch_policy_file(
-            Arc::clone(&store),
-            audit.clone(),
-            identity_mode,
-            Duration::from_millis(args.policy_poll_ms.max(50)),
-        ));
+        start(prepared, &args, args.listen).await?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         loop {
             tokio::select! {
-                _ = hup.recv() => {
-                    let (store, audit) = (Arc::clone(&store), audit.clone());
-                    let _ = tokio::task::spawn_blocking(move || reload_and_audit(&store, &audit, identity_mode)).await;
-                }
+                _ = hup.recv() => reload(&store, &audit, identity_mode).await,
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }

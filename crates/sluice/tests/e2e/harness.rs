@@ -159,6 +159,11 @@ impl Netns {
         self.start_script("recorder.py", port, record, &[]);
     }
 
+    /// Any of the test servers in `tests/e2e/` (`mcp_server.py`, `ws_server.py`, ...).
+    pub(crate) fn start_server(&self, script: &str, port: u16, record: &Path) {
+        self.start_script(script, port, record, &[]);
+    }
+
     fn start_script(&self, script: &str, port: u16, record: &Path, extra: &[&Path]) {
         let script = format!("{}/tests/e2e/{script}", env!("CARGO_MANIFEST_DIR"));
         let port = port.to_string();

@@ -12,5 +12,7 @@ mod harness;
 mod identity;
 mod l7;
 mod pipelining;
+mod protocols;
 mod reload;
+mod run;
 mod ssrf;

@@ -2,7 +2,7 @@
 
 usage: ws_server.py ADDR PORT RECORD
 Echoes every message back and appends each received message to RECORD.
-Accepts the graphql-transport-ws subprotocol and permessage-deflate.
+Accepts the graphql-transport-ws / graphql-ws subprotocols when offered, and permessage-deflate.
 """
 import asyncio
 import json
@@ -21,8 +21,16 @@ async def handler(ws):
         await ws.send(msg)
 
 
+def pick(connection, offered):
+    """Accept a GraphQL subprotocol when offered; plain WebSocket otherwise."""
+    for p in offered:
+        if p in ("graphql-transport-ws", "graphql-ws"):
+            return p
+    return None
+
+
 async def main():
-    async with serve(handler, ADDR, PORT, subprotocols=["graphql-transport-ws", "graphql-ws"], max_size=16 * 1024 * 1024):
+    async with serve(handler, ADDR, PORT, select_subprotocol=pick, max_size=16 * 1024 * 1024):
         print("ready", flush=True)
         await asyncio.Future()
 

@@ -8,4 +8,21 @@ mod prepare;
 pub(crate) mod token_grant;
 
 pub(crate) use inject::scrub;
+
+/// Resolve placeholders in a WebSocket text message (same binding rules as
+/// HTTP slots); `Err` carries a log-safe reason.
+pub(crate) fn resolve_message(
+    snapshot: &sluice_policy::PolicySnapshot,
+    target: &crate::egress::Target,
+    path: &str,
+    text: &str,
+) -> Result<String, String> {
+    let mut injected = inject::Injected::default();
+    let out = inject::resolve_text(snapshot, target, path, text, &mut injected, str::to_owned)
+        .map_err(|e| format!("credential refused in WebSocket message: {e:?}"))?;
+    if sluice_policy::placeholder::contains_marker(out.as_bytes()) {
+        return Err("unresolved credential placeholder in WebSocket message".into());
+    }
+    Ok(out)
+}
 pub(crate) use prepare::prepare;

@@ -142,6 +142,7 @@ fn body_plan(
         let d = decision.clone();
         return BodyPlan::Buffer {
             limit: BODY_LIMIT,
+            on_error: None,
             transform: Box::new(move |body: &[u8]| {
                 rewrite_body(&snapshot, &target, &path, &media, body).map_err(|e| {
                     if let CredentialError::Mismatch { name } | CredentialError::Unknown { name } =
@@ -174,6 +175,7 @@ fn body_plan(
         // before anything of the request is forwarded.
         return BodyPlan::Buffer {
             limit: BODY_LIMIT,
+            on_error: None,
             transform: Box::new(|body: &[u8]| {
                 if placeholder::contains_marker(body) {
                     Err(json_error(

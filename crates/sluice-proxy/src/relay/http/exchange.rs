@@ -13,6 +13,7 @@ use super::response::{parse_response, ResponseError, ResponseHead};
 use crate::destination::UpstreamConnector;
 use crate::egress::Target;
 use crate::relay::stream::UpstreamStream;
+use crate::relay::websocket::{self, parse_deflate_extension, TextPolicy, WsLimits};
 
 /// Identity of an upstream connection for reuse: same generation, same
 /// authorized endpoint, same target. Anything else dials anew.
@@ -27,16 +28,36 @@ pub struct UpstreamKey {
 #[derive(Debug)]
 pub enum Admission {
     /// Write `head` (already rewritten) and the body to the upstream.
-    /// With `upgrade`, a `101` answer switches the connection to a raw copy.
+    /// What a `101` answer may switch the connection to.
     Forward {
         key: UpstreamKey,
         connector: UpstreamConnector,
         head: Vec<u8>,
         body: BodyPlan,
-        upgrade: bool,
+        upgrade: Upgrade,
     },
     /// Answer locally with `response` and close the client connection.
     Respond { response: Vec<u8> },
+}
+
+/// What an admitted request may upgrade to.
+pub enum Upgrade {
+    /// Not an upgrade: a `101` from the upstream is a protocol error.
+    No,
+    /// A raw byte copy after `101` (non-WebSocket upgrades on L4 endpoints).
+    Raw,
+    /// The frame-level WebSocket relay, with this policy for client text messages.
+    WebSocket(Box<dyn TextPolicy>),
+}
+
+impl std::fmt::Debug for Upgrade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::No => "No",
+            Self::Raw => "Raw",
+            Self::WebSocket(_) => "WebSocket",
+        })
+    }
 }
 
 /// How the request body travels.
@@ -51,6 +72,8 @@ pub enum BodyPlan {
     Buffer {
         limit: usize,
         transform: BodyTransform,
+        /// The answer when the body cannot be read within `limit` (default: a bare 400).
+        on_error: Option<Vec<u8>>,
     },
 }
 
@@ -142,8 +165,10 @@ struct Upstream {
 /// How one exchange ended.
 enum Exchanged {
     Done(ResponseHead),
-    /// `101` relayed; the connection now belongs to a raw copy.
-    Upgraded,
+    /// `101` relayed; the connection now belongs to an upgraded relay.
+    Upgraded {
+        extensions: Option<String>,
+    },
 }
 
 /// Run the request loop on a client connection whose first request has
@@ -177,7 +202,11 @@ where
         };
         let (buffered, guard) = match body {
             BodyPlan::Stream { guard } => (None, guard),
-            BodyPlan::Buffer { limit, transform } => {
+            BodyPlan::Buffer {
+                limit,
+                transform,
+                on_error,
+            } => {
                 if req
                     .header("expect")
                     .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
@@ -186,9 +215,16 @@ where
                 }
                 let raw = match read_body(req.framing, client, buf, limit, limits.body_idle).await {
                     Ok(b) => b,
-                    Err(e) => {
-                        return reject(client, policy, RejectCause::Body(e.to_string())).await
-                    }
+                    Err(e) => match on_error {
+                        Some(response) => {
+                            tracing::debug!(error = %e, "Body not inspectable");
+                            super::answer_and_close(client, &response).await;
+                            return LoopEnd::Answered;
+                        }
+                        None => {
+                            return reject(client, policy, RejectCause::Body(e.to_string())).await
+                        }
+                    },
                 };
                 let body = match transform(&raw) {
                     Ok(Some(b)) => b,
@@ -232,13 +268,30 @@ where
             head,
             body: buffered,
             guard,
-            upgrade,
+            upgrade: !matches!(upgrade, Upgrade::No),
         };
         let resp = match exchange(client, buf, &mut up, &req, outgoing, limits).await {
             Ok(Exchanged::Done(r)) => r,
-            Ok(Exchanged::Upgraded) => {
+            Ok(Exchanged::Upgraded { extensions }) => {
                 policy.completed(&req, 101);
-                raw_copy(client, buf, up).await;
+                match upgrade {
+                    Upgrade::WebSocket(mut text_policy) => {
+                        let deflate = extensions.as_deref().and_then(parse_deflate_extension);
+                        let client_buf = buf.split();
+                        let end = websocket::relay(
+                            &mut *client,
+                            client_buf,
+                            up.stream,
+                            up.buf,
+                            deflate,
+                            WsLimits::default(),
+                            text_policy.as_mut(),
+                        )
+                        .await;
+                        tracing::debug!(?end, "WebSocket session ended");
+                    }
+                    _ => raw_copy(client, buf, up).await,
+                }
                 return LoopEnd::Upgraded;
             }
             Err(ExchangeError::BadResponse(e)) => {
@@ -352,6 +405,8 @@ where
                 .map_err(ExchangeError::RequestBody),
         }
     };
+    let mut ws_extensions: Option<String> = None;
+    let extensions = &mut ws_extensions;
     let read_response = async {
         loop {
             let n = read_head(&mut ur, ubuf, limits.response_head)
@@ -366,6 +421,7 @@ where
             cw.write_all(&raw).await.map_err(ExchangeError::Io)?;
             if parsed.status == 101 {
                 cw.flush().await.map_err(ExchangeError::Io)?;
+                *extensions = header_value(&raw, "sec-websocket-extensions");
                 return Ok(parsed);
             }
             // Interim 1xx (not 101) responses are relayed and the final one awaited.
@@ -379,13 +435,26 @@ where
     sent?;
     let resp = resp?;
     if resp.status == 101 {
-        return Ok(Exchanged::Upgraded);
+        return Ok(Exchanged::Upgraded {
+            extensions: ws_extensions,
+        });
     }
     copy_body(resp.framing, &mut ur, ubuf, &mut cw, limits.body_idle)
         .await
         .map_err(ExchangeError::ResponseBody)?;
     cw.flush().await.map_err(ExchangeError::Io)?;
     Ok(Exchanged::Done(resp))
+}
+
+/// The value of a header in a raw response head (first occurrence).
+fn header_value(raw: &[u8], name: &str) -> Option<String> {
+    let text = std::str::from_utf8(raw).ok()?;
+    text.split("\r\n").skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
 }
 
 /// After a `101`: bytes already buffered on either side go first, then a

@@ -5,9 +5,10 @@
 use std::fmt::Write as _;
 
 use sluice_policy::request::{
-    canonicalize_path, evaluate_rest, has_l7_routes, QueryParams, RestRequest,
+    canonicalize_path, evaluate_rest, graphql, has_l7_routes, jsonrpc, mcp, ProtocolVerdict,
+    QueryParams, RestRequest,
 };
-use sluice_policy::{EndpointId, Enforcement, Protocol};
+use sluice_policy::{EndpointId, Enforcement, PolicySnapshot, Protocol};
 use sluice_telemetry::redact_path;
 
 use super::request::RequestHead;
@@ -63,6 +64,10 @@ pub(crate) enum L7Outcome {
     /// A request shape inspected endpoints never accept (h2c upgrade).
     Unsupported {
         detail: &'static str,
+    },
+    /// The body must be read and evaluated (GraphQL, JSON-RPC, MCP POST).
+    Inspect {
+        endpoint: EndpointId,
     },
     /// The selected endpoint's protocol has no evaluator in this build yet.
     Uninspectable {
@@ -155,11 +160,6 @@ pub(crate) fn evaluate(
         };
     };
     let selected = snapshot.endpoint(endpoint);
-    if selected.protocol != Protocol::Rest {
-        return L7Outcome::Uninspectable {
-            protocol: selected.protocol,
-        };
-    }
     if !selected.allow_encoded_slash && target.path.contains("%2F") {
         return L7Outcome::BadTarget {
             detail:
@@ -167,24 +167,237 @@ pub(crate) fn evaluate(
                     .into(),
         };
     }
-    match (verdict.allowed, selected.enforcement) {
-        (true, _) => L7Outcome::Allow { endpoint },
-        (false, Enforcement::Audit) => L7Outcome::Audit {
-            endpoint,
-            reason: verdict.reason,
-        },
-        (false, Enforcement::Enforce) => L7Outcome::Deny {
+    let soften = |allowed: bool, hard: bool, reason: String, rule: Option<String>| match (
+        allowed,
+        hard,
+        selected.enforcement,
+    ) {
+        (true, _, _) => L7Outcome::Allow { endpoint },
+        (false, false, Enforcement::Audit) => L7Outcome::Audit { endpoint, reason },
+        _ => L7Outcome::Deny {
             endpoint: Some(endpoint),
-            reason: verdict.reason,
-            rule: verdict.rule,
+            reason,
+            rule,
         },
+    };
+    match selected.protocol {
+        Protocol::Rest => soften(verdict.allowed, false, verdict.reason, verdict.rule),
+        Protocol::Websocket => {
+            if !is_websocket_upgrade(req) {
+                return L7Outcome::Deny {
+                    endpoint: Some(endpoint),
+                    reason: "websocket endpoint requires a valid WebSocket upgrade request".into(),
+                    rule: None,
+                };
+            }
+            soften(verdict.allowed, false, verdict.reason, verdict.rule)
+        }
+        Protocol::Graphql if req.method.eq_ignore_ascii_case("GET") => {
+            let v = graphql::items_from_http(
+                &req.method,
+                content_type(req).as_deref(),
+                target.query,
+                b"",
+            )
+            .map_or_else(
+                |e| {
+                    ProtocolVerdict::hard_deny(
+                        format!("GraphQL request rejected: {e}"),
+                        String::new(),
+                    )
+                },
+                |items| graphql::evaluate(selected, &items),
+            );
+            soften(v.allowed, v.hard, join_reason(&v), v.rule)
+        }
+        Protocol::Mcp if !req.method.eq_ignore_ascii_case("POST") => {
+            let accept = req
+                .header("accept")
+                .and_then(|v| std::str::from_utf8(v).ok());
+            let v = mcp::evaluate(selected, &req.method, accept, None);
+            soften(v.allowed, v.hard, join_reason(&v), v.rule)
+        }
+        Protocol::JsonRpc if !req.method.eq_ignore_ascii_case("POST") => L7Outcome::Deny {
+            endpoint: Some(endpoint),
+            reason: format!("JSON-RPC endpoints accept POST only, not {}", req.method),
+            rule: None,
+        },
+        Protocol::Graphql | Protocol::JsonRpc | Protocol::Mcp => L7Outcome::Inspect { endpoint },
+        other => L7Outcome::Uninspectable { protocol: other },
     }
+}
+
+/// A deny or audit reason with the classification appended, for events.
+fn join_reason(v: &ProtocolVerdict) -> String {
+    match (v.reason.is_empty(), v.summary.is_empty()) {
+        (_, true) => v.reason.clone(),
+        (true, false) => format!("[{}]", v.summary),
+        (false, false) => format!("{} [{}]", v.reason, v.summary),
+    }
+}
+
+fn content_type(req: &RequestHead) -> Option<String> {
+    req.header("content-type")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_owned)
+}
+
+/// `GET` with `Connection: upgrade` and `Upgrade: websocket`.
+pub(crate) fn is_websocket_upgrade(req: &RequestHead) -> bool {
+    let has_token = |name: &str, token: &[u8]| {
+        req.headers.iter().any(|(n, v)| {
+            n.eq_ignore_ascii_case(name)
+                && v.split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+        })
+    };
+    req.method == "GET" && has_token("connection", b"upgrade") && has_token("upgrade", b"websocket")
+}
+
+/// Evaluate a buffered body for a body-inspecting protocol. Returns the
+/// verdict already softened by the endpoint's enforcement (`Allow`, `Audit`
+/// or `Deny`).
+pub(crate) fn evaluate_body(
+    snapshot: &PolicySnapshot,
+    endpoint: EndpointId,
+    method: &str,
+    content_type: Option<&str>,
+    accept: Option<&str>,
+    raw_query: Option<&str>,
+    body: &[u8],
+) -> (L7Outcome, String) {
+    let selected = snapshot.endpoint(endpoint);
+    let v = match selected.protocol {
+        Protocol::Graphql => graphql::items_from_http(method, content_type, raw_query, body)
+            .map_or_else(
+                |e| {
+                    ProtocolVerdict::hard_deny(
+                        format!("GraphQL request rejected: {e}"),
+                        String::new(),
+                    )
+                },
+                |items| graphql::evaluate(selected, &items),
+            ),
+        Protocol::JsonRpc => match jsonrpc::parse(body, selected.json_rpc_max_body_bytes) {
+            Ok(batch) => jsonrpc::evaluate(selected, &batch),
+            Err(e) => jsonrpc::rejected(&e),
+        },
+        Protocol::Mcp => mcp::evaluate_body(selected, method, accept, body),
+        _ => ProtocolVerdict::hard_deny("no evaluator for this protocol".into(), String::new()),
+    };
+    let summary = v.summary.clone();
+    let outcome = match (v.allowed, v.hard, selected.enforcement) {
+        (true, _, _) => L7Outcome::Allow { endpoint },
+        (false, false, Enforcement::Audit) => L7Outcome::Audit {
+            endpoint,
+            reason: join_reason(&v),
+        },
+        _ => L7Outcome::Deny {
+            endpoint: Some(endpoint),
+            reason: v.reason.clone(),
+            rule: v.rule.clone(),
+        },
+    };
+    (outcome, summary)
+}
+
+/// The body plan for a body-inspecting endpoint: buffer up to the
+/// endpoint's limit, refuse reserved credential markers, evaluate, and
+/// record the decision (the transform emits the L7 event itself).
+pub(crate) fn inspect_plan(
+    audit: &crate::audit::Audit,
+    decision: &EgressDecision,
+    req: &RequestHead,
+    path: &str,
+    raw_query: Option<&str>,
+    endpoint: EndpointId,
+) -> super::BodyPlan {
+    let snapshot = std::sync::Arc::clone(&decision.snapshot);
+    let protocol = snapshot.endpoint(endpoint).protocol;
+    let limit = inspect_limit(&snapshot, endpoint);
+    let (audit, d) = (audit.clone(), decision.clone());
+    let method = req.method.clone();
+    let path = path.to_owned();
+    let query = raw_query.map(str::to_owned);
+    let ct = content_type(req);
+    let accept = req
+        .header("accept")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_owned);
+    super::BodyPlan::Buffer {
+        limit,
+        on_error: Some(uninspectable_body(
+            protocol,
+            &format!("body unreadable or larger than {limit} bytes"),
+        )),
+        transform: Box::new(move |body: &[u8]| {
+            if snapshot.has_credentials() && sluice_policy::placeholder::contains_marker(body) {
+                return Err(crate::adapter::response::json_error(
+                    500,
+                    "credential_injection_failed",
+                    "credential placeholder in a request body that is not opted in to rewriting",
+                    None,
+                    None,
+                ));
+            }
+            let (outcome, summary) = evaluate_body(
+                &snapshot,
+                endpoint,
+                &method,
+                ct.as_deref(),
+                accept.as_deref(),
+                query.as_deref(),
+                body,
+            );
+            match &outcome {
+                L7Outcome::Allow { .. } => {
+                    audit.l7_request(&d, "allow", &method, &path, &format!("[{summary}]"));
+                    Ok(None)
+                }
+                L7Outcome::Audit { reason, .. } => {
+                    audit.l7_request(&d, "audit", &method, &path, reason);
+                    Ok(None)
+                }
+                L7Outcome::Deny { reason, .. } => {
+                    audit.l7_request(&d, "deny", &method, &path, &format!("{reason} [{summary}]"));
+                    Err(deny_response(&d, &method, &path, &outcome))
+                }
+                _ => Err(deny_response(&d, &method, &path, &outcome)),
+            }
+        }),
+    }
+}
+
+/// The body limit for a body-inspecting endpoint.
+pub(crate) fn inspect_limit(snapshot: &PolicySnapshot, endpoint: EndpointId) -> usize {
+    let e = snapshot.endpoint(endpoint);
+    match e.protocol {
+        Protocol::Graphql => e.graphql_max_body_bytes,
+        Protocol::JsonRpc => e.json_rpc_max_body_bytes,
+        _ => e.mcp_max_body_bytes,
+    }
+}
+
+/// The `400` for a body that cannot be inspected (too large, unreadable).
+pub(crate) fn uninspectable_body(protocol: Protocol, detail: &str) -> Vec<u8> {
+    let (code, what) = match protocol {
+        Protocol::Graphql => ("invalid_graphql_request", "GraphQL"),
+        Protocol::JsonRpc => ("invalid_jsonrpc_request", "JSON-RPC"),
+        _ => ("invalid_mcp_request", "MCP"),
+    };
+    crate::adapter::response::json_error(
+        400,
+        code,
+        &format!("{what} request rejected before policy evaluation: {detail}"),
+        None,
+        None,
+    )
 }
 
 /// The rich L7 403 (facts §4.9 shape; `protocol` is the endpoint's own).
 pub(crate) fn deny_response(
     decision: &EgressDecision,
-    req: &RequestHead,
+    method: &str,
     path: &str,
     outcome: &L7Outcome,
 ) -> Vec<u8> {
@@ -209,18 +422,18 @@ pub(crate) fn deny_response(
     let mut body = serde_json::json!({
         "error": if matches!(outcome, L7Outcome::Uninspectable { .. }) { "l7_inspection_unavailable" } else { "policy_denied" },
         "policy": decision.policy_key(),
-        "rule": rule.unwrap_or_else(|| format!("{} {path}", req.method)),
+        "rule": rule.unwrap_or_else(|| format!("{method} {path}")),
         "detail": detail,
         "layer": "l7",
         "protocol": protocol,
-        "method": req.method,
+        "method": method,
         "path": path,
         "host": host,
         "port": target.port,
         "rule_missing": {
             "type": format!("{protocol}_allow"),
             "layer": "l7",
-            "method": req.method,
+            "method": method,
             "path": path,
             "host": host,
             "port": target.port,

@@ -13,12 +13,14 @@ pub(crate) mod l7;
 mod request;
 mod response;
 pub(crate) mod tunnel;
+mod ws_policy;
+pub(crate) use ws_policy::WsTextPolicy;
 
 pub use body::BodyFraming;
 pub use close::answer_and_close;
 pub use exchange::{
     request_loop, Admission, BodyPlan, BodyTransform, DialFailure, LoopEnd, LoopLimits,
-    RejectCause, RequestPolicy, UpstreamKey,
+    RejectCause, RequestPolicy, Upgrade, UpstreamKey,
 };
 pub use head::{read_head, HeadError, HeadLimits};
 pub use request::{ParseError, RequestHead};

@@ -4,10 +4,13 @@
 
 use tokio::net::TcpStream;
 
-use super::exchange::{Admission, BodyPlan, DialFailure, RejectCause, RequestPolicy, UpstreamKey};
+use super::exchange::{
+    Admission, BodyPlan, DialFailure, RejectCause, RequestPolicy, Upgrade, UpstreamKey,
+};
 use super::l7::{self, canonical_target, L7Outcome};
 use super::request::RequestHead;
 use super::HeadError;
+use super::WsTextPolicy;
 use crate::adapter::response::{json_error, BAD_REQUEST, HEAD_TOO_LARGE};
 use crate::destination::{self, UpstreamConnector};
 use crate::egress::{authorize, EgressDecision, Target};
@@ -195,7 +198,10 @@ impl RequestPolicy for TunnelPolicy<'_> {
         };
         let outcome = l7::evaluate(&self.decision, req, &target);
         match &outcome {
-            L7Outcome::Pass | L7Outcome::Allow { .. } | L7Outcome::Audit { .. } => {}
+            L7Outcome::Pass
+            | L7Outcome::Allow { .. }
+            | L7Outcome::Audit { .. }
+            | L7Outcome::Inspect { .. } => {}
             L7Outcome::BadTarget { detail } => {
                 shared
                     .audit
@@ -227,7 +233,12 @@ impl RequestPolicy for TunnelPolicy<'_> {
                     .audit
                     .l7_request(&self.decision, "deny", &req.method, &target.path, reason);
                 return Admission::Respond {
-                    response: l7::deny_response(&self.decision, req, &target.path, &outcome),
+                    response: l7::deny_response(
+                        &self.decision,
+                        &req.method,
+                        &target.path,
+                        &outcome,
+                    ),
                 };
             }
             L7Outcome::Uninspectable { protocol } => {
@@ -235,7 +246,12 @@ impl RequestPolicy for TunnelPolicy<'_> {
                     .audit
                     .l7_unavailable(&self.decision, protocol.as_str());
                 return Admission::Respond {
-                    response: l7::deny_response(&self.decision, req, &target.path, &outcome),
+                    response: l7::deny_response(
+                        &self.decision,
+                        &req.method,
+                        &target.path,
+                        &outcome,
+                    ),
                 };
             }
         }
@@ -249,7 +265,7 @@ impl RequestPolicy for TunnelPolicy<'_> {
             target: tunnel_target,
         };
         let opt_in = outcome.body_rewrite(&self.decision);
-        let outbound = match prepare(
+        let mut outbound = match prepare(
             shared,
             &self.decision,
             req,
@@ -263,6 +279,16 @@ impl RequestPolicy for TunnelPolicy<'_> {
             Err(response) => return Admission::Respond { response },
         };
 
+        if let L7Outcome::Inspect { endpoint, .. } = outcome {
+            outbound.body = l7::inspect_plan(
+                &shared.audit,
+                &self.decision,
+                req,
+                &target.path,
+                target.query,
+                endpoint,
+            );
+        }
         let buffered = matches!(outbound.body, BodyPlan::Buffer { .. });
         let head = build_head(
             &req.method,
@@ -271,7 +297,26 @@ impl RequestPolicy for TunnelPolicy<'_> {
             &outbound.headers,
             buffered,
         );
-        let upgrade = req.header("upgrade").is_some();
+        let upgrade = if l7::is_websocket_upgrade(req) {
+            let endpoint = match &outcome {
+                L7Outcome::Allow { endpoint } | L7Outcome::Audit { endpoint, .. } => {
+                    Some(*endpoint)
+                }
+                _ => None,
+            };
+            Upgrade::WebSocket(Box::new(WsTextPolicy::new(
+                &self.decision,
+                endpoint,
+                req,
+                &target.path,
+                target.query,
+                &shared.audit,
+            )))
+        } else if req.header("upgrade").is_some() {
+            Upgrade::Raw
+        } else {
+            Upgrade::No
+        };
         self.current = Some((target.path, outcome, outbound.providers));
         Admission::Forward {
             key,
@@ -370,6 +415,8 @@ impl RequestPolicy for TunnelPolicy<'_> {
             L7Outcome::Audit { reason, .. } => {
                 audit.l7_request_with(&self.decision, "audit", &req.method, &path, reason, &creds);
             }
+            // The body evaluation already recorded its decision.
+            L7Outcome::Inspect { .. } => {}
             _ => audit.l7_request_with(
                 &self.decision,
                 outcome.word(),

@@ -1,0 +1,142 @@
+//! Preconditions of `sluice run`: trusted tool paths and effective capabilities.
+
+use std::path::PathBuf;
+
+/// Errors of the sandbox substrate. Messages name what is missing and how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// A capability the run needs is not in the effective set.
+    #[error("sluice run needs {cap} ({why}); run it as root or grant {cap}")]
+    MissingCapability {
+        /// `CAP_NET_ADMIN` or `CAP_SYS_ADMIN`.
+        cap: &'static str,
+        /// What it is needed for.
+        why: &'static str,
+    },
+    /// A required tool is not installed in a trusted directory.
+    #[error(
+        "sluice run needs `{tool}` ({package}), not found in /usr/sbin, /sbin, /usr/bin or /bin"
+    )]
+    MissingTool {
+        /// Tool name.
+        tool: &'static str,
+        /// The Debian package that provides it.
+        package: &'static str,
+    },
+    /// A command failed.
+    #[error("`{command}` failed: {detail}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Its stderr (or the spawn error).
+        detail: String,
+    },
+    /// No free private /30 in the pool.
+    #[error("no free /30 in {0} (set SLUICE_RUN_SUBNET to another private range)")]
+    NoFreeSubnet(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Looks for `name` in the trusted system directories only (never `$PATH`).
+#[must_use]
+pub fn trusted_tool(name: &str) -> Option<PathBuf> {
+    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        .iter()
+        .map(|d| PathBuf::from(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// `ip` (iproute2) and `nft` (nftables).
+#[derive(Debug, Clone)]
+pub struct Tools {
+    /// Path of `ip`.
+    pub ip: PathBuf,
+    /// Path of `nft`.
+    pub nft: PathBuf,
+}
+
+impl Tools {
+    /// Finds both tools.
+    ///
+    /// # Errors
+    /// [`SandboxError::MissingTool`] naming the tool and its package.
+    pub fn find() -> Result<Self, SandboxError> {
+        let ip = trusted_tool("ip").ok_or(SandboxError::MissingTool {
+            tool: "ip",
+            package: "iproute2",
+        })?;
+        let nft = trusted_tool("nft").ok_or(SandboxError::MissingTool {
+            tool: "nft",
+            package: "nftables",
+        })?;
+        Ok(Self { ip, nft })
+    }
+}
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_NET_RAW: u32 = 13;
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Parses `CapEff:` from `/proc/self/status` text.
+fn effective_caps(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// Checks the effective capabilities `sluice run` needs: CAP_NET_ADMIN (veth,
+/// addresses, routes, nftables, NFLOG) and CAP_SYS_ADMIN (network namespaces,
+/// `setns`, the `/etc/resolv.conf` bind mount) and CAP_NET_RAW (the bypass monitor
+/// injects refusals through a raw socket).
+///
+/// # Errors
+/// [`SandboxError::MissingCapability`] naming the first missing capability.
+pub fn check_capabilities() -> Result<(), SandboxError> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| SandboxError::Other(format!("reading /proc/self/status: {e}")))?;
+    check_caps_in(&status)
+}
+
+fn check_caps_in(status: &str) -> Result<(), SandboxError> {
+    let caps = effective_caps(status).unwrap_or(0);
+    if caps & (1 << CAP_NET_ADMIN) == 0 {
+        return Err(SandboxError::MissingCapability {
+            cap: "CAP_NET_ADMIN",
+            why: "veth pair, routes, nftables and NFLOG in the sandbox namespace",
+        });
+    }
+    if caps & (1 << CAP_SYS_ADMIN) == 0 {
+        return Err(SandboxError::MissingCapability {
+            cap: "CAP_SYS_ADMIN",
+            why: "creating and entering the network namespace and the resolv.conf bind mount",
+        });
+    }
+    if caps & (1 << CAP_NET_RAW) == 0 {
+        return Err(SandboxError::MissingCapability {
+            cap: "CAP_NET_RAW",
+            why: "the bypass monitor's raw socket that makes refused connections fail fast",
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_missing_capability() {
+        let none = "Name:\tx\nCapEff:\t0000000000000000\n";
+        let err = check_caps_in(none).unwrap_err().to_string();
+        assert!(err.contains("CAP_NET_ADMIN"), "{err}");
+        let net_only = "CapEff:\t0000000000001000\n";
+        let err = check_caps_in(net_only).unwrap_err().to_string();
+        assert!(err.contains("CAP_SYS_ADMIN"), "{err}");
+        let no_raw = "CapEff:\t0000000000201000\n";
+        let err = check_caps_in(no_raw).unwrap_err().to_string();
+        assert!(err.contains("CAP_NET_RAW"), "{err}");
+        assert!(check_caps_in("CapEff:\t000001ffffffffff\n").is_ok());
+    }
+}

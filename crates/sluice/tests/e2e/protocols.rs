@@ -1,0 +1,323 @@
+//! GraphQL, JSON-RPC, MCP and WebSocket on the shared request loop, through
+//! both adapters (forward HTTP and CONNECT with TLS terminated), with real
+//! clients: Python `requests`, the Python MCP SDK, Python `websockets`.
+
+use std::process::Command;
+
+use crate::harness::{recorded, sluice_cmd, test_pki, Netns, Sluice, TempDir};
+
+fn policy() -> String {
+    let me = std::env::current_exe().unwrap();
+    let gql = r#"
+        protocol: graphql
+        enforcement: enforce
+        rules:
+          - allow: { operation_type: query, fields: [viewer, "repository*"] }
+          - allow: { operation_type: mutation, operation_name: "Issue*", fields: [createIssue] }
+        deny_rules:
+          - { operation_type: mutation, fields: [deleteRepository] }"#;
+    let rpc = r#"
+        protocol: json-rpc
+        enforcement: enforce
+        rules: [ { allow: { method: reports.list } }, { allow: { method: reports.search } } ]
+        deny_rules: [ { method: reports.delete } ]"#;
+    format!(
+        r#"version: 1
+network_policies:
+  api:
+    endpoints:
+      - host: api.test
+        port: 8080
+        path: /graphql{gql}
+      - host: api.test
+        port: 8080
+        path: /rpc{rpc}
+      - host: apis.test
+        port: 8443
+        path: /graphql{gql}
+      - host: apis.test
+        port: 8443
+        path: /rpc{rpc}
+      - host: mcp.test
+        port: 8000
+        path: /mcp
+        protocol: mcp
+        enforcement: enforce
+        rules:
+          - allow: {{ method: initialize }}
+          - allow: {{ method: notifications/initialized }}
+          - allow: {{ method: tools/list }}
+          - allow: {{ method: tools/call, tool: search_web }}
+          - allow: {{ method: tools/call, tool: read_file, arguments: {{ path: {{ glob: "/workspace/**" }} }} }}
+        deny_rules:
+          - {{ method: tools/call, tool: execute_code }}
+      - host: ws.test
+        port: 8765
+        protocol: websocket
+        enforcement: enforce
+        rules:
+          - allow: {{ method: GET, path: "/**" }}
+          - allow: {{ method: WEBSOCKET_TEXT, path: "/**" }}
+        deny_rules:
+          - {{ method: WEBSOCKET_TEXT, path: /forbidden }}
+    binaries: [ {{ path: /usr/bin/curl }}, {{ path: "{me}" }} ]
+"#,
+        me = me.display()
+    )
+}
+
+struct Setup {
+    dir: TempDir,
+    _ns: Netns,
+    sluice: Sluice,
+    bundle: std::path::PathBuf,
+}
+
+fn setup(tag: &str) -> Setup {
+    let dir = TempDir::new(tag);
+    let ns = Netns::new();
+    let pki = test_pki(&dir, "upstream", &["apis.test"]);
+    ns.start_upstream(8080, &dir.path("plain.jsonl"));
+    ns.start_tls_upstream(8443, &dir.path("tls.jsonl"), &pki.cert, &pki.key);
+    ns.start_server("mcp_server.py", 8000, &dir.path("mcp.jsonl"));
+    ns.start_server("ws_server.py", 8765, &dir.path("ws.jsonl"));
+    let mut args: Vec<String> = vec![
+        "--identity".into(),
+        "endpoint-only".into(),
+        "--upstream-ca".into(),
+        pki.ca.display().to_string(),
+    ];
+    for name in ["api.test", "apis.test", "mcp.test", "ws.test"] {
+        args.extend(["--add-host".to_owned(), format!("{name}={}", ns.ns_ip)]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let sluice = Sluice::start(&dir, &policy(), &args);
+    let bundle = dir.path("bundle.pem");
+    let state = dir.path("state");
+    std::fs::write(
+        &bundle,
+        sluice_cmd(&[
+            "ca",
+            "show",
+            "--bundle",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ]),
+    )
+    .unwrap();
+    Setup {
+        dir,
+        _ns: ns,
+        sluice,
+        bundle,
+    }
+}
+
+/// Run a Python client script; returns its stdout lines.
+fn python(script: &str, args: &[&str]) -> Vec<String> {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+const POSTS: &str = r#"
+import json, sys, requests
+proxy, bundle, base, path = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+bodies = json.loads(sys.argv[5])
+for body in bodies:
+    r = requests.post(base + path, json=body, proxies={"http": proxy, "https": proxy}, verify=bundle, timeout=10)
+    detail = ""
+    if r.status_code == 403:
+        j = r.json()
+        detail = j.get("protocol", "") + "|" + j.get("error", "")
+    print(r.status_code, detail)
+"#;
+
+#[test]
+fn graphql_and_jsonrpc_on_both_adapters() {
+    let s = setup("proto-gql");
+    let proxy = s.sluice.proxy_url();
+    let bundle = s.bundle.to_str().unwrap();
+    let gql = serde_json::json!([
+        {"query": "query { viewer { login } }"},
+        {"query": "mutation IssueCreate { createIssue(title: \"x\") { id } }", "operationName": "IssueCreate"},
+        {"query": "mutation { deleteRepository(id: 1) }"},
+        {"query": "mutation M { x: deleteRepository(id: 1) }"},
+        {"query": "mutation M { ...F } fragment F on Mutation { deleteRepository(id: 1) }"},
+        [{"query": "query { viewer { login } }"}, {"query": "mutation { deleteRepository(id: 1) }"}],
+        {"query": "query { viewer { "},
+        {"query": "query { secrets }"},
+    ]);
+    let want_gql = [
+        "200 ",
+        "200 ",
+        "403 graphql|policy_denied",
+        "403 graphql|policy_denied",
+        "403 graphql|policy_denied",
+        "403 graphql|policy_denied",
+        "403 graphql|policy_denied",
+        "403 graphql|policy_denied",
+    ];
+    let rpc = serde_json::json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "reports.list"},
+        {"jsonrpc": "2.0", "method": "reports.search", "params": {"q": "x"}},
+        {"jsonrpc": "2.0", "id": 2, "method": "reports.delete"},
+        [{"jsonrpc": "2.0", "id": 3, "method": "reports.list"}, {"jsonrpc": "2.0", "id": 4, "method": "reports.delete"}],
+        {"jsonrpc": "2.0", "id": 5, "result": "client-sent response"},
+        {"jsonrpc": "2.0", "id": 6, "method": "reports.unknown"},
+    ]);
+    let want_rpc = [
+        "200 ",
+        "200 ",
+        "403 json-rpc|policy_denied",
+        "403 json-rpc|policy_denied",
+        "403 json-rpc|policy_denied",
+        "403 json-rpc|policy_denied",
+    ];
+    for base in ["http://api.test:8080", "https://apis.test:8443"] {
+        let got = python(POSTS, &[&proxy, bundle, base, "/graphql", &gql.to_string()]);
+        assert_eq!(got, want_gql, "graphql via {base}");
+        let got = python(POSTS, &[&proxy, bundle, base, "/rpc", &rpc.to_string()]);
+        assert_eq!(got, want_rpc, "json-rpc via {base}");
+    }
+    // Only the allowed requests reached the upstreams: 2 GraphQL + 2 JSON-RPC each.
+    assert_eq!(recorded(&s.dir.path("plain.jsonl")).len(), 4);
+    assert_eq!(recorded(&s.dir.path("tls.jsonl")).len(), 4);
+    s.sluice
+        .wait_event("FORWARD_L7 deny POST api.test:8080/graphql");
+    s.sluice
+        .wait_event("L7_REQUEST deny POST apis.test:8443/rpc");
+}
+
+#[test]
+fn mcp_tools_and_argument_matchers_with_the_sdk_client() {
+    let s = setup("proto-mcp");
+    // One session per call: the SDK tears a session down when the proxy
+    // refuses one of its POSTs, so each denied call is observed on its own.
+    let script = r#"
+import asyncio
+from mcp import ClientSession
+from mcp.client.streamable_http import streamablehttp_client
+
+URL = "http://mcp.test:8000/mcp"
+
+async def session_call(name=None, args=None):
+    async with streamablehttp_client(URL) as (r, w, _):
+        async with ClientSession(r, w) as session:
+            await session.initialize()
+            if name is None:
+                tools = await session.list_tools()
+                return ",".join(sorted(t.name for t in tools.tools))
+            res = await session.call_tool(name, args)
+            return res.content[0].text
+
+async def attempt(name=None, args=None):
+    try:
+        return "ok " + await asyncio.wait_for(session_call(name, args), 15)
+    except BaseException:
+        return "refused"
+
+async def main():
+    print("tools", (await attempt())[3:])
+    for name, args in [("search_web", {"query": "rust"}), ("read_file", {"path": "/workspace/a.txt"}),
+                       ("read_file", {"path": "/etc/shadow"}), ("execute_code", {"code": "rm -rf /"})]:
+        print(name, await attempt(name, args))
+
+asyncio.run(main())
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .env("HTTP_PROXY", s.sluice.proxy_url())
+        .env("http_proxy", s.sluice.proxy_url())
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("tools execute_code,read_file,search_web"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("search_web ok results for rust"), "{text}");
+    assert!(
+        text.contains("read_file ok contents of /workspace/a.txt"),
+        "{text}"
+    );
+    assert!(text.contains("read_file refused"), "{text}");
+    assert!(text.contains("execute_code refused"), "{text}");
+    let calls: Vec<String> = recorded(&s.dir.path("mcp.jsonl"))
+        .iter()
+        .map(|c| c["tool"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        calls,
+        ["search_web", "read_file"],
+        "denied tool calls never reach the MCP server"
+    );
+}
+
+#[test]
+fn websocket_messages_are_inspected() {
+    let s = setup("proto-ws");
+    let script = r#"
+import asyncio, sys
+from websockets.asyncio.client import connect
+
+async def main(proxy):
+    async with connect("ws://ws.test:8765/chat", proxy=proxy) as ws:
+        await ws.send("hello")
+        print("echo", await ws.recv())
+        await ws.send(["frag-", "mented-", "message"])
+        print("echo", await ws.recv())
+        await ws.send(b"\x00\x01binary")
+        print("binary", (await ws.recv()).hex())
+    try:
+        async with connect("ws://ws.test:8765/forbidden", proxy=proxy) as ws:
+            await ws.send("not allowed here")
+            await ws.recv()
+            print("forbidden", "echoed")
+    except Exception as e:
+        print("forbidden", "closed", getattr(getattr(e, "rcvd", None), "code", None))
+    try:
+        async with connect("ws://ws.test:8765/chat", proxy=proxy, max_size=None) as ws:
+            await ws.send("x" * (5 * 1024 * 1024))
+            await ws.recv()
+            print("big", "echoed")
+    except Exception as e:
+        print("big", "closed", getattr(getattr(e, "rcvd", None), "code", None))
+
+asyncio.run(main(sys.argv[1]))
+"#;
+    let lines = python(script, &[&s.sluice.proxy_url()]);
+    assert_eq!(lines[0], "echo hello");
+    assert_eq!(lines[1], "echo frag-mented-message");
+    assert_eq!(lines[2], "binary 000162696e617279");
+    assert_eq!(lines[3], "forbidden closed 1008");
+    assert_eq!(lines[4], "big closed 1009");
+    let seen: Vec<String> = recorded(&s.dir.path("ws.jsonl"))
+        .iter()
+        .map(|m| m["data"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        seen[..2],
+        ["hello".to_owned(), "frag-mented-message".to_owned()]
+    );
+    assert!(
+        !seen.iter().any(|m| m.contains("not allowed")),
+        "denied messages never reach the upstream"
+    );
+}
