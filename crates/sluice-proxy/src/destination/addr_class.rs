@@ -15,10 +15,11 @@ const METADATA_V4: [Ipv4Addr; 5] = [
 ];
 
 /// IPv6 metadata addresses.
-const METADATA_V6: [Ipv6Addr; 3] = [
+const METADATA_V6: [Ipv6Addr; 4] = [
     Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254), // AWS IMDS (IPv6)
     Ipv6Addr::new(0xfd20, 0xce, 0, 0, 0, 0, 0, 0x254),  // GCP
     Ipv6Addr::new(0xfd00, 0x42, 0, 0, 0, 0, 0, 0x42),   // other providers' metadata
+    Ipv6Addr::new(0xfd00, 0xc1, 0, 0, 0, 0, 0xa9fe, 0xa9fe), // metadata at fd00:c1::169.254.169.254
 ];
 
 /// Host names that name a metadata service (refused before resolution).
@@ -179,6 +180,7 @@ mod tests {
             ("fd00:ec2::254", false, true, true),
             ("fd00:ec2::1", false, true, true),
             ("fd20:ce::254", false, true, true),
+            ("fd00:c1::a9fe:a9fe", false, true, true),
             ("::ffff:127.0.0.1", true, true, false),
             ("::ffff:169.254.169.254", true, true, true),
             ("::ffff:10.0.0.1", false, true, false),
