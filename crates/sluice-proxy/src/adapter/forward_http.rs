@@ -13,14 +13,13 @@ use tokio::net::TcpStream;
 use super::response::{json_error, BAD_REQUEST, HEAD_TOO_LARGE, USE_CONNECT};
 use crate::destination::{self, UpstreamConnector};
 use crate::egress::{authorize, EgressDecision, EgressIntent, IdentityEvidence, Surface, Target};
-use crate::relay::credentials::prepare;
 use crate::relay::http::l7::{self, canonical_target, L7Outcome};
 use crate::relay::http::tunnel::FRAMING;
+use crate::relay::http::Upgrade;
 use crate::relay::http::{
     request_loop, Admission, BodyPlan, DialFailure, HeadError, RejectCause, RequestHead,
     RequestPolicy, UpstreamKey,
 };
-use crate::relay::http::{Upgrade, WsTextPolicy};
 use crate::relay::stream::UpstreamStream;
 use crate::server::Shared;
 
@@ -243,7 +242,13 @@ impl ForwardPolicy<'_> {
                 }
             };
             let outcome = l7::evaluate(&decision, req, &canonical);
-            if let Some(response) = l7_refusal(shared, &decision, req, &canonical.path, &outcome) {
+            if let Some(response) = l7::refusal(
+                &shared.audit,
+                &decision,
+                &req.method,
+                &canonical.path,
+                &outcome,
+            ) {
                 return Admission::Respond { response };
             }
             let key = UpstreamKey {
@@ -283,32 +288,13 @@ impl ForwardPolicy<'_> {
                 continue;
             }
             self.cached = Some((key.clone(), connector.clone()));
-            let opt_in = outcome.body_rewrite(&decision);
-            let mut outbound = match prepare(
-                shared,
-                &decision,
-                req,
-                &canonical.path,
-                canonical.query,
-                opt_in,
-            )
-            .await
-            {
-                Ok(o) => o,
-                Err(response) => return Admission::Respond { response },
-            };
-            if let L7Outcome::Inspect { endpoint, .. } = outcome {
-                outbound.body = l7::inspect_plan(
-                    &shared.audit,
-                    &decision,
-                    req,
-                    &canonical.path,
-                    canonical.query,
-                    endpoint,
-                );
-            }
+            let (outbound, upgrade) =
+                match l7::admitted(shared, &decision, req, &canonical, &outcome).await {
+                    Ok(v) => v,
+                    Err(response) => return Admission::Respond { response },
+                };
             let buffered = matches!(outbound.body, BodyPlan::Buffer { .. });
-            let websocket = l7::is_websocket_upgrade(req);
+            let websocket = matches!(upgrade, Upgrade::WebSocket(_));
             let head = rewrite(
                 req,
                 &t.target,
@@ -317,24 +303,6 @@ impl ForwardPolicy<'_> {
                 buffered,
                 websocket,
             );
-            let upgrade = if websocket {
-                let endpoint = match &outcome {
-                    L7Outcome::Allow { endpoint } | L7Outcome::Audit { endpoint, .. } => {
-                        Some(*endpoint)
-                    }
-                    _ => None,
-                };
-                Upgrade::WebSocket(Box::new(WsTextPolicy::new(
-                    &decision,
-                    endpoint,
-                    req,
-                    &canonical.path,
-                    canonical.query,
-                    &shared.audit,
-                )))
-            } else {
-                Upgrade::No
-            };
             self.current = Some((decision, canonical.path, outcome, outbound.providers));
             return Admission::Forward {
                 key,
@@ -437,45 +405,6 @@ impl RequestPolicy for ForwardPolicy<'_> {
             audit.forward_allowed(&d, &req.method, &path, status, &creds);
         }
     }
-}
-
-/// The response for an L7 outcome that must not be forwarded (and its event).
-fn l7_refusal(
-    shared: &Shared,
-    d: &EgressDecision,
-    req: &RequestHead,
-    path: &str,
-    outcome: &L7Outcome,
-) -> Option<Vec<u8>> {
-    let policy = Some(d.policy_key());
-    Some(match outcome {
-        L7Outcome::Pass
-        | L7Outcome::Allow { .. }
-        | L7Outcome::Audit { .. }
-        | L7Outcome::Inspect { .. } => return None,
-        L7Outcome::BadTarget { detail } => {
-            shared
-                .audit
-                .l7_request(d, "deny", &req.method, path, detail);
-            json_error(400, "invalid_request_target", detail, None, policy)
-        }
-        L7Outcome::Unsupported { detail } => {
-            shared
-                .audit
-                .l7_request(d, "deny", &req.method, path, detail);
-            json_error(403, "unsupported_l7_protocol", detail, None, policy)
-        }
-        L7Outcome::Deny { reason, .. } => {
-            shared
-                .audit
-                .l7_request(d, "deny", &req.method, path, reason);
-            l7::deny_response(d, &req.method, path, outcome)
-        }
-        L7Outcome::Uninspectable { protocol } => {
-            shared.audit.l7_unavailable(d, protocol.as_str());
-            l7::deny_response(d, &req.method, path, outcome)
-        }
-    })
 }
 
 fn cause_text(cause: &RejectCause) -> String {

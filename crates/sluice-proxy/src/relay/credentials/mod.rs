@@ -25,4 +25,4 @@ pub(crate) fn resolve_message(
     }
     Ok(out)
 }
-pub(crate) use prepare::prepare;
+pub(crate) use prepare::{prepare, Outbound};

@@ -457,3 +457,103 @@ pub(crate) fn deny_response(
     let _ = write!(out, "Connection: close\r\n\r\n{body}");
     out.into_bytes()
 }
+
+/// The response for an outcome that must not be forwarded, with its event;
+/// `None` when the request goes on.
+pub(crate) fn refusal(
+    audit: &crate::audit::Audit,
+    d: &EgressDecision,
+    method: &str,
+    path: &str,
+    outcome: &L7Outcome,
+) -> Option<Vec<u8>> {
+    let policy = Some(d.policy_key());
+    Some(match outcome {
+        L7Outcome::Pass
+        | L7Outcome::Allow { .. }
+        | L7Outcome::Audit { .. }
+        | L7Outcome::Inspect { .. } => return None,
+        L7Outcome::BadTarget { detail } => {
+            audit.l7_request(d, "deny", method, path, detail);
+            crate::adapter::response::json_error(
+                400,
+                "invalid_request_target",
+                detail,
+                None,
+                policy,
+            )
+        }
+        L7Outcome::Unsupported { detail } => {
+            audit.l7_request(d, "deny", method, path, detail);
+            crate::adapter::response::json_error(
+                403,
+                "unsupported_l7_protocol",
+                detail,
+                None,
+                policy,
+            )
+        }
+        L7Outcome::Deny { reason, .. } => {
+            audit.l7_request(d, "deny", method, path, reason);
+            deny_response(d, method, path, outcome)
+        }
+        L7Outcome::Uninspectable { protocol } => {
+            audit.l7_unavailable(d, protocol.as_str());
+            deny_response(d, method, path, outcome)
+        }
+    })
+}
+
+/// The rest of an admitted request, shared by both adapters: credentials
+/// (token grant, head slots, body plan), body inspection for GraphQL /
+/// JSON-RPC / MCP, and what a `101` may switch to.
+pub(crate) async fn admitted(
+    shared: &crate::server::Shared,
+    decision: &EgressDecision,
+    req: &RequestHead,
+    target: &CanonicalTarget<'_>,
+    outcome: &L7Outcome,
+) -> Result<(crate::relay::credentials::Outbound, super::Upgrade), Vec<u8>> {
+    let opt_in = outcome.body_rewrite(decision);
+    let mut outbound = crate::relay::credentials::prepare(
+        shared,
+        decision,
+        req,
+        &target.path,
+        target.query,
+        opt_in,
+    )
+    .await?;
+    if let L7Outcome::Inspect { endpoint } = outcome {
+        outbound.body = inspect_plan(
+            &shared.audit,
+            decision,
+            req,
+            &target.path,
+            target.query,
+            *endpoint,
+        );
+    }
+    let upgrade = if is_websocket_upgrade(req) {
+        let endpoint = match outcome {
+            L7Outcome::Allow { endpoint } | L7Outcome::Audit { endpoint, .. } => Some(*endpoint),
+            _ => None,
+        };
+        super::Upgrade::WebSocket(Box::new(super::WsTextPolicy::new(
+            decision,
+            endpoint,
+            req,
+            &target.path,
+            target.query,
+            &shared.audit,
+        )))
+    } else if req.header("upgrade").is_some()
+        && decision.intent.surface == crate::egress::Surface::Connect
+    {
+        // Other upgrades (e.g. h2c on L4 endpoints; inspected ones refused it above) are copied raw.
+        super::Upgrade::Raw
+    } else {
+        super::Upgrade::No
+    };
+    Ok((outbound, upgrade))
+}

@@ -4,17 +4,13 @@
 
 use tokio::net::TcpStream;
 
-use super::exchange::{
-    Admission, BodyPlan, DialFailure, RejectCause, RequestPolicy, Upgrade, UpstreamKey,
-};
+use super::exchange::{Admission, BodyPlan, DialFailure, RejectCause, RequestPolicy, UpstreamKey};
 use super::l7::{self, canonical_target, L7Outcome};
 use super::request::RequestHead;
 use super::HeadError;
-use super::WsTextPolicy;
 use crate::adapter::response::{json_error, BAD_REQUEST, HEAD_TOO_LARGE};
 use crate::destination::{self, UpstreamConnector};
 use crate::egress::{authorize, EgressDecision, Target};
-use crate::relay::credentials::prepare;
 use crate::relay::stream::UpstreamStream;
 use crate::server::Shared;
 
@@ -197,63 +193,14 @@ impl RequestPolicy for TunnelPolicy<'_> {
             }
         };
         let outcome = l7::evaluate(&self.decision, req, &target);
-        match &outcome {
-            L7Outcome::Pass
-            | L7Outcome::Allow { .. }
-            | L7Outcome::Audit { .. }
-            | L7Outcome::Inspect { .. } => {}
-            L7Outcome::BadTarget { detail } => {
-                shared
-                    .audit
-                    .l7_request(&self.decision, "deny", &req.method, &target.path, detail);
-                let response = json_error(
-                    400,
-                    "invalid_request_target",
-                    detail,
-                    None,
-                    Some(self.decision.policy_key()),
-                );
-                return Admission::Respond { response };
-            }
-            L7Outcome::Unsupported { detail } => {
-                shared
-                    .audit
-                    .l7_request(&self.decision, "deny", &req.method, &target.path, detail);
-                let response = json_error(
-                    403,
-                    "unsupported_l7_protocol",
-                    detail,
-                    None,
-                    Some(self.decision.policy_key()),
-                );
-                return Admission::Respond { response };
-            }
-            L7Outcome::Deny { reason, .. } => {
-                shared
-                    .audit
-                    .l7_request(&self.decision, "deny", &req.method, &target.path, reason);
-                return Admission::Respond {
-                    response: l7::deny_response(
-                        &self.decision,
-                        &req.method,
-                        &target.path,
-                        &outcome,
-                    ),
-                };
-            }
-            L7Outcome::Uninspectable { protocol } => {
-                shared
-                    .audit
-                    .l7_unavailable(&self.decision, protocol.as_str());
-                return Admission::Respond {
-                    response: l7::deny_response(
-                        &self.decision,
-                        &req.method,
-                        &target.path,
-                        &outcome,
-                    ),
-                };
-            }
+        if let Some(response) = l7::refusal(
+            &shared.audit,
+            &self.decision,
+            &req.method,
+            &target.path,
+            &outcome,
+        ) {
+            return Admission::Respond { response };
         }
         let endpoint = self
             .decision
@@ -264,31 +211,11 @@ impl RequestPolicy for TunnelPolicy<'_> {
             endpoint,
             target: tunnel_target,
         };
-        let opt_in = outcome.body_rewrite(&self.decision);
-        let mut outbound = match prepare(
-            shared,
-            &self.decision,
-            req,
-            &target.path,
-            target.query,
-            opt_in,
-        )
-        .await
-        {
-            Ok(o) => o,
-            Err(response) => return Admission::Respond { response },
-        };
-
-        if let L7Outcome::Inspect { endpoint, .. } = outcome {
-            outbound.body = l7::inspect_plan(
-                &shared.audit,
-                &self.decision,
-                req,
-                &target.path,
-                target.query,
-                endpoint,
-            );
-        }
+        let (outbound, upgrade) =
+            match l7::admitted(shared, &self.decision, req, &target, &outcome).await {
+                Ok(v) => v,
+                Err(response) => return Admission::Respond { response },
+            };
         let buffered = matches!(outbound.body, BodyPlan::Buffer { .. });
         let head = build_head(
             &req.method,
@@ -297,26 +224,6 @@ impl RequestPolicy for TunnelPolicy<'_> {
             &outbound.headers,
             buffered,
         );
-        let upgrade = if l7::is_websocket_upgrade(req) {
-            let endpoint = match &outcome {
-                L7Outcome::Allow { endpoint } | L7Outcome::Audit { endpoint, .. } => {
-                    Some(*endpoint)
-                }
-                _ => None,
-            };
-            Upgrade::WebSocket(Box::new(WsTextPolicy::new(
-                &self.decision,
-                endpoint,
-                req,
-                &target.path,
-                target.query,
-                &shared.audit,
-            )))
-        } else if req.header("upgrade").is_some() {
-            Upgrade::Raw
-        } else {
-            Upgrade::No
-        };
         self.current = Some((target.path, outcome, outbound.providers));
         Admission::Forward {
             key,
