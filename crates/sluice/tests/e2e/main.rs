@@ -6,6 +6,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod adapters;
+mod attacks;
 mod check;
 mod credentials;
 mod harness;
@@ -13,6 +14,7 @@ mod identity;
 mod l7;
 mod pipelining;
 mod protocols;
+mod protocols_tls;
 mod reload;
 mod run;
 mod ssrf;
