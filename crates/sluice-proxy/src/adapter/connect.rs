@@ -13,7 +13,7 @@ use sluice_telemetry::{Activity, EventClass};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::response::json_error;
+use super::response::{destination_refused, json_error};
 use crate::destination::{self, check_pinned, UpstreamConnector};
 use crate::egress::{authorize, EgressDecision, EgressIntent, IdentityEvidence, Surface, Target};
 use crate::relay::http::tunnel::TunnelPolicy;
@@ -265,25 +265,8 @@ async fn open(shared: &Shared, client: &mut TcpStream, intent: EgressIntent) -> 
             Ok(c) => c,
             Err(denial) => {
                 shared.audit.destination_denied(&decision, &denial, None);
-                let response = if denial.is_policy() {
-                    let detail = format!("CONNECT {target} blocked: {}", denial.client_detail());
-                    json_error(
-                        403,
-                        "ssrf_denied",
-                        &detail,
-                        None,
-                        Some(decision.policy_key()),
-                    )
-                } else {
-                    let detail = format!("DNS resolution failed for {target}");
-                    json_error(
-                        502,
-                        "upstream_unreachable",
-                        &detail,
-                        None,
-                        Some(decision.policy_key()),
-                    )
-                };
+                let what = format!("CONNECT {target}");
+                let response = destination_refused(&denial, &what, target, decision.policy_key());
                 answer_and_close(client, &response).await;
                 return None;
             }

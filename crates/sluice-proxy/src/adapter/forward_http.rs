@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use sluice_telemetry::{redact_path, Activity, EventClass};
 use tokio::net::TcpStream;
 
-use super::response::{json_error, BAD_REQUEST, HEAD_TOO_LARGE, USE_CONNECT};
+use super::response::{destination_refused, json_error, BAD_REQUEST, HEAD_TOO_LARGE, USE_CONNECT};
 use crate::destination::{self, UpstreamConnector};
 use crate::egress::{authorize, EgressDecision, EgressIntent, IdentityEvidence, Surface, Target};
 use crate::relay::http::l7::{self, canonical_target, L7Outcome};
@@ -268,18 +268,9 @@ impl ForwardPolicy<'_> {
                             &denial,
                             Some((&req.method, &path)),
                         );
-                        let policy = Some(decision.policy_key());
-                        let response = if denial.is_policy() {
-                            let detail = format!(
-                                "{} {target} blocked: {}",
-                                req.method,
-                                denial.client_detail()
-                            );
-                            json_error(403, "ssrf_denied", &detail, None, policy)
-                        } else {
-                            let detail = format!("DNS resolution failed for {target}");
-                            json_error(502, "upstream_unreachable", &detail, None, policy)
-                        };
+                        let what = format!("{} {target}", req.method);
+                        let response =
+                            destination_refused(&denial, &what, target, decision.policy_key());
                         return Admission::Respond { response };
                     }
                 },

@@ -60,6 +60,24 @@ pub(crate) fn json_error(
     out.into_bytes()
 }
 
+/// The answer to a refused destination: `403 ssrf_denied` for a policy
+/// refusal, `502 upstream_unreachable` when resolution failed. `what` is the
+/// request as named in the detail (`CONNECT h:p`, `GET h:p`).
+pub(crate) fn destination_refused(
+    denial: &crate::destination::DestinationDenial,
+    what: &str,
+    target: &crate::egress::Target,
+    policy: &str,
+) -> Vec<u8> {
+    if denial.is_policy() {
+        let detail = format!("{what} blocked: {}", denial.client_detail());
+        json_error(403, "ssrf_denied", &detail, None, Some(policy))
+    } else {
+        let detail = format!("DNS resolution failed for {target}");
+        json_error(502, "upstream_unreachable", &detail, None, Some(policy))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use super::exchange::{Admission, BodyPlan, DialFailure, RejectCause, RequestPoli
 use super::l7::{self, canonical_target, L7Outcome};
 use super::request::RequestHead;
 use super::HeadError;
-use crate::adapter::response::{json_error, BAD_REQUEST, HEAD_TOO_LARGE};
+use crate::adapter::response::{destination_refused, json_error, BAD_REQUEST, HEAD_TOO_LARGE};
 use crate::destination::{self, UpstreamConnector};
 use crate::egress::{authorize, EgressDecision, Target};
 use crate::relay::stream::UpstreamStream;
@@ -110,17 +110,12 @@ impl TunnelPolicy<'_> {
             }
             Err(denial) => {
                 shared.audit.destination_denied(&redo, &denial, None);
-                let detail = format!(
-                    "CONNECT {} blocked: {}",
-                    redo.intent.target,
-                    denial.client_detail()
-                );
-                Err(json_error(
-                    403,
-                    "ssrf_denied",
-                    &detail,
-                    None,
-                    Some(redo.policy_key()),
+                let what = format!("CONNECT {}", redo.intent.target);
+                Err(destination_refused(
+                    &denial,
+                    &what,
+                    &redo.intent.target,
+                    redo.policy_key(),
                 ))
             }
         }
