@@ -73,11 +73,13 @@ pub(crate) async fn open(target: &str, proxy: Option<SocketAddr>) -> anyhow::Res
 }
 
 /// Reads one response (head + Content-Length body) from `s`, buffering
-/// extra bytes in `buf`. Returns the status and body length.
+/// extra bytes in `buf`. Returns the status, the body length and whether
+/// the server will close the connection after it (`Connection: close`, or
+/// HTTP/1.0 without `keep-alive`; tinyproxy answers that way).
 pub(crate) async fn read_response<S: AsyncRead + Unpin>(
     s: &mut S,
     buf: &mut BytesMut,
-) -> anyhow::Result<(u16, usize)> {
+) -> anyhow::Result<(u16, usize, bool)> {
     loop {
         let parsed = {
             let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -92,12 +94,22 @@ pub(crate) async fn read_response<S: AsyncRead + Unpin>(
                         .and_then(|h| std::str::from_utf8(h.value).ok())
                         .and_then(|v| v.trim().parse::<usize>().ok())
                         .ok_or_else(|| anyhow!("response without Content-Length"))?;
-                    Some((n, status, len))
+                    let conn = resp
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("connection"))
+                        .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase());
+                    let close = match conn {
+                        Some(v) if v.contains("close") => true,
+                        Some(v) if v.contains("keep-alive") => false,
+                        _ => resp.version == Some(0),
+                    };
+                    Some((n, status, len, close))
                 }
                 httparse::Status::Partial => None,
             }
         };
-        if let Some((head_len, status, len)) = parsed {
+        if let Some((head_len, status, len, close)) = parsed {
             buf.advance(head_len);
             // Consume the body: from the buffer first, then from the socket.
             let mut left = len;
@@ -115,7 +127,7 @@ pub(crate) async fn read_response<S: AsyncRead + Unpin>(
                 buf.advance(take);
                 left -= take;
             }
-            return Ok((status, len));
+            return Ok((status, len, close));
         }
         if buf.len() > MAX_HEAD {
             bail!("response head too long");

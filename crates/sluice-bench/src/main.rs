@@ -7,7 +7,11 @@
 //! * `bulk`: one-way throughput, direct or through a CONNECT tunnel.
 //! * `rps`: keep-alive GET requests per second, direct or via the forward
 //!   proxy; with `--tls`, over TLS directly or inside a CONNECT tunnel.
-//! * `connect-rate`: new CONNECT tunnels per second, one request each.
+//! * `connect-rate`: new CONNECT tunnels per second, one request each;
+//!   closed loop, or open loop at a fixed `--rate`.
+//! * `idle-tunnels`: open N idle CONNECT tunnels, report the proxy's RSS
+//!   growth per tunnel.
+//! * `ws`: WebSocket echo messages per second (`serve --ws` is the echo).
 //!
 //! Every client workload is bounded in time and prints one JSON line.
 //! Addresses are socket addresses (no DNS): the benchmark only ever talks to
@@ -18,6 +22,7 @@ mod server;
 mod stats;
 mod tls;
 mod workload;
+mod ws;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +52,50 @@ enum Command {
     Rps(RpsArgs),
     /// New CONNECT tunnels per second, one small request through each.
     ConnectRate(ConnectRateArgs),
+    /// Hold N idle CONNECT tunnels; report the proxy's RSS per tunnel.
+    IdleTunnels(IdleArgs),
+    /// WebSocket echo round trips per second.
+    Ws(WsArgs),
+}
+
+#[derive(Debug, Args)]
+struct IdleArgs {
+    /// Upstream `HOST:PORT` sent in each CONNECT (the byte sink).
+    #[arg(long)]
+    target: String,
+    /// The proxy's listen address.
+    #[arg(long)]
+    proxy: SocketAddr,
+    /// PID of the proxy (its /proc/PID/status VmRSS is read).
+    #[arg(long)]
+    pid: u32,
+    /// Tunnels to open and hold.
+    #[arg(long, default_value_t = 10_000)]
+    count: usize,
+    /// CONNECT handshakes in flight at once.
+    #[arg(long, default_value_t = 128)]
+    concurrency: usize,
+    /// Pause before each RSS reading, milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    settle_ms: u64,
+}
+
+#[derive(Debug, Args)]
+struct WsArgs {
+    #[command(flatten)]
+    dest: Dest,
+    /// Request path of the upgrade.
+    #[arg(long, default_value = "/echo")]
+    path: String,
+    /// WebSocket connections, each a closed loop.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Duration of the measurement, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Text message size.
+    #[arg(long, default_value_t = 1024)]
+    message_bytes: usize,
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +115,9 @@ struct ServeArgs {
     /// Private key (PEM) of --cert.
     #[arg(long)]
     key: Option<PathBuf>,
+    /// Address of the WebSocket echo server.
+    #[arg(long)]
+    ws: Option<SocketAddr>,
     /// Default response body size (a request's `?size=N` overrides it).
     #[arg(long, default_value_t = 1024)]
     body_bytes: usize,
@@ -132,6 +184,13 @@ struct RpsArgs {
     /// target's host.
     #[arg(long)]
     sni: Option<String>,
+    /// Send `POST <PATH>` with --post-body (JSON) instead of GETs; any 200
+    /// answer counts.
+    #[arg(long, requires = "post_body", conflicts_with = "tls")]
+    post_path: Option<String>,
+    /// JSON body of each POST.
+    #[arg(long)]
+    post_body: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -152,6 +211,10 @@ struct ConnectRateArgs {
     /// Response body size requested through each tunnel.
     #[arg(long, default_value_t = 64)]
     body_bytes: usize,
+    /// Open loop: start this many tunnels per second on a fixed schedule
+    /// (ignores --concurrency); latency counts from each scheduled start.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -168,7 +231,7 @@ fn main() -> anyhow::Result<()> {
                     }
                     _ => None,
                 };
-                server::serve(a.bulk, a.http, https, a.body_bytes).await
+                server::serve(a.bulk, a.http, https, a.ws, a.body_bytes).await
             }
             Command::GenCert(a) => tls::gen_cert(&a.dir, &a.name),
             Command::Bulk(a) => {
@@ -197,6 +260,10 @@ fn main() -> anyhow::Result<()> {
                     a.seconds,
                     a.body_bytes,
                     tls,
+                    a.post_path.map(|path| workload::Post {
+                        path,
+                        body: a.post_body.unwrap_or_default(),
+                    }),
                 )
                 .await?;
                 println!("{r}");
@@ -209,6 +276,33 @@ fn main() -> anyhow::Result<()> {
                     a.seconds,
                     a.concurrency,
                     a.body_bytes,
+                    a.rate,
+                )
+                .await?;
+                println!("{r}");
+                Ok(())
+            }
+            Command::IdleTunnels(a) => {
+                let r = workload::idle_tunnels(
+                    &a.target,
+                    a.proxy,
+                    a.count,
+                    a.concurrency,
+                    a.pid,
+                    std::time::Duration::from_millis(a.settle_ms),
+                )
+                .await?;
+                println!("{r}");
+                Ok(())
+            }
+            Command::Ws(a) => {
+                let r = workload::websocket(
+                    &a.dest.target,
+                    a.dest.proxy,
+                    &a.path,
+                    a.connections,
+                    a.seconds,
+                    a.message_bytes,
                 )
                 .await?;
                 println!("{r}");

@@ -21,8 +21,17 @@ pub(crate) async fn serve(
     bulk: SocketAddr,
     http: SocketAddr,
     https: Option<(SocketAddr, Arc<ServerConfig>)>,
+    ws: Option<SocketAddr>,
     body_bytes: usize,
 ) -> anyhow::Result<()> {
+    let ws_l = match ws {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("bind {addr}"))?,
+        ),
+        None => None,
+    };
     let bulk_l = TcpListener::bind(bulk)
         .await
         .with_context(|| format!("bind {bulk}"))?;
@@ -82,8 +91,20 @@ pub(crate) async fn serve(
             }
         }
     };
+    let ws_echo = async move {
+        let Some(l) = ws_l else {
+            return std::future::pending::<()>().await;
+        };
+        loop {
+            if let Ok((s, _)) = l.accept().await {
+                let _ = s.set_nodelay(true);
+                tokio::spawn(crate::ws::echo_conn(s));
+            }
+        }
+    };
     tokio::select! {
         () = sink => {},
+        () = ws_echo => {},
         () = web => {},
         () = tls_web => {},
         _ = tokio::signal::ctrl_c() => {},
@@ -91,11 +112,27 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-/// Read and discard until EOF, then write the count (u64, big-endian).
+/// Header of a sized bulk stream: this magic, then the byte count (u64,
+/// big-endian). Proxies that do not forward a half-close (Squid,
+/// tinyproxy) still get the ack once the count has arrived.
+pub(crate) const BULK_MAGIC: &[u8; 8] = b"SLBULK02";
+
+/// Read and discard until EOF (or, after a `BULK_MAGIC` header, until the
+/// announced count), then write the count (u64, big-endian).
 async fn sink_conn(mut s: TcpStream) {
     let mut buf = vec![0u8; 256 * 1024];
-    let mut total: u64 = 0;
-    loop {
+    let mut head = [0u8; 16];
+    if s.read_exact(&mut head).await.is_err() {
+        return;
+    }
+    let (mut total, want) = if &head[..8] == BULK_MAGIC {
+        let mut n = [0u8; 8];
+        n.copy_from_slice(&head[8..]);
+        (0u64, Some(u64::from_be_bytes(n)))
+    } else {
+        (16u64, None)
+    };
+    while want.is_none_or(|w| total < w) {
         match s.read(&mut buf).await {
             Ok(0) => break,
             Ok(n) => total += n as u64,
@@ -106,17 +143,27 @@ async fn sink_conn(mut s: TcpStream) {
     let _ = s.shutdown().await;
 }
 
-/// Prebuilt response for the default body size.
+/// The fixed JSON body every POST gets (GraphQL and MCP clients alike).
+const POST_BODY: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]},"data":{"viewer":{"login":"bench"}}}"#;
+
+/// Prebuilt responses: the default body size, and the POST answer.
 struct Responses {
     default_size: usize,
     default: Vec<u8>,
+    post: Vec<u8>,
 }
 
 impl Responses {
     fn new(default_size: usize) -> Self {
+        let post = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{POST_BODY}",
+            POST_BODY.len()
+        )
+        .into_bytes();
         Self {
             default_size,
             default: response(default_size, false),
+            post,
         }
     }
 }
@@ -151,8 +198,9 @@ async fn http_conn<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, responses: Arc<R
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut req = httparse::Request::new(&mut headers);
-            let (head_len, size, close, body_len) = match req.parse(&buf) {
+            let (head_len, size, close, body_len, post) = match req.parse(&buf) {
                 Ok(httparse::Status::Complete(n)) => {
+                    let post = req.method == Some("POST");
                     let size = req
                         .path
                         .and_then(size_param)
@@ -170,7 +218,7 @@ async fn http_conn<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, responses: Arc<R
                                 .unwrap_or(0);
                         }
                     }
-                    (n, size, close, body_len)
+                    (n, size, close, body_len, post)
                 }
                 Ok(httparse::Status::Partial) => break,
                 Err(_) => {
@@ -185,7 +233,9 @@ async fn http_conn<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, responses: Arc<R
                 break;
             }
             buf.advance(head_len + body_len);
-            let wrote = if size == responses.default_size && !close {
+            let wrote = if post && !close {
+                s.write_all(&responses.post).await
+            } else if size == responses.default_size && !close {
                 s.write_all(&responses.default).await
             } else {
                 s.write_all(&response(size, close)).await

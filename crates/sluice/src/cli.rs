@@ -125,6 +125,16 @@ pub(crate) struct ServeArgs {
     /// DNS resolution deadline, seconds.
     #[arg(long, default_value_t = 5)]
     pub(crate) dns_timeout: u64,
+    /// Ask this DNS server (UDP, A/AAAA) for names without --add-host,
+    /// instead of the system resolver.
+    #[arg(long, value_name = "IP:PORT")]
+    pub(crate) dns_server: Option<SocketAddr>,
+    /// Deadline for a client's request head, seconds (slowloris bound).
+    #[arg(long, value_name = "SECS")]
+    pub(crate) head_timeout: Option<u64>,
+    /// Longest stall inside a request or response body, seconds.
+    #[arg(long, value_name = "SECS")]
+    pub(crate) body_idle_timeout: Option<u64>,
     /// Upstream dial deadline, seconds.
     #[arg(long, default_value_t = 10)]
     pub(crate) dial_timeout: u64,

@@ -94,12 +94,20 @@ pub(crate) fn prepare(
     for h in &args.add_host {
         pinned.entry(h.name.clone()).or_default().push(h.ip);
     }
-    let limits = Limits {
+    let mut limits = Limits {
         dial_timeout: Duration::from_secs(args.dial_timeout.max(1)),
         tunnel_idle: Duration::from_secs(args.tunnel_idle_timeout.max(1)),
         max_connections: args.max_connections.max(1),
         ..Limits::default()
     };
+    if let Some(secs) = args.head_timeout {
+        let head = Duration::from_secs(secs.max(1));
+        limits.initial_head.timeout = head;
+        limits.request_head.timeout = head;
+    }
+    if let Some(secs) = args.body_idle_timeout {
+        limits.body_idle = Duration::from_secs(secs.max(1));
+    }
     let identity: Option<Arc<dyn IdentityResolver>> = match identity_mode {
         IdentityMode::Required => Some(Arc::new(identity.unwrap_or_else(|| {
             ProcfsResolver::Host(sluice_sandbox::ProcfsIdentity::new("/proc", None))
@@ -124,7 +132,8 @@ pub(crate) fn prepare(
             pinned,
             Duration::from_secs(args.dns_timeout.max(1)),
             !args.no_system_dns,
-        ),
+        )
+        .with_dns_server(args.dns_server),
         limits,
         audit: audit.clone(),
         leaf_cache,

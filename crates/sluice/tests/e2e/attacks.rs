@@ -1,0 +1,691 @@
+//! Attack and fault harness: DNS rebinding, connection load, slowloris,
+//! misbehaving upstreams, fd exhaustion and a reload storm, all against the
+//! real binary over real sockets. Figures are printed (`--nocapture`) and
+//! recorded in `docs/security.md`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::harness::{eventually, patience, read_response, recorded, Netns, TempDir};
+
+/// Address that looks public; nothing routes there from the namespace sluice
+/// runs in for the rebinding test (no default route), so a dial fails at once.
+const PUBLIC_LOOKING: &str = "93.184.216.34";
+
+/// A `sluice serve` started with a launcher prefix (`ip netns exec`, `prlimit`).
+struct Proxy {
+    child: Child,
+    addr: SocketAddr,
+    audit: std::path::PathBuf,
+    policy: std::path::PathBuf,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Proxy {
+    fn start(
+        dir: &TempDir,
+        prefix: &[&str],
+        listen: &str,
+        policy_yaml: &str,
+        extra: &[&str],
+    ) -> Self {
+        let policy = dir.path("policy.yaml");
+        std::fs::write(&policy, policy_yaml).expect("write policy");
+        let audit = dir.path("audit.jsonl");
+        let bin = env!("CARGO_BIN_EXE_sluice");
+        let (program, pre) = match prefix.split_first() {
+            Some((p, rest)) => (*p, rest.to_vec()),
+            None => (bin, Vec::new()),
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(&pre);
+        if !prefix.is_empty() {
+            cmd.arg(bin);
+        }
+        let mut child = cmd
+            .args(["serve", "--listen", listen, "--identity", "endpoint-only"])
+            .arg("--policy")
+            .arg(&policy)
+            .arg("--audit-log")
+            .arg(&audit)
+            .arg("--state-dir")
+            .arg(dir.path("state"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sluice");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut reader = BufReader::new(child.stderr.take().expect("stderr"));
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = tx.send(addr);
+                }
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        let addr = rx
+            .recv_timeout(patience())
+            .unwrap_or_else(|_| panic!("sluice did not start: {}", stderr.lock().unwrap()));
+        Self {
+            child,
+            addr: addr.parse().expect("listen address"),
+            audit,
+            policy,
+            stderr,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Open file descriptors of the sluice process.
+    fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    fn threads(&self) -> usize {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Threads:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn events(&self) -> Vec<serde_json::Value> {
+        recorded(&self.audit)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wait until the fd count is back within `slack` of `baseline`; returns the
+/// count seen last and how long it took.
+fn fds_settle(p: &Proxy, baseline: usize, slack: usize) -> (usize, Duration) {
+    let start = Instant::now();
+    let mut last = p.fds();
+    eventually("sluice's fd count back to its baseline", || {
+        last = p.fds();
+        last <= baseline + slack
+    });
+    (last, start.elapsed())
+}
+
+/// A misbehaving upstream in `ns` (Python, inline). Modes:
+/// `hold`: accept and keep every connection open (selectors, no threads);
+/// `reset`: answer a head with a 200 promising 1 MB, send 1000 bytes, then RST;
+/// `stall`: the same 200, 1000 bytes, then silence until the peer goes.
+const MISBEHAVE_PY: &str = r#"
+import resource, selectors, socket, struct, sys, time
+addr, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((addr, port)); srv.listen(4096); srv.setblocking(False)
+sel = selectors.DefaultSelector(); sel.register(srv, selectors.EVENT_READ)
+seen = {}
+print("ready", flush=True)
+while True:
+    for key, _ in sel.select():
+        s = key.fileobj
+        if s is srv:
+            c, _ = srv.accept(); c.setblocking(False)
+            sel.register(c, selectors.EVENT_READ); seen[c] = b""
+            continue
+        try:
+            data = s.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            sel.unregister(s); s.close(); seen.pop(s, None); continue
+        if mode == "hold":
+            continue
+        seen[s] += data
+        if b"\r\n\r\n" in seen[s]:
+            seen[s] = b""
+            s.setblocking(True)
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000)
+            s.setblocking(False)
+            if mode == "reset":
+                time.sleep(0.2)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sel.unregister(s); s.close(); seen.pop(s, None)
+"#;
+
+fn start_misbehaving(ns: &Netns, port: u16, mode: &str) -> Child {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "python3", "-c", MISBEHAVE_PY])
+        .args([ns.ns_ip.as_str(), &port.to_string(), mode])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start misbehaving upstream");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    assert_eq!(line.trim(), "ready");
+    child
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn policy(endpoints: &[&str]) -> String {
+    let mut s = String::from("version: 1\nnetwork_policies:\n  attacks:\n    endpoints:\n");
+    for e in endpoints {
+        s.push_str(&format!("      - {e}\n"));
+    }
+    s.push_str("    binaries: [ { path: /usr/bin/curl } ]\n");
+    s
+}
+
+fn connect_to(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect to sluice");
+    s.set_read_timeout(Some(patience())).unwrap();
+    s
+}
+
+/// One forward-proxy request on a fresh connection.
+fn forward_get(addr: SocketAddr, authority: &str, path: &str) -> Option<(u16, String, String)> {
+    let mut s = connect_to(addr);
+    write!(
+        s,
+        "GET http://{authority}{path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    read_response(&mut s)
+}
+
+/// CONNECT on a fresh connection; returns the proxy's answer.
+fn connect_tunnel(addr: SocketAddr, authority: &str) -> (TcpStream, Option<(u16, String, String)>) {
+    let mut s = connect_to(addr);
+    write!(
+        s,
+        "CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n"
+    )
+    .unwrap();
+    let r = read_response(&mut s);
+    (s, r)
+}
+
+fn dns_queries(record: &Path, name: &str) -> Vec<serde_json::Value> {
+    recorded(record)
+        .into_iter()
+        .filter(|q| q["name"] == name && q["type"] == 1)
+        .collect()
+}
+
+#[test]
+fn dns_rebinding_only_the_validated_address_is_dialled() {
+    let dir = TempDir::new("rebind");
+    let ns = Netns::new();
+    // The private upstream the later answers point to.
+    let upstream_record = dir.path("upstream.bin");
+    ns.start_recorder(8080, &upstream_record);
+    // The test's DNS server on 127.0.0.1 inside the namespace.
+    let dns_record = dir.path("dns.jsonl");
+    let mut dns = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "python3"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/e2e/dns_server.py"
+        ))
+        .args(["127.0.0.1", "5353"])
+        .arg(&dns_record)
+        .args([PUBLIC_LOOKING, ns.ns_ip.as_str()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("dns server");
+    let mut line = String::new();
+    BufReader::new(dns.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let _dns = Killed(dns);
+
+    // sluice runs inside the namespace: it has no default route, so the
+    // public-looking answer fails with ENETUNREACH and no packet leaves.
+    let yaml = policy(&[
+        "{ host: rebind.test, port: 8080 }",
+        "{ host: \"*.wild.test\", port: 8080 }",
+    ]);
+    let netns = ["ip", "netns", "exec", ns.name.as_str()];
+    let listen = format!("{}:0", ns.ns_ip);
+    let p = Proxy::start(
+        &dir,
+        &netns,
+        &listen,
+        &yaml,
+        &[
+            "--dns-server",
+            "127.0.0.1:5353",
+            "--dial-timeout",
+            "1",
+            "--dns-timeout",
+            "2",
+        ],
+    );
+
+    // 1. Exact host: the first answer (public) is validated and pinned; the
+    // dial fails, and sluice never asks again nor falls back to the private
+    // address that DNS would give now.
+    let t = Instant::now();
+    let (status, _, body) = forward_get(p.addr, "rebind.test:8080", "/first").expect("answer");
+    let first_ms = t.elapsed().as_millis();
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains("connection to rebind.test:8080 failed"),
+        "{body}"
+    );
+    assert_eq!(dns_queries(&dns_record, "rebind.test").len(), 1);
+    assert!(
+        std::fs::read(&upstream_record)
+            .unwrap_or_default()
+            .is_empty(),
+        "the private upstream must receive nothing"
+    );
+    // A new connection asks again (once) and gets the namespace address, which
+    // an exact declared host may use: now, and only now, the upstream sees it.
+    let (status, _, _) = forward_get(p.addr, "rebind.test:8080", "/second").expect("answer");
+    assert_eq!(status, 200);
+    assert_eq!(dns_queries(&dns_record, "rebind.test").len(), 2);
+    let seen = String::from_utf8_lossy(&std::fs::read(&upstream_record).unwrap()).into_owned();
+    assert!(
+        seen.contains("/second") && !seen.contains("/first"),
+        "{seen}"
+    );
+
+    // 2. Public-only (wildcard) through CONNECT: the first (public) answer is
+    // dialled and fails; the rebound private answer is refused by the validator.
+    let (_s, r) = connect_tunnel(p.addr, "rebind.wild.test:8080");
+    let (status, _, body) = r.expect("answer");
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains("connection to rebind.wild.test:8080 failed"),
+        "{body}"
+    );
+    let (_s, r) = connect_tunnel(p.addr, "rebind.wild.test:8080");
+    let (status, _, body) = r.expect("answer");
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("ssrf_denied") && body.contains("internal address"),
+        "{body}"
+    );
+    assert_eq!(dns_queries(&dns_record, "rebind.wild.test").len(), 2);
+
+    // 3. A private first answer in public-only mode: 403, never dialled.
+    let (status, _, body) =
+        forward_get(p.addr, "private.wild.test:8080", "/private").expect("answer");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("ssrf_denied"), "{body}");
+    assert_eq!(dns_queries(&dns_record, "private.wild.test").len(), 1);
+    let seen = String::from_utf8_lossy(&std::fs::read(&upstream_record).unwrap()).into_owned();
+    assert!(
+        !seen.contains("/private") && !seen.contains("CONNECT"),
+        "{seen}"
+    );
+    eprintln!(
+        "rebinding: first (public) answer dialled and refused in {first_ms} ms; \
+         {} DNS A queries for 5 connections",
+        recorded(&dns_record)
+            .iter()
+            .filter(|q| q["type"] == 1)
+            .count()
+    );
+}
+
+#[test]
+fn two_thousand_idle_tunnels_then_fds_return_to_baseline() {
+    const TUNNELS: usize = 2000;
+    let dir = TempDir::new("load");
+    let ns = Netns::new();
+    let _up = Killed(start_misbehaving(&ns, 9100, "hold"));
+    let yaml = policy(&["{ host: hold.test, port: 9100 }"]);
+    let host = format!("hold.test={}", ns.ns_ip);
+    let p = Proxy::start(
+        &dir,
+        &[],
+        "127.0.0.1:0",
+        &yaml,
+        &["--add-host", &host, "--no-system-dns"],
+    );
+    // Warm up (audit thread, runtime workers) before taking the baseline.
+    let (s, r) = connect_tunnel(p.addr, "hold.test:9100");
+    assert_eq!(r.expect("answer").0, 200);
+    drop(s);
+    std::thread::sleep(Duration::from_millis(500));
+    let (baseline, _) = fds_settle(&p, p.fds(), 0);
+    let threads_before = p.threads();
+
+    let t = Instant::now();
+    let mut tunnels = Vec::with_capacity(TUNNELS);
+    for _ in 0..TUNNELS {
+        let mut s = connect_to(p.addr);
+        s.write_all(b"CONNECT hold.test:9100 HTTP/1.1\r\nHost: hold.test:9100\r\n\r\n")
+            .unwrap();
+        tunnels.push(s);
+    }
+    let mut established = 0;
+    for s in &mut tunnels {
+        if read_response(s).is_some_and(|(st, _, _)| st == 200) {
+            established += 1;
+        }
+    }
+    let setup = t.elapsed();
+    assert_eq!(established, TUNNELS);
+    let mut held = p.fds();
+    eventually("every tunnel holds its upstream socket", || {
+        held = p.fds();
+        held >= baseline + 2 * TUNNELS
+    });
+    // Each tunnel still relays after the crowd is up.
+    tunnels[TUNNELS / 2].write_all(b"ping").unwrap();
+    drop(tunnels);
+    let (after, settle) = fds_settle(&p, baseline, 4);
+    eprintln!(
+        "load: {established} tunnels established in {setup:?}; sluice fds {baseline} -> \
+         {held} -> {after} (settled in {settle:?}); threads {threads_before} -> {}",
+        p.threads()
+    );
+}
+
+#[test]
+fn slowloris_head_is_cut_off_at_the_head_timeout() {
+    let dir = TempDir::new("slowloris");
+    let yaml = policy(&["{ host: exact.test, port: 8080 }"]);
+    let p = Proxy::start(
+        &dir,
+        &[],
+        "127.0.0.1:0",
+        &yaml,
+        &["--head-timeout", "2", "--no-system-dns"],
+    );
+    let baseline = p.fds();
+    let mut s = connect_to(p.addr);
+    let mut reader = s.try_clone().unwrap();
+    let closed = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&closed);
+    let start = Instant::now();
+    let watcher = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let _ = reader.read_to_end(&mut got);
+        flag.store(true, Ordering::SeqCst);
+        (start.elapsed(), String::from_utf8_lossy(&got).into_owned())
+    });
+    let head =
+        b"GET http://exact.test:8080/ HTTP/1.1\r\nHost: exact.test:8080\r\nX-Slow: 1\r\n\r\n";
+    let mut sent = 0;
+    for b in head {
+        if closed.load(Ordering::SeqCst) || s.write_all(&[*b]).is_err() {
+            break;
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let (cut_after, answer) = watcher.join().unwrap();
+    assert!(
+        sent < head.len(),
+        "the whole head went through ({sent} bytes)"
+    );
+    assert!(
+        cut_after >= Duration::from_millis(1900) && cut_after < Duration::from_secs(5),
+        "cut after {cut_after:?}"
+    );
+    let (after, _) = fds_settle(&p, baseline, 0);
+    eprintln!(
+        "slowloris: cut after {cut_after:?} and {sent} bytes at 1 byte/400 ms, answer {:?}; fds {baseline} -> {after}",
+        answer.lines().next().unwrap_or("<none>")
+    );
+}
+
+#[test]
+fn upstream_reset_and_stall_mid_body_close_the_client_without_leaks() {
+    let dir = TempDir::new("midbody");
+    let ns = Netns::new();
+    let _reset = Killed(start_misbehaving(&ns, 9200, "reset"));
+    let _stall = Killed(start_misbehaving(&ns, 9201, "stall"));
+    let yaml = policy(&[
+        "{ host: bad.test, port: 9200 }",
+        "{ host: bad.test, port: 9201 }",
+    ]);
+    let host = format!("bad.test={}", ns.ns_ip);
+    let p = Proxy::start(
+        &dir,
+        &[],
+        "127.0.0.1:0",
+        &yaml,
+        &[
+            "--add-host",
+            &host,
+            "--no-system-dns",
+            "--body-idle-timeout",
+            "2",
+        ],
+    );
+    let baseline = p.fds();
+    let threads_before = p.threads();
+    let mut report = Vec::new();
+    for (port, tag) in [(9200, "reset"), (9201, "stall")] {
+        for round in 0..5 {
+            let mut s = connect_to(p.addr);
+            write!(
+                s,
+                "GET http://bad.test:{port}/{tag}{round} HTTP/1.1\r\nHost: bad.test:{port}\r\n\r\n"
+            )
+            .unwrap();
+            let t = Instant::now();
+            let mut got = Vec::new();
+            let res = s.read_to_end(&mut got);
+            let took = t.elapsed();
+            let text = String::from_utf8_lossy(&got);
+            assert!(text.starts_with("HTTP/1.1 200"), "{tag}: {text:.80}");
+            let body = text.split_once("\r\n\r\n").map_or(0, |(_, b)| b.len());
+            assert!(
+                body < 1_000_000,
+                "{tag}: a truncated body must not look complete"
+            );
+            assert!(
+                took < Duration::from_secs(6),
+                "{tag}: client hung for {took:?}"
+            );
+            if round == 0 {
+                report.push(format!(
+                    "{tag}: client closed after {took:?} with {body} of 1000000 body bytes ({})",
+                    if res.is_ok() { "EOF" } else { "error" }
+                ));
+            }
+        }
+    }
+    let (after, settle) = fds_settle(&p, baseline, 2);
+    eprintln!(
+        "mid-body faults: {}; fds {baseline} -> {after} (settled in {settle:?}); threads {threads_before} -> {}",
+        report.join("; "),
+        p.threads()
+    );
+}
+
+#[test]
+fn emfile_then_recovers_and_serves() {
+    let dir = TempDir::new("emfile");
+    let ns = Netns::new();
+    ns.start_upstream(8080, &dir.path("upstream.jsonl"));
+    let yaml = policy(&["{ host: exact.test, port: 8080 }"]);
+    let host = format!("exact.test={}", ns.ns_ip);
+    let mut p = Proxy::start(
+        &dir,
+        &["prlimit", "--nofile=64:64"],
+        "127.0.0.1:0",
+        &yaml,
+        &["--add-host", &host, "--no-system-dns"],
+    );
+    let baseline = p.fds();
+    let mut conns = Vec::new();
+    for i in 0..100 {
+        let mut s = connect_to(p.addr);
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        // Half a head each, so sluice holds every connection it accepted.
+        let _ = write!(s, "GET http://exact.test:8080/{i} HTTP/1.1\r\n");
+        conns.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let peak = p.fds();
+    assert!(
+        p.alive(),
+        "sluice died under EMFILE: {}",
+        p.stderr.lock().unwrap()
+    );
+    drop(conns);
+    let (after, settle) = fds_settle(&p, baseline, 2);
+    let t = Instant::now();
+    let mut served = None;
+    eventually("a normal request is served after EMFILE", || {
+        served = forward_get(p.addr, "exact.test:8080", "/after");
+        served.as_ref().is_some_and(|(s, _, _)| *s == 200)
+    });
+    eprintln!(
+        "EMFILE: nofile=64, 100 connections opened, sluice fds {baseline} -> {peak} (limit) -> {after} \
+         (settled in {settle:?}); next request 200 after {:?}; alive: {}",
+        t.elapsed(),
+        p.alive()
+    );
+}
+
+#[test]
+fn reload_storm_never_yields_5xx_or_a_hang() {
+    const REQUESTS: usize = 500;
+    let dir = TempDir::new("storm");
+    let ns = Netns::new();
+    ns.start_upstream(8080, &dir.path("upstream.jsonl"));
+    let allow = policy(&["{ host: exact.test, port: 8080 }"]);
+    let deny = policy(&["{ host: other.test, port: 8080 }"]);
+    let host = format!("exact.test={}", ns.ns_ip);
+    let p = Proxy::start(
+        &dir,
+        &[],
+        "127.0.0.1:0",
+        &allow,
+        &[
+            "--add-host",
+            &host,
+            "--no-system-dns",
+            "--policy-poll-ms",
+            "10",
+        ],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        let path = p.policy.clone();
+        std::thread::spawn(move || {
+            let mut writes = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                let text = if writes & 1 == 0 { &deny } else { &allow };
+                let tmp = path.with_extension(format!("new{writes}"));
+                std::fs::write(&tmp, text).unwrap();
+                std::fs::rename(&tmp, &path).unwrap();
+                writes += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            writes
+        })
+    };
+    let t = Instant::now();
+    let (mut ok, mut denied, mut slowest) = (0, 0, Duration::ZERO);
+    for i in 0..REQUESTS {
+        let r0 = Instant::now();
+        let r = forward_get(p.addr, "exact.test:8080", &format!("/storm{i}"));
+        slowest = slowest.max(r0.elapsed());
+        match r {
+            Some((200, _, _)) => ok += 1,
+            Some((403, _, body)) => {
+                assert!(body.contains("policy_denied"), "{body}");
+                denied += 1;
+            }
+            other => panic!("request {i}: {other:?}"),
+        }
+    }
+    let elapsed = t.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let writes = writer.join().unwrap();
+    assert!(
+        ok > 0 && denied > 0,
+        "the storm flipped nothing: {ok} allowed, {denied} denied"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let events = p.events();
+    let published: std::collections::HashSet<u64> = events
+        .iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Policy loaded: generation"))
+        })
+        .filter_map(|e| e["unmapped"]["policy_generation"].as_u64())
+        .collect();
+    let forwards: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("FORWARD "))
+        })
+        .collect();
+    assert!(
+        forwards.len() >= REQUESTS,
+        "{} FORWARD events",
+        forwards.len()
+    );
+    for e in &forwards {
+        let g = e["unmapped"]["policy_generation"]
+            .as_u64()
+            .expect("generation");
+        assert!(
+            published.contains(&g),
+            "event under unpublished generation {g}: {e}"
+        );
+    }
+    eprintln!(
+        "reload storm: {writes} rewrites, {} generations published, {REQUESTS} requests in {elapsed:?}: \
+         {ok} x 200, {denied} x 403, 0 other; slowest {slowest:?}; {} FORWARD events all under published generations",
+        published.len(),
+        forwards.len()
+    );
+}
