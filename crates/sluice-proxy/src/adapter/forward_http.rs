@@ -10,7 +10,9 @@ use bytes::BytesMut;
 use sluice_telemetry::{redact_path, Activity, EventClass};
 use tokio::net::TcpStream;
 
-use super::response::{destination_refused, json_error, BAD_REQUEST, HEAD_TOO_LARGE, USE_CONNECT};
+use super::response::{
+    destination_refused, json_error, BAD_REQUEST, HEAD_TOO_LARGE, REQUEST_TIMEOUT, USE_CONNECT,
+};
 use crate::destination::{self, UpstreamConnector};
 use crate::egress::{authorize, EgressDecision, EgressIntent, IdentityEvidence, Surface, Target};
 use crate::relay::http::l7::{self, canonical_target, L7Outcome};
@@ -365,7 +367,8 @@ impl RequestPolicy for ForwardPolicy<'_> {
                 Some(HEAD_TOO_LARGE),
                 format!("request head exceeds {n} bytes"),
             ),
-            RejectCause::Head(HeadError::Timeout | HeadError::Truncated) => {
+            RejectCause::Head(HeadError::Timeout) => (Some(REQUEST_TIMEOUT), cause_text(cause)),
+            RejectCause::Head(HeadError::Truncated | HeadError::BareLineEnding) => {
                 (Some(BAD_REQUEST), cause_text(cause))
             }
             RejectCause::Head(_) => (None, cause_text(cause)),

@@ -45,11 +45,14 @@ pub(crate) async fn serve_connection(
         Err(HeadError::Closed) => return,
         Err(e) => {
             tracing::debug!(client.addr = %peer, error = %e, "Head read failed");
-            if matches!(
-                e,
-                HeadError::Timeout | HeadError::Truncated | HeadError::BareLineEnding
-            ) {
-                answer_and_close(&mut client, response::BAD_REQUEST).await;
+            match e {
+                HeadError::Timeout => {
+                    answer_and_close(&mut client, response::REQUEST_TIMEOUT).await
+                }
+                HeadError::Truncated | HeadError::BareLineEnding => {
+                    answer_and_close(&mut client, response::BAD_REQUEST).await;
+                }
+                _ => {}
             }
             return;
         }

@@ -8,6 +8,9 @@ pub(crate) const HEAD_TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields To
 /// A bare 400 for a malformed head.
 pub(crate) const BAD_REQUEST: &[u8] =
     b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+/// The answer to a head that did not arrive in time.
+pub(crate) const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 /// The fixed answer to `https://` on the forward proxy.
 pub(crate) const USE_CONNECT: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 27\r\nConnection: close\r\n\r\nUse CONNECT for HTTPS URLs";
 

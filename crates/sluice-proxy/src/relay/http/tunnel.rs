@@ -8,7 +8,9 @@ use super::exchange::{Admission, BodyPlan, DialFailure, RejectCause, RequestPoli
 use super::l7::{self, canonical_target, L7Outcome};
 use super::request::RequestHead;
 use super::HeadError;
-use crate::adapter::response::{destination_refused, json_error, BAD_REQUEST, HEAD_TOO_LARGE};
+use crate::adapter::response::{
+    destination_refused, json_error, BAD_REQUEST, HEAD_TOO_LARGE, REQUEST_TIMEOUT,
+};
 use crate::destination::{self, UpstreamConnector};
 use crate::egress::{authorize, EgressDecision, Target};
 use crate::relay::stream::UpstreamStream;
@@ -285,6 +287,9 @@ impl RequestPolicy for TunnelPolicy<'_> {
                 Some(HEAD_TOO_LARGE),
                 format!("request head exceeds {n} bytes"),
             ),
+            RejectCause::Head(HeadError::Timeout) => {
+                (Some(REQUEST_TIMEOUT), "request head timed out".to_owned())
+            }
             RejectCause::Head(e) => (Some(BAD_REQUEST), e.to_string()),
             RejectCause::Parse(e) => (Some(BAD_REQUEST), e.to_string()),
             RejectCause::Body(e) => (Some(BAD_REQUEST), e.clone()),
