@@ -263,7 +263,7 @@ mod tests {
         // RFC 6455 §1.3 example.
         assert_eq!(
             accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBZxOo+xbMTPxXrlRbzKJo="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 }
