@@ -65,6 +65,12 @@ impl Glob {
         if !p.contains(['*', '?']) {
             return p == s;
         }
+        // Fast path for the common `prefix/**` shape: no allocation.
+        if let Some(prefix) = p.strip_suffix("**") {
+            if !prefix.contains(['*', '?']) {
+                return s.starts_with(prefix);
+            }
+        }
         let toks = tokens(p);
         let s = s.as_bytes();
         let d = self.delimiter;
