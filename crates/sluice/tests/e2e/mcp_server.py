@@ -1,8 +1,8 @@
 """MCP Streamable HTTP server for sluice e2e tests (runs in the test's namespace).
 
-usage: mcp_server.py ADDR PORT RECORD
-Every tool call is appended to RECORD so tests can prove denied calls never
-reached the server.
+usage: mcp_server.py ADDR PORT RECORD [CERT KEY]
+With CERT and KEY it serves HTTPS (uvicorn with TLS). Every tool call is
+appended to RECORD so tests can prove denied calls never reached the server.
 """
 import json
 import sys
@@ -10,6 +10,7 @@ import sys
 from mcp.server.fastmcp import FastMCP
 
 ADDR, PORT, RECORD = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+TLS = sys.argv[4:6] if len(sys.argv) >= 6 else None
 mcp = FastMCP("sluice-e2e", host=ADDR, port=PORT)
 
 
@@ -49,4 +50,9 @@ if __name__ == "__main__":
                 time.sleep(0.05)
 
     threading.Thread(target=announce, daemon=True).start()
-    mcp.run(transport="streamable-http")
+    if TLS:
+        import uvicorn
+
+        uvicorn.run(mcp.streamable_http_app(), host=ADDR, port=PORT, ssl_certfile=TLS[0], ssl_keyfile=TLS[1], log_level="warning")
+    else:
+        mcp.run(transport="streamable-http")

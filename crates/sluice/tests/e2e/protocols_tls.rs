@@ -107,8 +107,8 @@ fn setup(tag: &str) -> Setup {
     let ns = Netns::new();
     let pki = test_pki(&dir, "upstream", &["mcps.test", "wss.test", "gqls.test"]);
     let servers = vec![
-        start_tls_server(&ns, "mcp_server_tls.py", 8443, &dir.path("mcp.jsonl"), &pki),
-        start_tls_server(&ns, "ws_server_tls.py", 8766, &dir.path("wss.jsonl"), &pki),
+        start_tls_server(&ns, "mcp_server.py", 8443, &dir.path("mcp.jsonl"), &pki),
+        start_tls_server(&ns, "ws_server.py", 8766, &dir.path("wss.jsonl"), &pki),
     ];
     ns.start_server("ws_server.py", 8765, &dir.path("ws.jsonl"));
     let mut args: Vec<String> = vec![

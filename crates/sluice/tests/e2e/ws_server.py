@@ -1,6 +1,6 @@
 """WebSocket echo server for sluice e2e tests (runs in the test's namespace).
 
-usage: ws_server.py ADDR PORT RECORD
+usage: ws_server.py ADDR PORT RECORD [CERT KEY]   (with CERT and KEY: wss://)
 Echoes every message back and appends each received message to RECORD.
 Accepts the graphql-transport-ws / graphql-ws subprotocols when offered, and permessage-deflate.
 """
@@ -11,6 +11,7 @@ import sys
 from websockets.asyncio.server import serve
 
 ADDR, PORT, RECORD = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+TLS = sys.argv[4:6] if len(sys.argv) >= 6 else None
 
 
 async def handler(ws):
@@ -30,7 +31,13 @@ def pick(connection, offered):
 
 
 async def main():
-    async with serve(handler, ADDR, PORT, select_subprotocol=pick, max_size=16 * 1024 * 1024):
+    ctx = None
+    if TLS:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(TLS[0], TLS[1])
+    async with serve(handler, ADDR, PORT, ssl=ctx, select_subprotocol=pick, max_size=16 * 1024 * 1024):
         print("ready", flush=True)
         await asyncio.Future()
 
