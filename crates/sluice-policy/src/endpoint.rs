@@ -90,6 +90,57 @@ fn port(ctx: &mut Ctx, path: &str, p: i64) -> Option<u16> {
     }
 }
 
+/// `ports` (wins) or `port`, validated, sorted and deduplicated; reports
+/// `missing` at `path` when neither yields a port (and nothing else failed).
+pub(crate) fn compile_ports(
+    ctx: &mut Ctx,
+    path: &str,
+    ports: Option<&[i64]>,
+    single: Option<i64>,
+    missing: &str,
+) -> Vec<u16> {
+    let before = ctx.errors.len();
+    let mut out: Vec<u16> = match (ports, single) {
+        (Some(list), _) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| port(ctx, &join_idx(&join(path, "ports"), i), *p))
+            .collect(),
+        (None, Some(p)) => port(ctx, &join(path, "port"), p).into_iter().collect(),
+        (None, None) => Vec::new(),
+    };
+    out.sort_unstable();
+    out.dedup();
+    if out.is_empty() && ctx.errors.len() == before {
+        ctx.err(path, missing);
+    }
+    out
+}
+
+/// An endpoint-level `path` selector (`/`-delimited glob), reported at `path.path`.
+pub(crate) fn compile_path_glob(ctx: &mut Ctx, path: &str, raw: Option<&str>) -> Option<Glob> {
+    let at = join(path, "path");
+    match raw {
+        None | Some("") => None,
+        Some(p) if !(p.starts_with('/') || p.starts_with('*')) => {
+            ctx.err(
+                &at,
+                format!("path `{p}` must start with `/` or be a `*`/`**` glob"),
+            );
+            None
+        }
+        Some(p) => {
+            if let Some(c) = unsupported_glob_syntax(p) {
+                ctx.err(
+                    &at,
+                    format!("glob `{p}` uses `{c}`; only `*`, `**` and `?` are supported"),
+                );
+            }
+            Some(Glob::new(p, b'/'))
+        }
+    }
+}
+
 /// Validates and compiles one endpoint at `path`; `None` if it had errors.
 pub(crate) fn compile_endpoint(
     ctx: &mut Ctx,
@@ -172,42 +223,16 @@ pub(crate) fn compile_endpoint(
     }
 
     // ports: `ports` wins over `port`
-    let before_ports = ctx.errors.len();
-    let mut ports: Vec<u16> = match (&e.ports, e.port) {
-        (Some(list), _) => list
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| port(ctx, &join_idx(&at("ports"), i), *p))
-            .collect(),
-        (None, Some(p)) => port(ctx, &at("port"), p).into_iter().collect(),
-        (None, None) => Vec::new(),
-    };
-    ports.sort_unstable();
-    ports.dedup();
-    if ports.is_empty() && ctx.errors.len() == before_ports {
-        ctx.err(path, "endpoint has no port");
-    }
+    let ports = compile_ports(
+        ctx,
+        path,
+        e.ports.as_deref(),
+        e.port,
+        "endpoint has no port",
+    );
 
     // endpoint path selector
-    let ep_path = match e.path.as_deref() {
-        None | Some("") => None,
-        Some(p) if !(p.starts_with('/') || p.starts_with('*')) => {
-            ctx.err(
-                &at("path"),
-                format!("path `{p}` must start with `/` or be a `*`/`**` glob"),
-            );
-            None
-        }
-        Some(p) => {
-            if let Some(c) = unsupported_glob_syntax(p) {
-                ctx.err(
-                    &at("path"),
-                    format!("glob `{p}` uses `{c}`; only `*`, `**` and `?` are supported"),
-                );
-            }
-            Some(Glob::new(p, b'/'))
-        }
-    };
+    let ep_path = compile_path_glob(ctx, path, e.path.as_deref());
 
     // tls
     let tls = match e.tls.as_deref().map(str::to_ascii_lowercase).as_deref() {

@@ -10,14 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dto::{ProviderDto, ProviderEndpointDto, SecretSourceDto, TokenGrantDto};
+use crate::endpoint::{compile_path_glob, compile_ports};
 use crate::error::Ctx;
-use crate::glob::unsupported_glob_syntax;
 use crate::host::{parse_host, parse_ip_literal};
 use crate::location::{join, join_idx};
 use crate::model::{
-    Credential, Endpoint, Glob, GrantKind, Protocol, Provider, ProviderEndpoint, ProviderId,
-    TlsMode, TokenGrant, TokenStyle, DEFAULT_CLIENT_ASSERTION_TYPE,
-    DEFAULT_TOKEN_GRANT_TIMEOUT_SECS,
+    Credential, Endpoint, GrantKind, Protocol, Provider, ProviderEndpoint, ProviderId, TlsMode,
+    TokenGrant, TokenStyle, DEFAULT_CLIENT_ASSERTION_TYPE, DEFAULT_TOKEN_GRANT_TIMEOUT_SECS,
 };
 use crate::overlap::ports_intersect;
 use crate::placeholder::{valid_name, MAX_NAME_LEN};
@@ -128,16 +127,6 @@ fn read_secret(
     }
 }
 
-fn port(ctx: &mut Ctx, path: &str, p: i64) -> Option<u16> {
-    match u16::try_from(p) {
-        Ok(v) if v > 0 => Some(v),
-        _ => {
-            ctx.err(path, format!("port {p} is out of range 1..=65535"));
-            None
-        }
-    }
-}
-
 fn compile_endpoint(
     ctx: &mut Ctx,
     path: &str,
@@ -164,40 +153,14 @@ fn compile_endpoint(
             }
         }
     };
-    let before_ports = ctx.errors.len();
-    let mut ports: Vec<u16> = match (&e.ports, e.port) {
-        (Some(list), _) => list
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| port(ctx, &join_idx(&at("ports"), i), *p))
-            .collect(),
-        (None, Some(p)) => port(ctx, &at("port"), p).into_iter().collect(),
-        (None, None) => Vec::new(),
-    };
-    ports.sort_unstable();
-    ports.dedup();
-    if ports.is_empty() && ctx.errors.len() == before_ports {
-        ctx.err(path, "provider endpoint has no port");
-    }
-    let glob = match e.path.as_deref() {
-        None | Some("") => None,
-        Some(p) if !(p.starts_with('/') || p.starts_with('*')) => {
-            ctx.err(
-                &at("path"),
-                format!("path `{p}` must start with `/` or be a `*`/`**` glob"),
-            );
-            None
-        }
-        Some(p) => {
-            if let Some(c) = unsupported_glob_syntax(p) {
-                ctx.err(
-                    &at("path"),
-                    format!("glob `{p}` uses `{c}`; only `*`, `**` and `?` are supported"),
-                );
-            }
-            Some(Glob::new(p, b'/'))
-        }
-    };
+    let ports = compile_ports(
+        ctx,
+        path,
+        e.ports.as_deref(),
+        e.port,
+        "provider endpoint has no port",
+    );
+    let glob = compile_path_glob(ctx, path, e.path.as_deref());
     if ctx.errors.len() != before {
         return None;
     }
