@@ -8,134 +8,54 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::harness::{eventually, patience, read_response, recorded, Netns, TempDir};
+use crate::harness::{eventually, patience, read_response, recorded, Netns, Sluice, TempDir};
 
 /// Address that looks public; nothing routes there from the namespace sluice
 /// runs in for the rebinding test (no default route), so a dial fails at once.
 const PUBLIC_LOOKING: &str = "93.184.216.34";
 
-/// A `sluice serve` started with a launcher prefix (`ip netns exec`, `prlimit`).
-struct Proxy {
-    child: Child,
-    addr: SocketAddr,
-    audit: std::path::PathBuf,
-    policy: std::path::PathBuf,
-    stderr: Arc<Mutex<String>>,
+/// Sluice started as the attacks need it: endpoint-only identity, an
+/// optional launcher prefix, a chosen listen address.
+fn start_proxy(
+    dir: &TempDir,
+    prefix: &[&str],
+    listen: &str,
+    policy_yaml: &str,
+    extra: &[&str],
+) -> Sluice {
+    let extra = [&["--identity", "endpoint-only"][..], extra].concat();
+    Sluice::launch(dir, policy_yaml, prefix, listen, &extra, &[])
 }
 
-impl Proxy {
-    fn start(
-        dir: &TempDir,
-        prefix: &[&str],
-        listen: &str,
-        policy_yaml: &str,
-        extra: &[&str],
-    ) -> Self {
-        let policy = dir.path("policy.yaml");
-        std::fs::write(&policy, policy_yaml).expect("write policy");
-        let audit = dir.path("audit.jsonl");
-        let bin = env!("CARGO_BIN_EXE_sluice");
-        let (program, pre) = match prefix.split_first() {
-            Some((p, rest)) => (*p, rest.to_vec()),
-            None => (bin, Vec::new()),
-        };
-        let mut cmd = Command::new(program);
-        cmd.args(&pre);
-        if !prefix.is_empty() {
-            cmd.arg(bin);
-        }
-        let mut child = cmd
-            .args(["serve", "--listen", listen, "--identity", "endpoint-only"])
-            .arg("--policy")
-            .arg(&policy)
-            .arg("--audit-log")
-            .arg(&audit)
-            .arg("--state-dir")
-            .arg(dir.path("state"))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sluice");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let mut reader = BufReader::new(child.stderr.take().expect("stderr"));
-        let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let _ = tx.send(addr);
-                }
-                sink.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-        });
-        let addr = rx
-            .recv_timeout(patience())
-            .unwrap_or_else(|_| panic!("sluice did not start: {}", stderr.lock().unwrap()));
-        Self {
-            child,
-            addr: addr.parse().expect("listen address"),
-            audit,
-            policy,
-            stderr,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Open file descriptors of the sluice process.
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-
-    fn threads(&self) -> usize {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("Threads:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            })
-            .unwrap_or(0)
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    fn events(&self) -> Vec<serde_json::Value> {
-        recorded(&self.audit)
-    }
+/// Open file descriptors of a process.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Threads of a process.
+fn threads(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Threads:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Wait until the fd count is back within `slack` of `baseline`; returns the
 /// count seen last and how long it took.
-fn fds_settle(p: &Proxy, baseline: usize, slack: usize) -> (usize, Duration) {
+fn fds_settle(p: &Sluice, baseline: usize, slack: usize) -> (usize, Duration) {
     let start = Instant::now();
-    let mut last = p.fds();
+    let mut last = fds(p.pid());
     eventually("sluice's fd count back to its baseline", || {
-        last = p.fds();
+        last = fds(p.pid());
         last <= baseline + slack
     });
     (last, start.elapsed())
@@ -288,7 +208,7 @@ fn dns_rebinding_only_the_validated_address_is_dialled() {
     ]);
     let netns = ["ip", "netns", "exec", ns.name.as_str()];
     let listen = format!("{}:0", ns.ns_ip);
-    let p = Proxy::start(
+    let p = start_proxy(
         &dir,
         &netns,
         &listen,
@@ -379,7 +299,7 @@ fn two_thousand_idle_tunnels_then_fds_return_to_baseline() {
     let _up = Killed(start_misbehaving(&ns, 9100, "hold"));
     let yaml = policy(&["{ host: hold.test, port: 9100 }"]);
     let host = format!("hold.test={}", ns.ns_ip);
-    let p = Proxy::start(
+    let p = start_proxy(
         &dir,
         &[],
         "127.0.0.1:0",
@@ -391,8 +311,8 @@ fn two_thousand_idle_tunnels_then_fds_return_to_baseline() {
     assert_eq!(r.expect("answer").0, 200);
     drop(s);
     std::thread::sleep(Duration::from_millis(500));
-    let (baseline, _) = fds_settle(&p, p.fds(), 0);
-    let threads_before = p.threads();
+    let (baseline, _) = fds_settle(&p, fds(p.pid()), 0);
+    let threads_before = threads(p.pid());
 
     let t = Instant::now();
     let mut tunnels = Vec::with_capacity(TUNNELS);
@@ -410,9 +330,9 @@ fn two_thousand_idle_tunnels_then_fds_return_to_baseline() {
     }
     let setup = t.elapsed();
     assert_eq!(established, TUNNELS);
-    let mut held = p.fds();
+    let mut held = fds(p.pid());
     eventually("every tunnel holds its upstream socket", || {
-        held = p.fds();
+        held = fds(p.pid());
         held >= baseline + 2 * TUNNELS
     });
     // Each tunnel still relays after the crowd is up.
@@ -422,7 +342,7 @@ fn two_thousand_idle_tunnels_then_fds_return_to_baseline() {
     eprintln!(
         "load: {established} tunnels established in {setup:?}; sluice fds {baseline} -> \
          {held} -> {after} (settled in {settle:?}); threads {threads_before} -> {}",
-        p.threads()
+        threads(p.pid())
     );
 }
 
@@ -430,14 +350,14 @@ fn two_thousand_idle_tunnels_then_fds_return_to_baseline() {
 fn slowloris_head_is_cut_off_at_the_head_timeout() {
     let dir = TempDir::new("slowloris");
     let yaml = policy(&["{ host: exact.test, port: 8080 }"]);
-    let p = Proxy::start(
+    let p = start_proxy(
         &dir,
         &[],
         "127.0.0.1:0",
         &yaml,
         &["--head-timeout", "2", "--no-system-dns"],
     );
-    let baseline = p.fds();
+    let baseline = fds(p.pid());
     let mut s = connect_to(p.addr);
     let mut reader = s.try_clone().unwrap();
     let closed = Arc::new(AtomicBool::new(false));
@@ -486,7 +406,7 @@ fn upstream_reset_and_stall_mid_body_close_the_client_without_leaks() {
         "{ host: bad.test, port: 9201 }",
     ]);
     let host = format!("bad.test={}", ns.ns_ip);
-    let p = Proxy::start(
+    let p = start_proxy(
         &dir,
         &[],
         "127.0.0.1:0",
@@ -499,8 +419,8 @@ fn upstream_reset_and_stall_mid_body_close_the_client_without_leaks() {
             "2",
         ],
     );
-    let baseline = p.fds();
-    let threads_before = p.threads();
+    let baseline = fds(p.pid());
+    let threads_before = threads(p.pid());
     let mut report = Vec::new();
     for (port, tag) in [(9200, "reset"), (9201, "stall")] {
         for round in 0..5 {
@@ -537,7 +457,7 @@ fn upstream_reset_and_stall_mid_body_close_the_client_without_leaks() {
     eprintln!(
         "mid-body faults: {}; fds {baseline} -> {after} (settled in {settle:?}); threads {threads_before} -> {}",
         report.join("; "),
-        p.threads()
+        threads(p.pid())
     );
 }
 
@@ -548,14 +468,14 @@ fn emfile_then_recovers_and_serves() {
     ns.start_upstream(8080, &dir.path("upstream.jsonl"));
     let yaml = policy(&["{ host: exact.test, port: 8080 }"]);
     let host = format!("exact.test={}", ns.ns_ip);
-    let mut p = Proxy::start(
+    let mut p = start_proxy(
         &dir,
         &["prlimit", "--nofile=64:64"],
         "127.0.0.1:0",
         &yaml,
         &["--add-host", &host, "--no-system-dns"],
     );
-    let baseline = p.fds();
+    let baseline = fds(p.pid());
     let mut conns = Vec::new();
     for i in 0..100 {
         let mut s = connect_to(p.addr);
@@ -566,12 +486,8 @@ fn emfile_then_recovers_and_serves() {
         conns.push(s);
     }
     std::thread::sleep(Duration::from_millis(500));
-    let peak = p.fds();
-    assert!(
-        p.alive(),
-        "sluice died under EMFILE: {}",
-        p.stderr.lock().unwrap()
-    );
+    let peak = fds(p.pid());
+    assert!(p.alive(), "sluice died under EMFILE: {}", p.stderr());
     drop(conns);
     let (after, settle) = fds_settle(&p, baseline, 2);
     let t = Instant::now();
@@ -597,7 +513,7 @@ fn reload_storm_never_yields_5xx_or_a_hang() {
     let allow = policy(&["{ host: exact.test, port: 8080 }"]);
     let deny = policy(&["{ host: other.test, port: 8080 }"]);
     let host = format!("exact.test={}", ns.ns_ip);
-    let p = Proxy::start(
+    let p = start_proxy(
         &dir,
         &[],
         "127.0.0.1:0",

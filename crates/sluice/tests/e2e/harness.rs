@@ -251,11 +251,34 @@ impl Sluice {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        let extra = [&["--no-system-dns"][..], extra].concat();
+        Self::launch(dir, policy_yaml, &[], "127.0.0.1:0", &extra, env)
+    }
+
+    /// Start `sluice serve` on `listen`, optionally through a launcher
+    /// `prefix` that execs it (`ip netns exec NAME`, `prlimit --nofile=64`).
+    pub(crate) fn launch(
+        dir: &TempDir,
+        policy_yaml: &str,
+        prefix: &[&str],
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let policy = dir.path("policy.yaml");
         std::fs::write(&policy, policy_yaml).expect("write policy");
         let audit = dir.path("audit.jsonl");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--no-system-dns"])
+        let bin = env!("CARGO_BIN_EXE_sluice");
+        let mut cmd = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
+            .args(["serve", "--listen", listen])
             .arg("--policy")
             .arg(&policy)
             .arg("--audit-log")
@@ -337,6 +360,16 @@ impl Sluice {
         std::fs::write(&tmp, yaml).expect("write policy");
         std::fs::rename(&tmp, &self.policy).expect("rename policy");
         self.wait_event(&format!("generation {expect_generation}"));
+    }
+
+    /// The sluice process id (launchers exec it, so it is the same process).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub(crate) fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub(crate) fn signal(&self, sig: &str) {
