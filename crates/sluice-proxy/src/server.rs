@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 
 use crate::audit::Audit;
@@ -106,6 +106,25 @@ impl Shared {
     }
 }
 
+/// Accept-queue length asked of the kernel (capped by `net.core.somaxconn`,
+/// 4096 by default). A burst of connects beyond the queue is not refused but
+/// dropped by the kernel, and each dropped SYN costs its client a 1 s
+/// retransmit; the default of 1024 overflowed under a burst of tunnels.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr` with [`LISTEN_BACKLOG`] and `SO_REUSEADDR`
+/// (a restarted sluice rebinds while old connections sit in TIME_WAIT).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// A bound proxy listener.
 pub struct Proxy {
     listener: TcpListener,
@@ -122,7 +141,7 @@ impl Proxy {
         store: Arc<PolicyStore>,
         config: ProxyConfig,
     ) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = listen(addr)?;
         let tokens = TokenGrants::new(config.resolver.clone(), Arc::clone(&config.upstream_tls));
         let shared = Arc::new(Shared {
             store,

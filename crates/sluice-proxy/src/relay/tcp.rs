@@ -12,14 +12,19 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use nix::fcntl::{splice, OFlag, SpliceFFlags};
+use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
 use nix::sys::socket::{shutdown, Shutdown};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// Bytes moved per splice call (the default pipe capacity).
+/// Buffer size of the copy fallback, and the pipe size assumed when the
+/// kernel does not report one.
 const CHUNK: usize = 64 * 1024;
+const PIPE_DEFAULT: usize = CHUNK;
+/// Pipe size once a direction has filled its pipe (the unprivileged
+/// maximum, `/proc/sys/fs/pipe-max-size`, by default).
+const PIPE_BULK: usize = 1024 * 1024;
 
 /// How a tunnel ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,44 +129,111 @@ async fn pump(from: &TcpStream, to: &TcpStream, meter: &Meter<'_>) {
     let _ = shutdown(to.as_raw_fd(), Shutdown::Write);
 }
 
+/// A pipe between two sockets, and how many bytes sit in it.
+struct SplicePipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    /// Capacity in bytes (the kernel's default until a bulk flow grows it).
+    capacity: usize,
+    /// Bytes spliced in and not yet spliced out.
+    held: usize,
+}
+
+impl SplicePipe {
+    fn new() -> nix::Result<Self> {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+        let capacity = fcntl(read.as_raw_fd(), FcntlArg::F_GETPIPE_SZ)
+            .map_or(PIPE_DEFAULT, |c| usize::try_from(c).unwrap_or(PIPE_DEFAULT));
+        Ok(Self {
+            read,
+            write,
+            capacity,
+            held: 0,
+        })
+    }
+
+    /// A splice filled the pipe: this is a bulk flow, so give it
+    /// [`PIPE_BULK`] (fewer wake-ups and syscalls per byte). Best effort:
+    /// a refused resize (the `pipe-user-pages-soft` limit) keeps the old size.
+    fn grow(&mut self) {
+        if self.capacity >= PIPE_BULK {
+            return;
+        }
+        if let Ok(c) = fcntl(
+            self.read.as_raw_fd(),
+            FcntlArg::F_SETPIPE_SZ(PIPE_BULK as i32),
+        ) {
+            self.capacity = usize::try_from(c).unwrap_or(self.capacity);
+        }
+    }
+}
+
 /// Move bytes with splice(2); falls back to [`copy_pump`] when no pipe can be made.
+///
+/// Filling (socket → pipe) and draining (pipe → socket) interleave: while
+/// the destination is full the source keeps filling the pipe, and the
+/// other way round, so neither socket waits on the other's syscall.
 async fn splice_pump(from: &TcpStream, to: &TcpStream, meter: &Meter<'_>) -> io::Result<()> {
-    let mut pipe: Option<(OwnedFd, OwnedFd)> = None;
     let flags = SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE;
+    // The pipe is made on the first readable event: an idle tunnel holds none.
+    from.readable().await?;
+    let mut pipe = match SplicePipe::new() {
+        Ok(p) => p,
+        Err(_) => return copy_pump(from, to, meter).await,
+    };
+    let mut eof = false;
     loop {
-        from.readable().await?;
-        if pipe.is_none() {
-            match nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC) {
-                Ok(p) => pipe = Some(p),
-                Err(_) => return copy_pump(from, to, meter).await,
+        let mut progressed = false;
+        let room = pipe.capacity - pipe.held;
+        if !eof && room > 0 {
+            let filled = from.try_io(Interest::READABLE, || {
+                splice(from.as_fd(), None, pipe.write.as_fd(), None, room, flags)
+                    .map_err(io::Error::from)
+            });
+            match filled {
+                Ok(0) => eof = true,
+                Ok(n) => {
+                    pipe.held += n;
+                    progressed = true;
+                    if n == room {
+                        pipe.grow();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
             }
         }
-        let Some((pipe_r, pipe_w)) = pipe.as_ref() else {
-            return Ok(());
-        };
-        let filled = from.try_io(Interest::READABLE, || {
-            splice(from.as_fd(), None, pipe_w.as_fd(), None, CHUNK, flags).map_err(io::Error::from)
-        });
-        let mut left = match filled {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        while left > 0 {
-            to.writable().await?;
+        if pipe.held > 0 {
+            let held = pipe.held;
             let drained = to.try_io(Interest::WRITABLE, || {
-                splice(pipe_r.as_fd(), None, to.as_fd(), None, left, flags).map_err(io::Error::from)
+                splice(pipe.read.as_fd(), None, to.as_fd(), None, held, flags)
+                    .map_err(io::Error::from)
             });
             match drained {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    left -= n;
+                    pipe.held -= n;
+                    progressed = true;
                     meter.moved(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
+        }
+        if eof && pipe.held == 0 {
+            return Ok(());
+        }
+        if progressed {
+            // Stay fair to the other tasks on this worker during a long burst.
+            tokio::task::consume_budget().await;
+            continue;
+        }
+        // Nothing moved: wait until a side that can make progress is ready.
+        let can_fill = !eof && pipe.held < pipe.capacity;
+        let can_drain = pipe.held > 0;
+        tokio::select! {
+            r = from.readable(), if can_fill => r?,
+            r = to.writable(), if can_drain => r?,
         }
     }
 }
@@ -194,4 +266,115 @@ async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A connected pair of real loopback sockets.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
+        (a.expect("connect"), b.expect("accept").0)
+    }
+
+    /// `client end <-> relay <-> upstream end`, the relay running in a task.
+    async fn tunnel(
+        idle: Duration,
+        stop: tokio::sync::oneshot::Receiver<()>,
+    ) -> (TcpStream, TcpStream, tokio::task::JoinHandle<TunnelStats>) {
+        let (client, relay_client) = pair().await;
+        let (relay_up, upstream) = pair().await;
+        let task = tokio::spawn(async move {
+            relay(relay_client, relay_up, b"early", idle, async {
+                let _ = stop.await;
+            })
+            .await
+        });
+        (client, upstream, task)
+    }
+
+    fn pattern(seed: u8, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u64).wrapping_mul(31).wrapping_add(u64::from(seed)) as u8 % 251)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn bulk_both_ways_is_byte_exact_and_counted() {
+        const LEN: usize = 8 * 1024 * 1024 + 4321;
+        let (_tx, rx) = tokio::sync::oneshot::channel();
+        let (client, upstream, task) = tunnel(Duration::from_secs(30), rx).await;
+        let (mut cr, mut cw) = client.into_split();
+        let (mut ur, mut uw) = upstream.into_split();
+        let up_data = pattern(1, LEN);
+        let down_data = pattern(2, LEN);
+        let (sent_up, sent_down) = (up_data.clone(), down_data.clone());
+        // Writers in 7,777-byte pieces so splices see uneven fills.
+        let w1 = tokio::spawn(async move {
+            for c in sent_up.chunks(7777) {
+                cw.write_all(c).await.expect("client write");
+            }
+            cw.shutdown().await.expect("client shutdown");
+        });
+        let w2 = tokio::spawn(async move {
+            for c in sent_down.chunks(7777) {
+                uw.write_all(c).await.expect("upstream write");
+            }
+            uw.shutdown().await.expect("upstream shutdown");
+        });
+        let mut got_up = Vec::new();
+        let mut got_down = Vec::new();
+        let (a, b) = tokio::join!(ur.read_to_end(&mut got_up), cr.read_to_end(&mut got_down));
+        a.expect("upstream read");
+        b.expect("client read");
+        w1.await.expect("w1");
+        w2.await.expect("w2");
+        assert_eq!(&got_up[..5], b"early");
+        assert!(got_up[5..] == up_data[..], "upstream bytes differ");
+        assert!(got_down == down_data, "client bytes differ");
+        let stats = task.await.expect("relay");
+        assert_eq!(stats.end, TunnelEnd::Closed);
+        assert_eq!(stats.to_upstream, (LEN + 5) as u64);
+        assert_eq!(stats.to_client, LEN as u64);
+    }
+
+    #[tokio::test]
+    async fn half_close_reaches_the_other_side_and_the_reply_still_flows() {
+        let (_tx, rx) = tokio::sync::oneshot::channel();
+        let (mut client, mut upstream, task) = tunnel(Duration::from_secs(30), rx).await;
+        client.write_all(b"question").await.expect("write");
+        client.shutdown().await.expect("half-close");
+        let mut asked = Vec::new();
+        upstream.read_to_end(&mut asked).await.expect("read to EOF");
+        assert_eq!(asked, b"earlyquestion");
+        upstream.write_all(b"answer").await.expect("reply");
+        upstream.shutdown().await.expect("close");
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.expect("read reply");
+        assert_eq!(answer, b"answer");
+        assert_eq!(task.await.expect("relay").end, TunnelEnd::Closed);
+    }
+
+    #[tokio::test]
+    async fn idle_tunnel_ends_and_stop_ends_a_busy_one() {
+        let (_tx, rx) = tokio::sync::oneshot::channel();
+        let (_c, _u, task) = tunnel(Duration::from_millis(200), rx).await;
+        assert_eq!(task.await.expect("relay").end, TunnelEnd::Idle);
+
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (mut client, mut upstream, task) = tunnel(Duration::from_secs(30), rx).await;
+        client.write_all(b"x").await.expect("write");
+        let mut buf = [0u8; 6];
+        upstream.read_exact(&mut buf).await.expect("read");
+        tx.send(()).expect("stop");
+        assert_eq!(task.await.expect("relay").end, TunnelEnd::Stopped);
+        // The relay dropped both sockets: each end sees EOF.
+        assert_eq!(client.read(&mut buf).await.expect("eof"), 0);
+        assert_eq!(upstream.read(&mut buf).await.expect("eof"), 0);
+    }
 }

@@ -79,6 +79,7 @@ pub(crate) fn prepare(
     for n in &loaded.notices {
         tracing::info!(notice = %n, "Policy notice");
     }
+    super::fd_limit::raise(args.max_connections);
     let sink = if args.audit_log == "-" {
         AuditSink::stdout()
     } else {
