@@ -330,6 +330,59 @@ async fn write_line<W: AsyncWrite + Unpin>(writer: &mut W, line: &[u8]) -> Resul
     writer.write_all(b"\r\n").await.map_err(BodyError::Write)
 }
 
+/// Entry points for `fuzz/` (not API): one body relayed from memory
+/// through the same code the request loop runs.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{copy_body, dechunk, read_body, BodyFraming, BytesMut, Duration};
+
+    /// What relaying one chunked body produced.
+    pub struct RelayedChunked {
+        /// Bytes written toward the upstream (framing preserved).
+        pub wire: Vec<u8>,
+        /// Decoded payload length the relay counted.
+        pub total: u64,
+        /// Input bytes left after the body (the next pipelined message).
+        pub leftover: usize,
+        /// `dechunk` of `wire`.
+        pub decoded: Option<Vec<u8>>,
+        /// `read_body` (the buffered, limited path) over the same input.
+        pub buffered: Option<Vec<u8>>,
+    }
+
+    /// Relays `input` as one chunked body; `None` when the relay refused it.
+    #[must_use]
+    pub fn relay_chunked(input: &[u8], limit: usize) -> Option<RelayedChunked> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            let idle = Duration::from_secs(1);
+            let mut reader = input;
+            let mut buf = BytesMut::new();
+            let mut wire = Vec::new();
+            let total = copy_body(BodyFraming::Chunked, &mut reader, &mut buf, &mut wire, idle)
+                .await
+                .ok()?;
+            let leftover = buf.len() + reader.len();
+            let decoded = dechunk(&wire).ok();
+            let mut again = input;
+            let mut buf = BytesMut::new();
+            let buffered = read_body(BodyFraming::Chunked, &mut again, &mut buf, limit, idle)
+                .await
+                .ok();
+            Some(RelayedChunked {
+                wire,
+                total,
+                leftover,
+                decoded,
+                buffered,
+            })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

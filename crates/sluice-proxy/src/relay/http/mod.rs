@@ -16,7 +16,7 @@ pub(crate) mod tunnel;
 mod ws_policy;
 pub(crate) use ws_policy::WsTextPolicy;
 
-pub use body::BodyFraming;
+pub use body::{fuzzing as body_fuzzing, BodyFraming};
 pub use close::answer_and_close;
 pub use exchange::{
     request_loop, Admission, BodyPlan, BodyTransform, DialFailure, LoopEnd, LoopLimits,
