@@ -18,6 +18,15 @@ pub const QUEUE_CAPACITY: usize = 4096;
 /// Upper bound on the bytes gathered into one `write` call by the writer.
 const BATCH_BYTES: usize = 64 * 1024;
 
+/// After draining the queue the writer sleeps this long before looking
+/// again, instead of blocking on the queue at once: events arriving
+/// meanwhile are queued without waking it (a blocked writer costs every
+/// emitter a futex wake and a context switch per event). Only when the
+/// queue is still empty after the linger does the writer block. So under
+/// load one wake-up writes a batch, and an event reaches the OS at most
+/// this much later.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+
 enum Msg {
     Line(String),
     Flush(SyncSender<()>),
@@ -231,6 +240,7 @@ fn writer_loop(mut writer: Box<dyn Write + Send>, rx: &Receiver<Msg>, shared: &S
         if let Err(e) = writer.flush() {
             shared.record_failure(0, &e);
         }
+        std::thread::sleep(LINGER);
     }
 }
 

@@ -171,3 +171,39 @@ fn sink_types_are_send_sync_clone() {
     check::<sluice_telemetry::MemorySinkHandle>();
     check::<OcsfEvent>();
 }
+
+/// The writer batches (it lingers after each drain) but never sits on
+/// events: without any flush, every line of a burst and of a lone event
+/// after it reaches the file on its own.
+#[test]
+fn unflushed_events_reach_the_file_without_a_flush() {
+    let dir = scratch_dir();
+    let path = dir.join("audit.jsonl");
+    let sink = AuditSink::file(&path).unwrap();
+    let lines_now = || {
+        std::fs::read_to_string(&path)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let wait_for = |n: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while lines_now() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of {n} lines written",
+                lines_now()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    };
+    for n in 0..1000 {
+        sink.emit(&event(n));
+    }
+    wait_for(1000);
+    // Idle, then one more: the writer is blocked again and wakes for it.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    sink.emit(&event(1000));
+    wait_for(1001);
+    assert_eq!(sink.dropped_writes(), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
