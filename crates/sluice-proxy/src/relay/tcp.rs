@@ -234,6 +234,9 @@ async fn splice_pump(from: &TcpStream, to: &TcpStream, meter: &Meter<'_>) -> io:
         tokio::select! {
             r = from.readable(), if can_fill => r?,
             r = to.writable(), if can_drain => r?,
+            // Unreachable (EOF with an empty pipe returned above); ends the
+            // direction rather than panicking if that ever changes.
+            else => return Ok(()),
         }
     }
 }
