@@ -177,9 +177,8 @@ async fn splice_pump(from: &TcpStream, to: &TcpStream, meter: &Meter<'_>) -> io:
     let flags = SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE;
     // The pipe is made on the first readable event: an idle tunnel holds none.
     from.readable().await?;
-    let mut pipe = match SplicePipe::new() {
-        Ok(p) => p,
-        Err(_) => return copy_pump(from, to, meter).await,
+    let Ok(mut pipe) = SplicePipe::new() else {
+        return copy_pump(from, to, meter).await;
     };
     let mut eof = false;
     loop {
@@ -278,6 +277,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     /// A connected pair of real loopback sockets.
+    #[allow(clippy::disallowed_methods)] // test: dials its own local listener
     async fn pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr");
