@@ -10,6 +10,67 @@ use std::sync::Arc;
 
 use crate::model::Glob;
 
+/// Strings up to this length minus one are matched with stack rows.
+const STACK_ROW: usize = 256;
+
+/// The glob DP over the pattern's tokens, read straight from its bytes.
+/// `dp[j]`: the tokens consumed so far match `s[..j]`. Both rows are
+/// `s.len() + 1` long.
+fn match_rows<'r>(
+    p: &[u8],
+    s: &[u8],
+    d: u8,
+    mut dp: &'r mut [bool],
+    mut next: &'r mut [bool],
+) -> bool {
+    dp.fill(false);
+    dp[0] = true;
+    let mut i = 0;
+    while i < p.len() {
+        let t = match p[i] {
+            b'*' => {
+                let run = p[i..].iter().take_while(|&&c| c == b'*').count();
+                i += run;
+                if run >= 2 {
+                    Tok::StarStar
+                } else {
+                    Tok::Star
+                }
+            }
+            b'?' => {
+                i += 1;
+                Tok::One
+            }
+            c => {
+                i += 1;
+                Tok::Lit(c)
+            }
+        };
+        next.fill(false);
+        match t {
+            Tok::Lit(c) => {
+                for j in 0..s.len() {
+                    next[j + 1] = dp[j] && s[j] == c;
+                }
+            }
+            Tok::One => {
+                for j in 0..s.len() {
+                    next[j + 1] = dp[j] && s[j] != d;
+                }
+            }
+            Tok::Star | Tok::StarStar => {
+                next[0] = dp[0];
+                for j in 0..s.len() {
+                    let extend = next[j] && (t == Tok::StarStar || s[j] != d);
+                    next[j + 1] = dp[j + 1] || extend;
+                }
+            }
+        }
+        std::mem::swap(&mut dp, &mut next);
+    }
+    dp[s.len()]
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tok {
     Lit(u8),
@@ -71,37 +132,27 @@ impl Glob {
                 return s.starts_with(prefix);
             }
         }
-        let toks = tokens(p);
-        let s = s.as_bytes();
-        let d = self.delimiter;
-        // dp[j]: the tokens consumed so far match s[..j].
-        let mut dp = vec![false; s.len() + 1];
-        let mut next = vec![false; s.len() + 1];
-        dp[0] = true;
-        for t in toks {
-            next.iter_mut().for_each(|x| *x = false);
-            match t {
-                Tok::Lit(c) => {
-                    for j in 0..s.len() {
-                        next[j + 1] = dp[j] && s[j] == c;
-                    }
-                }
-                Tok::One => {
-                    for j in 0..s.len() {
-                        next[j + 1] = dp[j] && s[j] != d;
-                    }
-                }
-                Tok::Star | Tok::StarStar => {
-                    next[0] = dp[0];
-                    for j in 0..s.len() {
-                        let extend = next[j] && (t == Tok::StarStar || s[j] != d);
-                        next[j + 1] = dp[j + 1] || extend;
-                    }
-                }
-            }
-            std::mem::swap(&mut dp, &mut next);
+        // Longer than any usual path or executable name: the DP rows go to
+        // the heap. Otherwise they live on the stack (the decision path
+        // does not allocate).
+        let n = s.len() + 1;
+        if n > STACK_ROW {
+            return match_rows(
+                p.as_bytes(),
+                s.as_bytes(),
+                self.delimiter,
+                &mut vec![false; n],
+                &mut vec![false; n],
+            );
         }
-        dp[s.len()]
+        let (mut a, mut b) = ([false; STACK_ROW], [false; STACK_ROW]);
+        match_rows(
+            p.as_bytes(),
+            s.as_bytes(),
+            self.delimiter,
+            &mut a[..n],
+            &mut b[..n],
+        )
     }
 
     /// Count of non-`*` characters: how specific an endpoint `path` is.
@@ -200,6 +251,69 @@ mod tests {
         for (p, s, want) in cases {
             assert_eq!(Glob::new(p, b'/').matches(s), *want, "{p} vs {s}");
         }
+    }
+
+    /// Reference matcher: the glob semantics written as plain recursion.
+    fn reference(p: &[u8], s: &[u8], d: u8) -> bool {
+        match p.first() {
+            None => s.is_empty(),
+            Some(b'*') => {
+                let run = p.iter().take_while(|&&c| c == b'*').count();
+                let rest = &p[run..];
+                (0..=s.len())
+                    .take_while(|&k| run >= 2 || !s[..k].contains(&d))
+                    .any(|k| reference(rest, &s[k..], d))
+            }
+            Some(b'?') => s.first().is_some_and(|&c| c != d) && reference(&p[1..], &s[1..], d),
+            Some(&c) => s.first() == Some(&c) && reference(&p[1..], &s[1..], d),
+        }
+    }
+
+    #[test]
+    fn matcher_agrees_with_the_reference_on_short_and_long_strings() {
+        // Every pattern over a small alphabet against strings built from it,
+        // plus the same strings padded past the stack row (heap path).
+        let alphabet = [b'a', b'/', b'*', b'?'];
+        let mut patterns = vec![Vec::new()];
+        for _ in 0..4 {
+            let longer: Vec<Vec<u8>> = patterns
+                .iter()
+                .flat_map(|p| alphabet.iter().map(move |&c| [p.clone(), vec![c]].concat()))
+                .collect();
+            patterns.extend(longer);
+        }
+        patterns.sort();
+        patterns.dedup();
+        let strings: Vec<Vec<u8>> = [
+            "", "a", "/", "aa", "a/", "/a", "a/a", "aa/a/", "//a", "a/aa/a",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        let mut checked = 0;
+        for p in &patterns {
+            let text = std::str::from_utf8(p).expect("ascii");
+            let g = Glob::new(text, b'/');
+            for s in &strings {
+                for pad in [0usize, STACK_ROW + 7] {
+                    let long = [vec![b'a'; pad], s.clone()].concat();
+                    let lp = [vec![b'a'; pad], p.clone()].concat();
+                    let (gs, gp) = if pad == 0 {
+                        (s.clone(), g.clone())
+                    } else {
+                        (
+                            long,
+                            Glob::new(std::str::from_utf8(&lp).expect("ascii"), b'/'),
+                        )
+                    };
+                    let want = reference(gp.pattern.as_bytes(), &gs, b'/');
+                    let text_s = std::str::from_utf8(&gs).expect("ascii");
+                    assert_eq!(gp.matches(text_s), want, "{:?} vs {text_s:?}", &*gp.pattern);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 6000, "{checked}");
     }
 
     #[test]
