@@ -46,10 +46,15 @@ impl ChildIdentity {
         Self::default()
     }
 
-    /// Anchors lookups at `pid` (its `/proc/<pid>/net` view; ancestry stops there).
-    /// Only the first call has an effect.
-    pub fn set_child(&self, pid: u32) {
-        let _ = self.0.set(ProcfsIdentity::new("/proc", Some(pid)));
+    /// Anchors lookups at `pid` (its `/proc/<pid>/net` view; ancestry stops there);
+    /// sockets are looked up by sock_diag in the namespace at `ns_path` (the child's,
+    /// which it may not have joined yet). Only the first call has an effect.
+    pub fn set_child(&self, pid: u32, ns_path: &std::path::Path) {
+        let _ = self.0.set(
+            ProcfsIdentity::new("/proc", Some(pid))
+                .with_socket_diag_at(Some(ns_path))
+                .skip_process(std::process::id()),
+        );
     }
 
     /// The anchored resolver, if the child has been spawned.

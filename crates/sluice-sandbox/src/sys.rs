@@ -1,6 +1,6 @@
-//! The few raw system calls `sluice run` needs, each behind a safe wrapper:
-//! a netfilter netlink socket created inside a network namespace (`socket`, `bind`,
-//! `setns`), blocking send/receive with a timeout, a raw IPv4 socket to inject
+//! The few raw system calls `sluice run` and identity need, each behind a safe wrapper:
+//! netfilter and sock_diag netlink sockets, created inside a network namespace when
+//! asked (`socket`, `bind`, `setns`), blocking send/receive with a timeout, a raw IPv4 socket to inject
 //! refusals, and `kill`.
 //!
 //! This is the only module in the workspace that contains `unsafe`. Every block is a
@@ -84,12 +84,28 @@ pub(crate) fn in_netns<T: Send + 'static>(
 /// A `NETLINK_NETFILTER` socket bound to an automatic port id (in the calling thread's
 /// network namespace).
 pub(crate) fn netfilter_socket() -> io::Result<OwnedFd> {
+    let fd = netlink_socket(libc::NETLINK_NETFILTER)?;
+    // Best effort: a bigger receive buffer (root may exceed rmem_max) and no ENOBUFS
+    // errors when the kernel had to drop messages.
+    let _ = setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 1 << 20);
+    let _ = setsockopt_int(&fd, libc::SOL_NETLINK, libc::NETLINK_NO_ENOBUFS, 1);
+    Ok(fd)
+}
+
+/// A `NETLINK_SOCK_DIAG` socket (socket lookups by 4-tuple) bound to an automatic
+/// port id, in the calling thread's network namespace.
+pub(crate) fn sock_diag_socket() -> io::Result<OwnedFd> {
+    netlink_socket(libc::NETLINK_SOCK_DIAG)
+}
+
+/// A raw netlink socket of `protocol`, bound to an automatic port id.
+fn netlink_socket(protocol: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: socket(2) with constant arguments.
     let raw = unsafe {
         libc::socket(
             libc::AF_NETLINK,
             libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_NETFILTER,
+            protocol,
         )
     };
     if raw < 0 {
@@ -111,10 +127,6 @@ pub(crate) fn netfilter_socket() -> io::Result<OwnedFd> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    // Best effort: a bigger receive buffer (root may exceed rmem_max) and no ENOBUFS
-    // errors when the kernel had to drop messages.
-    let _ = setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 1 << 20);
-    let _ = setsockopt_int(&fd, libc::SOL_NETLINK, libc::NETLINK_NO_ENOBUFS, 1);
     Ok(fd)
 }
 

@@ -139,22 +139,36 @@ fn check_child_identity(listener: &TcpListener, ident: &ProcfsIdentity) {
     assert!(!id.cmdline_paths.contains(&id.exe));
 }
 
+/// The resolver both ways: step 1 from `/proc/net/tcp`, and by sock_diag.
+fn both_lookups(anchor: Option<u32>) -> [ProcfsIdentity; 2] {
+    [
+        ProcfsIdentity::new("/proc", anchor),
+        ProcfsIdentity::new("/proc", anchor).with_socket_diag(),
+    ]
+}
+
 #[test]
 fn resolves_real_child_process() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let ident = ProcfsIdentity::new("/proc", None);
-    check_child_identity(&listener, &ident);
-    // Second lookup of a fresh connection exercises the hash cache.
-    check_child_identity(&listener, &ident);
+    for ident in both_lookups(None) {
+        check_child_identity(&listener, &ident);
+        // Second lookup of a fresh connection exercises the hash cache.
+        check_child_identity(&listener, &ident);
+    }
 }
 
 #[test]
 fn anchor_stops_ancestor_walk_and_selects_netns_view() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let me = std::process::id();
-    let ident = ProcfsIdentity::new("/proc", Some(me));
+    for ident in both_lookups(Some(me)) {
+        anchored_lookup(&listener, &ident, me);
+    }
+}
+
+fn anchored_lookup(listener: &TcpListener, ident: &ProcfsIdentity, me: u32) {
     let mut client = spawn_client(listener.local_addr().expect("local addr"));
-    let stream = accept_within(&listener, &mut client.child, Duration::from_secs(10));
+    let stream = accept_within(listener, &mut client.child, Duration::from_secs(10));
     let child_exe = client.exe();
     let child = client.child;
     let resolved = ident.resolve(
@@ -179,14 +193,20 @@ fn dual_stack_listener_matches_ipv4_client() {
         eprintln!("skipping: cannot bind [::]");
         return;
     };
+    for ident in both_lookups(None) {
+        dual_stack_lookup(&listener, &ident);
+    }
+}
+
+fn dual_stack_lookup(listener: &TcpListener, ident: &ProcfsIdentity) {
     let port = listener.local_addr().expect("local addr").port();
     let mut client = spawn_client(SocketAddr::from(([127, 0, 0, 1], port)));
-    let stream = accept_within(&listener, &mut client.child, Duration::from_secs(10));
+    let stream = accept_within(listener, &mut client.child, Duration::from_secs(10));
     let child_exe = client.exe();
     let child = client.child;
     let peer = stream.peer_addr().expect("peer");
     let local = stream.local_addr().expect("local");
-    let resolved = ProcfsIdentity::new("/proc", None).resolve(peer, local);
+    let resolved = ident.resolve(peer, local);
     let child_pid = child.id();
     drop(stream);
     finish(child);
@@ -287,7 +307,13 @@ fn shared_socket_with_different_exes_is_ambiguous() {
 fn unknown_connection_is_not_found() {
     let peer: SocketAddr = "127.0.0.1:1".parse().expect("addr");
     let local: SocketAddr = "127.0.0.1:2".parse().expect("addr");
-    let err = ProcfsIdentity::new("/proc", None)
+    for ident in both_lookups(None) {
+        not_found(&ident, peer, local);
+    }
+}
+
+fn not_found(ident: &ProcfsIdentity, peer: SocketAddr, local: SocketAddr) {
+    let err = ident
         .resolve(peer, local)
         .expect_err("nothing uses this pair");
     assert!(
@@ -305,11 +331,38 @@ fn listener_socket_itself_is_not_a_client() {
     // The proxy's own listening socket is not ESTABLISHED and must never be returned.
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let err = ProcfsIdentity::new("/proc", None)
-        .resolve(addr, "0.0.0.0:0".parse().expect("addr"))
-        .expect_err("listener is not a connection");
-    assert!(
-        matches!(err, IdentityError::SocketNotFound { .. }),
-        "{err:?}"
+    for ident in both_lookups(None) {
+        let err = ident
+            .resolve(addr, "0.0.0.0:0".parse().expect("addr"))
+            .expect_err("listener is not a connection");
+        assert!(
+            matches!(err, IdentityError::SocketNotFound { .. }),
+            "{err:?}"
+        );
+    }
+}
+
+#[test]
+#[allow(clippy::disallowed_methods)] // test: dials its own local listener
+fn skipped_process_is_never_an_owner() {
+    // This test process holds both ends. Resolving the client end finds this
+    // process; skipping it (as sluice skips itself) leaves no owner: deny.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (server, _) = listener.accept().expect("accept");
+    let (peer, local) = (
+        server.peer_addr().expect("peer"),
+        server.local_addr().expect("local"),
     );
+    let me = std::process::id();
+    for ident in both_lookups(None) {
+        let id = ident.resolve(peer, local).expect("own socket resolves");
+        assert_eq!(id.owners, vec![me]);
+        let err = ident
+            .skip_process(me)
+            .resolve(peer, local)
+            .expect_err("skipped owner");
+        assert!(matches!(err, IdentityError::NoOwner { .. }), "{err:?}");
+    }
+    drop(client);
 }

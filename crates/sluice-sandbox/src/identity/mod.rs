@@ -14,6 +14,7 @@
 //!
 //! Everything is blocking file I/O on `/proc`; async callers use `spawn_blocking`.
 
+mod diag;
 mod error;
 mod exe;
 mod parse;
@@ -72,6 +73,10 @@ pub struct ProcfsIdentity {
     proc_root: PathBuf,
     anchor_pid: Option<u32>,
     cache: HashCache,
+    /// Exact socket lookups (step 1) without reading the whole table.
+    diag: Option<diag::SockDiag>,
+    /// A process step 2 never examines (the proxy itself).
+    skip_pid: Option<u32>,
 }
 
 /// The per-owner part of an identity, before owners are compared.
@@ -102,7 +107,53 @@ impl ProcfsIdentity {
             proc_root: proc_root.into(),
             anchor_pid,
             cache: HashCache::default(),
+            diag: None,
+            skip_pid: None,
         }
+    }
+
+    /// Step 2 never examines `pid`: meant for the proxy's own pid, which holds
+    /// two descriptors per connection (thousands under load, all read on every
+    /// lookup otherwise) and never the client's end of a connection. Should
+    /// the skipped process be a socket's only owner, the lookup finds no
+    /// owner and fails (deny).
+    #[must_use]
+    pub fn skip_process(mut self, pid: u32) -> Self {
+        self.skip_pid = Some(pid);
+        self
+    }
+
+    /// Step 1 by an exact `NETLINK_SOCK_DIAG` lookup in the anchor's network
+    /// namespace (this process's without an anchor) instead of reading
+    /// `/proc/<anchor>/net/tcp{,6}`, whose cost grows with every socket of
+    /// the namespace. Falls back to the tables when the socket cannot be
+    /// opened or a lookup does not find the connection. Only meaningful for
+    /// the real `/proc`.
+    #[must_use]
+    pub fn with_socket_diag(self) -> Self {
+        let ns = self
+            .anchor_pid
+            .map(|pid| self.proc_root.join(pid.to_string()).join("ns/net"));
+        self.with_socket_diag_at(ns.as_deref())
+    }
+
+    /// [`with_socket_diag`](Self::with_socket_diag) in the network namespace
+    /// at `ns_path` (e.g. `/run/netns/NAME`; `None`: this process's), for an
+    /// anchor that may not have joined its namespace yet (`ip netns exec`
+    /// before its `setns`).
+    #[must_use]
+    pub fn with_socket_diag_at(mut self, ns_path: Option<&std::path::Path>) -> Self {
+        let opened = match ns_path {
+            Some(path) => diag::SockDiag::open_in(path),
+            None => diag::SockDiag::open(),
+        };
+        match opened {
+            Ok(d) => self.diag = Some(d),
+            Err(e) => {
+                tracing::info!(error = %e, "sock_diag unavailable; identity reads /proc/net/tcp");
+            }
+        }
+        self
     }
 
     /// Identifies the process owning the client side of an accepted TCP connection.
@@ -166,7 +217,7 @@ impl ProcfsIdentity {
 
     /// Every owner of socket `inode`, compared and reported (steps 2-4).
     fn identity_for_inode(&self, inode: u64) -> Result<ProcessIdentity, IdentityError> {
-        let owners = scan::find_owners(&self.proc_root, inode, self.anchor_pid)?;
+        let owners = scan::find_owners(&self.proc_root, inode, self.anchor_pid, self.skip_pid)?;
 
         let mut identified: Vec<(u32, OwnerIdentity)> = Vec::with_capacity(owners.len());
         for &pid in &owners {
@@ -207,6 +258,15 @@ impl ProcfsIdentity {
 
     /// The inode of the client-side socket in the anchor's network namespace.
     fn find_inode(&self, peer: SocketAddr, local: SocketAddr) -> Result<u64, IdentityError> {
+        if let Some(diag) = &self.diag {
+            match diag.tcp_inode(peer, local) {
+                Ok(diag::Lookup::Inode(inode)) => return Ok(inode),
+                // Rare (the client already closed, or it is in another
+                // namespace): the table has the last word.
+                Ok(diag::Lookup::NotFound) => {}
+                Err(e) => tracing::debug!(error = %e, "sock_diag lookup failed; reading the table"),
+            }
+        }
         let net_dir = self.net_dir();
         for (file, required) in [("tcp", true), ("tcp6", false)] {
             let path = net_dir.join(file);

@@ -3,7 +3,12 @@
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::fs;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::Path;
+
+use nix::dir::Dir;
+use nix::fcntl::{readlinkat, OFlag};
+use nix::sys::stat::Mode;
 
 use super::error::IdentityError;
 use super::parse::{parse_pid_list, parse_socket_inode};
@@ -52,10 +57,14 @@ impl Scan<'_> {
 /// `task/<tid>/children`); then every process in `proc_root` is scanned, so owners outside
 /// the anchor's tree are found too. Processes that vanish or cannot be inspected are
 /// skipped. Hitting a scan bound is an error: a truncated scan could hide an owner.
+///
+/// `skip` is never examined (the proxy itself: see
+/// [`ProcfsIdentity::skip_process`](super::ProcfsIdentity::skip_process)).
 pub(crate) fn find_owners(
     proc_root: &Path,
     inode: u64,
     anchor: Option<u32>,
+    skip: Option<u32>,
 ) -> Result<Vec<u32>, IdentityError> {
     let mut scan = Scan {
         proc_root,
@@ -63,6 +72,9 @@ pub(crate) fn find_owners(
         visited: HashSet::new(),
         owners: BTreeSet::new(),
     };
+    if let Some(pid) = skip {
+        scan.visited.insert(pid);
+    }
     if let Some(anchor) = anchor {
         let mut queue = VecDeque::from([anchor]);
         // Every loop iteration visits a new pid or skips a seen one; `visit` caps new
@@ -137,23 +149,33 @@ fn read_capped(path: &Path, cap: u64) -> io::Result<String> {
 /// fd table cannot be read (no CAP_SYS_PTRACE over it) counts as "no".
 fn holds_inode(proc_root: &Path, pid: u32, inode: u64) -> Result<bool, IdentityError> {
     let fd_dir = proc_root.join(pid.to_string()).join("fd");
-    let fds = match fs::read_dir(&fd_dir) {
-        Ok(fds) => fds,
+    // Links are read relative to the open directory (readlinkat): the path
+    // walk through /proc/<pid>/fd happens once per process, not per fd.
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut dir = match Dir::open(&fd_dir, flags, Mode::empty()) {
+        Ok(dir) => dir,
         Err(err) => {
             tracing::trace!(pid, %err, "skipping process whose fd table is unreadable");
             return Ok(false);
         }
     };
-    for (count, fd) in fds.enumerate() {
-        if count >= MAX_FDS_PER_PROCESS {
+    let dir_fd = dir.as_raw_fd();
+    let mut count = 0;
+    for fd in dir.iter() {
+        let Ok(fd) = fd else { continue };
+        let name = fd.file_name();
+        if name.to_bytes().starts_with(b".") {
+            continue;
+        }
+        count += 1;
+        if count > MAX_FDS_PER_PROCESS {
             return Err(IdentityError::ScanLimitExceeded {
                 what: format!("fds in pid {pid}"),
                 limit: MAX_FDS_PER_PROCESS,
             });
         }
-        let Ok(fd) = fd else { continue };
         // The fd may have been closed since the directory was listed: skip it.
-        let Ok(target) = fs::read_link(fd.path()) else {
+        let Ok(target) = readlinkat(Some(dir_fd), name) else {
             continue;
         };
         if target.to_str().and_then(parse_socket_inode) == Some(inode) {
@@ -179,7 +201,7 @@ mod tests {
 
     #[test]
     fn missing_proc_root_is_an_error() {
-        let err = find_owners(Path::new("/nonexistent-proc-root"), 1, None)
+        let err = find_owners(Path::new("/nonexistent-proc-root"), 1, None, None)
             .expect_err("missing root must fail");
         assert!(matches!(err, IdentityError::ReadProc { .. }), "{err}");
     }
@@ -187,7 +209,7 @@ mod tests {
     #[test]
     fn own_stdin_pipe_is_not_a_socket_owner() {
         // Inode 0 is never a real socket inode.
-        let owners = find_owners(Path::new("/proc"), 0, Some(std::process::id()))
+        let owners = find_owners(Path::new("/proc"), 0, Some(std::process::id()), None)
             .expect("scan of real /proc");
         assert!(owners.is_empty(), "{owners:?}");
     }

@@ -214,7 +214,7 @@ async fn supervise(
         .spawn()
         .with_context(|| format!("starting {}", cmd.join(" ")))?;
     let pid = child.id();
-    child_identity.set_child(pid);
+    child_identity.set_child(pid, &netns.ns_path());
     eprintln!(
         "sluice: running {:?} in namespace {}",
         cmd.join(" "),

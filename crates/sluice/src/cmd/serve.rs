@@ -111,7 +111,9 @@ pub(crate) fn prepare(
     }
     let identity: Option<Arc<dyn IdentityResolver>> = match identity_mode {
         IdentityMode::Required => Some(Arc::new(identity.unwrap_or_else(|| {
-            ProcfsResolver::Host(sluice_sandbox::ProcfsIdentity::new("/proc", None))
+            ProcfsResolver::Host(
+                sluice_sandbox::ProcfsIdentity::new("/proc", None).with_socket_diag(),
+            )
         }))),
         IdentityMode::EndpointOnly => None,
     };
