@@ -71,6 +71,17 @@ fn denied(e: OcsfEvent) -> OcsfEvent {
         .status(Status::Failure)
 }
 
+/// A high-severity detection finding about decision `d` (its flow and actor).
+fn finding_event(d: &EgressDecision) -> OcsfEvent {
+    denied(base(
+        EventClass::DetectionFinding,
+        Activity::Create,
+        &d.intent,
+        d.generation(),
+    ))
+    .severity(Severity::High)
+}
+
 fn allowed(e: OcsfEvent) -> OcsfEvent {
     e.action(Action::Allowed)
         .disposition(Disposition::Allowed)
@@ -269,24 +280,15 @@ impl Audit {
             ))
             .status_detail(format!("request_authority_mismatch: request named {seen}")),
         );
-        self.sink.emit(
-            &denied(base(
-                EventClass::DetectionFinding,
-                Activity::Create,
-                &d.intent,
-                d.generation(),
-            ))
-            .severity(Severity::High)
-            .finding(
-                "sluice.http.request_authority_mismatch",
-                "HTTP request authority mismatch",
-                "send requests only for the host:port the tunnel was opened to",
-                [
-                    ("authorized", t.to_string()),
-                    ("requested", seen.to_owned()),
-                ],
-            ),
-        );
+        self.sink.emit(&finding_event(d).finding(
+            "sluice.http.request_authority_mismatch",
+            "HTTP request authority mismatch",
+            "send requests only for the host:port the tunnel was opened to",
+            [
+                ("authorized", t.to_string()),
+                ("requested", seen.to_owned()),
+            ],
+        ));
     }
 
     /// A tunnel's bytes were refused before any request policy (parse error, unsupported protocol).
@@ -391,24 +393,15 @@ impl Audit {
                 "credential_endpoint_mismatch: credential {credential}"
             )),
         );
-        self.sink.emit(
-            &denied(base(
-                EventClass::DetectionFinding,
-                Activity::Create,
-                &d.intent,
-                d.generation(),
-            ))
-            .severity(Severity::High)
-            .finding(
-                "sluice.provider_credential.endpoint_mismatch",
-                "Credential placeholder sent to an unbound endpoint",
-                "bind the provider to this endpoint, or stop sending its placeholder here",
-                [
-                    ("credential", credential.to_owned()),
-                    ("endpoint", t.to_string()),
-                ],
-            ),
-        );
+        self.sink.emit(&finding_event(d).finding(
+            "sluice.provider_credential.endpoint_mismatch",
+            "Credential placeholder sent to an unbound endpoint",
+            "bind the provider to this endpoint, or stop sending its placeholder here",
+            [
+                ("credential", credential.to_owned()),
+                ("endpoint", t.to_string()),
+            ],
+        ));
     }
 
     /// A token grant for `provider` succeeded (`error` = None) or failed.

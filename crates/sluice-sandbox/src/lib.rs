@@ -20,6 +20,7 @@
 pub mod bypass;
 pub mod identity;
 pub mod netfilter;
+mod netlink;
 pub mod netns;
 pub mod nft;
 #[allow(unsafe_code)]

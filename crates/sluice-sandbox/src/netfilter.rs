@@ -10,12 +10,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-const NLMSG_HDRLEN: usize = 16;
+use crate::netlink::{
+    align4, header, messages, u16_at, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, NLM_F_ACK,
+    NLM_F_REQUEST,
+};
+
 const NFGEN_HDRLEN: usize = 4;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
 const NFNL_SUBSYS_ULOG: u16 = 4;
 const NFULNL_MSG_PACKET: u16 = 0;
 const NFULNL_MSG_CONFIG: u16 = 1;
@@ -33,21 +33,14 @@ const NLA_TYPE_MASK: u16 = 0x3fff;
 /// quotes.
 pub const COPY_RANGE: u32 = 128;
 
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
 /// Builder for one netfilter netlink message.
 struct Msg(Vec<u8>);
 
 impl Msg {
     fn new(msg_type: u16, flags: u16, seq: u32, res_id: u16) -> Self {
         let mut b = Vec::with_capacity(64);
-        b.extend_from_slice(&0u32.to_ne_bytes()); // length, patched in `finish`
-        b.extend_from_slice(&((NFNL_SUBSYS_ULOG << 8) | msg_type).to_ne_bytes());
-        b.extend_from_slice(&flags.to_ne_bytes());
-        b.extend_from_slice(&seq.to_ne_bytes());
-        b.extend_from_slice(&0u32.to_ne_bytes());
+        // Length 0, patched in `finish`.
+        b.extend_from_slice(&header(0, (NFNL_SUBSYS_ULOG << 8) | msg_type, flags, seq));
         // nfgenmsg: AF_UNSPEC, NFNETLINK_V0, res_id (log group) big-endian.
         b.extend_from_slice(&[0, 0]);
         b.extend_from_slice(&res_id.to_be_bytes());
@@ -111,38 +104,21 @@ pub enum Incoming<'a> {
     Other,
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
 /// Splits one received datagram into messages. Malformed trailing bytes end the walk.
 #[must_use]
 pub fn parse(datagram: &[u8]) -> Vec<Incoming<'_>> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while let (Some(len), Some(msg_type)) = (u32_at(datagram, at), u16_at(datagram, at + 4)) {
-        let len = len as usize;
-        if len < NLMSG_HDRLEN || at + len > datagram.len() {
-            break;
-        }
-        let msg = &datagram[at..at + len];
-        let seq = u32_at(msg, 8).unwrap_or(0);
-        out.push(match msg_type {
-            NLMSG_ERROR => {
-                let err = u32_at(msg, NLMSG_HDRLEN).map_or(0, |e| e as i32);
-                Incoming::Ack { seq, errno: -err }
-            }
+    messages(datagram)
+        .map_while(Result::ok)
+        .map(|msg| match msg.msg_type {
+            NLMSG_ERROR => Incoming::Ack {
+                seq: msg.seq,
+                errno: msg.errno().unwrap_or(0),
+            },
             NLMSG_DONE => Incoming::Other,
-            t if t == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET => parse_packet(msg),
+            t if t == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET => parse_packet(msg.bytes),
             _ => Incoming::Other,
-        });
-        at += align4(len);
-    }
-    out
+        })
+        .collect()
 }
 
 fn parse_packet(msg: &[u8]) -> Incoming<'_> {

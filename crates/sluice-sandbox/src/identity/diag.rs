@@ -16,20 +16,20 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use super::parse::TCP_ESTABLISHED;
+use crate::netlink::{
+    header, messages, u32_at, NLMSG_ERROR, NLMSG_HDRLEN as NLMSG_HDR, NLM_F_REQUEST,
+};
 use crate::sys;
 
-/// `SOCK_DIAG_BY_FAMILY`.
+/// `SOCK_DIAG_BY_FAMILY` (`linux/sock_diag.h`; not in the libc crate).
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
-const NLMSG_HDR: usize = 16;
 /// `struct inet_diag_req_v2`.
 const REQ_LEN: usize = 56;
 /// `struct inet_diag_msg`.
 const MSG_LEN: usize = 72;
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
-const IPPROTO_TCP: u8 = 6;
+const AF_INET: u8 = libc::AF_INET as u8;
+const AF_INET6: u8 = libc::AF_INET6 as u8;
+const IPPROTO_TCP: u8 = libc::IPPROTO_TCP as u8;
 /// An answer later than this is treated as a failed lookup.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -104,11 +104,8 @@ fn request(seq: u32, src: SocketAddr, dst: SocketAddr) -> [u8; NLMSG_HDR + REQ_L
     let (s_ip, d_ip) = (canonical(src.ip()), canonical(dst.ip()));
     let v4 = s_ip.is_ipv4() && d_ip.is_ipv4();
     let mut m = [0u8; NLMSG_HDR + REQ_LEN];
-    m[0..4].copy_from_slice(&((NLMSG_HDR + REQ_LEN) as u32).to_ne_bytes());
-    m[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    m[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    m[8..12].copy_from_slice(&seq.to_ne_bytes());
-    // pid 0: the kernel fills in our port id.
+    let len = (NLMSG_HDR + REQ_LEN) as u32;
+    m[..NLMSG_HDR].copy_from_slice(&header(len, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, seq));
     let r = &mut m[NLMSG_HDR..];
     r[0] = if v4 { AF_INET } else { AF_INET6 };
     r[1] = IPPROTO_TCP;
@@ -136,46 +133,28 @@ fn put_addr(out: &mut [u8], ip: IpAddr, v4: bool) {
 /// when the datagram answers another request.
 fn answer(data: &[u8], seq: u32) -> io::Result<Option<Lookup>> {
     let malformed = || io::Error::other("sock_diag: malformed answer");
-    let mut rest = data;
-    while rest.len() >= NLMSG_HDR {
-        let len = u32::from_ne_bytes(rest[0..4].try_into().map_err(|_| malformed())?) as usize;
-        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
-        let msg_seq = u32::from_ne_bytes(rest[8..12].try_into().map_err(|_| malformed())?);
-        if len < NLMSG_HDR || len > rest.len() {
-            return Err(malformed());
+    for msg in messages(data) {
+        let msg = msg.map_err(|_| malformed())?;
+        if msg.seq != seq {
+            continue;
         }
-        let body = &rest[NLMSG_HDR..len];
-        if msg_seq == seq {
-            return match kind {
-                NLMSG_ERROR => {
-                    let code = body
-                        .get(0..4)
-                        .and_then(|b| b.try_into().ok())
-                        .map(i32::from_ne_bytes)
-                        .ok_or_else(malformed)?;
-                    if code == -libc::ENOENT {
-                        Ok(Some(Lookup::NotFound))
-                    } else {
-                        Err(io::Error::from_raw_os_error(-code))
-                    }
-                }
-                SOCK_DIAG_BY_FAMILY => {
-                    let msg = body.get(..MSG_LEN).ok_or_else(malformed)?;
-                    let state = msg[1];
-                    let inode =
-                        u32::from_ne_bytes(msg[68..72].try_into().map_err(|_| malformed())?);
-                    Ok(Some(if state == TCP_ESTABLISHED && inode != 0 {
-                        Lookup::Inode(u64::from(inode))
-                    } else {
-                        Lookup::NotFound
-                    }))
-                }
-                _ => Err(malformed()),
-            };
-        }
-        // Netlink messages are 4-byte aligned.
-        let next = (len + 3) & !3;
-        rest = rest.get(next..).unwrap_or(&[]);
+        return match msg.msg_type {
+            NLMSG_ERROR => match msg.errno().ok_or_else(malformed)? {
+                libc::ENOENT => Ok(Some(Lookup::NotFound)),
+                errno => Err(io::Error::from_raw_os_error(errno)),
+            },
+            SOCK_DIAG_BY_FAMILY => {
+                let body = msg.body().get(..MSG_LEN).ok_or_else(malformed)?;
+                let state = body[1];
+                let inode = u32_at(body, 68).ok_or_else(malformed)?;
+                Ok(Some(if state == TCP_ESTABLISHED && inode != 0 {
+                    Lookup::Inode(u64::from(inode))
+                } else {
+                    Lookup::NotFound
+                }))
+            }
+            _ => Err(malformed()),
+        };
     }
     Ok(None)
 }

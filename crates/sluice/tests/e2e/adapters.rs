@@ -32,15 +32,37 @@ pub(crate) fn add_hosts(ns: &Netns) -> Vec<String> {
     ]
 }
 
-#[test]
-fn allow_and_policy_deny_through_both_adapters() {
-    let dir = TempDir::new("adapters");
+/// The common fixture: a namespace running the HTTP upstream on 8080 (every
+/// request it sees recorded to `record`) and sluice on a policy with the
+/// test hosts pinned to it. Fields drop in order: sluice, namespace, files.
+pub(crate) struct WithUpstream {
+    pub(crate) sluice: Sluice,
+    pub(crate) record: std::path::PathBuf,
+    /// Kept alive for the test: the upstream's namespace and the state dir.
+    _ns: Netns,
+    _dir: TempDir,
+}
+
+pub(crate) fn with_upstream(name: &str, policy_yaml: &str) -> WithUpstream {
+    let dir = TempDir::new(name);
     let ns = Netns::new();
     let record = dir.path("upstream.jsonl");
     ns.start_upstream(8080, &record);
     let args = add_hosts(&ns);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let sluice = Sluice::start(&dir, &basic_policy(), &args);
+    let sluice = Sluice::start(&dir, policy_yaml, &args);
+    WithUpstream {
+        sluice,
+        record,
+        _ns: ns,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn allow_and_policy_deny_through_both_adapters() {
+    let up = with_upstream("adapters", &basic_policy());
+    let (record, sluice) = (&up.record, &up.sluice);
     let proxy = sluice.proxy_url();
 
     // Forward HTTP: allowed, origin-form on the wire, proxy headers stripped, Via added.
@@ -89,7 +111,7 @@ fn allow_and_policy_deny_through_both_adapters() {
         "endpoint other.test:8080 is not allowed by any policy"
     );
 
-    let paths: Vec<String> = recorded(&record)
+    let paths: Vec<String> = recorded(record)
         .iter()
         .map(|r| r["path"].as_str().unwrap().to_owned())
         .collect();
@@ -122,13 +144,8 @@ fn allow_and_policy_deny_through_both_adapters() {
 
 #[test]
 fn adapter_refusals_have_their_own_shapes() {
-    let dir = TempDir::new("refusals");
-    let ns = Netns::new();
-    let record = dir.path("upstream.jsonl");
-    ns.start_upstream(8080, &record);
-    let args = add_hosts(&ns);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let sluice = Sluice::start(&dir, &basic_policy(), &args);
+    let up = with_upstream("refusals", &basic_policy());
+    let (record, sluice) = (&up.record, &up.sluice);
     let wait = Duration::from_secs(5);
 
     // https:// on the forward proxy: the fixed 400.
@@ -183,20 +200,15 @@ fn adapter_refusals_have_their_own_shapes() {
     let r = curl(&sluice.proxy_url(), "http://exact.test:8099/", false, &[]);
     assert_eq!(r.status, 502);
     assert!(
-        recorded(&record).is_empty(),
+        recorded(record).is_empty(),
         "nothing refused may reach the upstream"
     );
 }
 
 #[test]
 fn chunked_and_length_bodies_are_relayed_intact() {
-    let dir = TempDir::new("bodies");
-    let ns = Netns::new();
-    let record = dir.path("upstream.jsonl");
-    ns.start_upstream(8080, &record);
-    let args = add_hosts(&ns);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let sluice = Sluice::start(&dir, &basic_policy(), &args);
+    let up = with_upstream("bodies", &basic_policy());
+    let (record, sluice) = (&up.record, &up.sluice);
     let proxy = sluice.proxy_url();
     let r = curl(
         &proxy,
@@ -217,7 +229,7 @@ fn chunked_and_length_bodies_are_relayed_intact() {
         ],
     );
     assert_eq!(r.status, 200, "{r:?}");
-    let seen = recorded(&record);
+    let seen = recorded(record);
     assert_eq!(seen[0]["body"], "hello=world");
     assert_eq!(seen[1]["body"], "chunky body");
     assert!(seen[1]["headers"]

@@ -571,3 +571,45 @@ pub(crate) fn tunnel(
         ),
     }
 }
+
+/// Runs the MCP SDK client (`mcp_client.py`) against `url` with `env`
+/// (proxy, CA bundle) and checks the verdicts every MCP test expects: the
+/// tools are listed, `search_web` and `read_file` under `/workspace` are
+/// answered, `read_file` of `/etc/shadow` (argument matcher) and
+/// `execute_code` (deny rule) are refused, and only the two allowed calls
+/// reached the server that records to `record`.
+pub(crate) fn mcp_sdk_calls_are_enforced(url: &str, env: &[(&str, &str)], record: &Path) {
+    let script = format!("{}/tests/e2e/mcp_client.py", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(url)
+        .envs(env.iter().copied())
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    let context = format!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(lines.len(), 5, "{context}");
+    assert_eq!(
+        lines[0], "tools ok execute_code,read_file,search_web",
+        "{context}"
+    );
+    assert_eq!(lines[1], "search_web ok results for rust", "{context}");
+    assert_eq!(
+        lines[2], "read_file ok contents of /workspace/a.txt",
+        "{context}"
+    );
+    assert!(lines[3].starts_with("read_file refused"), "{context}");
+    assert!(lines[4].starts_with("execute_code refused"), "{context}");
+    let calls: Vec<String> = recorded(record)
+        .iter()
+        .map(|c| c["tool"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        calls,
+        ["search_web", "read_file"],
+        "denied tool calls never reach the MCP server"
+    );
+}

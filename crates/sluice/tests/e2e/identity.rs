@@ -1,6 +1,6 @@
 //! Binary identity: `binaries` globs against the real client process.
 
-use crate::adapters::add_hosts;
+use crate::adapters::{add_hosts, with_upstream};
 use crate::harness::{curl, recorded, Netns, Sluice, TempDir};
 use std::process::Command;
 
@@ -60,13 +60,8 @@ fn python_exe() -> String {
 
 #[test]
 fn binaries_allow_curl_and_deny_python_naming_it() {
-    let dir = TempDir::new("identity");
-    let ns = Netns::new();
-    let record = dir.path("upstream.jsonl");
-    ns.start_upstream(8080, &record);
-    let args = add_hosts(&ns);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let sluice = Sluice::start(&dir, CURL_ONLY, &args);
+    let up = with_upstream("identity", CURL_ONLY);
+    let (record, sluice) = (&up.record, &up.sluice);
 
     let r = curl(
         &sluice.proxy_url(),
@@ -95,7 +90,7 @@ fn binaries_allow_curl_and_deny_python_naming_it() {
     assert!(ev["status_detail"].as_str().unwrap().contains(&exe), "{ev}");
     assert_eq!(ev["actor"]["process"]["name"], exe.as_str());
 
-    let paths: Vec<String> = recorded(&record)
+    let paths: Vec<String> = recorded(record)
         .iter()
         .map(|r| r["path"].as_str().unwrap().to_owned())
         .collect();

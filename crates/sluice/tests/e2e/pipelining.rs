@@ -5,18 +5,13 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::adapters::{add_hosts, basic_policy};
-use crate::harness::{connect, raw_exchange, read_response, recorded, Netns, Sluice, TempDir};
+use crate::adapters::{basic_policy, with_upstream};
+use crate::harness::{connect, raw_exchange, read_response, recorded};
 
 #[test]
 fn pipelined_denied_request_is_answered_403_and_never_forwarded() {
-    let dir = TempDir::new("pipeline");
-    let ns = Netns::new();
-    let record = dir.path("upstream.jsonl");
-    ns.start_upstream(8080, &record);
-    let args = add_hosts(&ns);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let sluice = Sluice::start(&dir, &basic_policy(), &args);
+    let up = with_upstream("pipeline", &basic_policy());
+    let (record, sluice) = (&up.record, &up.sluice);
 
     // Three allowed requests in one write: three answers, in order, on one connection.
     let mut s = connect(sluice.addr);
@@ -58,12 +53,12 @@ fn pipelined_denied_request_is_answered_403_and_never_forwarded() {
     assert!(resp.starts_with("HTTP/1.1 403 "), "{resp}");
     assert_eq!(resp.matches("HTTP/1.1").count(), 1, "{resp}");
 
-    let paths: Vec<String> = recorded(&record)
+    let paths: Vec<String> = recorded(record)
         .iter()
         .map(|r| r["path"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(paths, ["/p1", "/p2", "/p3", "/ok"]);
-    let bodies: Vec<String> = recorded(&record)
+    let bodies: Vec<String> = recorded(record)
         .iter()
         .map(|r| r["body"].as_str().unwrap().to_owned())
         .collect();

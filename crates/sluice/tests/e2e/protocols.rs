@@ -4,7 +4,9 @@
 
 use std::process::Command;
 
-use crate::harness::{recorded, sluice_cmd, test_pki, Netns, Sluice, TempDir};
+use crate::harness::{
+    mcp_sdk_calls_are_enforced, recorded, sluice_cmd, test_pki, Netns, Sluice, TempDir,
+};
 
 fn policy() -> String {
     let me = std::env::current_exe().unwrap();
@@ -204,69 +206,11 @@ fn graphql_and_jsonrpc_on_both_adapters() {
 #[test]
 fn mcp_tools_and_argument_matchers_with_the_sdk_client() {
     let s = setup("proto-mcp");
-    // One session per call: the SDK tears a session down when the proxy
-    // refuses one of its POSTs, so each denied call is observed on its own.
-    let script = r#"
-import asyncio
-from mcp import ClientSession
-from mcp.client.streamable_http import streamablehttp_client
-
-URL = "http://mcp.test:8000/mcp"
-
-async def session_call(name=None, args=None):
-    async with streamablehttp_client(URL) as (r, w, _):
-        async with ClientSession(r, w) as session:
-            await session.initialize()
-            if name is None:
-                tools = await session.list_tools()
-                return ",".join(sorted(t.name for t in tools.tools))
-            res = await session.call_tool(name, args)
-            return res.content[0].text
-
-async def attempt(name=None, args=None):
-    try:
-        return "ok " + await asyncio.wait_for(session_call(name, args), 15)
-    except BaseException:
-        return "refused"
-
-async def main():
-    print("tools", (await attempt())[3:])
-    for name, args in [("search_web", {"query": "rust"}), ("read_file", {"path": "/workspace/a.txt"}),
-                       ("read_file", {"path": "/etc/shadow"}), ("execute_code", {"code": "rm -rf /"})]:
-        print(name, await attempt(name, args))
-
-asyncio.run(main())
-"#;
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .env("HTTP_PROXY", s.sluice.proxy_url())
-        .env("http_proxy", s.sluice.proxy_url())
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .output()
-        .expect("python3");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("tools execute_code,read_file,search_web"),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains("search_web ok results for rust"), "{text}");
-    assert!(
-        text.contains("read_file ok contents of /workspace/a.txt"),
-        "{text}"
-    );
-    assert!(text.contains("read_file refused"), "{text}");
-    assert!(text.contains("execute_code refused"), "{text}");
-    let calls: Vec<String> = recorded(&s.dir.path("mcp.jsonl"))
-        .iter()
-        .map(|c| c["tool"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(
-        calls,
-        ["search_web", "read_file"],
-        "denied tool calls never reach the MCP server"
+    let proxy = s.sluice.proxy_url();
+    mcp_sdk_calls_are_enforced(
+        "http://mcp.test:8000/mcp",
+        &[("HTTP_PROXY", &proxy), ("http_proxy", &proxy)],
+        &s.dir.path("mcp.jsonl"),
     );
 }
 

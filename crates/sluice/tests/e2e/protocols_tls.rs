@@ -7,7 +7,9 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::harness::{recorded, sluice_cmd, test_pki, Netns, Sluice, TempDir, TestPki};
+use crate::harness::{
+    mcp_sdk_calls_are_enforced, recorded, sluice_cmd, test_pki, Netns, Sluice, TempDir, TestPki,
+};
 
 const WS_RULES: &str = r#"
         protocol: websocket
@@ -182,69 +184,15 @@ fn ws_messages(record: &Path) -> Vec<(String, String)> {
 #[test]
 fn mcp_over_https_with_tls_terminated() {
     let s = setup("ptls-mcp");
-    // One session per call: the SDK tears a session down when the proxy
-    // refuses one of its POSTs, so each denied call is observed on its own.
-    let script = r#"
-import asyncio
-from mcp import ClientSession
-from mcp.client.streamable_http import streamablehttp_client
-
-URL = "https://mcps.test:8443/mcp"
-
-async def session_call(name=None, args=None):
-    async with streamablehttp_client(URL) as (r, w, _):
-        async with ClientSession(r, w) as session:
-            await session.initialize()
-            if name is None:
-                tools = await session.list_tools()
-                return ",".join(sorted(t.name for t in tools.tools))
-            res = await session.call_tool(name, args)
-            return res.content[0].text
-
-async def attempt(name=None, args=None):
-    try:
-        return "ok " + await asyncio.wait_for(session_call(name, args), 15)
-    except BaseException as e:
-        return "refused " + type(e).__name__
-
-async def main():
-    print("tools", await attempt())
-    for name, args in [("search_web", {"query": "rust"}), ("read_file", {"path": "/workspace/a.txt"}),
-                       ("read_file", {"path": "/etc/shadow"}), ("execute_code", {"code": "rm -rf /"})]:
-        print(name, await attempt(name, args))
-
-asyncio.run(main())
-"#;
     let proxy = s.sluice.proxy_url();
-    let lines = python(
-        script,
-        &[],
+    mcp_sdk_calls_are_enforced(
+        "https://mcps.test:8443/mcp",
         &[
             ("HTTPS_PROXY", &proxy),
             ("https_proxy", &proxy),
             ("SSL_CERT_FILE", s.bundle.to_str().unwrap()),
         ],
-    );
-    let text = lines.join("\n");
-    assert_eq!(
-        lines[0], "tools ok execute_code,read_file,search_web",
-        "{text}"
-    );
-    assert_eq!(lines[1], "search_web ok results for rust", "{text}");
-    assert_eq!(
-        lines[2], "read_file ok contents of /workspace/a.txt",
-        "{text}"
-    );
-    assert!(lines[3].starts_with("read_file refused"), "{text}");
-    assert!(lines[4].starts_with("execute_code refused"), "{text}");
-    let calls: Vec<String> = recorded(&s.dir.path("mcp.jsonl"))
-        .iter()
-        .map(|c| c["tool"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(
-        calls,
-        ["search_web", "read_file"],
-        "denied tool calls never reach the MCP server"
+        &s.dir.path("mcp.jsonl"),
     );
     s.sluice
         .wait_event("L7_REQUEST deny POST mcps.test:8443/mcp");
