@@ -11,7 +11,7 @@ use crate::middleware::compile_middlewares;
 use crate::model::{BinaryMatcher, EndpointId, Glob, NetworkPolicy, PolicyId};
 use crate::overlap::check_ambiguity;
 use crate::provider::compile_providers;
-use crate::secret::SecretSource;
+use crate::secret::{Recording, SecretSource};
 use crate::snapshot::PolicySnapshot;
 
 const STATIC_SECTIONS: [&str; 3] = ["filesystem_policy", "landlock", "process"];
@@ -68,11 +68,16 @@ pub(crate) fn load(
         }
     };
     let mut ctx = Ctx::new(Arc::clone(&file), LocationIndex::build(src));
-    let snapshot = compile(&mut ctx, &dto, generation, secrets);
+    let recording = Recording::new(secrets);
+    let snapshot = compile(&mut ctx, &dto, generation, &recording);
     if ctx.errors.is_empty() {
         let mut notices = ctx.notices;
         notices.sort_by_key(|n| (n.line, n.col));
-        Ok(Loaded { snapshot, notices })
+        Ok(Loaded {
+            snapshot,
+            notices,
+            secret_sources: recording.into_sources(),
+        })
     } else {
         let mut diagnostics = ctx.errors;
         diagnostics.sort_by_key(|d| (d.line, d.col));

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::location::LocationIndex;
+use crate::secret::SecretSources;
 use crate::snapshot::PolicySnapshot;
 
 /// A successfully loaded policy plus everything worth telling the operator.
@@ -14,6 +15,8 @@ pub struct Loaded {
     pub snapshot: PolicySnapshot,
     /// Informational notices and warnings, in file order.
     pub notices: Vec<Notice>,
+    /// Every secret source the policy names (providers, token grants, ...).
+    pub secret_sources: SecretSources,
 }
 
 /// Severity of a [`Notice`].

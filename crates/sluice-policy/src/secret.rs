@@ -3,7 +3,8 @@
 //! `Serialize` impl. Secrets are read when a policy is loaded (and on every
 //! reload) through a [`SecretSource`], so tests never touch the process env.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,63 @@ impl SecretSource for ProcessEnv {
         let mut out = Vec::new();
         f.take(MAX_SECRET_BYTES as u64 + 1).read_to_end(&mut out)?;
         Ok(out)
+    }
+}
+
+/// Every secret source a policy load read: the environment variables and
+/// files it names, and the values it found. `sluice run` uses this to keep
+/// every source (not only provider credentials: token grants and whatever
+/// later sections name) out of the sandboxed command's reach.
+#[derive(Clone, Debug, Default)]
+pub struct SecretSources {
+    /// Environment variables named as `{env: NAME}` sources, set or not.
+    pub env: BTreeSet<String>,
+    /// Files named as `{file: PATH}` sources, as written in the policy.
+    pub files: BTreeSet<PathBuf>,
+    /// The values read (redacted in `Debug`).
+    pub values: Vec<Secret>,
+}
+
+/// A [`SecretSource`] that records what it is asked for (see [`SecretSources`]).
+pub(crate) struct Recording<'a> {
+    inner: &'a dyn SecretSource,
+    seen: RefCell<SecretSources>,
+}
+
+impl<'a> Recording<'a> {
+    pub(crate) fn new(inner: &'a dyn SecretSource) -> Self {
+        Self {
+            inner,
+            seen: RefCell::new(SecretSources::default()),
+        }
+    }
+
+    pub(crate) fn into_sources(self) -> SecretSources {
+        self.seen.into_inner()
+    }
+}
+
+impl SecretSource for Recording<'_> {
+    fn env(&self, name: &str) -> Option<String> {
+        let value = self.inner.env(name);
+        let mut seen = self.seen.borrow_mut();
+        seen.env.insert(name.to_owned());
+        if let Some(v) = &value {
+            seen.values.push(Secret::new(v.as_str()));
+        }
+        value
+    }
+
+    fn file(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        let bytes = self.inner.file(path);
+        let mut seen = self.seen.borrow_mut();
+        seen.files.insert(path.to_owned());
+        if let Ok(b) = &bytes {
+            if let Ok(v) = file_value(b.clone()) {
+                seen.values.push(Secret::new(v));
+            }
+        }
+        bytes
     }
 }
 

@@ -489,3 +489,34 @@ fn unknown_keys_rejected_at_every_provider_level() {
         );
     }
 }
+
+/// Every secret source the policy names is recorded, whatever section names it
+/// (credentials, token grant client id/secret, assertion files); `sluice run`
+/// keeps these out of the sandbox.
+#[test]
+fn every_secret_source_is_recorded() {
+    let l = valid();
+    let env: Vec<&str> = l.secret_sources.env.iter().map(String::as_str).collect();
+    assert_eq!(
+        env,
+        [
+            "CLIENT_ID",
+            "CLIENT_SECRET",
+            "HOST_GITHUB_TOKEN",
+            "LEGACY_PASSWORD",
+            "MODEL_KEY"
+        ]
+    );
+    let files: Vec<String> = l
+        .secret_sources
+        .files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    assert_eq!(files, ["/run/secrets/gh", "/run/secrets/jwt"]);
+    let values: Vec<&str> = l.secret_sources.values.iter().map(|s| s.expose()).collect();
+    for v in [GH_SECRET, FILE_SECRET, CLIENT_SECRET, JWT] {
+        assert!(values.contains(&v), "value of a source not recorded");
+    }
+    assert!(!format!("{:?}", l.secret_sources).contains(GH_SECRET));
+}

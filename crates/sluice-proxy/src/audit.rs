@@ -48,6 +48,9 @@ fn base(
             pid: p.pid,
             ancestors: p.ancestors.clone(),
         });
+        if let Some(n) = p.sandbox_pid {
+            e = e.unmapped("sandbox_pid", n.into());
+        }
     }
     e
 }

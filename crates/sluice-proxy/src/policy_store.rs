@@ -3,20 +3,34 @@
 //! announce the new generation on a watch channel.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
-use sluice_policy::{LoadError, Notice, PolicySnapshot};
+use sluice_policy::{LoadError, Loaded, Notice, PolicySnapshot};
 use tokio::sync::watch;
 
+/// A check every reloaded policy must pass before it is published (e.g.
+/// `sluice run`: no secret source the sandboxed command can already see).
+pub type ReloadCheck = Box<dyn Fn(&Loaded) -> Result<(), String> + Send + Sync>;
+
 /// The live policy and its generation counter.
-#[derive(Debug)]
 pub struct PolicyStore {
     current: ArcSwap<PolicySnapshot>,
     generation_tx: watch::Sender<u64>,
     path: Option<PathBuf>,
     /// Serializes reloads so generations are strictly increasing.
     reload_lock: Mutex<()>,
+    check: OnceLock<ReloadCheck>,
+}
+
+impl std::fmt::Debug for PolicyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyStore")
+            .field("generation", &self.generation())
+            .field("path", &self.path)
+            .field("checked", &self.check.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PolicyStore {
@@ -29,7 +43,13 @@ impl PolicyStore {
             generation_tx,
             path,
             reload_lock: Mutex::new(()),
+            check: OnceLock::new(),
         })
+    }
+
+    /// Installs the check every later reload must pass (first call wins).
+    pub fn set_reload_check(&self, check: ReloadCheck) {
+        let _ = self.check.set(check);
     }
 
     /// The snapshot in force now.
@@ -71,6 +91,9 @@ impl PolicyStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let next = self.generation() + 1;
         let loaded = sluice_policy::load_file(path, next).map_err(ReloadError::Invalid)?;
+        if let Some(check) = self.check.get() {
+            check(&loaded).map_err(ReloadError::Refused)?;
+        }
         self.current.store(Arc::new(loaded.snapshot));
         self.generation_tx.send_replace(next);
         Ok((next, loaded.notices))
@@ -97,4 +120,7 @@ pub enum ReloadError {
     NoFile,
     #[error("policy rejected, keeping the last good policy:\n{0}")]
     Invalid(LoadError),
+    /// The policy is valid but the running mode refuses it.
+    #[error("policy refused, keeping the last good policy: {0}")]
+    Refused(String),
 }

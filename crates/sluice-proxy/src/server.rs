@@ -222,6 +222,11 @@ pub fn reload_and_audit(store: &PolicyStore, audit: &Audit, identity_mode: Ident
             tracing::warn!(generation = kept, errors = %e, "Policy reload rejected; keeping last good policy");
             audit.policy_rejected(kept, &source, &e.to_string());
         }
+        Err(ReloadError::Refused(why)) => {
+            let kept = store.generation();
+            tracing::warn!(generation = kept, error = %why, "Policy reload refused; keeping last good policy");
+            audit.policy_rejected(kept, &source, &why);
+        }
         Err(e) => tracing::warn!(error = %e, "Policy reload failed"),
     }
 }

@@ -8,6 +8,9 @@
 //!   a private /30, torn down on drop.
 //! - [`nft`]: the fail-closed nftables ruleset installed inside that namespace in one
 //!   atomic `nft -f -` transaction.
+//! - [`confine`]: the sandboxed command's own PID and mount namespaces, its user,
+//!   and the loss of every capability (the command cannot remove the fence, see
+//!   sluice or read a secret source).
 //! - [`bypass`]: the bypass monitor, which reads refused packets from NFLOG, attributes
 //!   each to a process while its socket still exists, and makes the sender fail fast.
 //!
@@ -18,6 +21,7 @@
 #![deny(unsafe_code)]
 
 pub mod bypass;
+pub mod confine;
 pub mod identity;
 pub mod netfilter;
 mod netlink;

@@ -260,6 +260,12 @@ impl SandboxNetns {
         PathBuf::from("/run/netns").join(&self.name)
     }
 
+    /// The sandbox's `resolv.conf` (`/etc/netns/<name>/resolv.conf`).
+    #[must_use]
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.etc_dir.join("resolv.conf")
+    }
+
     /// The `ip` binary used.
     #[must_use]
     pub fn ip_path(&self) -> &Path {

@@ -9,7 +9,7 @@ pub enum SandboxError {
     /// A capability the run needs is not in the effective set.
     #[error("sluice run needs {cap} ({why}); run it as root or grant {cap}")]
     MissingCapability {
-        /// `CAP_NET_ADMIN` or `CAP_SYS_ADMIN`.
+        /// The capability's name, e.g. `CAP_NET_ADMIN`.
         cap: &'static str,
         /// What it is needed for.
         why: &'static str,
@@ -76,6 +76,9 @@ impl Tools {
     }
 }
 
+const CAP_SETGID: u32 = 6;
+const CAP_SETUID: u32 = 7;
+const CAP_SETPCAP: u32 = 8;
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_NET_RAW: u32 = 13;
 const CAP_SYS_ADMIN: u32 = 21;
@@ -88,8 +91,9 @@ fn effective_caps(status: &str) -> Option<u64> {
 
 /// Checks the effective capabilities `sluice run` needs: CAP_NET_ADMIN (veth,
 /// addresses, routes, nftables, NFLOG) and CAP_SYS_ADMIN (network namespaces,
-/// `setns`, the `/etc/resolv.conf` bind mount) and CAP_NET_RAW (the bypass monitor
-/// injects refusals through a raw socket).
+/// `setns`, the `/etc/resolv.conf` bind mount), CAP_NET_RAW (the bypass monitor
+/// injects refusals through a raw socket) and CAP_SETUID, CAP_SETGID, CAP_SETPCAP
+/// (CMD's init drops its identity and every capability).
 ///
 /// # Errors
 /// [`SandboxError::MissingCapability`] naming the first missing capability.
@@ -119,6 +123,18 @@ fn check_caps_in(status: &str) -> Result<(), SandboxError> {
             why: "the bypass monitor's raw socket that makes refused connections fail fast",
         });
     }
+    for (bit, cap) in [
+        (CAP_SETUID, "CAP_SETUID"),
+        (CAP_SETGID, "CAP_SETGID"),
+        (CAP_SETPCAP, "CAP_SETPCAP"),
+    ] {
+        if caps & (1 << bit) == 0 {
+            return Err(SandboxError::MissingCapability {
+                cap,
+                why: "dropping CMD's user, groups and capabilities",
+            });
+        }
+    }
     Ok(())
 }
 
@@ -137,6 +153,9 @@ mod tests {
         let no_raw = "CapEff:\t0000000000201000\n";
         let err = check_caps_in(no_raw).unwrap_err().to_string();
         assert!(err.contains("CAP_NET_RAW"), "{err}");
+        let no_setpcap = "CapEff:\t00000000002030c0\n";
+        let err = check_caps_in(no_setpcap).unwrap_err().to_string();
+        assert!(err.contains("CAP_SETPCAP"), "{err}");
         assert!(check_caps_in("CapEff:\t000001ffffffffff\n").is_ok());
     }
 }

@@ -31,6 +31,14 @@ pub(crate) enum Command {
 pub(crate) struct RunArgs {
     #[command(flatten)]
     pub(crate) serve: ServeArgs,
+    /// Who CMD runs as: USER[:GROUP], names or numbers. Default: the user who
+    /// invoked sudo (SUDO_UID/SUDO_GID); required when sluice runs as root
+    /// without sudo. `root` keeps uid 0, still without any capability.
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub(crate) user: Option<String>,
+    /// Start even when a `{file: ...}` secret source is readable by CMD's user.
+    #[arg(long)]
+    pub(crate) allow_readable_secret_files: bool,
     /// The command to run inside the sandbox, after `--`.
     #[arg(last = true, required = true)]
     pub(crate) cmd: Vec<String>,

@@ -10,6 +10,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // `sluice run`'s init re-executes this binary: it must not parse the CLI, log
+    // or touch anything else before confining itself.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == sluice_sandbox::confine::INIT_ARG)
+    {
+        let code = sluice_sandbox::confine::init_main(&args[2..]);
+        return ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1));
+    }
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

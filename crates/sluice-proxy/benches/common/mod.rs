@@ -97,6 +97,7 @@ pub(crate) fn intent(authority: &str) -> EgressIntent {
         exe_sha256: "0".repeat(64),
         ancestors: CALLER_ANCESTORS.iter().map(|a| (*a).into()).collect(),
         cmdline_paths: Vec::new(),
+        sandbox_pid: None,
     };
     EgressIntent {
         surface: Surface::Connect,

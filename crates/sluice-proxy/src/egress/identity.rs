@@ -33,6 +33,8 @@ pub struct ProcessIdentity {
     pub ancestors: Vec<String>,
     /// Absolute paths from the command line (evidence only, never grants).
     pub cmdline_paths: Vec<String>,
+    /// The pid inside the sandbox's own PID namespace (`sluice run`), if nested.
+    pub sandbox_pid: Option<u32>,
 }
 
 /// Finds the process that owns the client side of an accepted connection.

@@ -168,6 +168,25 @@ pub(crate) fn read_ppid(proc_root: &Path, pid: u32) -> Result<u32, IdentityError
     parse_ppid(&text).ok_or(IdentityError::Malformed { path, line: 0 })
 }
 
+/// The pid of `pid` inside its own PID namespace (the last `NSpid:` field), when
+/// the process lives in a nested one (e.g. under `sluice run`); evidence only.
+pub(crate) fn read_ns_pid(proc_root: &Path, pid: u32) -> Option<u32> {
+    let text = read_capped(&pid_path(proc_root, pid, "status"), MAX_STATUS_BYTES).ok()?;
+    parse_ns_pid(&text)
+}
+
+fn parse_ns_pid(status: &str) -> Option<u32> {
+    let fields: Vec<&str> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .collect();
+    match fields.as_slice() {
+        [_, .., last] => last.parse().ok(),
+        _ => None,
+    }
+}
+
 /// Raw `/proc/<pid>/cmdline`; empty if unreadable (it is evidence only).
 pub(crate) fn read_cmdline(proc_root: &Path, pid: u32) -> Vec<u8> {
     let path = pid_path(proc_root, pid, "cmdline");
@@ -189,6 +208,15 @@ fn read_capped(path: &Path, cap: u64) -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ns_pid_only_for_nested_namespaces() {
+        assert_eq!(parse_ns_pid("Name:\tsh\nNSpid:\t4242\t7\n"), Some(7));
+        assert_eq!(parse_ns_pid("NSpid:\t4242\t99\t3\n"), Some(3));
+        assert_eq!(parse_ns_pid("NSpid:\t4242\n"), None, "host namespace");
+        assert_eq!(parse_ns_pid("Pid:\t1\n"), None);
+        assert_eq!(parse_ns_pid("NSpid:\t4242\tx\n"), None);
+    }
 
     #[test]
     fn own_exe_is_hashed_and_cached() {

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 
 pub use error::IdentityError;
 
-use exe::{process_exists, read_cmdline, read_exe, read_ppid, ExeInfo, HashCache};
+use exe::{process_exists, read_cmdline, read_exe, read_ns_pid, read_ppid, ExeInfo, HashCache};
 use parse::{cmdline_abs_paths, find_established_inode, find_flow_inode, WordOrder};
 
 /// Ancestor walks stop after this many parents.
@@ -56,6 +56,9 @@ pub struct ProcessIdentity {
     pub cmdline_paths: Vec<String>,
     /// Every pid holding the socket, ascending.
     pub owners: Vec<u32>,
+    /// `pid` as the process itself sees it, when it lives in a nested PID
+    /// namespace (`sluice run`'s sandbox); `None` in the host's.
+    pub sandbox_pid: Option<u32>,
 }
 
 /// Transport of a flow for [`ProcfsIdentity::resolve_flow`].
@@ -253,6 +256,7 @@ impl ProcfsIdentity {
             ancestor_pids: first.ancestor_pids.clone(),
             cmdline_paths,
             owners,
+            sandbox_pid: read_ns_pid(&self.proc_root, *first_pid),
         })
     }
 

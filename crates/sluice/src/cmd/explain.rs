@@ -35,6 +35,7 @@ pub(crate) fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
                 exe_sha256: String::new(),
                 ancestors: args.ancestor.clone(),
                 cmdline_paths: Vec::new(),
+                sandbox_pid: None,
             })),
         ),
         None => (IdentityMode::EndpointOnly, IdentityEvidence::EndpointOnly),

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +44,7 @@ impl IdentityResolver for ProcfsResolver {
                 exe_sha256: p.exe_sha256,
                 ancestors: p.ancestors,
                 cmdline_paths: p.cmdline_paths,
+                sandbox_pid: p.sandbox_pid,
             })
             .map_err(|e| e.to_string())
     }
@@ -58,9 +58,10 @@ pub(crate) struct Prepared {
     pub(crate) generation: u64,
     pub(crate) identity_mode: IdentityMode,
     pub(crate) ca: Arc<SandboxCa>,
-    pub(crate) state_dir: PathBuf,
     /// Credential names of the loaded policy's providers (for `run`'s placeholders).
     pub(crate) credential_names: Vec<String>,
+    /// Every secret source the loaded policy names (kept from `run`'s CMD).
+    pub(crate) secret_sources: sluice_policy::SecretSources,
 }
 
 /// Loads the policy, opens the audit log and the CA, and builds the proxy config.
@@ -149,6 +150,7 @@ pub(crate) fn prepare(
         .iter()
         .flat_map(|p| p.credentials.iter().map(|c| c.name.to_string()))
         .collect();
+    let secret_sources = loaded.secret_sources;
     let store = PolicyStore::new(loaded.snapshot, Some(args.policy.clone()));
     Ok(Prepared {
         store,
@@ -157,8 +159,8 @@ pub(crate) fn prepare(
         generation,
         identity_mode,
         ca,
-        state_dir,
         credential_names,
+        secret_sources,
     })
 }
 

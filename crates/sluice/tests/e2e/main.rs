@@ -17,4 +17,5 @@ mod protocols;
 mod protocols_tls;
 mod reload;
 mod run;
+mod run_confine;
 mod ssrf;

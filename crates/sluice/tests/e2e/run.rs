@@ -22,17 +22,17 @@ network_policies:
 "#;
 
 /// One finished `sluice run`.
-struct RunOutcome {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    events: Vec<serde_json::Value>,
-    netns: String,
+pub(crate) struct RunOutcome {
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    pub(crate) events: Vec<serde_json::Value>,
+    pub(crate) netns: String,
 }
 
 impl RunOutcome {
     /// `key=value` printed by the script.
-    fn value(&self, key: &str) -> String {
+    pub(crate) fn value(&self, key: &str) -> String {
         self.stdout
             .lines()
             .find_map(|l| l.strip_prefix(&format!("{key}=")))
@@ -41,7 +41,7 @@ impl RunOutcome {
             .to_owned()
     }
 
-    fn ms(&self, key: &str) -> u64 {
+    pub(crate) fn ms(&self, key: &str) -> u64 {
         self.value(key).parse().expect("milliseconds")
     }
 
@@ -59,7 +59,25 @@ impl RunOutcome {
 }
 
 /// The sluice command line for `run`, with the test's state dir and audit log.
-fn sluice_run(dir: &TempDir, policy_yaml: &str, extra: &[&str], script: &str) -> Command {
+/// CMD runs as `nobody` unless `extra` names a `--user`.
+pub(crate) fn sluice_run(
+    dir: &TempDir,
+    policy_yaml: &str,
+    extra: &[&str],
+    script: &str,
+) -> Command {
+    let user = (!extra.contains(&"--user")).then_some("nobody");
+    sluice_run_as(dir, policy_yaml, user, extra, script)
+}
+
+/// [`sluice_run`] with `--user` set only when `user` is given.
+pub(crate) fn sluice_run_as(
+    dir: &TempDir,
+    policy_yaml: &str,
+    user: Option<&str>,
+    extra: &[&str],
+    script: &str,
+) -> Command {
     let policy = dir.path("policy.yaml");
     std::fs::write(&policy, policy_yaml).expect("write policy");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
@@ -68,8 +86,11 @@ fn sluice_run(dir: &TempDir, policy_yaml: &str, extra: &[&str], script: &str) ->
         .arg("--audit-log")
         .arg(dir.path("audit.jsonl"))
         .arg("--state-dir")
-        .arg(dir.path("state"))
-        .args(extra)
+        .arg(dir.path("state"));
+    if let Some(user) = user {
+        cmd.args(["--user", user]);
+    }
+    cmd.args(extra)
         .args(["--", "sh", "-c", script])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -87,7 +108,12 @@ fn netns_name(stderr: &str) -> String {
         .to_owned()
 }
 
-fn run_to_end(dir: &TempDir, policy_yaml: &str, extra: &[&str], script: &str) -> RunOutcome {
+pub(crate) fn run_to_end(
+    dir: &TempDir,
+    policy_yaml: &str,
+    extra: &[&str],
+    script: &str,
+) -> RunOutcome {
     let out = sluice_run(dir, policy_yaml, extra, script)
         .output()
         .expect("run sluice");
@@ -102,7 +128,7 @@ fn run_to_end(dir: &TempDir, policy_yaml: &str, extra: &[&str], script: &str) ->
 }
 
 /// Nothing of the run named `netns` is left: namespace, veth, /etc/netns view, table.
-fn assert_cleaned_up(netns: &str) {
+pub(crate) fn assert_cleaned_up(netns: &str) {
     let id = netns.strip_prefix("sluice-").expect("sluice-<id>");
     let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let list = String::from_utf8_lossy(&list.stdout);
@@ -132,7 +158,7 @@ fn assert_cleaned_up(netns: &str) {
 }
 
 /// Prints `KEY_rc=` and `KEY_ms=` for a command.
-fn timed(key: &str, command: &str) -> String {
+pub(crate) fn timed(key: &str, command: &str) -> String {
     format!(
         "s=$(date +%s%N); {command} >/dev/null 2>&1; rc=$?; \
          echo {key}_rc=$rc; echo {key}_ms=$(( ($(date +%s%N) - s) / 1000000 ))\n"
@@ -215,6 +241,20 @@ fn run_allows_through_proxy_refuses_bypass_and_dns_and_names_the_binary() {
         .unwrap_or_else(|| panic!("no bypass event for the direct connect: {bypass:#?}"));
     assert_eq!(direct["actor"]["process"]["file"]["path"], "/usr/bin/curl");
     assert_eq!(direct["activity_name"], "Refuse");
+    // Host pid for the lookup, the sandbox's own pid (CMD's PID namespace) as evidence.
+    let sandbox_pid = direct["unmapped"]["sandbox_pid"].as_u64().unwrap_or(0);
+    assert!(
+        sandbox_pid > 1 && Some(sandbox_pid) != direct["actor"]["process"]["pid"].as_u64(),
+        "{direct:#}"
+    );
+    assert!(
+        r.events
+            .iter()
+            .any(|e| e["actor"]["process"]["file"]["path"] == "/usr/bin/curl"
+                && e["unmapped"]["sandbox_pid"].as_u64().is_some_and(|p| p > 1)
+                && e["disposition"] == "Allowed"),
+        "allowed events carry the sandbox pid too"
+    );
     assert!(direct["unmapped"]["hint"]
         .as_str()
         .is_some_and(|h| h.contains("HTTP_PROXY")));
@@ -258,9 +298,14 @@ fn run_https_via_connect_trusts_the_exported_ca_bundle() {
     assert_eq!(r.value("delete"), "403", "read-only REST rule inside TLS");
     assert_eq!(r.value("same"), "yes");
     let bundle = r.value("bundle");
-    assert!(bundle.ends_with("ca-bundle.pem"), "{bundle}");
-    let pem = std::fs::read_to_string(dir.path("state").join("ca-bundle.pem")).expect("bundle");
-    assert!(pem.contains("BEGIN CERTIFICATE"));
+    assert!(
+        bundle.starts_with("/run/sluice/sluice-") && bundle.ends_with("/ca-bundle.pem"),
+        "{bundle}"
+    );
+    assert!(
+        !std::path::Path::new(&bundle).exists(),
+        "the run's files are removed at exit"
+    );
     let methods: Vec<String> = recorded(&dir.path("tls.jsonl"))
         .iter()
         .filter_map(|e| e["method"].as_str().map(str::to_owned))

@@ -1,0 +1,186 @@
+//! CMD's environment (docs/operations.md, "What CMD inherits"): the caller's
+//! environment minus every secret source, plus the proxy, CA-trust, placeholder
+//! and user variables. Nothing else is added; nothing else is removed.
+
+use std::ffi::{OsStr, OsString};
+use std::net::SocketAddr;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::Path;
+
+use sluice_policy::SecretSources;
+use sluice_sandbox::confine::SandboxUser;
+
+/// Secret values shorter than this are not searched for inside other variables
+/// (too likely to match by chance); their named sources are still removed.
+pub(super) const MIN_SCRUBBED_VALUE: usize = 8;
+
+/// CA-trust variables, all pointing at the bundle (system roots + sandbox CA).
+pub(super) const CA_VARS: [&str; 9] = [
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "NODE_EXTRA_CA_CERTS",
+    "DENO_CERT",
+    "PIP_CERT",
+    "CARGO_HTTP_CAINFO",
+    "AWS_CA_BUNDLE",
+];
+
+const PROXY_VARS: [&str; 7] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "grpc_proxy",
+];
+
+/// Whether `haystack` contains `needle` (bytes).
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Whether a variable's value carries one of the secret values.
+pub(super) fn carries_secret(value: &OsStr, secrets: &SecretSources) -> bool {
+    secrets
+        .values
+        .iter()
+        .map(|s| s.expose().as_bytes())
+        .filter(|s| s.len() >= MIN_SCRUBBED_VALUE)
+        .any(|s| contains(value.as_bytes(), s))
+}
+
+/// The caller's environment without the secret sources: every variable the policy
+/// names as a source, and every variable whose value carries a secret value.
+/// Returns what is kept and the names removed (never values).
+pub(super) fn inherited(
+    caller: impl Iterator<Item = (OsString, OsString)>,
+    secrets: &SecretSources,
+) -> (Vec<(OsString, OsString)>, Vec<String>) {
+    let mut kept = Vec::new();
+    let mut removed = Vec::new();
+    for (name, value) in caller {
+        let named = name.to_str().is_some_and(|n| secrets.env.contains(n));
+        if named || carries_secret(&value, secrets) {
+            removed.push(name.to_string_lossy().into_owned());
+        } else {
+            kept.push((name, value));
+        }
+    }
+    (kept, removed)
+}
+
+/// `inherited` plus sluice's variables (each replaces a caller's variable of the
+/// same name): proxy, CA trust, placeholders, and HOME/USER/LOGNAME of CMD's user.
+pub(super) fn complete(
+    mut env: Vec<(OsString, OsString)>,
+    proxy: SocketAddr,
+    bundle: &Path,
+    placeholders: &[(String, String)],
+    user: &SandboxUser,
+) -> Vec<(OsString, OsString)> {
+    let url = format!("http://{proxy}");
+    let mut ours: Vec<(OsString, OsString)> = PROXY_VARS
+        .iter()
+        .map(|k| ((*k).into(), url.clone().into()))
+        .collect();
+    for k in ["NO_PROXY", "no_proxy"] {
+        ours.push((k.into(), "127.0.0.1,localhost,::1".into()));
+    }
+    ours.push(("NODE_USE_ENV_PROXY".into(), "1".into()));
+    for k in CA_VARS {
+        ours.push((k.into(), bundle.as_os_str().to_owned()));
+    }
+    for (name, placeholder) in placeholders {
+        ours.push((name.into(), placeholder.into()));
+    }
+    if let Some(name) = &user.name {
+        ours.push(("USER".into(), name.into()));
+        ours.push(("LOGNAME".into(), name.into()));
+    }
+    if let Some(home) = &user.home {
+        ours.push(("HOME".into(), home.as_os_str().to_owned()));
+    }
+    env.retain(|(k, _)| !ours.iter().any(|(o, _)| o == k));
+    env.extend(ours);
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_policy::Secret;
+
+    use super::*;
+
+    fn get<'a>(env: &'a [(OsString, OsString)], k: &str) -> Option<&'a str> {
+        env.iter()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| v.to_str())
+    }
+
+    #[test]
+    fn secret_sources_and_carriers_are_removed() {
+        let mut secrets = SecretSources::default();
+        secrets.env.insert("HOST_GH_SECRET".into());
+        secrets.env.insert("UNSET_SOURCE".into());
+        secrets.values.push(Secret::new("ghp_realSECRETvalue"));
+        secrets.values.push(Secret::new("short"));
+        let caller = [
+            ("HOST_GH_SECRET", "ghp_realSECRETvalue"),
+            ("COPY", "prefix-ghp_realSECRETvalue-suffix"),
+            ("PATH", "/usr/bin:/bin"),
+            ("SHORTISH", "a short value"),
+            ("HTTPS_PROXY", "http://elsewhere:1"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let (kept, mut removed) = inherited(caller.into_iter(), &secrets);
+        removed.sort();
+        assert_eq!(removed, ["COPY", "HOST_GH_SECRET"]);
+        assert_eq!(
+            get(&kept, "SHORTISH"),
+            Some("a short value"),
+            "short secrets are not searched"
+        );
+        let user = SandboxUser {
+            name: Some("alice".into()),
+            uid: 1000,
+            gid: 1000,
+            groups: vec![1000],
+            home: Some("/home/alice".into()),
+        };
+        let env = complete(
+            kept,
+            "10.200.0.1:3128".parse().unwrap(),
+            Path::new("/run/sluice/x/ca-bundle.pem"),
+            &[(
+                "GITHUB_TOKEN".into(),
+                "sluice:resolve:env:GITHUB_TOKEN".into(),
+            )],
+            &user,
+        );
+        assert_eq!(get(&env, "https_proxy"), Some("http://10.200.0.1:3128"));
+        assert_eq!(
+            get(&env, "HTTPS_PROXY"),
+            Some("http://10.200.0.1:3128"),
+            "caller's replaced"
+        );
+        assert_eq!(env.iter().filter(|(k, _)| k == "HTTPS_PROXY").count(), 1);
+        assert_eq!(get(&env, "NO_PROXY"), Some("127.0.0.1,localhost,::1"));
+        assert_eq!(get(&env, "NODE_USE_ENV_PROXY"), Some("1"));
+        for k in CA_VARS {
+            assert_eq!(get(&env, k), Some("/run/sluice/x/ca-bundle.pem"), "{k}");
+        }
+        assert_eq!(
+            get(&env, "GITHUB_TOKEN"),
+            Some("sluice:resolve:env:GITHUB_TOKEN")
+        );
+        assert_eq!(get(&env, "HOME"), Some("/home/alice"));
+        assert_eq!(get(&env, "USER"), Some("alice"));
+        assert_eq!(get(&env, "PATH"), Some("/usr/bin:/bin"));
+        assert!(!env
+            .iter()
+            .any(|(_, v)| v.to_string_lossy().contains("ghp_realSECRETvalue")));
+    }
+}

@@ -1,0 +1,291 @@
+//! `sluice run -- CMD`: run CMD in a fresh network namespace whose only way out is
+//! sluice, as an unprivileged user that cannot see sluice or its secret sources
+//! (issues 6 and 11; facts §10, §11).
+//!
+//! 1. Preconditions: CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_NET_RAW, `ip` and `nft` in
+//!    trusted paths; CMD's user decided (`--user`, else the sudo caller, never
+//!    root by accident). Anything missing aborts with a message naming it.
+//! 2. The policy is loaded; every secret source it names is kept from CMD: the
+//!    variables leave CMD's environment, a `{file:}` source CMD's user could read
+//!    refuses the start (and the same check guards every reload).
+//! 3. Namespace `sluice-<id>` with a veth pair on a free private /30
+//!    (`SLUICE_RUN_SUBNET`, default 10.200.0.0/16), default route via the host side.
+//!    The proxy listens on the host-side address (port from `--listen`, default 3128).
+//! 4. One atomic nftables transaction inside the namespace (fail closed), and the
+//!    bypass monitor bound to its NFLOG group. If either fails, CMD never starts.
+//! 5. CMD starts under sluice's init (`sluice_sandbox::confine`): PID 1 of its own
+//!    PID namespace, its own mount namespace with a fresh `/proc` and the run's
+//!    `resolv.conf`, CMD's uid/gid, no capability in any set, `no_new_privs`.
+//! 6. SIGINT/SIGTERM are forwarded; SIGHUP reloads the policy. When CMD exits, the
+//!    init drains its leftovers for up to 2 s, everything is torn down and sluice
+//!    exits with CMD's status (128 + signal number when CMD was killed by a signal).
+
+mod env;
+mod events;
+mod secrets;
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, ExitStatus};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use sluice_proxy::audit::Audit;
+use sluice_proxy::policy_store::PolicyStore;
+use sluice_sandbox::bypass::{BypassMonitor, ChildIdentity, MonitorConfig};
+use sluice_sandbox::confine::{self, BindMount, InitSpec, SandboxUser};
+use sluice_sandbox::netns::{SandboxNetns, SubnetPool};
+use sluice_sandbox::nft::Ruleset;
+use sluice_sandbox::tools::{check_capabilities, Tools};
+use sluice_sandbox::{send_signal, Signal};
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::serve;
+use crate::cli::RunArgs;
+use secrets::SecretGuard;
+
+/// How long CMD's leftovers may keep running after CMD exits.
+const DRAIN: Duration = Duration::from_secs(2);
+/// After a forwarded SIGINT/SIGTERM, CMD gets this long before SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let RunArgs {
+        serve: sargs,
+        user,
+        allow_readable_secret_files,
+        cmd,
+    } = args;
+    check_capabilities()?;
+    let tools = Tools::find()?;
+    let env_var = |k: &str| std::env::var(k).ok();
+    let user = SandboxUser::resolve(
+        user.as_deref(),
+        env_var("SUDO_UID").as_deref(),
+        env_var("SUDO_GID").as_deref(),
+    )?;
+    let pool = match std::env::var("SLUICE_RUN_SUBNET") {
+        Ok(v) => v
+            .parse::<SubnetPool>()
+            .map_err(|e| anyhow::anyhow!("SLUICE_RUN_SUBNET={v}: {e}"))?,
+        Err(_) => SubnetPool::default(),
+    };
+
+    let child_identity = Arc::new(ChildIdentity::new());
+    let prepared = serve::prepare(
+        &sargs,
+        Some(serve::ProcfsResolver::Child(Arc::clone(&child_identity))),
+    )?;
+    let (inherited, removed) = env::inherited(std::env::vars_os(), &prepared.secret_sources);
+    let guard = SecretGuard {
+        user: user.clone(),
+        allow_readable_files: allow_readable_secret_files,
+        visible: inherited.clone(),
+    };
+    guard
+        .check(&prepared.secret_sources)
+        .map_err(|e| anyhow::anyhow!("{e} (CMD was not started)"))?;
+    prepared
+        .store
+        .set_reload_check(Box::new(move |loaded| guard.check(&loaded.secret_sources)));
+    if !removed.is_empty() {
+        tracing::info!(variables = %removed.join(","), "Secret sources kept out of CMD's environment");
+    }
+    let placeholders: Vec<(String, String)> = prepared
+        .credential_names
+        .iter()
+        .map(|n| (n.clone(), sluice_policy::placeholder::canonical(n)))
+        .collect();
+    let ca_pem = prepared.ca.bundle_pem().context("CA bundle")?;
+    let (store, audit, identity_mode) = (
+        Arc::clone(&prepared.store),
+        prepared.audit.clone(),
+        prepared.identity_mode,
+    );
+
+    let mut netns = SandboxNetns::create(&tools, pool).context("creating the sandbox namespace")?;
+    tracing::info!(netns = %netns.name, host = %netns.host_ip, sandbox = %netns.ns_ip, "Sandbox namespace created");
+    let run_dir = RunDir::create(&netns.name)?;
+    let bundle = run_dir.write("ca-bundle.pem", &ca_pem)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let listen = SocketAddr::new(netns.host_ip.into(), sargs.listen.port());
+    let proxy_addr = runtime.block_on(serve::start(prepared, &sargs, listen))?;
+
+    let monitor_config = MonitorConfig::default();
+    Ruleset {
+        id: netns.id.clone(),
+        proxy_ip: netns.host_ip,
+        proxy_port: proxy_addr.port(),
+        log_group: monitor_config.log_group,
+    }
+    .install(&netns, &tools.nft)
+    .context("installing the nftables ruleset (CMD was not started)")?;
+    let mut monitor = {
+        let (audit, store) = (audit.clone(), Arc::clone(&store));
+        BypassMonitor::start(
+            &netns,
+            monitor_config,
+            Arc::clone(&child_identity),
+            move |e| events::bypass_events(&audit, &store, &e),
+        )
+        .context("starting the bypass monitor (CMD was not started)")?
+    };
+
+    let env = env::complete(inherited, proxy_addr, &bundle, &placeholders, &user);
+    let spec = InitSpec {
+        uid: user.uid,
+        gid: user.gid,
+        groups: user.groups.clone(),
+        binds: vec![BindMount {
+            source: netns.resolv_conf(),
+            target: PathBuf::from("/etc/resolv.conf"),
+            required: false,
+        }],
+        drain: DRAIN,
+    };
+    let status = runtime.block_on(supervise(
+        &netns,
+        &spec,
+        &cmd,
+        env,
+        &user,
+        &child_identity,
+        &store,
+        &audit,
+        identity_mode,
+    ));
+
+    // What is left in the namespace (entered from outside, e.g. `ip netns exec`)
+    // gets a bounded drain too; CMD's own leftovers died with its init.
+    let deadline = Instant::now() + DRAIN;
+    while Instant::now() < deadline && !netns.pids().is_empty() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    netns.signal_all(Signal::Kill);
+    std::thread::sleep(Duration::from_millis(50));
+    monitor.stop();
+    audit.sink().flush();
+    let teardown = netns.teardown();
+    drop(run_dir);
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    teardown.context("tearing down the sandbox")?;
+    let status = status?;
+    Ok(ExitCode::from(exit_code(status)))
+}
+
+/// `ExitStatus` → sluice's exit code: CMD's code, or 128 + signal.
+fn exit_code(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => u8::try_from(c & 0xff).unwrap_or(1),
+        (None, Some(sig)) => u8::try_from((128 + sig) & 0xff).unwrap_or(1),
+        (None, None) => 1,
+    }
+}
+
+/// The run's files that CMD reads (the CA bundle): `/run/sluice/<netns>/`, mode
+/// 0755, files 0644, removed when the run ends. Certificates only; no secret.
+struct RunDir(PathBuf);
+
+impl RunDir {
+    fn create(netns: &str) -> anyhow::Result<Self> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = Path::new("/run/sluice").join(netns);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for d in [Path::new("/run/sluice"), dir.as_path()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("chmod {}", d.display()))?;
+        }
+        Ok(Self(dir))
+    }
+
+    fn write(&self, name: &str, contents: &str) -> anyhow::Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("chmod {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!(dir = %self.0.display(), error = %e, "Run directory not removed");
+        }
+    }
+}
+
+/// Spawns CMD under the init in the namespace and waits for it, forwarding signals.
+#[allow(clippy::too_many_arguments)]
+async fn supervise(
+    netns: &SandboxNetns,
+    spec: &InitSpec,
+    cmd: &[String],
+    env: Vec<(OsString, OsString)>,
+    user: &SandboxUser,
+    child_identity: &ChildIdentity,
+    store: &Arc<PolicyStore>,
+    audit: &Audit,
+    identity_mode: sluice_proxy::egress::IdentityMode,
+) -> anyhow::Result<ExitStatus> {
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, mut exited) = tokio::sync::oneshot::channel();
+    let pid = confine::spawn(&netns.ns_path(), spec, cmd, env, move |status| {
+        let _ = tx.send(status);
+    })
+    .with_context(|| format!("starting {}", cmd.join(" ")))?;
+    child_identity.set_child(pid, &netns.ns_path());
+    eprintln!(
+        "sluice: running {:?} in namespace {} as {}",
+        cmd.join(" "),
+        netns.name,
+        user.describe()
+    );
+    let mut kill_at: Option<tokio::time::Instant> = None;
+    loop {
+        let kill_timer = async {
+            match kill_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            status = &mut exited => return status.context("sandbox waiter")?.context("waiting for the command"),
+            _ = hup.recv() => serve::reload(store, audit, identity_mode).await,
+            _ = term.recv() => {
+                let _ = send_signal(pid, Signal::Term);
+                kill_at.get_or_insert(tokio::time::Instant::now() + KILL_GRACE);
+            }
+            _ = int.recv() => {
+                let _ = send_signal(pid, Signal::Int);
+                kill_at.get_or_insert(tokio::time::Instant::now() + KILL_GRACE);
+            }
+            () = kill_timer => {
+                let _ = send_signal(pid, Signal::Kill);
+                kill_at = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_shell() {
+        assert_eq!(exit_code(ExitStatus::from_raw(0)), 0);
+        assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), 3);
+        assert_eq!(exit_code(ExitStatus::from_raw(11)), 139);
+        assert_eq!(exit_code(ExitStatus::from_raw(15)), 143);
+    }
+}
