@@ -56,7 +56,9 @@ pub fn init_main(args: &[OsString]) -> i32 {
     if let Err(e) = signals.thread_block() {
         return fail(&format!("blocking signals: {e}"));
     }
-    if let Err(e) = super::privileges::drop_all(spec.uid, spec.gid, &spec.groups) {
+    if let Err(e) = super::privileges::drop_all(spec.uid, spec.gid, &spec.groups)
+        .and_then(|()| super::seccomp::deny_user_namespaces())
+    {
         return fail(&e);
     }
     // std resets the signal mask and dispositions of the child before exec.

@@ -14,7 +14,8 @@
 //!    user, every capability set emptied (bounding, ambient, inheritable,
 //!    permitted, effective), `no_new_privs` set (setuid binaries gain nothing),
 //!    not dumpable — and verifies all of it from `/proc/self/status`, refusing to
-//!    start CMD if anything is left;
+//!    start CMD if anything is left; then a seccomp filter refuses the creation
+//!    of user namespaces (which would give CMD capabilities of its own);
 //! 4. starts CMD, forwards the signals it receives to it, reaps every orphan, and
 //!    when CMD exits waits a bounded drain for what is left, then exits with CMD's
 //!    status (128 + signal when CMD was killed). Its exit kills whatever is left
@@ -25,6 +26,7 @@
 
 mod init;
 mod privileges;
+mod seccomp;
 mod spec;
 mod user;
 

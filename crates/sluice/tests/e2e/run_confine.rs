@@ -30,6 +30,8 @@ fn fence_script(ns_ip: &str, suid: &str) -> String {
          ip route add blackhole 10.99.1.0/24 >/dev/null 2>&1; echo route_rc=$?\n\
          python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)' >/dev/null 2>&1; echo raw_rc=$?\n\
          unshare -n true >/dev/null 2>&1; echo unshare_rc=$?\n\
+         unshare -Ur true >/dev/null 2>&1; echo userns_rc=$?\n\
+         python3 -c 'import threading as t; x = t.Thread(target=print); x.start(); x.join()' >/dev/null 2>&1; echo threads_rc=$?\n\
          echo suid_euid=$({suid}/id -u)\n\
          {suid}/nft flush ruleset >/dev/null 2>&1; echo suid_nft_rc=$?\n\
          grep -E '^Cap(Prm|Eff|Bnd|Amb):' /proc/self/status | sed -E 's/^(Cap[A-Za-z]+):[[:space:]]*/cap_\\1=/'\n\
@@ -79,10 +81,16 @@ fn assert_fence_held(r: &RunOutcome, uid: &str) {
         "route_rc",
         "raw_rc",
         "unshare_rc",
+        "userns_rc",
         "suid_nft_rc",
     ] {
         assert_ne!(r.value(key), "0", "{key}: CMD managed it\n{}", r.stdout);
     }
+    assert_eq!(
+        r.value("threads_rc"),
+        "0",
+        "threads still start (clone3 falls back)"
+    );
     assert_eq!(r.value("suid_euid"), uid, "setuid gave nothing back");
     for set in ["CapPrm", "CapEff", "CapBnd", "CapAmb"] {
         assert_eq!(r.value(&format!("cap_{set}")), "0000000000000000", "{set}");
