@@ -21,19 +21,21 @@ network_policies:
 /// the proxy still work. `suid` holds setuid-root copies of `id` and `nft`.
 fn fence_script(ns_ip: &str, suid: &str) -> String {
     format!(
-        "echo uid=$(id -u)\n\
-         nft flush ruleset >/dev/null 2>&1; echo nft_rc=$?\n\
-         nft list ruleset >/dev/null 2>&1; echo nft_list_rc=$?\n\
+        "try() {{ key=$1; shift; out=$(\"$@\" 2>&1); echo ${{key}}_rc=$?; \
+           case \"$out\" in *ermitted*) echo ${{key}}_why=eperm;; *) echo ${{key}}_why=\"$out\";; esac; }}\n\
+         echo uid=$(id -u)\n\
+         try nft nft flush ruleset\n\
+         try nft_list nft list ruleset\n\
          dev=$(ip -o link show | awk -F': ' '$2 != \"lo\" {{sub(/@.*/, \"\", $2); print $2; exit}}')\n\
-         ip link set \"$dev\" down >/dev/null 2>&1; echo link_rc=$?\n\
-         ip addr add 10.99.0.1/24 dev lo >/dev/null 2>&1; echo addr_rc=$?\n\
-         ip route add blackhole 10.99.1.0/24 >/dev/null 2>&1; echo route_rc=$?\n\
-         python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)' >/dev/null 2>&1; echo raw_rc=$?\n\
-         unshare -n true >/dev/null 2>&1; echo unshare_rc=$?\n\
-         unshare -Ur true >/dev/null 2>&1; echo userns_rc=$?\n\
+         try link ip link set \"$dev\" down\n\
+         try addr ip addr add 10.99.0.1/24 dev lo\n\
+         try route ip route add blackhole 10.99.1.0/24\n\
+         try raw python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)'\n\
+         try unshare unshare -n true\n\
+         try userns unshare -Ur true\n\
+         try suid_nft {suid}/nft flush ruleset\n\
          python3 -c 'import threading as t; x = t.Thread(target=print); x.start(); x.join()' >/dev/null 2>&1; echo threads_rc=$?\n\
          echo suid_euid=$({suid}/id -u)\n\
-         {suid}/nft flush ruleset >/dev/null 2>&1; echo suid_nft_rc=$?\n\
          grep -E '^Cap(Prm|Eff|Bnd|Amb):' /proc/self/status | sed -E 's/^(Cap[A-Za-z]+):[[:space:]]*/cap_\\1=/'\n\
          {direct}\
          curl -s -o /dev/null -w 'allowed=%{{http_code}}\\n' http://api.demo.internal:8080/after\n",
@@ -74,17 +76,19 @@ fn assert_fence_held(r: &RunOutcome, uid: &str) {
     assert_eq!(r.status.code(), Some(0), "{}\n{}", r.stdout, r.stderr);
     assert_eq!(r.value("uid"), uid);
     for key in [
-        "nft_rc",
-        "nft_list_rc",
-        "link_rc",
-        "addr_rc",
-        "route_rc",
-        "raw_rc",
-        "unshare_rc",
-        "userns_rc",
-        "suid_nft_rc",
+        "nft", "nft_list", "link", "addr", "route", "raw", "unshare", "userns", "suid_nft",
     ] {
-        assert_ne!(r.value(key), "0", "{key}: CMD managed it\n{}", r.stdout);
+        assert_ne!(
+            r.value(&format!("{key}_rc")),
+            "0",
+            "{key}: CMD managed it\n{}",
+            r.stdout
+        );
+        assert_eq!(
+            r.value(&format!("{key}_why")),
+            "eperm",
+            "{key} failed for another reason than a missing privilege"
+        );
     }
     assert_eq!(
         r.value("threads_rc"),
