@@ -164,7 +164,7 @@ impl Netns {
         self.start_script(script, port, record, &[]);
     }
 
-    fn start_script(&self, script: &str, port: u16, record: &Path, extra: &[&Path]) {
+    pub(crate) fn start_script(&self, script: &str, port: u16, record: &Path, extra: &[&Path]) {
         let script = format!("{}/tests/e2e/{script}", env!("CARGO_MANIFEST_DIR"));
         let port = port.to_string();
         let mut child = Command::new("ip")

@@ -8,6 +8,7 @@
 mod adapters;
 mod attacks;
 mod check;
+mod clients;
 mod credentials;
 mod harness;
 mod identity;

@@ -10,6 +10,7 @@
 mod ca;
 mod classify;
 mod leaf;
+mod trust;
 mod upstream;
 
 #[cfg(test)]
@@ -24,4 +25,8 @@ pub use classify::{
     PEEK_LIMIT, PEEK_POLL,
 };
 pub use leaf::{LeafCache, ALPN_HTTP1, DEFAULT_LEAF_CACHE_CAPACITY};
+pub use trust::{
+    java_key_store, subject_hash, write_trust_files, TrustError, TrustFiles,
+    JAVA_TRUST_STORE_PASSWORD,
+};
 pub use upstream::{TlsConfigError, UpstreamTls, UpstreamTlsError};

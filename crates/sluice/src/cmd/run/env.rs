@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
 
 use sluice_policy::SecretSources;
+use sluice_proxy::relay::tls::{TrustFiles, JAVA_TRUST_STORE_PASSWORD};
 use sluice_sandbox::confine::SandboxUser;
 
 /// Secret values shorter than this are not searched for inside other variables
@@ -15,16 +16,21 @@ use sluice_sandbox::confine::SandboxUser;
 pub(super) const MIN_SCRUBBED_VALUE: usize = 8;
 
 /// CA-trust variables, all pointing at the bundle (system roots + sandbox CA).
-pub(super) const CA_VARS: [&str; 9] = [
+pub(super) const CA_VARS: [&str; 14] = [
     "SSL_CERT_FILE",
     "REQUESTS_CA_BUNDLE",
     "CURL_CA_BUNDLE",
     "GIT_SSL_CAINFO",
     "NODE_EXTRA_CA_CERTS",
+    "NPM_CONFIG_CAFILE",
     "DENO_CERT",
     "PIP_CERT",
     "CARGO_HTTP_CAINFO",
     "AWS_CA_BUNDLE",
+    "BUNDLE_SSL_CA_CERT",
+    "HEX_CACERTS_PATH",
+    "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+    "NIX_SSL_CERT_FILE",
 ];
 
 const PROXY_VARS: [&str; 7] = [
@@ -72,15 +78,40 @@ pub(super) fn inherited(
     (kept, removed)
 }
 
+/// Java's view of the proxy and the trust store: `http(s).proxyHost/Port`,
+/// `http.nonProxyHosts` and the JKS trust store, after the caller's own options
+/// (the last definition of a property wins).
+fn java_tool_options(caller: Option<&OsStr>, proxy: SocketAddr, trust: &TrustFiles) -> OsString {
+    let (host, port) = (proxy.ip(), proxy.port());
+    let ours = format!(
+        "-Dhttp.proxyHost={host} -Dhttp.proxyPort={port} -Dhttps.proxyHost={host} \
+         -Dhttps.proxyPort={port} -Dhttp.nonProxyHosts=localhost|127.0.0.1|[::1] \
+         -Djavax.net.ssl.trustStore={} -Djavax.net.ssl.trustStoreType=JKS \
+         -Djavax.net.ssl.trustStorePassword={JAVA_TRUST_STORE_PASSWORD}",
+        trust.java_trust_store.display()
+    );
+    match caller.filter(|c| !c.is_empty()) {
+        Some(c) => {
+            let mut v = c.to_owned();
+            v.push(" ");
+            v.push(ours);
+            v
+        }
+        None => ours.into(),
+    }
+}
+
 /// `inherited` plus sluice's variables (each replaces a caller's variable of the
-/// same name): proxy, CA trust, placeholders, and HOME/USER/LOGNAME of CMD's user.
+/// same name): proxy, CA trust (also for Java and npm), placeholders, and
+/// HOME/USER/LOGNAME of CMD's user.
 pub(super) fn complete(
     mut env: Vec<(OsString, OsString)>,
     proxy: SocketAddr,
-    bundle: &Path,
+    trust: &TrustFiles,
     placeholders: &[(String, String)],
     user: &SandboxUser,
 ) -> Vec<(OsString, OsString)> {
+    let bundle: &Path = &trust.bundle;
     let url = format!("http://{proxy}");
     let mut ours: Vec<(OsString, OsString)> = PROXY_VARS
         .iter()
@@ -93,6 +124,15 @@ pub(super) fn complete(
     for k in CA_VARS {
         ours.push((k.into(), bundle.as_os_str().to_owned()));
     }
+    ours.push(("SSL_CERT_DIR".into(), trust.cert_dir.as_os_str().to_owned()));
+    let caller_java = env
+        .iter()
+        .find(|(k, _)| k == "JAVA_TOOL_OPTIONS")
+        .map(|(_, v)| v.as_os_str());
+    ours.push((
+        "JAVA_TOOL_OPTIONS".into(),
+        java_tool_options(caller_java, proxy, trust),
+    ));
     for (name, placeholder) in placeholders {
         ours.push((name.into(), placeholder.into()));
     }
@@ -133,6 +173,7 @@ mod tests {
             ("PATH", "/usr/bin:/bin"),
             ("SHORTISH", "a short value"),
             ("HTTPS_PROXY", "http://elsewhere:1"),
+            ("JAVA_TOOL_OPTIONS", "-Xmx64m"),
         ]
         .map(|(k, v)| (OsString::from(k), OsString::from(v)));
         let (kept, mut removed) = inherited(caller.into_iter(), &secrets);
@@ -150,10 +191,15 @@ mod tests {
             groups: vec![1000],
             home: Some("/home/alice".into()),
         };
+        let trust = TrustFiles {
+            bundle: "/run/sluice/x/ca-bundle.pem".into(),
+            cert_dir: "/run/sluice/x/certs".into(),
+            java_trust_store: "/run/sluice/x/java-cacerts.jks".into(),
+        };
         let env = complete(
             kept,
             "10.200.0.1:3128".parse().unwrap(),
-            Path::new("/run/sluice/x/ca-bundle.pem"),
+            &trust,
             &[(
                 "GITHUB_TOKEN".into(),
                 "sluice:resolve:env:GITHUB_TOKEN".into(),

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use sluice_proxy::audit::Audit;
 use sluice_proxy::policy_store::PolicyStore;
+use sluice_proxy::relay::tls::{write_trust_files, TrustFiles};
 use sluice_sandbox::bypass::{BypassMonitor, ChildIdentity, MonitorConfig};
 use sluice_sandbox::confine::{self, BindMount, InitSpec, SandboxUser};
 use sluice_sandbox::netns::{SandboxNetns, SubnetPool};
@@ -109,7 +110,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut netns = SandboxNetns::create(&tools, pool).context("creating the sandbox namespace")?;
     tracing::info!(netns = %netns.name, host = %netns.host_ip, sandbox = %netns.ns_ip, "Sandbox namespace created");
     let run_dir = RunDir::create(&netns.name)?;
-    let bundle = run_dir.write("ca-bundle.pem", &ca_pem)?;
+    let trust =
+        write_trust_files(&run_dir.0, &ca_pem).context("writing the sandbox's trust files")?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -137,16 +139,12 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("starting the bypass monitor (CMD was not started)")?
     };
 
-    let env = env::complete(inherited, proxy_addr, &bundle, &placeholders, &user);
+    let env = env::complete(inherited, proxy_addr, &trust, &placeholders, &user);
     let spec = InitSpec {
         uid: user.uid,
         gid: user.gid,
         groups: user.groups.clone(),
-        binds: vec![BindMount {
-            source: netns.resolv_conf(),
-            target: PathBuf::from("/etc/resolv.conf"),
-            required: false,
-        }],
+        binds: sandbox_binds(&netns, &trust),
         drain: DRAIN,
     };
     let status = runtime.block_on(supervise(
@@ -188,7 +186,40 @@ fn exit_code(status: ExitStatus) -> u8 {
     }
 }
 
-/// The run's files that CMD reads (the CA bundle): `/run/sluice/<netns>/`, mode
+/// Where system-store clients look for trust roots: each existing one shows the
+/// run's bundle (or Java trust store) in CMD's mount namespace.
+const SYSTEM_BUNDLE_TARGETS: [&str; 5] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+const SYSTEM_JAVA_TARGETS: [&str; 3] = [
+    "/etc/ssl/certs/java/cacerts",
+    "/etc/pki/java/cacerts",
+    "/etc/pki/ca-trust/extracted/java/cacerts",
+];
+
+/// The read-only bind mounts of CMD's mount namespace: `resolv.conf` and the
+/// trust files over the system stores that exist.
+fn sandbox_binds(netns: &SandboxNetns, trust: &TrustFiles) -> Vec<BindMount> {
+    let bind = |source: &Path, target: &str| BindMount {
+        source: source.to_owned(),
+        target: PathBuf::from(target),
+        required: false,
+    };
+    let mut binds = vec![bind(&netns.resolv_conf(), "/etc/resolv.conf")];
+    binds.extend(SYSTEM_BUNDLE_TARGETS.iter().map(|t| bind(&trust.bundle, t)));
+    binds.extend(
+        SYSTEM_JAVA_TARGETS
+            .iter()
+            .map(|t| bind(&trust.java_trust_store, t)),
+    );
+    binds
+}
+
+/// The run's files that CMD reads (trust files): `/run/sluice/<netns>/`, mode
 /// 0755, files 0644, removed when the run ends. Certificates only; no secret.
 struct RunDir(PathBuf);
 
@@ -202,15 +233,6 @@ impl RunDir {
                 .with_context(|| format!("chmod {}", d.display()))?;
         }
         Ok(Self(dir))
-    }
-
-    fn write(&self, name: &str, contents: &str) -> anyhow::Result<PathBuf> {
-        use std::os::unix::fs::PermissionsExt as _;
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
-            .with_context(|| format!("chmod {}", path.display()))?;
-        Ok(path)
     }
 }
 
