@@ -28,6 +28,7 @@ pub mod request;
 mod rules;
 mod secret;
 mod snapshot;
+pub mod suggest;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -49,13 +49,15 @@
 mod enums;
 mod event;
 mod json;
+mod pretty;
 mod redact;
 mod shorthand;
 mod sink;
 mod time;
+mod view;
 
 pub use enums::{Action, Activity, Disposition, EventClass, Severity, Status};
 pub use event::{OcsfEvent, ProcessInfo};
 pub use json::{OCSF_VERSION, PRODUCT_NAME};
 pub use redact::redact_path;
-pub use sink::{AuditSink, MemorySinkHandle, QUEUE_CAPACITY};
+pub use sink::{AuditFormat, AuditSink, EventObserver, MemorySinkHandle, QUEUE_CAPACITY};

@@ -51,6 +51,24 @@ struct Inner {
     shared: Arc<Shared>,
 }
 
+/// How events are written: OCSF JSON lines (for machines, the default) or one
+/// human line each (`pretty`, coloured or not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditFormat {
+    /// One OCSF JSON object per line.
+    #[default]
+    Json,
+    /// [`OcsfEvent::pretty`] lines.
+    Pretty {
+        /// ANSI colours.
+        color: bool,
+    },
+}
+
+/// Called with every emitted event, on the emitting thread, before it is
+/// queued (e.g. `sluice run`'s terminal reporter). Must be quick.
+pub type EventObserver = Arc<dyn Fn(&OcsfEvent) + Send + Sync>;
+
 /// Destination of OCSF audit events, one JSON object per line.
 ///
 /// Cheap to clone; clones share one writer thread and queue. Lines are handed
@@ -68,6 +86,8 @@ pub struct AuditSink {
     inner: Option<Arc<Inner>>,
     /// Counter for a sink that is disabled or failed to start.
     fallback: Arc<Shared>,
+    format: AuditFormat,
+    observer: Option<EventObserver>,
 }
 
 impl std::fmt::Debug for AuditSink {
@@ -85,7 +105,42 @@ impl AuditSink {
         Self {
             inner: None,
             fallback: Arc::new(new_shared()),
+            format: AuditFormat::Json,
+            observer: None,
         }
+    }
+
+    /// This sink writing `format` instead of JSON lines.
+    #[must_use]
+    pub fn with_format(mut self, format: AuditFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// This sink also handing every event to `observer`.
+    #[must_use]
+    pub fn with_observer(mut self, observer: EventObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// A sink appending to `path` (as [`file`](Self::file)) that keeps it under
+    /// `max_bytes`: when a write would pass that, the file is renamed to
+    /// `<path>.1` (replacing an older one) and a new one is started, so the log
+    /// never takes more than about twice `max_bytes`.
+    ///
+    /// # Errors
+    /// Opening the file.
+    pub fn file_bounded(path: impl AsRef<Path>, max_bytes: u64) -> io::Result<Self> {
+        let path = path.as_ref().to_owned();
+        let file = open_private(&path)?;
+        let size = file.metadata()?.len();
+        Self::spawn(Box::new(BoundedFile {
+            path,
+            file,
+            size,
+            max_bytes: max_bytes.max(1),
+        }))
     }
 
     /// A sink writing to standard output. If the writer thread cannot be
@@ -100,23 +155,7 @@ impl AuditSink {
     /// A sink appending to the file at `path`, created if missing with mode
     /// `0600` (an existing regular file is also narrowed to `0600`).
     pub fn file(path: impl AsRef<Path>) -> io::Result<Self> {
-        let mut options = OpenOptions::new();
-        options.append(true).create(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-            options.mode(0o600);
-            let file = options.open(path.as_ref())?;
-            let meta = file.metadata()?;
-            if meta.is_file() && meta.permissions().mode() & 0o777 != 0o600 {
-                file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-            }
-            Self::spawn(Box::new(file))
-        }
-        #[cfg(not(unix))]
-        {
-            Self::spawn(Box::new(options.open(path.as_ref())?))
-        }
+        Self::spawn(Box::new(open_private(path.as_ref())?))
     }
 
     /// An in-memory sink for tests, plus a handle to read back what was
@@ -144,6 +183,8 @@ impl AuditSink {
         Ok(Self {
             inner: Some(Arc::new(Inner { tx, shared })),
             fallback: Arc::new(new_shared()),
+            format: AuditFormat::Json,
+            observer: None,
         })
     }
 
@@ -157,10 +198,16 @@ impl AuditSink {
     /// `sluice::audit`). Blocks only while the queue is full.
     pub fn emit(&self, event: &OcsfEvent) {
         tracing::debug!(target: "sluice::audit", "OCSF {}", event.shorthand());
+        if let Some(observe) = &self.observer {
+            observe(event);
+        }
         let Some(inner) = &self.inner else { return };
-        let line = match serde_json::to_string(event) {
-            Ok(line) => line,
-            Err(e) => return inner.shared.record_failure(1, &e),
+        let line = match self.format {
+            AuditFormat::Json => match serde_json::to_string(event) {
+                Ok(line) => line,
+                Err(e) => return inner.shared.record_failure(1, &e),
+            },
+            AuditFormat::Pretty { color } => event.pretty(color),
         };
         if inner.tx.send(Msg::Line(line)).is_err() {
             inner
@@ -184,6 +231,56 @@ impl AuditSink {
     pub fn dropped_writes(&self) -> u64 {
         let shared = self.inner.as_ref().map_or(&self.fallback, |i| &i.shared);
         shared.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Opens `path` for appending, created with mode `0600` if missing (an existing
+/// regular file is narrowed to `0600`).
+fn open_private(path: &Path) -> io::Result<std::fs::File> {
+    let mut options = OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let file = options.open(path)?;
+        let meta = file.metadata()?;
+        if meta.is_file() && meta.permissions().mode() & 0o777 != 0o600 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(file)
+    }
+    #[cfg(not(unix))]
+    {
+        options.open(path)
+    }
+}
+
+/// A file that is rotated to `<path>.1` before it would pass `max_bytes`.
+struct BoundedFile {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    size: u64,
+    max_bytes: u64,
+}
+
+impl Write for BoundedFile {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+        if self.size > 0 && self.size.saturating_add(len) > self.max_bytes {
+            let mut old = self.path.clone().into_os_string();
+            old.push(".1");
+            std::fs::rename(&self.path, &old)?;
+            self.file = open_private(&self.path)?;
+            self.size = 0;
+        }
+        let n = self.file.write(data)?;
+        self.size += u64::try_from(n).unwrap_or(u64::MAX);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
     }
 }
 

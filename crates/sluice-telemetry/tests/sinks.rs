@@ -207,3 +207,52 @@ fn unflushed_events_reach_the_file_without_a_flush() {
     assert_eq!(sink.dropped_writes(), 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn bounded_file_rotates_once_and_stays_bounded() {
+    let dir = scratch_dir();
+    let path = dir.join("audit.jsonl");
+    let sink = AuditSink::file_bounded(&path, 4096).unwrap();
+    for n in 0..200 {
+        sink.emit(&event(n));
+        if n % 10 == 9 {
+            sink.flush();
+        }
+    }
+    sink.flush();
+    let current = std::fs::read_to_string(&path).unwrap();
+    let old = std::fs::read_to_string(dir.join("audit.jsonl.1")).unwrap();
+    assert!(current.len() <= 4096 + 2048, "{}", current.len());
+    assert!(old.len() <= 4096 + 2048, "{}", old.len());
+    // Whole lines only, and the newest event is in the current file.
+    for line in current.lines().chain(old.lines()) {
+        serde_json::from_str::<Value>(line).expect("whole JSON line");
+    }
+    assert!(current.contains("#199"));
+    assert!(!dir.join("audit.jsonl.2").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn observer_sees_every_event_and_pretty_writes_lines() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink_seen = std::sync::Arc::clone(&seen);
+    let (sink, handle) = AuditSink::memory();
+    let sink = sink
+        .with_format(sluice_telemetry::AuditFormat::Pretty { color: false })
+        .with_observer(std::sync::Arc::new(move |e: &OcsfEvent| {
+            sink_seen
+                .lock()
+                .unwrap()
+                .push(e.message_text().unwrap_or_default().to_owned());
+        }));
+    sink.emit(&event(1));
+    sink.emit(&event(2));
+    let lines = handle.lines();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].ends_with("-     CONNECT allowed example.com:443 #1"), "{lines:?}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["CONNECT allowed example.com:443 #1", "CONNECT allowed example.com:443 #2"]
+    );
+}
