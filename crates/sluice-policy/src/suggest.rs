@@ -34,7 +34,11 @@ pub struct DeniedRequest {
 pub fn policy_key(host: &str, port: u16) -> String {
     let mut key = String::from("allow_");
     for c in host.chars() {
-        key.push(if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' });
+        key.push(if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else {
+            '_'
+        });
     }
     key.push('_');
     key.push_str(&port.to_string());
@@ -179,13 +183,19 @@ pub fn merge(src: &str, denied: &[Denied]) -> Result<String, MergeError> {
                         endpoint.insert(key("host"), key(&d.host));
                         endpoint.insert(key("port"), Value::Number(d.port.into()));
                         let mut p = Mapping::new();
-                        p.insert(key("endpoints"), Value::Sequence(vec![Value::Mapping(endpoint)]));
+                        p.insert(
+                            key("endpoints"),
+                            Value::Sequence(vec![Value::Mapping(endpoint)]),
+                        );
                         p.insert(key("binaries"), Value::Sequence(Vec::new()));
                         Value::Mapping(p)
                     });
                 if let Some(bins) = entry.get_mut("binaries").and_then(Value::as_sequence_mut) {
                     let path = binary_path(d.binary.as_deref());
-                    if !bins.iter().any(|b| b.get("path").and_then(Value::as_str) == Some(path)) {
+                    if !bins
+                        .iter()
+                        .any(|b| b.get("path").and_then(Value::as_str) == Some(path))
+                    {
                         let mut b = Mapping::new();
                         b.insert(key("path"), key(path));
                         bins.push(Value::Mapping(b));
@@ -202,7 +212,10 @@ pub fn merge(src: &str, denied: &[Denied]) -> Result<String, MergeError> {
                     .get_mut(r.policy.as_str())
                     .and_then(|p| p.get_mut("endpoints"))
                     .and_then(Value::as_sequence_mut)
-                    .and_then(|eps| eps.iter_mut().find(|e| endpoint_matches(e, &d.host, d.port)))
+                    .and_then(|eps| {
+                        eps.iter_mut()
+                            .find(|e| endpoint_matches(e, &d.host, d.port))
+                    })
                     .filter(|e| e.get("protocol").and_then(Value::as_str) == Some("rest"))
                     .and_then(Value::as_mapping_mut)
                     .ok_or_else(missing)?;
@@ -260,7 +273,10 @@ network_policies:
         let d = host("Example.COM", 443, Some("/usr/bin/curl"));
         let text = format!("{POLICY}{}", snippet(&d));
         let s = loads(&text);
-        assert!(s.policies().iter().any(|p| &*p.key == "allow_example_com_443"));
+        assert!(s
+            .policies()
+            .iter()
+            .any(|p| &*p.key == "allow_example_com_443"));
         let unknown = host("10.1.2.3", 80, None);
         assert!(snippet(&unknown).contains("path: \"/**\""));
         loads(&format!("{POLICY}{}", snippet(&unknown)));
@@ -292,7 +308,10 @@ network_policies:
             .expect("new entry");
         assert_eq!(entry.binaries.len(), 2, "{merged}");
         assert!(!merged.contains("access"), "preset expanded: {merged}");
-        assert!(merged.contains("DELETE") && merged.contains("/repos/x"), "{merged}");
+        assert!(
+            merged.contains("DELETE") && merged.contains("/repos/x"),
+            "{merged}"
+        );
         assert!(merged.matches("OPTIONS").count() == 1, "{merged}");
         let missing = Denied {
             host: "nowhere".into(),
@@ -304,7 +323,10 @@ network_policies:
                 path: "/".into(),
             }),
         };
-        assert!(matches!(merge(POLICY, &[missing]), Err(MergeError::NoEndpoint { .. })));
+        assert!(matches!(
+            merge(POLICY, &[missing]),
+            Err(MergeError::NoEndpoint { .. })
+        ));
         assert!(merge("- a\n- b\n", &[]).is_err());
     }
 

@@ -89,6 +89,9 @@ mod tests {
         let load = OcsfEvent::new(EventClass::DeviceConfigStateChange, Activity::Log)
             .time(UNIX_EPOCH)
             .message("Policy loaded: generation 1 from p.yaml");
-        assert_eq!(load.pretty(false), "00:00:00 -     Policy loaded: generation 1 from p.yaml");
+        assert_eq!(
+            load.pretty(false),
+            "00:00:00 -     Policy loaded: generation 1 from p.yaml"
+        );
     }
 }

@@ -250,9 +250,15 @@ fn observer_sees_every_event_and_pretty_writes_lines() {
     sink.emit(&event(2));
     let lines = handle.lines();
     assert_eq!(lines.len(), 2);
-    assert!(lines[0].ends_with("-     CONNECT allowed example.com:443 #1"), "{lines:?}");
+    assert!(
+        lines[0].ends_with("-     CONNECT allowed example.com:443 #1"),
+        "{lines:?}"
+    );
     assert_eq!(
         *seen.lock().unwrap(),
-        ["CONNECT allowed example.com:443 #1", "CONNECT allowed example.com:443 #2"]
+        [
+            "CONNECT allowed example.com:443 #1",
+            "CONNECT allowed example.com:443 #2"
+        ]
     );
 }

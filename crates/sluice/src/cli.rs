@@ -39,6 +39,10 @@ pub(crate) struct RunArgs {
     /// Start even when a `{file: ...}` secret source is readable by CMD's user.
     #[arg(long)]
     pub(crate) allow_readable_secret_files: bool,
+    /// At exit, write the policy with every suggestion applied (what would
+    /// have allowed this run's denials) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) suggest_policy: Option<PathBuf>,
     /// The command to run inside the sandbox, after `--`.
     #[arg(last = true, required = true)]
     pub(crate) cmd: Vec<String>,
@@ -80,6 +84,18 @@ pub(crate) fn default_state_dir() -> PathBuf {
     }
 }
 
+/// Default of `--max-connections`.
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
+/// `--log-format` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// OCSF JSON, one object per line.
+    Json,
+    /// One human line per event (coloured on a terminal unless NO_COLOR is set).
+    Pretty,
+}
+
 /// `--identity` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum IdentityArg {
@@ -118,9 +134,22 @@ pub(crate) struct ServeArgs {
     /// Listen address.
     #[arg(long, default_value = "127.0.0.1:3128")]
     pub(crate) listen: SocketAddr,
-    /// OCSF JSON-lines audit log: a file path, or `-` for stdout.
-    #[arg(long, default_value = "-")]
-    pub(crate) audit_log: String,
+    /// OCSF audit log: a file path, or `-` for stdout. Default: stdout for
+    /// `serve`; for `run`, `<state-dir>/audit.jsonl` (size-bounded), so that
+    /// stdout stays CMD's.
+    #[arg(long, value_name = "PATH|-")]
+    pub(crate) audit_log: Option<String>,
+    /// Format of the audit log: OCSF JSON lines, or one human line per event.
+    /// Default: `pretty` when the log goes to a terminal, else `json`.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub(crate) log_format: Option<LogFormat>,
+    /// More output: `serve` logs at info (-v) or debug (-vv); `run` also prints
+    /// allowed connections (-v) and logs at info (-vv). SLUICE_LOG/RUST_LOG win.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+    /// Less output: `run` prints no denial lines and no summary.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub(crate) quiet: bool,
     /// Pin NAME to IP before DNS (repeatable; repeat a name for several addresses).
     #[arg(long = "add-host", value_parser = parse_add_host)]
     pub(crate) add_host: Vec<AddHost>,
@@ -149,9 +178,9 @@ pub(crate) struct ServeArgs {
     /// Close raw tunnels idle for this many seconds.
     #[arg(long, default_value_t = 600)]
     pub(crate) tunnel_idle_timeout: u64,
-    /// Most concurrent client connections.
-    #[arg(long, default_value_t = 16384)]
-    pub(crate) max_connections: usize,
+    /// Most concurrent client connections [default: 16384].
+    #[arg(long)]
+    pub(crate) max_connections: Option<usize>,
     /// State directory (sandbox CA for TLS termination). Default: /var/lib/sluice (root).
     #[arg(long)]
     pub(crate) state_dir: Option<PathBuf>,

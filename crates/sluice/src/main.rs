@@ -21,12 +21,25 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1));
     }
     let cli = cli::Cli::parse();
+    // Quiet by default: warnings only; -v raises it (run: -vv, since its -v is
+    // about allowed connections); SLUICE_LOG or RUST_LOG override.
+    let level = match &cli.command {
+        cli::Command::Serve(a) => ["warn", "info", "debug"][usize::from(a.verbose.min(2))],
+        cli::Command::Run(a) => {
+            ["warn", "warn", "info", "debug"][usize::from(a.serve.verbose.min(3))]
+        }
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         )
+        .with_env_filter(filter)
         .init();
     let result = match cli.command {
         cli::Command::Serve(args) => cmd::serve::run(args),

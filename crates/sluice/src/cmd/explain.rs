@@ -13,6 +13,9 @@ use sluice_proxy::egress::{
     Surface, Target, Verdict,
 };
 
+use sluice_policy::request::{canonicalize_path, evaluate_rest, QueryParams, RestRequest};
+use sluice_policy::suggest::{self, Denied, DeniedRequest};
+
 use crate::cli::ExplainArgs;
 
 pub(crate) fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
@@ -62,9 +65,18 @@ pub(crate) fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         "port": d.intent.target.port,
         "identity": if args.binary.is_some() { "binary" } else { "not considered (no --binary)" },
     });
+    let suggestion = |request: Option<DeniedRequest>| {
+        suggest::snippet(&Denied {
+            host: args.host.clone(),
+            port: args.port,
+            binary: args.binary.clone(),
+            request,
+        })
+    };
     match &d.verdict {
         Verdict::Deny(_) => {
             out["reason"] = d.deny_reason().into();
+            out["suggestion"] = suggestion(None).into();
         }
         Verdict::Allow(p) => {
             let e = snapshot.endpoint(p.endpoint);
@@ -107,8 +119,39 @@ pub(crate) fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
                 .collect::<Vec<_>>()
                 .into();
             if args.method.is_some() || args.path.is_some() {
-                out["l7"] = if p.protocol.is_l7() {
-                    json!({"verdict": "not_evaluated", "detail": "request-level rules are enforced by the HTTP relay, which this build does not include yet"})
+                let method = args.method.as_deref().unwrap_or("GET");
+                let raw = args.path.as_deref().unwrap_or("/");
+                out["l7"] = if p.protocol.as_str() == "rest" {
+                    let (raw_path, raw_query) = raw.split_once('?').unwrap_or((raw, ""));
+                    let path = canonicalize_path(raw_path, false)
+                        .map_err(|e| anyhow::anyhow!("--path {raw}: {e}"))?;
+                    let query = QueryParams::parse(raw_query)
+                        .map_err(|e| anyhow::anyhow!("--path {raw}: {e}"))?;
+                    let v = evaluate_rest(
+                        &snapshot,
+                        &p.routes,
+                        &RestRequest {
+                            method,
+                            path: &path,
+                            query: &query,
+                        },
+                    );
+                    let mut l7 = json!({
+                        "verdict": if v.allowed { "allow" } else { "deny" },
+                        "reason": v.reason,
+                        "rule": v.rule.or_else(|| v.decided_by.and_then(|r| r.describe(&snapshot))),
+                    });
+                    if !v.allowed {
+                        l7["suggestion"] = suggestion(Some(DeniedRequest {
+                            policy: policy.key.to_string(),
+                            method: method.to_ascii_uppercase(),
+                            path,
+                        }))
+                        .into();
+                    }
+                    l7
+                } else if p.protocol.is_l7() {
+                    json!({"verdict": "not_evaluated", "detail": format!("`{}` rules read the request body; explain evaluates `rest` rules only", p.protocol.as_str())})
                 } else {
                     json!({"verdict": "allow", "detail": "endpoint has no protocol: no request-level rules"})
                 };

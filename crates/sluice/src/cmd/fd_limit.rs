@@ -13,10 +13,11 @@ const RESERVE: u64 = 64;
 /// falls back to a buffered copy.)
 const PER_CONNECTION: u64 = 2;
 
-/// Raises the soft limit to the hard limit and warns when even that cannot
+/// Raises the soft limit to the hard limit and says when even that cannot
 /// hold `max_connections` (connections beyond it are refused, not lost:
-/// the accept loop backs off on EMFILE).
-pub(crate) fn raise(max_connections: usize) {
+/// the accept loop backs off on EMFILE): a warning when the operator chose
+/// `max_connections` (`chosen`), at debug level for the default.
+pub(crate) fn raise(max_connections: usize, chosen: bool) {
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return;
     };
@@ -33,7 +34,14 @@ pub(crate) fn raise(max_connections: usize) {
     let wanted = (max_connections as u64)
         .saturating_mul(PER_CONNECTION)
         .saturating_add(RESERVE);
-    if effective < wanted {
+    if effective < wanted && !chosen {
+        tracing::debug!(
+            limit = effective,
+            max_connections,
+            wanted,
+            "Open-file limit is below what the default --max-connections may need"
+        );
+    } else if effective < wanted {
         tracing::warn!(
             limit = effective,
             max_connections,
@@ -50,7 +58,7 @@ mod tests {
 
     #[test]
     fn soft_limit_ends_at_the_hard_limit() {
-        raise(1);
+        raise(1, true);
         let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
         assert_eq!(soft, hard);
     }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +15,10 @@ use sluice_proxy::egress::{IdentityMode, IdentityResolver, ProcessIdentity};
 use sluice_proxy::policy_store::PolicyStore;
 use sluice_proxy::relay::tls::{LeafCache, SandboxCa, UpstreamTls, DEFAULT_LEAF_CACHE_CAPACITY};
 use sluice_proxy::server::{reload_and_audit, watch_policy_file, Limits, Proxy, ProxyConfig};
-use sluice_telemetry::AuditSink;
+use sluice_telemetry::{AuditFormat, AuditSink};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::cli::{IdentityArg, ServeArgs};
+use crate::cli::{IdentityArg, LogFormat, ServeArgs};
 
 /// Process identity over `/proc` (the sandbox crate), behind the proxy's trait.
 /// `serve` anchors at sluice's own view; `run` at the sandboxed child, once it exists.
@@ -62,6 +63,37 @@ pub(crate) struct Prepared {
     pub(crate) credential_names: Vec<String>,
     /// Every secret source the loaded policy names (kept from `run`'s CMD).
     pub(crate) secret_sources: sluice_policy::SecretSources,
+    /// The audit file, when the log goes to one.
+    pub(crate) audit_path: Option<PathBuf>,
+}
+
+/// Where the audit log goes when `--audit-log` is not given, and who else sees
+/// every event.
+#[derive(Default)]
+pub(crate) struct AuditOptions {
+    /// `run`: default to `<state-dir>/audit.jsonl` (size-bounded) instead of stdout.
+    pub(crate) file_by_default: bool,
+    /// Called with every event (`run`'s terminal reporter).
+    pub(crate) observer: Option<sluice_telemetry::EventObserver>,
+}
+
+/// Size bound of `run`'s default audit file (one older file is kept beside it).
+const RUN_AUDIT_MAX_BYTES: u64 = 64 << 20;
+
+/// The audit format: `--log-format`, else pretty on a terminal and JSON elsewhere;
+/// colours only on a terminal and without `NO_COLOR`.
+fn audit_format(args: &ServeArgs, to_stdout: bool) -> AuditFormat {
+    use std::io::IsTerminal as _;
+    let tty = to_stdout && std::io::stdout().is_terminal();
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    match args.log_format {
+        Some(LogFormat::Json) => AuditFormat::Json,
+        Some(LogFormat::Pretty) => AuditFormat::Pretty {
+            color: tty && !no_color,
+        },
+        None if tty => AuditFormat::Pretty { color: !no_color },
+        None => AuditFormat::Json,
+    }
 }
 
 /// Loads the policy, opens the audit log and the CA, and builds the proxy config.
@@ -69,6 +101,7 @@ pub(crate) struct Prepared {
 pub(crate) fn prepare(
     args: &ServeArgs,
     identity: Option<ProcfsResolver>,
+    audit_options: AuditOptions,
 ) -> anyhow::Result<Prepared> {
     let loaded = match sluice_policy::load_file(&args.policy, 1) {
         Ok(l) => l,
@@ -80,12 +113,41 @@ pub(crate) fn prepare(
     for n in &loaded.notices {
         tracing::info!(notice = %n, "Policy notice");
     }
-    super::fd_limit::raise(args.max_connections);
-    let sink = if args.audit_log == "-" {
-        AuditSink::stdout()
-    } else {
-        AuditSink::file(&args.audit_log)
-            .with_context(|| format!("opening audit log {}", args.audit_log))?
+    let max_connections = args
+        .max_connections
+        .unwrap_or(crate::cli::DEFAULT_MAX_CONNECTIONS)
+        .max(1);
+    super::fd_limit::raise(max_connections, args.max_connections.is_some());
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::cli::default_state_dir);
+    let ca = Arc::new(
+        SandboxCa::load_or_create(&state_dir)
+            .with_context(|| format!("sandbox CA in {}", state_dir.display()))?,
+    );
+    let (sink, audit_path) = match (args.audit_log.as_deref(), audit_options.file_by_default) {
+        (Some("-"), _) | (None, false) => (
+            AuditSink::stdout().with_format(audit_format(args, true)),
+            None,
+        ),
+        (Some(path), _) => (
+            AuditSink::file(path)
+                .with_context(|| format!("opening audit log {path}"))?
+                .with_format(audit_format(args, false)),
+            Some(PathBuf::from(path)),
+        ),
+        (None, true) => {
+            let path = state_dir.join("audit.jsonl");
+            let sink = AuditSink::file_bounded(&path, RUN_AUDIT_MAX_BYTES)
+                .with_context(|| format!("opening audit log {}", path.display()))?
+                .with_format(audit_format(args, false));
+            (sink, Some(path))
+        }
+    };
+    let sink = match audit_options.observer {
+        Some(observer) => sink.with_observer(observer),
+        None => sink,
     };
     let audit = Audit::new(sink);
     let identity_mode = match args.identity {
@@ -99,7 +161,7 @@ pub(crate) fn prepare(
     let mut limits = Limits {
         dial_timeout: Duration::from_secs(args.dial_timeout.max(1)),
         tunnel_idle: Duration::from_secs(args.tunnel_idle_timeout.max(1)),
-        max_connections: args.max_connections.max(1),
+        max_connections,
         ..Limits::default()
     };
     if let Some(secs) = args.head_timeout {
@@ -118,14 +180,6 @@ pub(crate) fn prepare(
         }))),
         IdentityMode::EndpointOnly => None,
     };
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(crate::cli::default_state_dir);
-    let ca = Arc::new(
-        SandboxCa::load_or_create(&state_dir)
-            .with_context(|| format!("sandbox CA in {}", state_dir.display()))?,
-    );
     let leaf_cache = Arc::new(LeafCache::new(Arc::clone(&ca), DEFAULT_LEAF_CACHE_CAPACITY));
     let upstream_tls = Arc::new(UpstreamTls::new(&args.upstream_ca).context("upstream TLS trust")?);
     let config = ProxyConfig {
@@ -161,15 +215,18 @@ pub(crate) fn prepare(
         ca,
         credential_names,
         secret_sources,
+        audit_path,
     })
 }
 
 /// Binds the listener on `listen`, records the load, prints the `listening on` line
 /// and spawns the accept loop and the policy-file watcher. Returns the bound address.
+/// `announce`: print the `listening on` line (`run` prints its own start line).
 pub(crate) async fn start(
     prepared: Prepared,
     args: &ServeArgs,
     listen: SocketAddr,
+    announce: bool,
 ) -> anyhow::Result<SocketAddr> {
     let Prepared {
         store,
@@ -188,10 +245,12 @@ pub(crate) async fn start(
         &args.policy.display().to_string(),
         identity_mode.as_str(),
     );
-    eprintln!(
-        "sluice: listening on {addr} (policy generation {generation}, identity {})",
-        identity_mode.as_str()
-    );
+    if announce {
+        eprintln!(
+            "sluice: listening on {addr} (policy generation {generation}, identity {})",
+            identity_mode.as_str()
+        );
+    }
     tokio::spawn(proxy.run());
     tokio::spawn(watch_policy_file(
         store,
@@ -210,7 +269,7 @@ pub(crate) async fn reload(store: &Arc<PolicyStore>, audit: &Audit, identity_mod
 }
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let prepared = prepare(&args, None)?;
+    let prepared = prepare(&args, None, AuditOptions::default())?;
     let (store, audit, identity_mode) = (
         Arc::clone(&prepared.store),
         prepared.audit.clone(),
@@ -220,7 +279,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        start(prepared, &args, args.listen).await?;
+        start(prepared, &args, args.listen, true).await?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;

@@ -19,4 +19,5 @@ mod protocols_tls;
 mod reload;
 mod run;
 mod run_confine;
+mod run_terminal;
 mod ssrf;

@@ -16,7 +16,8 @@ pub(super) fn bypass_events(audit: &Audit, store: &PolicyStore, e: &BypassEvent)
         Ok(p) => (p.exe.clone(), p.pid.to_string(), p.ancestors.clone()),
         Err(_) => ("-".to_owned(), "-".to_owned(), Vec::new()),
     };
-    tracing::warn!(
+    // The terminal line comes from the run's reporter (it sees the event below).
+    tracing::debug!(
         binary = %binary, dst = %dst, proto = %proto, hint = e.hint,
         "Blocked a connection that bypassed the proxy"
     );

@@ -22,6 +22,7 @@
 
 mod env;
 mod events;
+mod report;
 mod secrets;
 
 use std::ffi::OsString;
@@ -46,6 +47,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::serve;
 use crate::cli::RunArgs;
+use report::{Reporter, Verbosity};
 use secrets::SecretGuard;
 
 /// How long CMD's leftovers may keep running after CMD exits.
@@ -58,8 +60,15 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         serve: sargs,
         user,
         allow_readable_secret_files,
+        suggest_policy,
         cmd,
     } = args;
+    let verbosity = match (sargs.quiet, sargs.verbose) {
+        (true, _) => Verbosity::Quiet,
+        (false, 0) => Verbosity::Normal,
+        (false, _) => Verbosity::Verbose,
+    };
+    let reporter = Arc::new(Reporter::new(verbosity));
     check_capabilities()?;
     let tools = Tools::find()?;
     let env_var = |k: &str| std::env::var(k).ok();
@@ -76,10 +85,22 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
 
     let child_identity = Arc::new(ChildIdentity::new());
+    let observer = {
+        let reporter = Arc::clone(&reporter);
+        Arc::new(move |e: &sluice_telemetry::OcsfEvent| reporter.observe(e))
+    };
     let prepared = serve::prepare(
         &sargs,
         Some(serve::ProcfsResolver::Child(Arc::clone(&child_identity))),
+        serve::AuditOptions {
+            file_by_default: true,
+            observer: Some(observer),
+        },
     )?;
+    let audit_where = prepared
+        .audit_path
+        .as_ref()
+        .map_or_else(|| "stdout".to_owned(), |p| p.display().to_string());
     let (inherited, removed) = env::inherited(std::env::vars_os(), &prepared.secret_sources);
     let guard = SecretGuard {
         user: user.clone(),
@@ -92,9 +113,11 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     prepared
         .store
         .set_reload_check(Box::new(move |loaded| guard.check(&loaded.secret_sources)));
-    if !removed.is_empty() {
-        tracing::info!(variables = %removed.join(","), "Secret sources kept out of CMD's environment");
-    }
+    let removed_note = if removed.is_empty() {
+        String::new()
+    } else {
+        format!("; kept from CMD: {}", removed.join(", "))
+    };
     let placeholders: Vec<(String, String)> = prepared
         .credential_names
         .iter()
@@ -117,7 +140,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let listen = SocketAddr::new(netns.host_ip.into(), sargs.listen.port());
-    let proxy_addr = runtime.block_on(serve::start(prepared, &sargs, listen))?;
+    let proxy_addr = runtime.block_on(serve::start(prepared, &sargs, listen, false))?;
 
     let monitor_config = MonitorConfig::default();
     Ruleset {
@@ -147,12 +170,18 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         binds: sandbox_binds(&netns, &trust),
         drain: DRAIN,
     };
+    let start_line = format!(
+        "sluice: running {:?} in namespace {} as {}; audit log: {audit_where}{removed_note}",
+        cmd.join(" "),
+        netns.name,
+        user.describe(),
+    );
     let status = runtime.block_on(supervise(
         &netns,
         &spec,
         &cmd,
         env,
-        &user,
+        &start_line,
         &child_identity,
         &store,
         &audit,
@@ -173,8 +202,45 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     drop(run_dir);
     runtime.shutdown_timeout(Duration::from_millis(200));
     teardown.context("tearing down the sandbox")?;
+    eprint!("{}", reporter.summary(&sargs.policy));
+    if let Some(out) = &suggest_policy {
+        write_suggestions(&sargs.policy, out, &reporter.suggestions());
+    }
     let status = status?;
     Ok(ExitCode::from(exit_code(status)))
+}
+
+/// `--suggest-policy FILE`: the policy with every suggestion applied, checked by
+/// loading it, then written. Problems are reported, never fatal (CMD's status wins).
+fn write_suggestions(policy: &Path, out: &Path, suggestions: &[sluice_policy::suggest::Denied]) {
+    if suggestions.is_empty() {
+        eprintln!("sluice: nothing was denied; {} not written", out.display());
+        return;
+    }
+    let merged = std::fs::read_to_string(policy)
+        .map_err(|e| format!("reading {}: {e}", policy.display()))
+        .and_then(|src| sluice_policy::suggest::merge(&src, suggestions).map_err(|e| e.to_string()))
+        .and_then(|merged| {
+            let header = format!(
+                "# {} with sluice run's suggestions ({} change(s)); review before use.\n",
+                policy.display(),
+                suggestions.len()
+            );
+            let text = header + &merged;
+            sluice_policy::load_str(&text, &out.display().to_string(), 1)
+                .map(|_| text)
+                .map_err(|e| format!("the merged policy does not load:\n{e}"))
+        });
+    match merged.and_then(|text| {
+        std::fs::write(out, text).map_err(|e| format!("writing {}: {e}", out.display()))
+    }) {
+        Ok(()) => eprintln!(
+            "sluice: wrote the policy with {} suggestion(s) to {}",
+            suggestions.len(),
+            out.display()
+        ),
+        Err(e) => eprintln!("sluice: --suggest-policy: {e}"),
+    }
 }
 
 /// `ExitStatus` → sluice's exit code: CMD's code, or 128 + signal.
@@ -251,7 +317,7 @@ async fn supervise(
     spec: &InitSpec,
     cmd: &[String],
     env: Vec<(OsString, OsString)>,
-    user: &SandboxUser,
+    start_line: &str,
     child_identity: &ChildIdentity,
     store: &Arc<PolicyStore>,
     audit: &Audit,
@@ -261,17 +327,12 @@ async fn supervise(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let (tx, mut exited) = tokio::sync::oneshot::channel();
+    eprintln!("{start_line}");
     let pid = confine::spawn(&netns.ns_path(), spec, cmd, env, move |status| {
         let _ = tx.send(status);
     })
     .with_context(|| format!("starting {}", cmd.join(" ")))?;
     child_identity.set_child(pid, &netns.ns_path());
-    eprintln!(
-        "sluice: running {:?} in namespace {} as {}",
-        cmd.join(" "),
-        netns.name,
-        user.describe()
-    );
     let mut kill_at: Option<tokio::time::Instant> = None;
     loop {
         let kill_timer = async {
