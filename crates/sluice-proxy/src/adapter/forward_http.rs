@@ -125,7 +125,7 @@ fn rewrite(
     target: &Target,
     origin: &str,
     headers: &[(String, Vec<u8>)],
-    buffered: bool,
+    (buffered, answers_continue): (bool, bool),
     websocket: bool,
 ) -> Vec<u8> {
     let mut out = String::with_capacity(256 + req.headers.len() * 48);
@@ -145,6 +145,7 @@ fn rewrite(
         if HOP_BY_HOP.contains(&lower.as_str())
             || req.connection_tokens.contains(&lower)
             || (buffered && FRAMING.contains(&lower.as_str()))
+            || (answers_continue && lower == "expect")
         {
             continue;
         }
@@ -293,7 +294,7 @@ impl ForwardPolicy<'_> {
                 &t.target,
                 &outbound.origin,
                 &outbound.headers,
-                buffered,
+                (buffered, outbound.body.answers_continue()),
                 websocket,
             );
             self.current = Some((decision, canonical.path, outcome, outbound.providers));
@@ -475,7 +476,7 @@ mod tests {
             &t.target,
             &t.path_and_query,
             &req.headers,
-            false,
+            (false, false),
             false,
         ))
         .unwrap();

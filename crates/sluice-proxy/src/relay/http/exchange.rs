@@ -5,8 +5,8 @@ use bytes::BytesMut;
 use sluice_policy::EndpointId;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::body::{check_first_chunk, copy_body, read_body, BodyError};
-use super::guard::MarkerGuard;
+use super::body::{check_first_chunk, copy_body, prefetch, read_body, BodyError};
+use super::guard::{MarkerScan, PREFETCH_LIMIT};
 use super::head::{read_head, HeadError, HeadLimits};
 use super::request::{ParseError, RequestHead};
 use super::response::{parse_response, ResponseError, ResponseHead};
@@ -62,8 +62,13 @@ impl std::fmt::Debug for Upgrade {
 
 /// How the request body travels.
 pub enum BodyPlan {
-    /// Stream with the original framing; `guard` refuses a reserved
-    /// credential marker before its bytes are written upstream.
+    /// Stream with the original framing. With `guard`, a reserved
+    /// credential marker in the body is refused (`500
+    /// credential_injection_failed`): the loop reads up to 256 KiB of the
+    /// body ahead and checks it before dialling, and checks the rest as it
+    /// streams, across reads and chunk boundaries. The loop answers
+    /// `Expect: 100-continue` itself then, so the head must not carry it
+    /// ([`BodyPlan::answers_continue`]).
     Stream { guard: bool },
     /// Read the whole body first (at most `limit` bytes), then `transform`
     /// it. `head` then carries no framing fields and no final blank line;
@@ -75,6 +80,16 @@ pub enum BodyPlan {
         /// The answer when the body cannot be read within `limit` (default: a bare 400).
         on_error: Option<Vec<u8>>,
     },
+}
+
+impl BodyPlan {
+    /// Whether the loop answers `Expect: 100-continue` itself (it reads
+    /// the body before the upstream sees the head), so the upstream head
+    /// must drop `Expect`.
+    #[must_use]
+    pub fn answers_continue(&self) -> bool {
+        matches!(self, Self::Buffer { .. } | Self::Stream { guard: true })
+    }
 }
 
 impl std::fmt::Debug for BodyPlan {
@@ -200,6 +215,10 @@ where
                 upgrade,
             } => (key, connector, head, body, upgrade),
         };
+        let continue_expected = req.framing != super::BodyFraming::None
+            && req
+                .header("expect")
+                .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
         let (buffered, guard) = match body {
             BodyPlan::Stream { guard } => (None, guard),
             BodyPlan::Buffer {
@@ -207,10 +226,7 @@ where
                 transform,
                 on_error,
             } => {
-                if req
-                    .header("expect")
-                    .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
-                {
+                if continue_expected {
                     let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
                 }
                 let raw = match read_body(req.framing, client, buf, limit, limits.body_idle).await {
@@ -240,7 +256,19 @@ where
                 (Some(body), false)
             }
         };
-        if buffered.is_none() && req.framing == super::BodyFraming::Chunked {
+        if buffered.is_none() && guard && req.framing != super::BodyFraming::None {
+            // Read the body ahead (up to 256 KiB, nothing consumed): a marker
+            // or malformed framing in it is refused before the upstream is
+            // dialled. A longer body is checked further as it streams.
+            if continue_expected {
+                let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+            }
+            match prefetch(req.framing, client, buf, PREFETCH_LIMIT, limits.body_idle).await {
+                Ok(_) => {}
+                Err(BodyError::Marker) => return refuse_marker(client, policy, &req).await,
+                Err(e) => return reject(client, policy, RejectCause::Body(e.to_string())).await,
+            }
+        } else if buffered.is_none() && req.framing == super::BodyFraming::Chunked {
             if let Err(e) = check_first_chunk(client, buf, limits.body_idle).await {
                 return reject(client, policy, RejectCause::Body(e.to_string())).await;
             }
@@ -300,10 +328,20 @@ where
                 let _ = client.shutdown().await;
                 return LoopEnd::Broken;
             }
-            Err(ExchangeError::RequestBody(e)) => {
+            Err(ExchangeError::RequestBody(BodyError::Marker)) => {
                 // Part of this request already went upstream; that connection is
                 // dropped (never reused), so the upstream sees a truncated request.
+                return refuse_marker(client, policy, &req).await;
+            }
+            Err(ExchangeError::RequestBody(e)) => {
                 return reject(client, policy, RejectCause::Body(e.to_string())).await;
+            }
+            Err(ExchangeError::RequestBodyAfterResponse(e)) => {
+                // The upstream answered early and its head was relayed: no
+                // second answer can follow; the connection just ends.
+                policy.failed(&req, &format!("request body: {e}"));
+                let _ = client.shutdown().await;
+                return LoopEnd::Broken;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "Exchange failed");
@@ -337,6 +375,27 @@ where
 
 const BAD_GATEWAY: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: 68\r\nConnection: close\r\n\r\n{\"error\":\"upstream_protocol_error\",\"detail\":\"invalid upstream reply\"}";
 
+/// A reserved credential marker in a streamed (guarded) body: the request
+/// is refused, never completed upstream.
+async fn refuse_marker<C, P>(client: &mut C, policy: &mut P, req: &RequestHead) -> LoopEnd
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    P: RequestPolicy,
+{
+    const DETAIL: &str =
+        "credential placeholder in a request body that is not opted in to rewriting";
+    policy.failed(req, &format!("credential_injection_failed: {DETAIL}"));
+    let response = crate::adapter::response::json_error(
+        500,
+        "credential_injection_failed",
+        DETAIL,
+        None,
+        None,
+    );
+    super::answer_and_close(client, &response).await;
+    LoopEnd::Answered
+}
+
 async fn reject<C, P>(client: &mut C, policy: &mut P, cause: RejectCause) -> LoopEnd
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -355,6 +414,8 @@ where
 enum ExchangeError {
     #[error("request body: {0}")]
     RequestBody(BodyError),
+    #[error("request body after the response began: {0}")]
+    RequestBodyAfterResponse(BodyError),
     #[error("response body: {0}")]
     ResponseBody(BodyError),
     #[error("response head: {0}")]
@@ -388,11 +449,11 @@ where
     C: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let upgrade = out.upgrade;
-    let (mut ur, uw) = tokio::io::split(&mut up.stream);
-    let mut uw = MarkerGuard::new(uw, out.guard);
+    let (mut ur, mut uw) = tokio::io::split(&mut up.stream);
     uw.write_all(&out.head).await.map_err(ExchangeError::Io)?;
     let (mut cr, mut cw) = tokio::io::split(&mut *client);
     let ubuf = &mut up.buf;
+    let mut scan = MarkerScan::new(out.guard);
     let send_body = async {
         match &out.body {
             Some(b) => uw
@@ -400,13 +461,21 @@ where
                 .await
                 .map(|()| b.len() as u64)
                 .map_err(ExchangeError::Io),
-            None => copy_body(req.framing, &mut cr, buf, &mut uw, limits.body_idle)
-                .await
-                .map_err(ExchangeError::RequestBody),
+            None => copy_body(
+                req.framing,
+                &mut cr,
+                buf,
+                &mut uw,
+                limits.body_idle,
+                &mut scan,
+            )
+            .await
+            .map_err(ExchangeError::RequestBody),
         }
     };
     let mut ws_extensions: Option<String> = None;
     let extensions = &mut ws_extensions;
+    let relayed = std::sync::atomic::AtomicBool::new(false);
     let read_response = async {
         loop {
             let n = read_head(&mut ur, ubuf, limits.response_head)
@@ -418,6 +487,7 @@ where
                 // Only a request the admission marked as an upgrade may switch protocols.
                 return Err(ExchangeError::BadResponse(ResponseError::Framing));
             }
+            relayed.store(true, std::sync::atomic::Ordering::Relaxed);
             cw.write_all(&raw).await.map_err(ExchangeError::Io)?;
             if parsed.status == 101 {
                 cw.flush().await.map_err(ExchangeError::Io)?;
@@ -431,7 +501,27 @@ where
             return Ok(parsed);
         }
     };
-    let (sent, resp) = tokio::join!(send_body, read_response);
+    // A request body that fails (a refused marker, bad framing, a stall)
+    // ends the exchange at once: the upstream, still waiting for the rest
+    // of the body, is not waited for.
+    let (sent, resp) = {
+        tokio::pin!(send_body, read_response);
+        tokio::select! {
+            sent = &mut send_body => match sent {
+                Err(ExchangeError::RequestBody(e))
+                    if relayed.load(std::sync::atomic::Ordering::Relaxed) =>
+                {
+                    return Err(ExchangeError::RequestBodyAfterResponse(e));
+                }
+                Err(e) => return Err(e),
+                Ok(n) => (Ok(n), read_response.await),
+            },
+            resp = &mut read_response => (send_body.await, resp),
+        }
+    };
+    if let Err(ExchangeError::RequestBody(e)) = sent {
+        return Err(ExchangeError::RequestBodyAfterResponse(e));
+    }
     sent?;
     let resp = resp?;
     if resp.status == 101 {
@@ -439,9 +529,16 @@ where
             extensions: ws_extensions,
         });
     }
-    copy_body(resp.framing, &mut ur, ubuf, &mut cw, limits.body_idle)
-        .await
-        .map_err(ExchangeError::ResponseBody)?;
+    copy_body(
+        resp.framing,
+        &mut ur,
+        ubuf,
+        &mut cw,
+        limits.body_idle,
+        &mut MarkerScan::off(),
+    )
+    .await
+    .map_err(ExchangeError::ResponseBody)?;
     cw.flush().await.map_err(ExchangeError::Io)?;
     Ok(Exchanged::Done(resp))
 }

@@ -204,6 +204,7 @@ impl RequestPolicy for TunnelPolicy<'_> {
             req.version,
             &outbound.headers,
             buffered,
+            outbound.body.answers_continue(),
         );
         self.current = Some((target.path, outcome, outbound.providers));
         Admission::Forward {
@@ -377,6 +378,7 @@ pub(crate) fn build_head(
     version: u8,
     headers: &[(String, Vec<u8>)],
     buffered: bool,
+    answers_continue: bool,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + origin.len() + headers.len() * 40);
     out.extend_from_slice(method.as_bytes());
@@ -390,7 +392,9 @@ pub(crate) fn build_head(
     for (name, value) in headers {
         // A buffered body is re-framed by the loop (Content-Length), and the
         // 100-continue was already answered.
-        if buffered && FRAMING.iter().any(|f| name.eq_ignore_ascii_case(f)) {
+        if buffered && FRAMING.iter().any(|f| name.eq_ignore_ascii_case(f))
+            || answers_continue && name.eq_ignore_ascii_case("expect")
+        {
             continue;
         }
         out.extend_from_slice(name.as_bytes());
