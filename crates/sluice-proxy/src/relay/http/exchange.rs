@@ -151,6 +151,13 @@ pub trait RequestPolicy: Send {
     fn completed(&mut self, req: &RequestHead, status: u16);
     /// An admitted exchange broke mid-way (upstream or client I/O, bad response).
     fn failed(&mut self, req: &RequestHead, detail: &str);
+    /// Completes when a newer policy generation no longer allows the
+    /// upgraded session (after `101`) of the request last completed, whose
+    /// upstream was dialled to `upstream_ip`; the session is then closed.
+    fn revoked(
+        &self,
+        upstream_ip: Option<std::net::IpAddr>,
+    ) -> impl Future<Output = ()> + Send + '_;
 }
 
 /// Why a request never reached policy.
@@ -169,6 +176,9 @@ pub struct LoopLimits {
     pub response_head: HeadLimits,
     pub body_idle: Duration,
     pub dial_timeout: Duration,
+    /// A raw upgraded connection (a non-WebSocket `101`) with no byte
+    /// either way for this long is closed (the tunnel idle timeout).
+    pub upgrade_idle: Duration,
 }
 
 struct Upstream {
@@ -302,11 +312,14 @@ where
             Ok(Exchanged::Done(r)) => r,
             Ok(Exchanged::Upgraded { extensions }) => {
                 policy.completed(&req, 101);
+                // The session outlives its request: a reload that no longer
+                // allows it ends it (WebSocket: close 1012 both ways).
+                let stop = policy.revoked(up.stream.peer_ip());
                 match upgrade {
                     Upgrade::WebSocket(mut text_policy) => {
                         let deflate = extensions.as_deref().and_then(parse_deflate_extension);
                         let client_buf = buf.split();
-                        let end = websocket::relay(
+                        let end = websocket::relay_with_stop(
                             &mut *client,
                             client_buf,
                             up.stream,
@@ -314,11 +327,17 @@ where
                             deflate,
                             WsLimits::default(),
                             text_policy.as_mut(),
+                            stop,
                         )
                         .await;
                         tracing::debug!(?end, "WebSocket session ended");
                     }
-                    _ => raw_copy(client, buf, up).await,
+                    _ => {
+                        let end =
+                            raw_copy(client, buf, up.stream, &up.buf, limits.upgrade_idle, stop)
+                                .await;
+                        tracing::debug!(?end, "Upgraded connection ended");
+                    }
                 }
                 return LoopEnd::Upgraded;
             }
@@ -554,18 +573,171 @@ fn header_value(raw: &[u8], name: &str) -> Option<String> {
     })
 }
 
-/// After a `101`: bytes already buffered on either side go first, then a
-/// plain bidirectional copy until both sides finish.
-async fn raw_copy<C>(client: &mut C, buf: &mut BytesMut, mut up: Upstream)
+/// How a raw upgraded connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RawEnd {
+    /// Both directions finished, or one failed.
+    Closed,
+    /// No byte moved either way for the idle timeout.
+    Idle,
+    /// The stop future fired (the policy no longer allows it).
+    Revoked,
+}
+
+/// After a `101` that is not a WebSocket session: bytes already buffered on
+/// either side go first, then a bidirectional copy until both sides finish,
+/// no byte moves for `idle`, or `stop` completes.
+async fn raw_copy<C, U, S>(
+    client: &mut C,
+    buf: &mut BytesMut,
+    mut upstream: U,
+    upstream_buf: &[u8],
+    idle: Duration,
+    stop: S,
+) -> RawEnd
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
+    U: AsyncRead + AsyncWrite + Unpin + Send,
+    S: Future<Output = ()>,
 {
-    if !buf.is_empty() && up.stream.write_all(buf).await.is_err() {
-        return;
+    if !buf.is_empty() && upstream.write_all(buf).await.is_err() {
+        return RawEnd::Closed;
     }
     buf.clear();
-    if !up.buf.is_empty() && client.write_all(&up.buf).await.is_err() {
-        return;
+    if !upstream_buf.is_empty() && client.write_all(upstream_buf).await.is_err() {
+        return RawEnd::Closed;
     }
-    let _ = tokio::io::copy_bidirectional(client, &mut up.stream).await;
+    let last = std::sync::atomic::AtomicU64::new(0);
+    let start = tokio::time::Instant::now();
+    let mut client = Metered {
+        io: client,
+        last: &last,
+        start,
+    };
+    let mut upstream = Metered {
+        io: &mut upstream,
+        last: &last,
+        start,
+    };
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    let watchdog = async {
+        loop {
+            let seen = last.load(std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep_until(start + Duration::from_millis(seen) + idle).await;
+            if last.load(std::sync::atomic::Ordering::Relaxed) == seen {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = copy => RawEnd::Closed,
+        () = watchdog => RawEnd::Idle,
+        () = stop => RawEnd::Revoked,
+    }
+}
+
+/// A stream that records when bytes last moved through it (milliseconds
+/// since `start`), for the idle watchdog of a raw upgraded connection.
+struct Metered<'a, T> {
+    io: T,
+    last: &'a std::sync::atomic::AtomicU64,
+    start: tokio::time::Instant,
+}
+
+impl<T> Metered<'_, T> {
+    fn moved(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Metered<'_, T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.moved();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<'_, T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_write(cx, data);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.moved();
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// The raw copy after a non-WebSocket `101`: buffered bytes first, then
+    /// both ways; it ends after `idle` without traffic, and at once when
+    /// the policy revokes it.
+    #[tokio::test(start_paused = true)]
+    async fn raw_upgrade_copy_is_idle_bounded_and_revocable() {
+        let idle = Duration::from_secs(60);
+        // Traffic keeps it open; silence for `idle` ends it.
+        let (mut client, mut proxy_client) = tokio::io::duplex(1024);
+        let (proxy_up, mut upstream) = tokio::io::duplex(1024);
+        let mut buf = BytesMut::from(&b"early"[..]);
+        let copy = tokio::spawn(async move {
+            let never = std::future::pending::<()>();
+            let started = tokio::time::Instant::now();
+            let end = raw_copy(&mut proxy_client, &mut buf, proxy_up, b"hi", idle, never).await;
+            (end, started.elapsed())
+        });
+        let mut got = [0u8; 5];
+        upstream.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"early");
+        let mut got = [0u8; 2];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hi");
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(50)).await;
+            client.write_all(b"ping").await.unwrap();
+            let mut got = [0u8; 4];
+            upstream.read_exact(&mut got).await.unwrap();
+        }
+        let (end, elapsed) = copy.await.unwrap();
+        assert_eq!(end, RawEnd::Idle);
+        assert!(elapsed >= Duration::from_secs(150 + 60), "{elapsed:?}");
+
+        // A revocation ends a busy connection.
+        let (_client, mut proxy_client) = tokio::io::duplex(1024);
+        let (proxy_up, _upstream) = tokio::io::duplex(1024);
+        let mut buf = BytesMut::new();
+        let stop = tokio::time::sleep(Duration::from_secs(5));
+        let end = raw_copy(&mut proxy_client, &mut buf, proxy_up, b"", idle, stop).await;
+        assert_eq!(end, RawEnd::Revoked);
+    }
 }

@@ -290,6 +290,13 @@ impl RequestPolicy for TunnelPolicy<'_> {
         response.map(<[u8]>::to_vec)
     }
 
+    fn revoked(
+        &self,
+        upstream_ip: Option<std::net::IpAddr>,
+    ) -> impl std::future::Future<Output = ()> + Send + '_ {
+        crate::relay::revoke::revoked(self.shared, &self.decision, upstream_ip)
+    }
+
     fn completed(&mut self, req: &RequestHead, status: u16) {
         let Some((path, outcome, creds)) = self.current.take() else {
             return;
