@@ -1,7 +1,9 @@
-//! Chunked body relay: framing kept byte for byte, never desynchronized.
+//! Chunked body relay: framing kept byte for byte, never desynchronized;
+//! the credential-marker scan sees the decoded payload across chunks.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use sluice_policy::placeholder::contains_marker;
 use sluice_proxy::relay::http::body_fuzzing::relay_chunked;
 
 /// The buffered path's limit (the policy engines' body cap is 256 KiB).
@@ -19,6 +21,22 @@ fuzz_target!(|data: &[u8]| {
     // The accepted framing decodes, to as many bytes as the relay counted.
     let decoded = r.decoded.expect("accepted framing decodes");
     assert_eq!(decoded.len() as u64, r.total);
+    // The marker scan: a marker in the decoded payload (however the chunks
+    // cut it) is always refused, by the stream scan and, for a body within
+    // the read-ahead limit, before anything is forwarded; a refusal always
+    // has a marker in the payload or in a framing line.
+    if contains_marker(&decoded) {
+        assert!(r.marker_refused, "marker in the payload relayed");
+        if r.wire.len() <= LIMIT {
+            assert!(r.prefetch_refused, "marker in a short body not refused ahead");
+        }
+    }
+    if r.marker_refused || r.prefetch_refused {
+        assert!(
+            contains_marker(&decoded) || contains_marker(&r.wire),
+            "refused a body without a marker"
+        );
+    }
     // The buffered path agrees whenever the body fits its limit.
     if r.wire.len() <= LIMIT {
         assert_eq!(r.buffered.as_deref(), Some(&decoded[..]), "buffered path disagrees");

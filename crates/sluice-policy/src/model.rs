@@ -154,7 +154,8 @@ pub enum QueryMatcher {
 /// already rejected combinations that do not apply.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct L7Rule {
-    /// Upper-cased method (`GET`, `*`, `WEBSOCKET_TEXT`, JSON-RPC/MCP method name as written).
+    /// Upper-cased method (`GET`, `*`, `WEBSOCKET_TEXT`, `WEBSOCKET_BINARY`,
+    /// JSON-RPC/MCP method name as written).
     pub method: Option<Arc<str>>,
     pub path: Option<Glob>,
     /// Decoded parameter name → matcher, sorted by name.

@@ -168,7 +168,10 @@ fn http_rule(ctx: &mut Ctx, path: &str, b: &RuleBodyDto, env: RuleEnv, rule: &mu
             let up = m.to_ascii_uppercase();
             let ws = env.protocol == Protocol::Websocket;
             let ok = if ws {
-                matches!(up.as_str(), "GET" | "WEBSOCKET_TEXT" | "*")
+                matches!(
+                    up.as_str(),
+                    "GET" | "WEBSOCKET_TEXT" | "WEBSOCKET_BINARY" | "*"
+                )
             } else {
                 REST_METHODS.contains(&up.as_str())
             };
@@ -177,7 +180,9 @@ fn http_rule(ctx: &mut Ctx, path: &str, b: &RuleBodyDto, env: RuleEnv, rule: &mu
             } else if ws {
                 ctx.err(
                     &join(path, "method"),
-                    format!("websocket method `{m}` must be GET, WEBSOCKET_TEXT or `*`"),
+                    format!(
+                        "websocket method `{m}` must be GET, WEBSOCKET_TEXT, WEBSOCKET_BINARY or `*`"
+                    ),
                 );
             } else {
                 ctx.err(
@@ -448,7 +453,10 @@ pub(crate) fn preset_rules(access: &str, protocol: Protocol) -> Result<Vec<L7Rul
             .to_vec(),
         (Protocol::Rest | Protocol::Websocket, "full") => vec![rest("*")],
         (Protocol::Websocket, "read-only") => vec![rest("GET")],
-        (Protocol::Websocket, "read-write") => vec![rest("GET"), rest("WEBSOCKET_TEXT")],
+        // Binary messages are writes too (OpenShell relays them uninspected).
+        (Protocol::Websocket, "read-write") => ["GET", "WEBSOCKET_TEXT", "WEBSOCKET_BINARY"]
+            .map(rest)
+            .to_vec(),
         (Protocol::Graphql, "read-only") => vec![gql("query")],
         (Protocol::Graphql, "read-write") => vec![gql("query"), gql("mutation")],
         (Protocol::Graphql, "full") => vec![gql("*")],

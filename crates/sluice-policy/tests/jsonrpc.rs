@@ -361,7 +361,7 @@ fn batch_and_nesting_bounds() {
         jsonrpc::parse(too_many.as_bytes(), 1 << 20).unwrap_err(),
         JsonRpcError::TooManyFrames
     );
-    // serde_json's recursion limit (128) turns deep nesting into an error, not a stack overflow
+    // the reader's nesting limit (128) turns deep nesting into an error, not a stack overflow
     let deep = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"m","params":{}1{}}}"#,
         "[".repeat(10_000),
@@ -395,4 +395,62 @@ fn long_and_control_method_names_are_bounded_in_messages() {
         "{}",
         v.reason
     );
+}
+
+/// Duplicate keys, in the frame or anywhere below it, are refused (hard,
+/// even in audit): an upstream that takes the first key would otherwise
+/// run a call policy never saw (`reports.delete` behind an allowed
+/// `reports.list`).
+#[test]
+fn duplicate_keys_are_refused_anywhere() {
+    let snap = snapshot();
+    let reason = "JSON-RPC request rejected: duplicate key in a JSON object";
+    for (ep, body) in [
+        (
+            0,
+            r#"{"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransaction","method":"eth_call"}"#,
+        ),
+        (
+            0,
+            r#"{"jsonrpc":"2.0","id":1,"method":"eth_call","method":"eth_sendRawTransaction"}"#,
+        ),
+        (
+            0,
+            r#"{"jsonrpc":"2.0","id":1,"method":"eth_call","method":"eth_call"}"#,
+        ),
+        (
+            0,
+            r#"{"jsonrpc":"2.0","jsonrpc":"1.0","id":1,"method":"eth_call"}"#,
+        ),
+        (0, r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"eth_call"}"#),
+        (
+            0,
+            r#"{"jsonrpc":"2.0","id":1,"method":"eth_call","m\u0065thod":"eth_sendRawTransaction"}"#,
+        ),
+        (
+            0,
+            r#"{"jsonrpc":"2.0","id":1,"method":"eth_call","params":{"to":"a","to":"b"}}"#,
+        ),
+        (
+            0,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"eth_call"},{"jsonrpc":"2.0","id":2,"method":"eth_call","params":[{"x":{"y":1,"y":2}}]}]"#,
+        ),
+        (
+            1,
+            r#"{"jsonrpc":"2.0","id":1,"method":"debug_traceTransaction","method":"eth_call"}"#,
+        ),
+        (0, r#"{"jsonrpc":"2.0","id":1,"result":1,"result":2}"#),
+    ] {
+        assert_eq!(
+            jsonrpc::parse(body.as_bytes(), 1 << 16).unwrap_err(),
+            JsonRpcError::DuplicateKey,
+            "{body}"
+        );
+        let v = eval(&snap.endpoints()[ep], body);
+        assert!(!v.allowed && v.hard, "{body}: {v:?}");
+        assert_eq!(v.reason, reason, "{body}");
+    }
+    // The same key in sibling objects is not a duplicate.
+    let ok = r#"[{"jsonrpc":"2.0","id":1,"method":"eth_call","params":{"to":"a"}},{"jsonrpc":"2.0","id":2,"method":"eth_call","params":{"to":"b"}}]"#;
+    assert!(eval(&snap.endpoints()[0], ok).allowed);
 }

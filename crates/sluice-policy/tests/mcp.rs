@@ -662,3 +662,47 @@ fn body_cap_applies_to_mcp() {
         "JSON-RPC request rejected: body is larger than 64 bytes"
     );
 }
+
+/// A duplicated `name` in `params` (or any other duplicated key) is a hard
+/// denial: a first-key upstream would run the denied tool.
+#[test]
+fn duplicate_keys_are_refused() {
+    let snap = snapshot();
+    let reason = "JSON-RPC request rejected: duplicate key in a JSON object";
+    for (ep, body) in [
+        (
+            0,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"send_email","name":"search_web","arguments":{}}}"#,
+        ),
+        (
+            0,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_web","name":"send_email","arguments":{}}}"#,
+        ),
+        (
+            0,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_web","arguments":{}},"params":{"name":"send_email"}}"#,
+        ),
+        (
+            0,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call","params":{"name":"send_email"}}"#,
+        ),
+        (
+            1,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"execute_code","name":"search","arguments":{}}}"#,
+        ),
+        (
+            1,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"path":"/a","path":"/etc/shadow"}}}"#,
+        ),
+    ] {
+        let v = post(&snap.endpoints()[ep], body);
+        assert!(!v.allowed && v.hard, "{body}: {v:?}");
+        assert_eq!(v.reason, reason, "{body}");
+    }
+    // Without the duplicate, the first one of them is an ordinary denial.
+    let v = post(
+        &snap.endpoints()[0],
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"send_email","arguments":{}}}"#,
+    );
+    assert!(!v.allowed && !v.hard, "{v:?}");
+}

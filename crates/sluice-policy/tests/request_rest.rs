@@ -332,3 +332,68 @@ fn out_of_bounds_requests_match_nothing_and_messages_stay_bounded() {
         assert!(v.reason.len() < 4096 + 64, "{}", v.reason.len());
     }
 }
+
+/// WebSocket message methods: `WEBSOCKET_TEXT` and `WEBSOCKET_BINARY` are
+/// evaluated like request methods on the upgrade path. Binary needs its
+/// own allow (or `*`): a text rule never allows binary, so a read-only or
+/// text-only channel refuses binary messages; `read-write` allows both.
+#[test]
+fn websocket_message_methods() {
+    const WS: &str = r#"
+version: 1
+network_policies:
+  ws:
+    endpoints:
+      - { host: ro.example.com, port: 443, protocol: websocket, enforcement: enforce, access: read-only }
+      - { host: rw.example.com, port: 443, protocol: websocket, enforcement: enforce, access: read-write }
+      - { host: full.example.com, port: 443, protocol: websocket, enforcement: enforce, access: full }
+      - host: custom.example.com
+        port: 443
+        protocol: websocket
+        enforcement: enforce
+        rules:
+          - allow: { method: GET, path: "/**" }
+          - allow: { method: WEBSOCKET_TEXT, path: "/**" }
+          - allow: { method: websocket_binary, path: "/bin/**" }
+        deny_rules:
+          - { method: WEBSOCKET_BINARY, path: /bin/secret }
+    binaries: [ { path: /usr/bin/agent } ]
+"#;
+    let snap = load_str(WS, "ws.yaml", 1).expect("policy loads").snapshot;
+    let q = QueryParams::default();
+    let allowed = |id: u32, method: &str, path: &str| {
+        evaluate_rest(
+            &snap,
+            &[EndpointId(id)],
+            &RestRequest {
+                method,
+                path,
+                query: &q,
+            },
+        )
+        .allowed
+    };
+    // (endpoint, method, path, allowed)
+    let cases: &[(u32, &str, &str, bool)] = &[
+        (0, "GET", "/feed", true),
+        (0, "WEBSOCKET_TEXT", "/feed", false),
+        (0, "WEBSOCKET_BINARY", "/feed", false),
+        (1, "WEBSOCKET_TEXT", "/feed", true),
+        (1, "WEBSOCKET_BINARY", "/feed", true),
+        (2, "WEBSOCKET_BINARY", "/feed", true),
+        (3, "WEBSOCKET_TEXT", "/chat", true),
+        (3, "WEBSOCKET_BINARY", "/chat", false),
+        (3, "WEBSOCKET_BINARY", "/bin/upload", true),
+        (3, "WEBSOCKET_BINARY", "/bin/secret", false),
+        (3, "WEBSOCKET_TEXT", "/bin/secret", true),
+    ];
+    for (id, method, path, want) in cases {
+        assert_eq!(allowed(*id, method, path), *want, "{id} {method} {path}");
+    }
+    let bad = WS.replace("websocket_binary", "WEBSOCKET_BYTES");
+    let err = load_str(&bad, "ws.yaml", 1).unwrap_err().to_string();
+    assert!(
+        err.contains("websocket method `WEBSOCKET_BYTES` must be GET, WEBSOCKET_TEXT, WEBSOCKET_BINARY or `*`"),
+        "{err}"
+    );
+}

@@ -28,7 +28,8 @@ pub struct Limits {
     pub body_idle: Duration,
     /// Upstream dial (destination connector).
     pub dial_timeout: Duration,
-    /// Raw tunnel idle timeout (relay).
+    /// Raw tunnel idle timeout (relay); also for a raw copy after a
+    /// non-WebSocket `101`.
     pub tunnel_idle: Duration,
     /// Concurrent client connections; further accepts wait.
     pub max_connections: usize,
@@ -64,6 +65,7 @@ impl Limits {
             response_head: self.response_head,
             body_idle: self.body_idle,
             dial_timeout: self.dial_timeout,
+            upgrade_idle: self.tunnel_idle,
         }
     }
 }

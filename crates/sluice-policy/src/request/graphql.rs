@@ -18,7 +18,6 @@
 mod classify;
 mod eval;
 mod http;
-mod json;
 
 pub use eval::{evaluate, evaluate_operation};
 

@@ -6,6 +6,11 @@
 //! allowed and none may match a deny rule: one denied call denies the whole
 //! batch. Response frames (`result`/`error`) sent by the client are a hard
 //! denial, as is any body [`parse`] rejects.
+//!
+//! Bodies are read with the shared strict reader ([`super::json`]): a key
+//! repeated in any object (`{"method":"a","method":"b"}`, two `name`s in
+//! `params`) is refused, because upstream parsers disagree on which one
+//! counts (first-wins vs last-wins).
 
 use std::fmt::Write as _;
 
@@ -14,6 +19,7 @@ use thiserror::Error;
 
 use crate::model::{Endpoint, L7Rule};
 
+use super::json::{self, JsonError};
 use super::verdict::ProtocolVerdict;
 
 /// Most frames accepted in one batch.
@@ -78,9 +84,13 @@ pub enum JsonRpcError {
     /// The body is longer than the endpoint's `max_body_bytes`.
     #[error("body is larger than {limit} bytes")]
     TooLarge { limit: usize },
-    /// Not JSON, or nested deeper than serde_json's recursion limit (128).
+    /// Not JSON, a number outside what JSON-RPC values can hold (`1e400`),
+    /// or nested deeper than 128 levels.
     #[error("invalid JSON")]
     InvalidJson,
+    /// A key occurs twice in one object, anywhere in the body.
+    #[error("duplicate key in a JSON object")]
+    DuplicateKey,
     /// `[]`.
     #[error("empty batch")]
     EmptyBatch,
@@ -149,7 +159,8 @@ fn frame(v: &Value) -> Result<Frame, &'static str> {
 ///
 /// # Errors
 /// The body is longer than `max_bytes`, is not JSON (or nests deeper than
-/// 128 levels), is an empty batch or one of more than [`MAX_BATCH_FRAMES`]
+/// 128 levels), repeats a key in any object, is an empty batch or one of
+/// more than [`MAX_BATCH_FRAMES`]
 /// frames, or any frame is not a JSON-RPC 2.0 request, notification or
 /// response (`jsonrpc` must be `"2.0"`; `method` a string; `params` an
 /// object or array; `id` a string, number or null).
@@ -157,7 +168,11 @@ pub fn parse(body: &[u8], max_bytes: usize) -> Result<Batch, JsonRpcError> {
     if body.len() > max_bytes {
         return Err(JsonRpcError::TooLarge { limit: max_bytes });
     }
-    let value: Value = serde_json::from_slice(body).map_err(|_| JsonRpcError::InvalidJson)?;
+    let value: Value = match json::parse_unique(body) {
+        Ok(v) => v.to_serde().ok_or(JsonRpcError::InvalidJson)?,
+        Err(JsonError::DuplicateKey) => return Err(JsonRpcError::DuplicateKey),
+        Err(_) => return Err(JsonRpcError::InvalidJson),
+    };
     match &value {
         Value::Array(items) => {
             if items.is_empty() {

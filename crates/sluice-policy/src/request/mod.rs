@@ -25,6 +25,7 @@
 
 mod eval;
 pub mod graphql;
+pub mod json;
 pub mod jsonrpc;
 pub mod mcp;
 mod path;

@@ -14,12 +14,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::response::{destination_refused, json_error};
-use crate::destination::{self, check_pinned, UpstreamConnector};
+use crate::destination::{self, UpstreamConnector};
 use crate::egress::{authorize, EgressDecision, EgressIntent, IdentityEvidence, Surface, Target};
 use crate::relay::http::tunnel::TunnelPolicy;
 use crate::relay::http::{
     answer_and_close, read_head, request_loop, HeadError, RejectCause, RequestHead, RequestPolicy,
 };
+use crate::relay::revoke::revoked;
 use crate::relay::stream::ClientStream;
 use crate::relay::tcp::{self, TunnelEnd};
 use crate::relay::tls::{peek_classify, TunnelProtocol};
@@ -316,39 +317,4 @@ async fn open(shared: &Shared, client: &mut TcpStream, intent: EgressIntent) -> 
     )
     .await;
     None
-}
-
-/// Completes when a newer generation no longer allows this tunnel: the
-/// intent is re-authorized from scratch and the connected address is
-/// re-judged under the new destination plan (no new DNS lookup).
-async fn revoked(
-    shared: &Shared,
-    decision: &EgressDecision,
-    upstream_ip: Option<std::net::IpAddr>,
-) {
-    let mut rx = shared.store.subscribe();
-    rx.mark_unchanged();
-    loop {
-        if rx.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        let redo = authorize(
-            &shared.store.snapshot(),
-            decision.intent.clone(),
-            &shared.authorize_ctx(),
-        );
-        let reason = match (redo.permit(), upstream_ip) {
-            (None, _) => Some(redo.deny_reason()),
-            (Some(p), Some(ip)) => check_pinned(&p.destination, &redo.intent.target, ip)
-                .err()
-                .map(|d| d.status_detail),
-            (Some(_), None) => Some("upstream address unknown".to_owned()),
-        };
-        if let Some(reason) = reason {
-            shared
-                .audit
-                .tunnel_revoked(decision, redo.generation(), &reason);
-            return;
-        }
-    }
 }

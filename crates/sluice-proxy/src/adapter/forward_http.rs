@@ -55,6 +55,7 @@ pub(super) async fn handle(
         identity,
         current: None,
         cached: None,
+        upgraded: None,
     };
     let limits = shared.limits.loop_limits();
     request_loop(&mut client, &mut buf, first, &mut policy, &limits).await;
@@ -70,6 +71,9 @@ struct ForwardPolicy<'a> {
     /// The last validated connector, reused while key and generation hold
     /// (no DNS per request on a keep-alive connection).
     cached: Option<(UpstreamKey, UpstreamConnector)>,
+    /// The decision of a request that switched protocols (`101`), for
+    /// revoking the session on reload.
+    upgraded: Option<EgressDecision>,
 }
 
 /// `http://authority/path?query` split into its parts.
@@ -125,7 +129,7 @@ fn rewrite(
     target: &Target,
     origin: &str,
     headers: &[(String, Vec<u8>)],
-    buffered: bool,
+    (buffered, answers_continue): (bool, bool),
     websocket: bool,
 ) -> Vec<u8> {
     let mut out = String::with_capacity(256 + req.headers.len() * 48);
@@ -145,6 +149,7 @@ fn rewrite(
         if HOP_BY_HOP.contains(&lower.as_str())
             || req.connection_tokens.contains(&lower)
             || (buffered && FRAMING.contains(&lower.as_str()))
+            || (answers_continue && lower == "expect")
         {
             continue;
         }
@@ -293,7 +298,7 @@ impl ForwardPolicy<'_> {
                 &t.target,
                 &outbound.origin,
                 &outbound.headers,
-                buffered,
+                (buffered, outbound.body.answers_continue()),
                 websocket,
             );
             self.current = Some((decision, canonical.path, outcome, outbound.providers));
@@ -384,8 +389,18 @@ impl RequestPolicy for ForwardPolicy<'_> {
         response.map(<[u8]>::to_vec)
     }
 
+    async fn revoked(&self, upstream_ip: Option<std::net::IpAddr>) {
+        match &self.upgraded {
+            Some(d) => crate::relay::revoke::revoked(self.shared, d, upstream_ip).await,
+            None => std::future::pending().await,
+        }
+    }
+
     fn completed(&mut self, req: &RequestHead, status: u16) {
         if let Some((d, path, outcome, creds)) = self.current.take() {
+            if status == 101 {
+                self.upgraded = Some(d.clone());
+            }
             let audit = &self.shared.audit;
             match &outcome {
                 L7Outcome::Audit { reason, .. } => {
@@ -475,7 +490,7 @@ mod tests {
             &t.target,
             &t.path_and_query,
             &req.headers,
-            false,
+            (false, false),
             false,
         ))
         .unwrap();

@@ -14,14 +14,24 @@ pub(crate) const REQUEST_TIMEOUT: &[u8] =
 /// The fixed answer to `https://` on the forward proxy.
 pub(crate) const USE_CONNECT: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 27\r\nConnection: close\r\n\r\nUse CONNECT for HTTPS URLs";
 
+/// The RFC 9110 reason phrase of every status sluice answers with (and a
+/// few neighbours); `Error` only for a status nothing here sends.
 fn reason_phrase(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
         408 => "Request Timeout",
+        413 => "Content Too Large",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "Error",
     }
 }
@@ -105,5 +115,27 @@ mod tests {
         let text = String::from_utf8(json_error(502, "upstream_unreachable", "x", Some(""), None))
             .unwrap();
         assert!(!text.contains("reason") && !text.contains("X-Sluice-Policy"));
+    }
+
+    /// Every status the proxy answers with has its own reason phrase
+    /// (`500 credential_injection_failed` went out as `500 Error`).
+    #[test]
+    fn every_sent_status_has_its_reason_phrase() {
+        for (status, phrase) in [
+            (400, "Bad Request"),
+            (403, "Forbidden"),
+            (408, "Request Timeout"),
+            (431, "Request Header Fields Too Large"),
+            (500, "Internal Server Error"),
+            (502, "Bad Gateway"),
+            (503, "Service Unavailable"),
+        ] {
+            let text = String::from_utf8(json_error(status, "e", "d", None, None)).unwrap();
+            assert!(
+                text.starts_with(&format!("HTTP/1.1 {status} {phrase}\r\n")),
+                "{text}"
+            );
+        }
+        assert_eq!(reason_phrase(599), "Error");
     }
 }

@@ -4,6 +4,7 @@
 
 pub(crate) mod credentials;
 pub mod http;
+pub(crate) mod revoke;
 pub mod stream;
 pub mod tcp;
 pub mod tls;

@@ -60,8 +60,10 @@ network_policies:
         rules:
           - allow: {{ method: GET, path: "/**" }}
           - allow: {{ method: WEBSOCKET_TEXT, path: "/**" }}
+          - allow: {{ method: WEBSOCKET_BINARY, path: /chat }}
         deny_rules:
           - {{ method: WEBSOCKET_TEXT, path: /forbidden }}
+      - {{ host: wsro.test, port: 8765, protocol: websocket, enforcement: enforce, access: read-only }}
     binaries: [ {{ path: /usr/bin/curl }}, {{ path: "{me}" }} ]
 "#,
         me = me.display()
@@ -89,7 +91,7 @@ fn setup(tag: &str) -> Setup {
         "--upstream-ca".into(),
         pki.ca.display().to_string(),
     ];
-    for name in ["api.test", "apis.test", "mcp.test", "ws.test"] {
+    for name in ["api.test", "apis.test", "mcp.test", "ws.test", "wsro.test"] {
         args.extend(["--add-host".to_owned(), format!("{name}={}", ns.ns_ip)]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -243,6 +245,18 @@ async def main(proxy):
             print("big", "echoed")
     except Exception as e:
         print("big", "closed", getattr(getattr(e, "rcvd", None), "code", None))
+    # Binary messages where no rule allows WEBSOCKET_BINARY: the path whose
+    # text is denied, and a read-only endpoint (text and binary).
+    for url, msg in [("ws://ws.test:8765/forbidden", b"\x00binary-write"),
+                     ("ws://wsro.test:8765/feed", b"\x00binary-write"),
+                     ("ws://wsro.test:8765/feed", "text-write")]:
+        try:
+            async with connect(url, proxy=proxy) as ws:
+                await ws.send(msg)
+                await ws.recv()
+                print("refused", "echoed")
+        except Exception as e:
+            print("refused", "closed", getattr(getattr(e, "rcvd", None), "code", None))
 
 asyncio.run(main(sys.argv[1]))
 "#;
@@ -252,6 +266,7 @@ asyncio.run(main(sys.argv[1]))
     assert_eq!(lines[2], "binary 000162696e617279");
     assert_eq!(lines[3], "forbidden closed 1008");
     assert_eq!(lines[4], "big closed 1009");
+    assert_eq!(lines[5..], ["refused closed 1008"; 3], "{lines:?}");
     let seen: Vec<String> = recorded(&s.dir.path("ws.jsonl"))
         .iter()
         .map(|m| m["data"].as_str().unwrap().to_owned())
@@ -264,4 +279,96 @@ asyncio.run(main(sys.argv[1]))
         !seen.iter().any(|m| m.contains("not allowed")),
         "denied messages never reach the upstream"
     );
+    let kinds: Vec<(String, String)> = recorded(&s.dir.path("ws.jsonl"))
+        .iter()
+        .map(|m| {
+            (
+                m["kind"].as_str().unwrap().to_owned(),
+                m["path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|(k, _)| k == "binary")
+            .collect::<Vec<_>>(),
+        [&("binary".to_owned(), "/chat".to_owned())],
+        "only the allowed binary message reached the upstream"
+    );
+    assert!(
+        !kinds.iter().any(|(_, p)| p == "/feed"),
+        "nothing of the read-only channel reached the upstream: {kinds:?}"
+    );
+    s.sluice
+        .wait_event("deny WEBSOCKET_BINARY ws.test:8765/forbidden");
+    s.sluice
+        .wait_event("deny WEBSOCKET_BINARY wsro.test:8765/feed");
+}
+
+/// A raw JSON body posted with Python `requests` (no re-serialization, so
+/// duplicate keys go out as written).
+const RAW_POSTS: &str = r#"
+import json, sys, requests
+proxy, bundle, url = sys.argv[1], sys.argv[2], sys.argv[3]
+for body in json.loads(sys.argv[4]):
+    r = requests.post(url, data=body.encode(), proxies={"http": proxy, "https": proxy}, verify=bundle, timeout=10,
+                      headers={"Content-Type": "application/json", "Accept": "application/json, text/event-stream"})
+    detail = ""
+    if r.status_code == 403:
+        j = r.json()
+        detail = j.get("protocol", "") + "|" + j.get("detail", "")
+    print(r.status_code, detail)
+"#;
+
+/// Issue 12, class 4: a key repeated in any object of a JSON-RPC or MCP
+/// body is a hard denial on both adapters (an upstream that takes the
+/// first key would run the denied call); nothing reaches the upstream.
+#[test]
+fn duplicate_json_keys_are_refused_on_both_adapters() {
+    let s = setup("proto-dup");
+    let proxy = s.sluice.proxy_url();
+    let bundle = s.bundle.to_str().unwrap();
+    let rpc = serde_json::json!([
+        r#"{"jsonrpc":"2.0","id":1,"method":"reports.delete","method":"reports.list"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"reports.list","method":"reports.delete"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"reports.list","method":"reports.delete"}"#,
+        r#"[{"jsonrpc":"2.0","id":1,"method":"reports.list","params":{"q":"a","q":"b"}}]"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"reports.list"}"#,
+    ]);
+    let dup = "403 json-rpc|JSON-RPC request rejected: duplicate key in a JSON object";
+    for base in ["http://api.test:8080", "https://apis.test:8443"] {
+        let got = python(
+            RAW_POSTS,
+            &[&proxy, bundle, &format!("{base}/rpc"), &rpc.to_string()],
+        );
+        assert_eq!(got, [dup, dup, dup, dup, "200 "], "json-rpc via {base}");
+    }
+    for record in ["plain.jsonl", "tls.jsonl"] {
+        let bodies: Vec<String> = recorded(&s.dir.path(record))
+            .iter()
+            .map(|r| r["body"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(
+            bodies,
+            [r#"{"jsonrpc":"2.0","id":1,"method":"reports.list"}"#],
+            "{record}: only the unambiguous call reached the upstream"
+        );
+    }
+    let mcp = serde_json::json!([
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"execute_code","name":"search_web","arguments":{"query":"q","code":"rm -rf /"}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_web","name":"execute_code","arguments":{"query":"q","code":"rm -rf /"}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/workspace/a","path":"/etc/shadow"}}}"#,
+    ]);
+    let got = python(
+        RAW_POSTS,
+        &[&proxy, bundle, "http://mcp.test:8000/mcp", &mcp.to_string()],
+    );
+    let dup = "403 mcp|JSON-RPC request rejected: duplicate key in a JSON object";
+    assert_eq!(got, [dup, dup, dup]);
+    assert!(recorded(&s.dir.path("mcp.jsonl")).is_empty(), "no tool ran");
+    s.sluice
+        .wait_event("FORWARD_L7 deny POST mcp.test:8000/mcp");
+    s.sluice
+        .wait_event("L7_REQUEST deny POST apis.test:8443/rpc");
 }

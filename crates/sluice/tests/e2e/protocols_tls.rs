@@ -17,6 +17,7 @@ const WS_RULES: &str = r#"
         rules:
           - allow: { method: GET, path: "/**" }
           - allow: { method: WEBSOCKET_TEXT, path: "/**" }
+          - allow: { method: WEBSOCKET_BINARY, path: /chat }
         deny_rules:
           - { method: WEBSOCKET_TEXT, path: /forbidden }"#;
 
@@ -216,6 +217,8 @@ async def main(proxy, bundle):
         print("big", (await ws.recv()) == big)
         await ws.send(["frag-", "mented-", "message"])
         print("echo", await ws.recv())
+        await ws.send(b"\x00\x01binary")
+        print("binary", (await ws.recv()).hex())
     try:
         async with connect("wss://wss.test:8766/forbidden", proxy=proxy, ssl=ctx) as ws:
             await ws.send("not allowed here")
@@ -223,6 +226,13 @@ async def main(proxy, bundle):
             print("forbidden", "echoed")
     except Exception as e:
         print("forbidden", "closed", getattr(getattr(e, "rcvd", None), "code", None))
+    try:
+        async with connect("wss://wss.test:8766/forbidden", proxy=proxy, ssl=ctx) as ws:
+            await ws.send(b"\x00binary write")
+            await ws.recv()
+            print("forbidden-binary", "echoed")
+    except Exception as e:
+        print("forbidden-binary", "closed", getattr(getattr(e, "rcvd", None), "code", None))
 
 asyncio.run(main(sys.argv[1], sys.argv[2]))
 "#;
@@ -238,15 +248,20 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
     assert_eq!(lines[1], "echo hello", "{lines:?}");
     assert_eq!(lines[2], "big True", "{lines:?}");
     assert_eq!(lines[3], "echo frag-mented-message", "{lines:?}");
-    assert_eq!(lines[4], "forbidden closed 1008", "{lines:?}");
+    assert_eq!(lines[4], "binary 000162696e617279", "{lines:?}");
+    assert_eq!(lines[5], "forbidden closed 1008", "{lines:?}");
+    assert_eq!(lines[6], "forbidden-binary closed 1008", "{lines:?}");
     let seen = ws_messages(&s.dir.path("wss.jsonl"));
     let data: Vec<&str> = seen.iter().map(|(_, d)| d.as_str()).collect();
-    assert_eq!(data.len(), 3, "{seen:?}");
+    assert_eq!(data.len(), 4, "{seen:?}");
     assert_eq!(data[0], "hello");
     assert_eq!(data[1], "compress me ".repeat(10000));
     assert_eq!(data[2], "frag-mented-message");
+    assert_eq!(data[3], "000162696e617279");
     s.sluice
         .wait_event("deny WEBSOCKET_TEXT wss.test:8766/forbidden");
+    s.sluice
+        .wait_event("deny WEBSOCKET_BINARY wss.test:8766/forbidden");
 }
 
 /// A raw WebSocket client speaking to the forward proxy (absolute-form GET).
@@ -286,7 +301,7 @@ def send_frame(s, opcode, data):
         head += bytes([0x80 | 126]) + struct.pack("!H", len(data))
     s.sendall(head + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(data)))
 
-def session(path, message):
+def session(path, message, opcode=0x1):
     s = socket.create_connection((host, port), timeout=10)
     key = base64.b64encode(os.urandom(16)).decode()
     s.sendall((
@@ -307,14 +322,14 @@ def session(path, message):
     print(path, "status", status, "accept", accept)
     if status != "101":
         return
-    send_frame(s, 0x1, message.encode())
+    send_frame(s, opcode, message.encode())
     try:
         op, data = read_frame(s)
     except (EOFError, OSError) as e:
         print(path, "eof", type(e).__name__)
         return
-    if op == 0x1:
-        print(path, "echo", data.decode())
+    if op in (0x1, 0x2):
+        print(path, "echo" if op == 0x1 else "binary-echo", data.decode())
         send_frame(s, 0x8, struct.pack("!H", 1000))
         op, data = read_frame(s)
     if op == 0x8:
@@ -323,6 +338,8 @@ def session(path, message):
 
 session("/chat", "hello via forward proxy")
 session("/forbidden", "not allowed here")
+session("/chat", "binary via forward proxy", 0x2)
+session("/forbidden", "binary not allowed here", 0x2)
 "#;
 
 #[test]
@@ -346,16 +363,32 @@ fn websocket_upgrade_through_the_forward_proxy() {
             "/chat close 1000",
             "/forbidden status 101 accept True",
             "/forbidden close 1008",
+            "/chat status 101 accept True",
+            "/chat binary-echo binary via forward proxy",
+            "/chat close 1000",
+            "/forbidden status 101 accept True",
+            "/forbidden close 1008",
         ]
     );
     let seen = ws_messages(&s.dir.path("ws.jsonl"));
     assert_eq!(
         seen,
-        [("/chat".to_owned(), "hello via forward proxy".to_owned())],
+        [
+            ("/chat".to_owned(), "hello via forward proxy".to_owned()),
+            (
+                "/chat".to_owned(),
+                "binary via forward proxy"
+                    .bytes()
+                    .map(|b| format!("{b:02x}"))
+                    .collect()
+            ),
+        ],
         "denied messages never reach the upstream"
     );
     s.sluice
         .wait_event("deny WEBSOCKET_TEXT ws.test:8765/forbidden");
+    s.sluice
+        .wait_event("deny WEBSOCKET_BINARY ws.test:8765/forbidden");
 }
 
 #[test]
@@ -380,6 +413,14 @@ async def main(proxy, bundle, url):
             print("secret", "echoed")
         except ConnectionClosed as e:
             print("secret", "closed", getattr(e.rcvd, "code", None))
+    # A duplicated `type`: a first-key server would run the subscription.
+    async with connect(url, proxy=proxy, ssl=ctx, subprotocols=["graphql-transport-ws"]) as ws:
+        await ws.send('{"id":"3","type":"subscribe","payload":{"query":"subscription { secretFeed }"},"type":"ping"}')
+        try:
+            await ws.recv()
+            print("duplicate", "echoed")
+        except ConnectionClosed as e:
+            print("duplicate", "closed", getattr(e.rcvd, "code", None))
 
 asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
 "#;
@@ -397,6 +438,7 @@ asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
                 "init connection_init",
                 "allowed subscription { allowedFeed }",
                 "secret closed 1008",
+                "duplicate closed 1008",
             ],
             "{url}"
         );

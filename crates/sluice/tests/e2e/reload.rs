@@ -142,3 +142,66 @@ fn sighup_reloads() {
         curl(&sluice.proxy_url(), "http://exact.test:8080/", false, &[]).status == 403
     });
 }
+
+/// A WebSocket session outlives its upgrade request: a reload that no
+/// longer allows it closes it with 1012, and an event says why (the same
+/// revocation ends a raw copy after another `101`).
+#[test]
+fn reload_closes_upgraded_websocket_sessions() {
+    let dir = TempDir::new("reload-ws");
+    let ns = Netns::new();
+    ns.start_server("ws_server.py", 8765, &dir.path("ws.jsonl"));
+    let args = add_hosts(&ns);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let policy = basic_policy().replace(
+        "      - { host: exact.test, port: 9000 }",
+        "      - { host: exact.test, port: 9000 }\n      - { host: exact.test, port: 8765 }",
+    );
+    assert!(policy.contains("port: 8765"));
+    let sluice = Sluice::start(&dir, &policy, &args);
+    let script = r#"
+import asyncio, sys
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+async def main(proxy):
+    async with connect("ws://exact.test:8765/tunnel", proxy=proxy) as tunnelled:
+        await tunnelled.send("before")
+        print("echo", await tunnelled.recv(), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        try:
+            await asyncio.wait_for(tunnelled.recv(), 10)
+            print("after", "message")
+        except (asyncio.TimeoutError, TimeoutError):
+            print("after", "still open")
+        except ConnectionClosed as e:
+            print("after", "closed", getattr(e.rcvd, "code", None))
+
+asyncio.run(main(sys.argv[1]))
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script, &sluice.proxy_url()])
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "echo before");
+    sluice.replace_policy(&deny_policy(), 2);
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "after closed 1012");
+    assert!(child.wait().unwrap().success());
+    let ev = sluice.wait_event("tunnel closed after policy reload");
+    assert_eq!(ev["unmapped"]["policy_generation"], 2);
+}

@@ -1,8 +1,8 @@
 //! Extract GraphQL request items from an HTTP request (GraphQL over HTTP:
 //! GET query parameters, POST JSON / `application/graphql` / form bodies).
 
-use super::json::{self, Lookup, Value};
 use super::{GraphqlError, GraphqlItem, MAX_BATCH};
+use crate::request::json::{self, Lookup, Value};
 
 /// The parameters read from a query string or form body.
 const PARAMS: [&str; 6] = [

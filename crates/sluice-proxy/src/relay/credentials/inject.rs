@@ -234,20 +234,28 @@ fn header_value(
     value: &[u8],
     injected: &mut Injected,
 ) -> Result<Option<Vec<u8>>, CredentialError> {
-    if let Some(rest) = value
-        .strip_prefix(b"Basic ")
-        .or_else(|| value.strip_prefix(b"basic "))
-    {
-        let engine = base64::engine::general_purpose::STANDARD;
-        if let Ok(decoded) = engine.decode(rest.trim_ascii()) {
-            if placeholder::contains_marker(&decoded) {
-                let Some(new) = resolve(snapshot, target, path, &decoded, injected)? else {
-                    return Err(CredentialError::Leftover);
-                };
+    if let Some(token) = basic_token(value) {
+        // Every reading an upstream's decoder might make is checked: a
+        // placeholder in any of them must be bound, and the header is
+        // rebuilt from the first such reading (so the upstream gets one
+        // canonical value, never the placeholder).
+        let mut rewritten: Option<Vec<u8>> = None;
+        for decoded in base64_readings(token) {
+            if !placeholder::contains_marker(&decoded) {
+                continue;
+            }
+            let Some(new) = resolve(snapshot, target, path, &decoded, injected)? else {
+                return Err(CredentialError::Leftover);
+            };
+            rewritten.get_or_insert_with(|| {
+                let engine = base64::engine::general_purpose::STANDARD;
                 let mut out = b"Basic ".to_vec();
                 out.extend_from_slice(engine.encode(new).as_bytes());
-                return Ok(Some(out));
-            }
+                out
+            });
+        }
+        if rewritten.is_some() {
+            return Ok(rewritten);
         }
     }
     if !placeholder::contains_marker(value) {
@@ -260,6 +268,67 @@ fn header_value(
         return Err(CredentialError::BadSlot);
     }
     Ok(Some(new))
+}
+
+/// The credentials of a `Basic` header value: the auth-scheme is compared
+/// case-insensitively (RFC 9110 §11.1: `basic`, `BASIC`, `bAsIc`) and
+/// followed by one or more spaces (tabs accepted too).
+fn basic_token(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"basic";
+    let (scheme, rest) = value.split_at_checked(SCHEME.len())?;
+    (scheme.eq_ignore_ascii_case(SCHEME) && matches!(rest.first(), Some(b' ' | b'\t')))
+        .then(|| rest.trim_ascii())
+}
+
+/// What lenient base64 decoders make of `token`: URL-safe letters read as
+/// standard ones, padding optional, bytes outside the alphabet (spaces,
+/// junk) skipped, as Python's `b64decode` and many servers do; for the
+/// whole token, for the part before the first `=` (decoders that stop at
+/// padding), and segment by segment between `=` runs (decoders that
+/// restart after padding). A strictly valid token reads the same every way.
+fn base64_readings(token: &[u8]) -> Vec<Vec<u8>> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    let engine = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+            .with_decode_allow_trailing_bits(true),
+    );
+    let decode = |part: &[u8]| {
+        let mut clean: Vec<u8> = part
+            .iter()
+            .filter_map(|&c| match c {
+                b'-' => Some(b'+'),
+                b'_' => Some(b'/'),
+                c if c.is_ascii_alphanumeric() || c == b'+' || c == b'/' => Some(c),
+                _ => None,
+            })
+            .collect();
+        if clean.len() % 4 == 1 {
+            // A dangling sextet carries no whole byte.
+            clean.pop();
+        }
+        engine.decode(&clean).ok()
+    };
+    let mut readings: Vec<Option<Vec<u8>>> = Vec::with_capacity(3);
+    readings.push(decode(token));
+    let mut segments = token.split(|&c| c == b'=').filter(|s| !s.is_empty());
+    readings.push(decode(segments.next().unwrap_or_default()));
+    readings.push(
+        token
+            .split(|&c| c == b'=')
+            .filter(|s| !s.is_empty())
+            .map(decode)
+            .collect::<Option<Vec<_>>>()
+            .map(|parts| parts.concat()),
+    );
+    let mut out: Vec<Vec<u8>> = Vec::with_capacity(3);
+    for d in readings.into_iter().flatten() {
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    out
 }
 
 /// Replace every placeholder in text meant for logs or error bodies with
@@ -282,4 +351,129 @@ pub(crate) fn scrub(text: &str) -> String {
         return "[CREDENTIAL]".to_owned();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use sluice_policy::MemorySecrets;
+
+    use super::*;
+
+    const SECRET: &str = "pa55-w0rd";
+
+    fn snapshot() -> PolicySnapshot {
+        let src = r#"version: 1
+network_policies:
+  p:
+    endpoints:
+      - { host: bound.test, port: 443, protocol: rest, access: full, enforcement: enforce }
+      - { host: other.test, port: 443, protocol: rest, access: full, enforcement: enforce }
+    binaries: [ { path: /usr/bin/curl } ]
+providers:
+  svc:
+    credentials:
+      PASS: { env: PASS }
+    endpoints: [ { host: bound.test, port: 443 } ]
+"#;
+        let secrets = MemorySecrets::new().with_env("PASS", SECRET);
+        sluice_policy::load_str_with(src, "p.yaml", 1, &secrets)
+            .expect("policy loads")
+            .snapshot
+    }
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    #[test]
+    fn basic_scheme_is_case_insensitive() {
+        let cases: &[(&[u8], Option<&[u8]>)] = &[
+            (b"Basic dXNlcg==", Some(b"dXNlcg==")),
+            (b"basic dXNlcg==", Some(b"dXNlcg==")),
+            (b"BASIC dXNlcg==", Some(b"dXNlcg==")),
+            (b"bAsIc   dXNlcg== ", Some(b"dXNlcg==")),
+            (b"Basic\tdXNlcg==", Some(b"dXNlcg==")),
+            (b"Basic ", Some(b"")),
+            (b"Basic", None),
+            (b"Basicx dXNlcg==", None),
+            (b"Bearer dXNlcg==", None),
+            (b"Basi", None),
+            (b"", None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(
+                basic_token(value),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(value)
+            );
+        }
+    }
+
+    #[test]
+    fn base64_readings_cover_lenient_decoders() {
+        let plain = "user:sluice:resolve:env:PASS";
+        let std = b64(plain);
+        let unpadded = std.trim_end_matches('=').to_owned();
+        let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(plain);
+        let spaced: String = std.chars().flat_map(|c| [c, ' ']).collect();
+        let junk = format!("{}!*{}", &std[..8], &std[8..]);
+        for token in [&std, &unpadded, &url_safe, &spaced, &junk] {
+            let readings = base64_readings(token.as_bytes());
+            assert!(
+                readings.iter().any(|r| r == plain.as_bytes()),
+                "{token:?} read as {readings:?}"
+            );
+        }
+        // A decoder that stops at the first `=` reads only the first part.
+        let two = format!("{}={}", b64("ab"), b64("sluice:resolve:env:X"));
+        let readings = base64_readings(two.as_bytes());
+        assert!(readings.iter().any(|r| r == b"ab"), "{readings:?}");
+        assert!(
+            readings.iter().any(|r| placeholder::contains_marker(r)),
+            "{readings:?}"
+        );
+    }
+
+    /// Every spelling of a `Basic` header with a placeholder: injected on
+    /// the bound host, refused on another, never forwarded as is.
+    #[test]
+    fn basic_credentials_in_any_spelling() {
+        let snap = snapshot();
+        let bound = Target::parse_authority("bound.test:443").unwrap();
+        let other = Target::parse_authority("other.test:443").unwrap();
+        let plain = "user:sluice:resolve:env:PASS";
+        let std = b64(plain);
+        let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(plain);
+        let want = format!("Basic {}", b64(&format!("user:{SECRET}")));
+        for value in [
+            format!("Basic {std}"),
+            format!("basic {std}"),
+            format!("BASIC {std}"),
+            format!("BaSiC  {std}"),
+            format!("Basic\t{std}"),
+            format!("BASIC {}", std.trim_end_matches('=')),
+            format!("Basic {url_safe}"),
+        ] {
+            let headers = vec![("Authorization".to_owned(), value.clone().into_bytes())];
+            let (_, new, injected) = inject_head(&snap, &bound, "/", None, &headers)
+                .unwrap_or_else(|e| panic!("{value}: {e:?}"));
+            let new = new.expect("rewritten");
+            assert_eq!(new[0].1, want.as_bytes(), "{value}");
+            assert_eq!(injected.providers.len(), 1, "{value}");
+            let refused = inject_head(&snap, &other, "/", None, &headers);
+            assert!(
+                matches!(refused, Err(CredentialError::Mismatch { .. })),
+                "{value}: {refused:?}"
+            );
+        }
+        // No placeholder: untouched.
+        let headers = vec![(
+            "Authorization".to_owned(),
+            format!("BASIC {}", b64("u:p")).into_bytes(),
+        )];
+        let (_, new, _) = inject_head(&snap, &other, "/", None, &headers).unwrap();
+        assert!(new.is_none());
+    }
 }

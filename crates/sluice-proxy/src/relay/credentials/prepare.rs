@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use sluice_policy::placeholder;
-
 use super::body::{media_type, rewrite_body, BODY_LIMIT};
 use super::inject::{inject_head, CredentialError};
 use crate::adapter::response::json_error;
@@ -130,7 +128,6 @@ fn body_plan(
     if req.framing == BodyFraming::None || !snapshot.has_credentials() {
         return BodyPlan::Stream { guard: false };
     }
-    let fits = matches!(req.framing, BodyFraming::Length(n) if n <= BODY_LIMIT as u64);
     if opt_in {
         let (snapshot, target, path) = (
             Arc::clone(snapshot),
@@ -170,26 +167,9 @@ fn body_plan(
             }),
         };
     }
-    if fits {
-        // Not opted in: a body that still carries a placeholder is refused
-        // before anything of the request is forwarded.
-        return BodyPlan::Buffer {
-            limit: BODY_LIMIT,
-            on_error: None,
-            transform: Box::new(|body: &[u8]| {
-                if placeholder::contains_marker(body) {
-                    Err(json_error(
-                        500,
-                        "credential_injection_failed",
-                        "credential placeholder in a request body that is not opted in to rewriting",
-                        None,
-                        None,
-                    ))
-                } else {
-                    Ok(None)
-                }
-            }),
-        };
-    }
+    // Not opted in: a body that still carries a placeholder is refused.
+    // The loop reads up to 256 KiB ahead and checks it before anything of
+    // the request is forwarded; the rest of a longer body is checked as it
+    // streams (across reads and chunk boundaries, any framing).
     BodyPlan::Stream { guard: true }
 }

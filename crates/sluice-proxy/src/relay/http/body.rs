@@ -1,7 +1,11 @@
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use super::guard::MarkerScan;
 
 /// Longest chunk-size or trailer line.
 const MAX_LINE: usize = 4096;
@@ -36,20 +40,25 @@ pub(crate) enum BodyError {
     TooLarge(usize),
     #[error("read failed: {0}")]
     Read(std::io::Error),
+    #[error("reserved credential placeholder in request body")]
+    Marker,
 }
 
 /// Copy one body from `reader` (starting with what `buf` already holds) to
 /// `writer`, byte for byte including chunk framing. Bytes after the body
-/// stay in `buf`.
+/// stay in `buf`. `scan` sees every payload byte (and framing line) before
+/// it is written.
 ///
 /// # Errors
-/// [`BodyError`] on truncation, bad framing, stalls or I/O failure.
+/// [`BodyError`] on truncation, bad framing, stalls, I/O failure, or a
+/// marker the scan refused (the bytes it completes in are not written).
 pub(super) async fn copy_body<R, W>(
     framing: BodyFraming,
     reader: &mut R,
     buf: &mut BytesMut,
     writer: &mut W,
     idle: Duration,
+    scan: &mut MarkerScan,
 ) -> Result<u64, BodyError>
 where
     R: AsyncRead + Unpin,
@@ -57,11 +66,14 @@ where
 {
     match framing {
         BodyFraming::None => Ok(0),
-        BodyFraming::Length(n) => copy_exact(n, reader, buf, writer, idle).await.map(|()| n),
+        BodyFraming::Length(n) => copy_exact(n, reader, buf, writer, idle, scan)
+            .await
+            .map(|()| n),
         BodyFraming::UntilClose => {
             let mut total = 0u64;
             loop {
                 if !buf.is_empty() {
+                    scan.payload(buf)?;
                     total += buf.len() as u64;
                     writer.write_all(buf).await.map_err(BodyError::Write)?;
                     buf.clear();
@@ -71,7 +83,7 @@ where
                 }
             }
         }
-        BodyFraming::Chunked => copy_chunked(reader, buf, writer, idle).await,
+        BodyFraming::Chunked => copy_chunked(reader, buf, writer, idle, scan).await,
     }
 }
 
@@ -94,6 +106,7 @@ async fn copy_exact<R, W>(
     buf: &mut BytesMut,
     writer: &mut W,
     idle: Duration,
+    scan: &mut MarkerScan,
 ) -> Result<(), BodyError>
 where
     R: AsyncRead + Unpin,
@@ -106,6 +119,7 @@ where
         let take = usize::try_from(remaining)
             .unwrap_or(usize::MAX)
             .min(buf.len());
+        scan.payload(&buf[..take])?;
         writer
             .write_all(&buf[..take])
             .await
@@ -167,14 +181,21 @@ pub(super) async fn read_body<R: AsyncRead + Unpin>(
         data: Vec::new(),
         limit,
     };
-    copy_body(framing, reader, buf, &mut wire, idle)
-        .await
-        .map_err(|e| match e {
-            BodyError::Write(io) if io.kind() == std::io::ErrorKind::FileTooLarge => {
-                BodyError::TooLarge(limit)
-            }
-            other => other,
-        })?;
+    copy_body(
+        framing,
+        reader,
+        buf,
+        &mut wire,
+        idle,
+        &mut MarkerScan::off(),
+    )
+    .await
+    .map_err(|e| match e {
+        BodyError::Write(io) if io.kind() == std::io::ErrorKind::FileTooLarge => {
+            BodyError::TooLarge(limit)
+        }
+        other => other,
+    })?;
     if framing != BodyFraming::Chunked {
         return Ok(wire.data);
     }
@@ -213,33 +234,121 @@ struct LimitedVec {
 
 impl AsyncWrite for LimitedVec {
     fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
         buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
+    ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         if this.data.len() + buf.len() > this.limit {
-            return std::task::Poll::Ready(Err(std::io::Error::new(
+            return Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::FileTooLarge,
                 "body over limit",
             )));
         }
         this.data.extend_from_slice(buf);
-        std::task::Poll::Ready(Ok(buf.len()))
+        Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What [`prefetch`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Prefetched {
+    /// The whole body is in `buf` and passed the scan.
+    Complete,
+    /// The body is longer than the read-ahead limit: its first part passed
+    /// the scan; the rest is scanned as it streams.
+    Partial,
+}
+
+/// Read one request body ahead into `buf` without consuming it, until the
+/// body is complete or `buf` holds `limit` bytes, and run the relay itself
+/// (framing checks and the marker scan, any framing) over it into a
+/// discarding writer. A marker or malformed framing is thus found before
+/// anything of the request is written upstream.
+///
+/// # Errors
+/// [`BodyError::Marker`], or any framing, truncation, stall or read error
+/// found in the part read ahead.
+pub(super) async fn prefetch<R: AsyncRead + Unpin>(
+    framing: BodyFraming,
+    reader: &mut R,
+    buf: &mut BytesMut,
+    limit: usize,
+    idle: Duration,
+) -> Result<Prefetched, BodyError> {
+    let mut peek = Peek {
+        reader,
+        buf,
+        pos: 0,
+        limit,
+    };
+    let mut scratch = BytesMut::new();
+    let mut scan = MarkerScan::new(true);
+    let mut discard = tokio::io::sink();
+    match copy_body(
+        framing,
+        &mut peek,
+        &mut scratch,
+        &mut discard,
+        idle,
+        &mut scan,
+    )
+    .await
+    {
+        Ok(_) => Ok(Prefetched::Complete),
+        Err(BodyError::Read(e)) if e.kind() == std::io::ErrorKind::FileTooLarge => {
+            Ok(Prefetched::Partial)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A reader over `buf` that appends what it reads from `reader` to `buf`
+/// (so nothing is consumed) and stops with `FileTooLarge` at `limit`.
+struct Peek<'a, R> {
+    reader: &'a mut R,
+    buf: &'a mut BytesMut,
+    pos: usize,
+    limit: usize,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Peek<'_, R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos < this.buf.len() {
+            let n = (this.buf.len() - this.pos).min(out.remaining());
+            out.put_slice(&this.buf[this.pos..this.pos + n]);
+            this.pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        if this.buf.len() >= this.limit {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                "read-ahead limit reached",
+            )));
+        }
+        let before = out.filled().len();
+        match Pin::new(&mut *this.reader).poll_read(cx, out) {
+            Poll::Ready(Ok(())) => {
+                let new = &out.filled()[before..];
+                this.buf.extend_from_slice(new);
+                this.pos += new.len();
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
     }
 }
 
@@ -291,6 +400,7 @@ async fn copy_chunked<R, W>(
     buf: &mut BytesMut,
     writer: &mut W,
     idle: Duration,
+    scan: &mut MarkerScan,
 ) -> Result<u64, BodyError>
 where
     R: AsyncRead + Unpin,
@@ -300,11 +410,13 @@ where
     loop {
         let line = read_line(reader, buf, idle).await?;
         let size = parse_chunk_size(&line)?;
+        scan.line(&line)?;
         write_line(writer, &line).await?;
         if size == 0 {
             break;
         }
-        copy_exact(size, reader, buf, writer, idle).await?;
+        // The payload scan carries its tail into the next chunk's data.
+        copy_exact(size, reader, buf, writer, idle, scan).await?;
         total += size;
         let end = read_line(reader, buf, idle).await?;
         if !end.is_empty() {
@@ -314,12 +426,13 @@ where
     }
     for _ in 0..=MAX_TRAILERS {
         let line = read_line(reader, buf, idle).await?;
+        if !line.is_empty() && (line[0] == b' ' || line[0] == b'\t' || !line.contains(&b':')) {
+            return Err(BodyError::BadChunk("malformed trailer"));
+        }
+        scan.line(&line)?;
         write_line(writer, &line).await?;
         if line.is_empty() {
             return Ok(total);
-        }
-        if line[0] == b' ' || line[0] == b'\t' || !line.contains(&b':') {
-            return Err(BodyError::BadChunk("malformed trailer"));
         }
     }
     Err(BodyError::BadChunk("too many trailer fields"))
@@ -334,7 +447,10 @@ async fn write_line<W: AsyncWrite + Unpin>(writer: &mut W, line: &[u8]) -> Resul
 /// through the same code the request loop runs.
 #[doc(hidden)]
 pub mod fuzzing {
-    use super::{copy_body, dechunk, read_body, BodyFraming, BytesMut, Duration};
+    use super::{
+        copy_body, dechunk, prefetch, read_body, BodyError, BodyFraming, BytesMut, Duration,
+        MarkerScan,
+    };
 
     /// What relaying one chunked body produced.
     pub struct RelayedChunked {
@@ -348,6 +464,12 @@ pub mod fuzzing {
         pub decoded: Option<Vec<u8>>,
         /// `read_body` (the buffered, limited path) over the same input.
         pub buffered: Option<Vec<u8>>,
+        /// The relay with the credential-marker scan on refused the body
+        /// for a marker (any other outcome: `false`).
+        pub marker_refused: bool,
+        /// The read-ahead check over the same input (limit `limit`) refused
+        /// it for a marker.
+        pub prefetch_refused: bool,
     }
 
     /// Relays `input` as one chunked body; `None` when the relay refused it.
@@ -362,9 +484,16 @@ pub mod fuzzing {
             let mut reader = input;
             let mut buf = BytesMut::new();
             let mut wire = Vec::new();
-            let total = copy_body(BodyFraming::Chunked, &mut reader, &mut buf, &mut wire, idle)
-                .await
-                .ok()?;
+            let total = copy_body(
+                BodyFraming::Chunked,
+                &mut reader,
+                &mut buf,
+                &mut wire,
+                idle,
+                &mut MarkerScan::off(),
+            )
+            .await
+            .ok()?;
             let leftover = buf.len() + reader.len();
             let decoded = dechunk(&wire).ok();
             let mut again = input;
@@ -372,12 +501,28 @@ pub mod fuzzing {
             let buffered = read_body(BodyFraming::Chunked, &mut again, &mut buf, limit, idle)
                 .await
                 .ok();
+            let mut again = input;
+            let mut buf = BytesMut::new();
+            let scanned = copy_body(
+                BodyFraming::Chunked,
+                &mut again,
+                &mut buf,
+                &mut tokio::io::sink(),
+                idle,
+                &mut MarkerScan::new(true),
+            )
+            .await;
+            let mut again = input;
+            let mut buf = BytesMut::new();
+            let ahead = prefetch(BodyFraming::Chunked, &mut again, &mut buf, limit, idle).await;
             Some(RelayedChunked {
                 wire,
                 total,
                 leftover,
                 decoded,
                 buffered,
+                marker_refused: matches!(scanned, Err(BodyError::Marker)),
+                prefetch_refused: matches!(ahead, Err(BodyError::Marker)),
             })
         })
     }
@@ -397,6 +542,7 @@ mod tests {
             &mut buf,
             &mut out,
             Duration::from_secs(1),
+            &mut MarkerScan::off(),
         )
         .await;
         let mut rest = buf.to_vec();
@@ -421,6 +567,223 @@ mod tests {
         assert_eq!(r.unwrap(), 5);
         assert_eq!(out, &wire[..wire.len() - 4]);
         assert_eq!(rest, b"NEXT");
+    }
+
+    /// `payload` framed as chunks cut at `cuts` (sorted positions), with a
+    /// chunk extension on each size line.
+    fn chunked(payload: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        for &end in cuts.iter().chain(std::iter::once(&payload.len())) {
+            if end > start {
+                out.extend_from_slice(format!("{:x};n=1\r\n", end - start).as_bytes());
+                out.extend_from_slice(&payload[start..end]);
+                out.extend_from_slice(b"\r\n");
+                start = end;
+            }
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        out
+    }
+
+    async fn scanned(framing: BodyFraming, input: &[u8]) -> (Result<u64, BodyError>, Vec<u8>) {
+        let mut reader = input;
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut scan = MarkerScan::new(true);
+        let idle = Duration::from_secs(1);
+        let r = copy_body(framing, &mut reader, &mut buf, &mut out, idle, &mut scan).await;
+        (r, out)
+    }
+
+    async fn ahead(
+        framing: BodyFraming,
+        input: &[u8],
+        limit: usize,
+    ) -> Result<Prefetched, BodyError> {
+        let mut reader = input;
+        let mut buf = BytesMut::new();
+        prefetch(
+            framing,
+            &mut reader,
+            &mut buf,
+            limit,
+            Duration::from_secs(1),
+        )
+        .await
+    }
+
+    /// The reported case and its whole class: a placeholder cut at every
+    /// position into two chunks, and at every pair of positions into three,
+    /// is refused by the streaming scan and by the read-ahead check, and the
+    /// bytes completing it never reach the writer.
+    #[tokio::test]
+    async fn a_placeholder_split_across_chunks_is_caught_at_every_position() {
+        for placeholder in [
+            "sluice:resolve:env:NAME",
+            "openshell%3Aresolve%3Aenv%3ANAME",
+        ] {
+            let text = format!(r#"{{"t": "{placeholder}"}}"#);
+            let payload = text.as_bytes();
+            let (start, end) = (7, 7 + placeholder.len());
+            for i in start..=end {
+                for j in i..=end {
+                    let cuts: Vec<usize> = if i == j { vec![i] } else { vec![i, j] };
+                    let wire = chunked(payload, &cuts);
+                    let (r, out) = scanned(BodyFraming::Chunked, &wire).await;
+                    assert!(matches!(r, Err(BodyError::Marker)), "cuts {cuts:?}: {r:?}");
+                    assert!(
+                        !placeholder_in(&payload_written(&out)),
+                        "cuts {cuts:?}: the marker reached the writer"
+                    );
+                    let p = ahead(BodyFraming::Chunked, &wire, 1 << 20).await;
+                    assert!(matches!(p, Err(BodyError::Marker)), "cuts {cuts:?}: {p:?}");
+                }
+            }
+        }
+        let payload = br#"{"t": "sluice:resolve:env:NAME"}"#;
+        // One byte per chunk, and with Content-Length arriving in tiny reads.
+        let every: Vec<usize> = (1..payload.len()).collect();
+        let (r, _) = scanned(BodyFraming::Chunked, &chunked(payload, &every)).await;
+        assert!(matches!(r, Err(BodyError::Marker)), "{r:?}");
+        let mut reader = tokio_test_reader(payload);
+        let mut buf = BytesMut::new();
+        let r = copy_body(
+            BodyFraming::Length(payload.len() as u64),
+            &mut reader,
+            &mut buf,
+            &mut Vec::new(),
+            Duration::from_secs(1),
+            &mut MarkerScan::new(true),
+        )
+        .await;
+        assert!(matches!(r, Err(BodyError::Marker)), "{r:?}");
+    }
+
+    /// A reader that hands out one byte per read.
+    fn tokio_test_reader(data: &[u8]) -> impl AsyncRead + Unpin + '_ {
+        struct OneByte<'a>(&'a [u8]);
+        impl AsyncRead for OneByte<'_> {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                _cx: &mut Context<'_>,
+                out: &mut ReadBuf<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                if let Some((first, rest)) = self.0.split_first() {
+                    out.put_slice(&[*first]);
+                    self.0 = rest;
+                }
+                Poll::Ready(Ok(()))
+            }
+        }
+        OneByte(data)
+    }
+
+    /// Chunk extensions and trailers are framing, checked on their own.
+    #[tokio::test]
+    async fn markers_in_chunk_extensions_and_trailers_are_caught() {
+        for wire in [
+            &b"5;x=sluice:resolve:env:A\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhello\r\n0\r\nX-T: openshell:resolve:env:B\r\n\r\n",
+        ] {
+            let (r, out) = scanned(BodyFraming::Chunked, wire).await;
+            assert!(matches!(r, Err(BodyError::Marker)), "{r:?}");
+            assert!(!placeholder_in(&out));
+        }
+        // A clean body passes unchanged.
+        let wire = chunked(b"sluice:resolve is not a marker", &[3, 9]);
+        let (r, out) = scanned(BodyFraming::Chunked, &wire).await;
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(out, wire);
+    }
+
+    /// The payload bytes in (possibly cut-off) chunked wire bytes.
+    fn payload_written(mut wire: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(nl) = wire.iter().position(|&b| b == b'\n') {
+            let line = &wire[..nl.saturating_sub(1)];
+            let size = line.split(|&b| b == b';').next().unwrap_or_default();
+            let size =
+                usize::from_str_radix(std::str::from_utf8(size).unwrap_or("0"), 16).unwrap_or(0);
+            wire = &wire[nl + 1..];
+            let take = size.min(wire.len());
+            out.extend_from_slice(&wire[..take]);
+            wire = &wire[take..];
+            wire = wire.strip_prefix(b"\r\n").unwrap_or(wire);
+            if size == 0 {
+                break;
+            }
+        }
+        out
+    }
+
+    fn placeholder_in(b: &[u8]) -> bool {
+        sluice_policy::placeholder::contains_marker(b)
+    }
+
+    /// The read-ahead consumes nothing, stops at its limit, and finds a
+    /// marker only in the part it read; the stream scan finds a split one
+    /// beyond the limit.
+    #[tokio::test]
+    async fn prefetch_reads_ahead_without_consuming() {
+        let idle = Duration::from_secs(1);
+        let wire = chunked(b"hello world", &[5]);
+        let mut input = wire.clone();
+        input.extend_from_slice(b"GET /next HTTP/1.1\r\n\r\n");
+        let mut reader = &input[..];
+        let mut buf = BytesMut::new();
+        let p = prefetch(BodyFraming::Chunked, &mut reader, &mut buf, 1 << 20, idle).await;
+        assert_eq!(p.unwrap(), Prefetched::Complete);
+        let mut rest = buf.to_vec();
+        rest.extend_from_slice(reader);
+        assert_eq!(rest, input, "nothing consumed");
+        let mut out = Vec::new();
+        copy_body(
+            BodyFraming::Chunked,
+            &mut reader,
+            &mut buf,
+            &mut out,
+            idle,
+            &mut MarkerScan::new(true),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out, wire);
+
+        // Over the limit: the first part is clean, the split marker lies beyond.
+        let mut big = vec![b'x'; 300 * 1024];
+        big.extend_from_slice(b"sluice:resolve:env:NAME");
+        let cut = big.len() - 10;
+        let wire = chunked(&big, &[cut]);
+        assert_eq!(
+            ahead(BodyFraming::Chunked, &wire, 256 * 1024)
+                .await
+                .unwrap(),
+            Prefetched::Partial
+        );
+        let (r, out) = scanned(BodyFraming::Chunked, &wire).await;
+        assert!(matches!(r, Err(BodyError::Marker)), "{r:?}");
+        assert!(!placeholder_in(&out));
+        let len = BodyFraming::Length(big.len() as u64);
+        assert_eq!(
+            ahead(len, &big, 256 * 1024).await.unwrap(),
+            Prefetched::Partial
+        );
+        let (r, _) = scanned(len, &big).await;
+        assert!(matches!(r, Err(BodyError::Marker)), "{r:?}");
+        // Under the limit, in any framing: refused ahead.
+        let small = b"a=1&t=sluice:resolve:env:NAME";
+        let p = ahead(BodyFraming::Length(small.len() as u64), small, 256 * 1024).await;
+        assert!(matches!(p, Err(BodyError::Marker)), "{p:?}");
+        // Malformed framing and truncation are found ahead too.
+        assert!(matches!(
+            ahead(BodyFraming::Chunked, b"zz\r\n", 1024).await,
+            Err(BodyError::BadChunk(_))
+        ));
+        assert!(matches!(
+            ahead(BodyFraming::Length(10), b"short", 1024).await,
+            Err(BodyError::Truncated)
+        ));
     }
 
     #[tokio::test]

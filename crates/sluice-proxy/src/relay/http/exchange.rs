@@ -5,8 +5,8 @@ use bytes::BytesMut;
 use sluice_policy::EndpointId;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::body::{check_first_chunk, copy_body, read_body, BodyError};
-use super::guard::MarkerGuard;
+use super::body::{check_first_chunk, copy_body, prefetch, read_body, BodyError};
+use super::guard::{MarkerScan, PREFETCH_LIMIT};
 use super::head::{read_head, HeadError, HeadLimits};
 use super::request::{ParseError, RequestHead};
 use super::response::{parse_response, ResponseError, ResponseHead};
@@ -62,8 +62,13 @@ impl std::fmt::Debug for Upgrade {
 
 /// How the request body travels.
 pub enum BodyPlan {
-    /// Stream with the original framing; `guard` refuses a reserved
-    /// credential marker before its bytes are written upstream.
+    /// Stream with the original framing. With `guard`, a reserved
+    /// credential marker in the body is refused (`500
+    /// credential_injection_failed`): the loop reads up to 256 KiB of the
+    /// body ahead and checks it before dialling, and checks the rest as it
+    /// streams, across reads and chunk boundaries. The loop answers
+    /// `Expect: 100-continue` itself then, so the head must not carry it
+    /// ([`BodyPlan::answers_continue`]).
     Stream { guard: bool },
     /// Read the whole body first (at most `limit` bytes), then `transform`
     /// it. `head` then carries no framing fields and no final blank line;
@@ -75,6 +80,16 @@ pub enum BodyPlan {
         /// The answer when the body cannot be read within `limit` (default: a bare 400).
         on_error: Option<Vec<u8>>,
     },
+}
+
+impl BodyPlan {
+    /// Whether the loop answers `Expect: 100-continue` itself (it reads
+    /// the body before the upstream sees the head), so the upstream head
+    /// must drop `Expect`.
+    #[must_use]
+    pub fn answers_continue(&self) -> bool {
+        matches!(self, Self::Buffer { .. } | Self::Stream { guard: true })
+    }
 }
 
 impl std::fmt::Debug for BodyPlan {
@@ -136,6 +151,13 @@ pub trait RequestPolicy: Send {
     fn completed(&mut self, req: &RequestHead, status: u16);
     /// An admitted exchange broke mid-way (upstream or client I/O, bad response).
     fn failed(&mut self, req: &RequestHead, detail: &str);
+    /// Completes when a newer policy generation no longer allows the
+    /// upgraded session (after `101`) of the request last completed, whose
+    /// upstream was dialled to `upstream_ip`; the session is then closed.
+    fn revoked(
+        &self,
+        upstream_ip: Option<std::net::IpAddr>,
+    ) -> impl Future<Output = ()> + Send + '_;
 }
 
 /// Why a request never reached policy.
@@ -154,6 +176,9 @@ pub struct LoopLimits {
     pub response_head: HeadLimits,
     pub body_idle: Duration,
     pub dial_timeout: Duration,
+    /// A raw upgraded connection (a non-WebSocket `101`) with no byte
+    /// either way for this long is closed (the tunnel idle timeout).
+    pub upgrade_idle: Duration,
 }
 
 struct Upstream {
@@ -200,6 +225,10 @@ where
                 upgrade,
             } => (key, connector, head, body, upgrade),
         };
+        let continue_expected = req.framing != super::BodyFraming::None
+            && req
+                .header("expect")
+                .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
         let (buffered, guard) = match body {
             BodyPlan::Stream { guard } => (None, guard),
             BodyPlan::Buffer {
@@ -207,10 +236,7 @@ where
                 transform,
                 on_error,
             } => {
-                if req
-                    .header("expect")
-                    .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
-                {
+                if continue_expected {
                     let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
                 }
                 let raw = match read_body(req.framing, client, buf, limit, limits.body_idle).await {
@@ -240,7 +266,19 @@ where
                 (Some(body), false)
             }
         };
-        if buffered.is_none() && req.framing == super::BodyFraming::Chunked {
+        if buffered.is_none() && guard && req.framing != super::BodyFraming::None {
+            // Read the body ahead (up to 256 KiB, nothing consumed): a marker
+            // or malformed framing in it is refused before the upstream is
+            // dialled. A longer body is checked further as it streams.
+            if continue_expected {
+                let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+            }
+            match prefetch(req.framing, client, buf, PREFETCH_LIMIT, limits.body_idle).await {
+                Ok(_) => {}
+                Err(BodyError::Marker) => return refuse_marker(client, policy, &req).await,
+                Err(e) => return reject(client, policy, RejectCause::Body(e.to_string())).await,
+            }
+        } else if buffered.is_none() && req.framing == super::BodyFraming::Chunked {
             if let Err(e) = check_first_chunk(client, buf, limits.body_idle).await {
                 return reject(client, policy, RejectCause::Body(e.to_string())).await;
             }
@@ -274,11 +312,14 @@ where
             Ok(Exchanged::Done(r)) => r,
             Ok(Exchanged::Upgraded { extensions }) => {
                 policy.completed(&req, 101);
+                // The session outlives its request: a reload that no longer
+                // allows it ends it (WebSocket: close 1012 both ways).
+                let stop = policy.revoked(up.stream.peer_ip());
                 match upgrade {
                     Upgrade::WebSocket(mut text_policy) => {
                         let deflate = extensions.as_deref().and_then(parse_deflate_extension);
                         let client_buf = buf.split();
-                        let end = websocket::relay(
+                        let end = websocket::relay_with_stop(
                             &mut *client,
                             client_buf,
                             up.stream,
@@ -286,11 +327,17 @@ where
                             deflate,
                             WsLimits::default(),
                             text_policy.as_mut(),
+                            stop,
                         )
                         .await;
                         tracing::debug!(?end, "WebSocket session ended");
                     }
-                    _ => raw_copy(client, buf, up).await,
+                    _ => {
+                        let end =
+                            raw_copy(client, buf, up.stream, &up.buf, limits.upgrade_idle, stop)
+                                .await;
+                        tracing::debug!(?end, "Upgraded connection ended");
+                    }
                 }
                 return LoopEnd::Upgraded;
             }
@@ -300,10 +347,20 @@ where
                 let _ = client.shutdown().await;
                 return LoopEnd::Broken;
             }
-            Err(ExchangeError::RequestBody(e)) => {
+            Err(ExchangeError::RequestBody(BodyError::Marker)) => {
                 // Part of this request already went upstream; that connection is
                 // dropped (never reused), so the upstream sees a truncated request.
+                return refuse_marker(client, policy, &req).await;
+            }
+            Err(ExchangeError::RequestBody(e)) => {
                 return reject(client, policy, RejectCause::Body(e.to_string())).await;
+            }
+            Err(ExchangeError::RequestBodyAfterResponse(e)) => {
+                // The upstream answered early and its head was relayed: no
+                // second answer can follow; the connection just ends.
+                policy.failed(&req, &format!("request body: {e}"));
+                let _ = client.shutdown().await;
+                return LoopEnd::Broken;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "Exchange failed");
@@ -337,6 +394,27 @@ where
 
 const BAD_GATEWAY: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: 68\r\nConnection: close\r\n\r\n{\"error\":\"upstream_protocol_error\",\"detail\":\"invalid upstream reply\"}";
 
+/// A reserved credential marker in a streamed (guarded) body: the request
+/// is refused, never completed upstream.
+async fn refuse_marker<C, P>(client: &mut C, policy: &mut P, req: &RequestHead) -> LoopEnd
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    P: RequestPolicy,
+{
+    const DETAIL: &str =
+        "credential placeholder in a request body that is not opted in to rewriting";
+    policy.failed(req, &format!("credential_injection_failed: {DETAIL}"));
+    let response = crate::adapter::response::json_error(
+        500,
+        "credential_injection_failed",
+        DETAIL,
+        None,
+        None,
+    );
+    super::answer_and_close(client, &response).await;
+    LoopEnd::Answered
+}
+
 async fn reject<C, P>(client: &mut C, policy: &mut P, cause: RejectCause) -> LoopEnd
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -355,6 +433,8 @@ where
 enum ExchangeError {
     #[error("request body: {0}")]
     RequestBody(BodyError),
+    #[error("request body after the response began: {0}")]
+    RequestBodyAfterResponse(BodyError),
     #[error("response body: {0}")]
     ResponseBody(BodyError),
     #[error("response head: {0}")]
@@ -388,11 +468,11 @@ where
     C: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let upgrade = out.upgrade;
-    let (mut ur, uw) = tokio::io::split(&mut up.stream);
-    let mut uw = MarkerGuard::new(uw, out.guard);
+    let (mut ur, mut uw) = tokio::io::split(&mut up.stream);
     uw.write_all(&out.head).await.map_err(ExchangeError::Io)?;
     let (mut cr, mut cw) = tokio::io::split(&mut *client);
     let ubuf = &mut up.buf;
+    let mut scan = MarkerScan::new(out.guard);
     let send_body = async {
         match &out.body {
             Some(b) => uw
@@ -400,13 +480,21 @@ where
                 .await
                 .map(|()| b.len() as u64)
                 .map_err(ExchangeError::Io),
-            None => copy_body(req.framing, &mut cr, buf, &mut uw, limits.body_idle)
-                .await
-                .map_err(ExchangeError::RequestBody),
+            None => copy_body(
+                req.framing,
+                &mut cr,
+                buf,
+                &mut uw,
+                limits.body_idle,
+                &mut scan,
+            )
+            .await
+            .map_err(ExchangeError::RequestBody),
         }
     };
     let mut ws_extensions: Option<String> = None;
     let extensions = &mut ws_extensions;
+    let relayed = std::sync::atomic::AtomicBool::new(false);
     let read_response = async {
         loop {
             let n = read_head(&mut ur, ubuf, limits.response_head)
@@ -418,6 +506,7 @@ where
                 // Only a request the admission marked as an upgrade may switch protocols.
                 return Err(ExchangeError::BadResponse(ResponseError::Framing));
             }
+            relayed.store(true, std::sync::atomic::Ordering::Relaxed);
             cw.write_all(&raw).await.map_err(ExchangeError::Io)?;
             if parsed.status == 101 {
                 cw.flush().await.map_err(ExchangeError::Io)?;
@@ -431,7 +520,27 @@ where
             return Ok(parsed);
         }
     };
-    let (sent, resp) = tokio::join!(send_body, read_response);
+    // A request body that fails (a refused marker, bad framing, a stall)
+    // ends the exchange at once: the upstream, still waiting for the rest
+    // of the body, is not waited for.
+    let (sent, resp) = {
+        tokio::pin!(send_body, read_response);
+        tokio::select! {
+            sent = &mut send_body => match sent {
+                Err(ExchangeError::RequestBody(e))
+                    if relayed.load(std::sync::atomic::Ordering::Relaxed) =>
+                {
+                    return Err(ExchangeError::RequestBodyAfterResponse(e));
+                }
+                Err(e) => return Err(e),
+                Ok(n) => (Ok(n), read_response.await),
+            },
+            resp = &mut read_response => (send_body.await, resp),
+        }
+    };
+    if let Err(ExchangeError::RequestBody(e)) = sent {
+        return Err(ExchangeError::RequestBodyAfterResponse(e));
+    }
     sent?;
     let resp = resp?;
     if resp.status == 101 {
@@ -439,9 +548,16 @@ where
             extensions: ws_extensions,
         });
     }
-    copy_body(resp.framing, &mut ur, ubuf, &mut cw, limits.body_idle)
-        .await
-        .map_err(ExchangeError::ResponseBody)?;
+    copy_body(
+        resp.framing,
+        &mut ur,
+        ubuf,
+        &mut cw,
+        limits.body_idle,
+        &mut MarkerScan::off(),
+    )
+    .await
+    .map_err(ExchangeError::ResponseBody)?;
     cw.flush().await.map_err(ExchangeError::Io)?;
     Ok(Exchanged::Done(resp))
 }
@@ -457,18 +573,171 @@ fn header_value(raw: &[u8], name: &str) -> Option<String> {
     })
 }
 
-/// After a `101`: bytes already buffered on either side go first, then a
-/// plain bidirectional copy until both sides finish.
-async fn raw_copy<C>(client: &mut C, buf: &mut BytesMut, mut up: Upstream)
+/// How a raw upgraded connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RawEnd {
+    /// Both directions finished, or one failed.
+    Closed,
+    /// No byte moved either way for the idle timeout.
+    Idle,
+    /// The stop future fired (the policy no longer allows it).
+    Revoked,
+}
+
+/// After a `101` that is not a WebSocket session: bytes already buffered on
+/// either side go first, then a bidirectional copy until both sides finish,
+/// no byte moves for `idle`, or `stop` completes.
+async fn raw_copy<C, U, S>(
+    client: &mut C,
+    buf: &mut BytesMut,
+    mut upstream: U,
+    upstream_buf: &[u8],
+    idle: Duration,
+    stop: S,
+) -> RawEnd
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
+    U: AsyncRead + AsyncWrite + Unpin + Send,
+    S: Future<Output = ()>,
 {
-    if !buf.is_empty() && up.stream.write_all(buf).await.is_err() {
-        return;
+    if !buf.is_empty() && upstream.write_all(buf).await.is_err() {
+        return RawEnd::Closed;
     }
     buf.clear();
-    if !up.buf.is_empty() && client.write_all(&up.buf).await.is_err() {
-        return;
+    if !upstream_buf.is_empty() && client.write_all(upstream_buf).await.is_err() {
+        return RawEnd::Closed;
     }
-    let _ = tokio::io::copy_bidirectional(client, &mut up.stream).await;
+    let last = std::sync::atomic::AtomicU64::new(0);
+    let start = tokio::time::Instant::now();
+    let mut client = Metered {
+        io: client,
+        last: &last,
+        start,
+    };
+    let mut upstream = Metered {
+        io: &mut upstream,
+        last: &last,
+        start,
+    };
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    let watchdog = async {
+        loop {
+            let seen = last.load(std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep_until(start + Duration::from_millis(seen) + idle).await;
+            if last.load(std::sync::atomic::Ordering::Relaxed) == seen {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = copy => RawEnd::Closed,
+        () = watchdog => RawEnd::Idle,
+        () = stop => RawEnd::Revoked,
+    }
+}
+
+/// A stream that records when bytes last moved through it (milliseconds
+/// since `start`), for the idle watchdog of a raw upgraded connection.
+struct Metered<'a, T> {
+    io: T,
+    last: &'a std::sync::atomic::AtomicU64,
+    start: tokio::time::Instant,
+}
+
+impl<T> Metered<'_, T> {
+    fn moved(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Metered<'_, T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.moved();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<'_, T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_write(cx, data);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.moved();
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// The raw copy after a non-WebSocket `101`: buffered bytes first, then
+    /// both ways; it ends after `idle` without traffic, and at once when
+    /// the policy revokes it.
+    #[tokio::test(start_paused = true)]
+    async fn raw_upgrade_copy_is_idle_bounded_and_revocable() {
+        let idle = Duration::from_secs(60);
+        // Traffic keeps it open; silence for `idle` ends it.
+        let (mut client, mut proxy_client) = tokio::io::duplex(1024);
+        let (proxy_up, mut upstream) = tokio::io::duplex(1024);
+        let mut buf = BytesMut::from(&b"early"[..]);
+        let copy = tokio::spawn(async move {
+            let never = std::future::pending::<()>();
+            let started = tokio::time::Instant::now();
+            let end = raw_copy(&mut proxy_client, &mut buf, proxy_up, b"hi", idle, never).await;
+            (end, started.elapsed())
+        });
+        let mut got = [0u8; 5];
+        upstream.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"early");
+        let mut got = [0u8; 2];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hi");
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(50)).await;
+            client.write_all(b"ping").await.unwrap();
+            let mut got = [0u8; 4];
+            upstream.read_exact(&mut got).await.unwrap();
+        }
+        let (end, elapsed) = copy.await.unwrap();
+        assert_eq!(end, RawEnd::Idle);
+        assert!(elapsed >= Duration::from_secs(150 + 60), "{elapsed:?}");
+
+        // A revocation ends a busy connection.
+        let (_client, mut proxy_client) = tokio::io::duplex(1024);
+        let (proxy_up, _upstream) = tokio::io::duplex(1024);
+        let mut buf = BytesMut::new();
+        let stop = tokio::time::sleep(Duration::from_secs(5));
+        let end = raw_copy(&mut proxy_client, &mut buf, proxy_up, b"", idle, stop).await;
+        assert_eq!(end, RawEnd::Revoked);
+    }
 }

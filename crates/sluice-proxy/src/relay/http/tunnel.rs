@@ -54,26 +54,16 @@ impl TunnelPolicy<'_> {
         }
     }
 
-    /// The authority a request names (absolute-form wins over `Host`), if any.
-    fn named_authority<'r>(&self, req: &'r RequestHead) -> Result<(Option<&'r str>, &'r str), ()> {
-        let target = req.target.as_str();
-        if target.starts_with('/') {
-            let host = req
-                .header("host")
-                .map(std::str::from_utf8)
-                .transpose()
-                .map_err(|_| ())?;
-            return Ok((host, target));
+    /// The `Host` value for a request that carries none (HTTP/1.0): the
+    /// tunnel's authority, the port omitted when it is the scheme's default.
+    fn host_value(&self) -> String {
+        let t = &self.decision.intent.target;
+        if t.port == self.default_port() {
+            t.host.to_string()
+        } else {
+            t.to_string()
         }
-        let (scheme, rest) = target.split_once("://").ok_or(())?;
-        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
-            return Err(());
-        }
-        let split = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(split);
-        Ok((Some(authority), if tail.is_empty() { "/" } else { tail }))
     }
-
     /// Re-authorize from scratch when the generation moved since the last request.
     async fn refresh(&mut self) -> Result<(), Vec<u8>> {
         let shared = self.shared;
@@ -141,7 +131,7 @@ impl RequestPolicy for TunnelPolicy<'_> {
         }
         let shared = self.shared;
         let tunnel_target = self.decision.intent.target.clone();
-        let Ok((authority, path_and_query)) = self.named_authority(req) else {
+        let Ok((absolute, path_and_query)) = split_target(&req.target) else {
             shared.audit.tunnel_rejected(
                 &self.decision,
                 format!("HTTP request rejected before policy evaluation for {tunnel_target}"),
@@ -151,25 +141,12 @@ impl RequestPolicy for TunnelPolicy<'_> {
                 response: BAD_REQUEST.to_vec(),
             };
         };
-        match authority {
-            Some(a) => {
-                let named = Target::parse_authority_with_default(a, self.default_port());
-                if named.as_ref().ok() != Some(&tunnel_target) {
-                    shared.audit.authority_mismatch(&self.decision, a);
-                    return Admission::Respond {
-                        response: authority_mismatch(a),
-                    };
-                }
-            }
-            None if req.version == 1 => {
-                shared
-                    .audit
-                    .authority_mismatch(&self.decision, "(no Host header)");
-                return Admission::Respond {
-                    response: authority_mismatch("(no Host header)"),
-                };
-            }
-            None => {}
+        if let Some(seen) = foreign_authority(&tunnel_target, self.default_port(), req, absolute) {
+            let seen = crate::relay::credentials::scrub(&seen);
+            shared.audit.authority_mismatch(&self.decision, &seen);
+            return Admission::Respond {
+                response: authority_mismatch(&seen),
+            };
         }
         let target = match canonical_target(&self.decision, path_and_query) {
             Ok(t) => t,
@@ -208,11 +185,18 @@ impl RequestPolicy for TunnelPolicy<'_> {
             endpoint,
             target: tunnel_target,
         };
-        let (outbound, upgrade) =
+        let (mut outbound, upgrade) =
             match l7::admitted(shared, &self.decision, req, &target, &outcome).await {
                 Ok(v) => v,
                 Err(response) => return Admission::Respond { response },
             };
+        if req.header("host").is_none() {
+            // HTTP/1.0 without `Host`: name the tunnel's authority, so that a
+            // shared front never picks its default site for this request.
+            outbound
+                .headers
+                .insert(0, ("Host".to_owned(), self.host_value().into_bytes()));
+        }
         let buffered = matches!(outbound.body, BodyPlan::Buffer { .. });
         let head = build_head(
             &req.method,
@@ -220,6 +204,7 @@ impl RequestPolicy for TunnelPolicy<'_> {
             req.version,
             &outbound.headers,
             buffered,
+            outbound.body.answers_continue(),
         );
         self.current = Some((target.path, outcome, outbound.providers));
         Admission::Forward {
@@ -305,6 +290,13 @@ impl RequestPolicy for TunnelPolicy<'_> {
         response.map(<[u8]>::to_vec)
     }
 
+    fn revoked(
+        &self,
+        upstream_ip: Option<std::net::IpAddr>,
+    ) -> impl std::future::Future<Output = ()> + Send + '_ {
+        crate::relay::revoke::revoked(self.shared, &self.decision, upstream_ip)
+    }
+
     fn completed(&mut self, req: &RequestHead, status: u16) {
         let Some((path, outcome, creds)) = self.current.take() else {
             return;
@@ -336,14 +328,64 @@ impl RequestPolicy for TunnelPolicy<'_> {
     }
 }
 
+/// Split a request-target into the authority of an absolute-form target
+/// (`None` for origin-form) and the path and query.
+fn split_target(target: &str) -> Result<(Option<&str>, &str), ()> {
+    if target.starts_with('/') {
+        return Ok((None, target));
+    }
+    let (scheme, rest) = target.split_once("://").ok_or(())?;
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(());
+    }
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(split);
+    Ok((Some(authority), if tail.is_empty() { "/" } else { tail }))
+}
+
+/// The first authority a request names that is not the tunnel's, if any.
+///
+/// Inside a tunnel every place a request names its site must name the
+/// tunnel's checked authority: the `Host` header (required for HTTP/1.1)
+/// **and** an absolute-form request-target's authority. Neither wins over
+/// the other: a request whose two names differ is refused, because a shared
+/// front (CDN, virtual hosting) routes by `Host` while the tunnel was
+/// authorized for the target. A missing port means `default_port` (443 in
+/// a TLS tunnel, 80 in a plaintext one); names are compared after the
+/// strict normalization of [`Target`] (case, one trailing dot, IPv4 spellings).
+fn foreign_authority(
+    tunnel: &Target,
+    default_port: u16,
+    req: &RequestHead,
+    absolute: Option<&str>,
+) -> Option<String> {
+    let names_tunnel = |a: &str| {
+        Target::parse_authority_with_default(a, default_port)
+            .as_ref()
+            .is_ok_and(|t| t == tunnel)
+    };
+    if let Some(a) = absolute.filter(|a| !names_tunnel(a)) {
+        return Some(a.to_owned());
+    }
+    match req.header("host").map(std::str::from_utf8) {
+        Some(Ok(h)) if names_tunnel(h) => None,
+        Some(Ok(h)) => Some(h.to_owned()),
+        Some(Err(_)) => Some("(invalid Host header)".to_owned()),
+        None if req.version == 1 => Some("(no Host header)".to_owned()),
+        None => None,
+    }
+}
+
 /// The request head for the upstream: origin-form canonical target, the
-/// client's header fields unchanged.
+/// client's header fields unchanged (the `Host` among them was checked
+/// against the tunnel's authority).
 pub(crate) fn build_head(
     method: &str,
     origin: &str,
     version: u8,
     headers: &[(String, Vec<u8>)],
     buffered: bool,
+    answers_continue: bool,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + origin.len() + headers.len() * 40);
     out.extend_from_slice(method.as_bytes());
@@ -357,7 +399,9 @@ pub(crate) fn build_head(
     for (name, value) in headers {
         // A buffered body is re-framed by the loop (Content-Length), and the
         // 100-continue was already answered.
-        if buffered && FRAMING.iter().any(|f| name.eq_ignore_ascii_case(f)) {
+        if buffered && FRAMING.iter().any(|f| name.eq_ignore_ascii_case(f))
+            || answers_continue && name.eq_ignore_ascii_case("expect")
+        {
             continue;
         }
         out.extend_from_slice(name.as_bytes());
@@ -373,3 +417,181 @@ pub(crate) fn build_head(
 
 /// Fields a re-framed (buffered) body replaces.
 pub(crate) const FRAMING: [&str; 4] = ["content-length", "transfer-encoding", "trailer", "expect"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str) -> RequestHead {
+        RequestHead::parse(raw.as_bytes()).unwrap()
+    }
+
+    /// Every way a request inside a tunnel can name its site, in TLS
+    /// (`tls.test:443`) and plaintext (`plain.test:8080`) tunnels.
+    #[test]
+    fn foreign_authority_table() {
+        let tls = Target::parse_authority("tls.test:443").unwrap();
+        let plain = Target::parse_authority("plain.test:8080").unwrap();
+        // (tunnel, default port, request, the foreign name or None when admitted)
+        let cases: &[(&Target, u16, &str, Option<&str>)] = &[
+            // curl and requests through CONNECT: origin-form, Host with or without the default port.
+            (&tls, 443, "GET /x HTTP/1.1\r\nHost: tls.test\r\n\r\n", None),
+            (
+                &tls,
+                443,
+                "GET /x HTTP/1.1\r\nHost: tls.test:443\r\n\r\n",
+                None,
+            ),
+            (
+                &tls,
+                443,
+                "GET /x HTTP/1.1\r\nHost: TLS.Test.\r\n\r\n",
+                None,
+            ),
+            (
+                &plain,
+                80,
+                "GET /x HTTP/1.1\r\nHost: plain.test:8080\r\n\r\n",
+                None,
+            ),
+            // Absolute-form naming the tunnel, Host agreeing.
+            (
+                &tls,
+                443,
+                "GET https://tls.test/x HTTP/1.1\r\nHost: tls.test\r\n\r\n",
+                None,
+            ),
+            (
+                &tls,
+                443,
+                "GET https://tls.test:443/x HTTP/1.1\r\nHost: tls.test:443\r\n\r\n",
+                None,
+            ),
+            (
+                &plain,
+                80,
+                "GET http://plain.test:8080/x HTTP/1.1\r\nHost: plain.test:8080\r\n\r\n",
+                None,
+            ),
+            // HTTP/1.0 may omit Host (one is generated from the tunnel).
+            (&tls, 443, "GET /x HTTP/1.0\r\n\r\n", None),
+            (&tls, 443, "GET https://tls.test/x HTTP/1.0\r\n\r\n", None),
+            // Fronting: the request line names the tunnel, Host another site (the reported case).
+            (
+                &tls,
+                443,
+                "GET https://tls.test/x HTTP/1.1\r\nHost: other.test\r\n\r\n",
+                Some("other.test"),
+            ),
+            (
+                &plain,
+                80,
+                "GET http://plain.test:8080/x HTTP/1.1\r\nHost: other.test:8080\r\n\r\n",
+                Some("other.test:8080"),
+            ),
+            (
+                &tls,
+                443,
+                "GET https://tls.test/x HTTP/1.0\r\nHost: other.test\r\n\r\n",
+                Some("other.test"),
+            ),
+            // ... and the other way round.
+            (
+                &tls,
+                443,
+                "GET https://other.test/x HTTP/1.1\r\nHost: tls.test\r\n\r\n",
+                Some("other.test"),
+            ),
+            (
+                &tls,
+                443,
+                "GET /x HTTP/1.1\r\nHost: other.test\r\n\r\n",
+                Some("other.test"),
+            ),
+            // Same host, other port; the default port is the tunnel's scheme's.
+            (
+                &tls,
+                443,
+                "GET /x HTTP/1.1\r\nHost: tls.test:8443\r\n\r\n",
+                Some("tls.test:8443"),
+            ),
+            (
+                &tls,
+                443,
+                "GET /x HTTP/1.1\r\nHost: tls.test:80\r\n\r\n",
+                Some("tls.test:80"),
+            ),
+            (
+                &plain,
+                80,
+                "GET /x HTTP/1.1\r\nHost: plain.test\r\n\r\n",
+                Some("plain.test"),
+            ),
+            (
+                &tls,
+                443,
+                "GET https://tls.test:444/x HTTP/1.1\r\nHost: tls.test\r\n\r\n",
+                Some("tls.test:444"),
+            ),
+            // Missing, empty, unparseable or userinfo-carrying names.
+            (
+                &tls,
+                443,
+                "GET /x HTTP/1.1\r\n\r\n",
+                Some("(no Host header)"),
+            ),
+            (
+                &tls,
+                443,
+                "GET https://tls.test/x HTTP/1.1\r\n\r\n",
+                Some("(no Host header)"),
+            ),
+            (&tls, 443, "GET /x HTTP/1.1\r\nHost:\r\n\r\n", Some("")),
+            (
+                &tls,
+                443,
+                "GET /x HTTP/1.1\r\nHost: tls.test, other.test\r\n\r\n",
+                Some("tls.test, other.test"),
+            ),
+            (
+                &tls,
+                443,
+                "GET https://u@tls.test/x HTTP/1.1\r\nHost: tls.test\r\n\r\n",
+                Some("u@tls.test"),
+            ),
+            (
+                &tls,
+                443,
+                "GET https:///x HTTP/1.1\r\nHost: tls.test\r\n\r\n",
+                Some(""),
+            ),
+        ];
+        for (tunnel, port, raw, want) in cases {
+            let req = head(raw);
+            let (absolute, _) = split_target(&req.target).unwrap();
+            assert_eq!(
+                foreign_authority(tunnel, *port, &req, absolute).as_deref(),
+                *want,
+                "{raw:?}"
+            );
+        }
+        // A non-UTF-8 Host never names the tunnel.
+        let mut req = head("GET /x HTTP/1.1\r\nHost: tls.test\r\n\r\n");
+        req.headers[0].1 = b"tls.test\xff".to_vec();
+        assert_eq!(
+            foreign_authority(&tls, 443, &req, None).as_deref(),
+            Some("(invalid Host header)")
+        );
+    }
+
+    #[test]
+    fn split_target_table() {
+        assert_eq!(split_target("/a?b"), Ok((None, "/a?b")));
+        assert_eq!(split_target("https://h:1"), Ok((Some("h:1"), "/")));
+        assert_eq!(split_target("HTTP://h/p?q"), Ok((Some("h"), "/p?q")));
+        assert_eq!(split_target("http://h?q"), Ok((Some("h"), "?q")));
+        assert_eq!(split_target("*"), Err(()));
+        assert_eq!(split_target("ftp://h/"), Err(()));
+        assert_eq!(split_target("h:443"), Err(()));
+    }
+}

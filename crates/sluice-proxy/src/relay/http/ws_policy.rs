@@ -1,6 +1,7 @@
-//! Client text messages after a WebSocket upgrade: credential rewrite,
-//! GraphQL-over-WebSocket operations, and `WEBSOCKET_TEXT` rules, all under
-//! the decision's pinned snapshot.
+//! Client messages after a WebSocket upgrade: credential rewrite,
+//! GraphQL-over-WebSocket operations, `WEBSOCKET_TEXT` rules for text and
+//! `WEBSOCKET_BINARY` rules for binary messages, all under the decision's
+//! pinned snapshot.
 
 use std::sync::Arc;
 
@@ -49,36 +50,63 @@ impl WsTextPolicy {
     }
 
     fn deny(&self, reason: String) -> MessageVerdict {
-        self.audit.l7_request(
-            &self.decision,
-            "deny",
-            "WEBSOCKET_TEXT",
-            &self.path,
-            &reason,
-        );
+        self.refuse(TEXT, reason.clone());
         MessageVerdict::Deny { reason }
     }
 
-    fn judge(&self, allowed: bool, hard: bool, reason: String, text: String) -> MessageVerdict {
+    fn refuse(&self, method: &str, reason: String) -> String {
+        self.audit
+            .l7_request(&self.decision, "deny", method, &self.path, &reason);
+        reason
+    }
+
+    /// A verdict softened by the endpoint's enforcement: `Ok` forwards
+    /// (recording an audit-mode would-be denial), `Err` refuses.
+    fn enforce(
+        &self,
+        method: &str,
+        allowed: bool,
+        hard: bool,
+        reason: String,
+    ) -> Result<(), String> {
         let audit_mode = self.endpoint.is_some_and(|id| {
             self.decision.snapshot.endpoint(id).enforcement == Enforcement::Audit
         });
         match (allowed, hard, audit_mode) {
-            (true, _, _) => MessageVerdict::Forward(text),
+            (true, _, _) => Ok(()),
             (false, false, true) => {
-                self.audit.l7_request(
-                    &self.decision,
-                    "audit",
-                    "WEBSOCKET_TEXT",
-                    &self.path,
-                    &reason,
-                );
-                MessageVerdict::Forward(text)
+                self.audit
+                    .l7_request(&self.decision, "audit", method, &self.path, &reason);
+                Ok(())
             }
-            _ => self.deny(reason),
+            _ => Err(self.refuse(method, reason)),
         }
     }
+
+    fn judge(&self, allowed: bool, hard: bool, reason: String, text: String) -> MessageVerdict {
+        match self.enforce(TEXT, allowed, hard, reason) {
+            Ok(()) => MessageVerdict::Forward(text),
+            Err(reason) => MessageVerdict::Deny { reason },
+        }
+    }
+
+    /// The upgrade's path and query evaluated with a message method.
+    fn evaluate(&self, id: EndpointId, method: &str) -> sluice_policy::request::L7Verdict {
+        let query = QueryParams::parse(&self.query).unwrap_or_default();
+        evaluate_rest(
+            &self.decision.snapshot,
+            &[id],
+            &RestRequest {
+                method,
+                path: &self.path,
+                query: &query,
+            },
+        )
+    }
 }
+
+const TEXT: &str = "WEBSOCKET_TEXT";
+const BINARY: &str = "WEBSOCKET_BINARY";
 
 impl TextPolicy for WsTextPolicy {
     fn on_text(&mut self, text: &str) -> MessageVerdict {
@@ -131,17 +159,21 @@ impl TextPolicy for WsTextPolicy {
                 },
             };
         }
-        let query = QueryParams::parse(&self.query).unwrap_or_default();
-        let v = evaluate_rest(
-            &snapshot,
-            &[id],
-            &RestRequest {
-                method: "WEBSOCKET_TEXT",
-                path: &self.path,
-                query: &query,
-            },
-        );
+        let v = self.evaluate(id, TEXT);
         self.judge(v.allowed, false, v.reason, text)
+    }
+
+    /// A binary message on a `protocol: websocket` endpoint is evaluated
+    /// like a text one, with the method `WEBSOCKET_BINARY`: it passes only
+    /// where a rule allows `WEBSOCKET_BINARY` (or `*`) on the upgrade path
+    /// and no deny rule matches. Binary messages are not inspected or
+    /// rewritten. Endpoints without request-level rules pass them as before.
+    fn allow_binary(&mut self) -> Result<(), String> {
+        let Some(id) = self.endpoint else {
+            return Ok(());
+        };
+        let v = self.evaluate(id, BINARY);
+        self.enforce(BINARY, v.allowed, false, v.reason)
     }
 
     fn on_denied(&mut self, reason: &str) {

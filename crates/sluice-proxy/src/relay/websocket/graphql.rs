@@ -1,6 +1,11 @@
 //! GraphQL-over-WebSocket message classification (client → server).
+//!
+//! Messages are read with the policy crate's strict JSON reader: a key
+//! repeated in any object (`{"type":"ping",...,"type":"subscribe"}`) makes
+//! the message invalid, as for HTTP bodies, because a first-key upstream
+//! and a last-key policy would disagree on what it is.
 
-use serde_json::Value;
+use sluice_policy::request::json::{self, Value};
 
 /// A client text message of a GraphQL WebSocket subprotocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,9 +18,9 @@ pub enum GraphqlWsMessage {
         query: String,
         operation_name: Option<String>,
     },
-    /// Not JSON, no string `type`, a type the subprotocol does not define,
-    /// an operation message without a string `payload.query`, or an unknown
-    /// subprotocol. Callers deny it.
+    /// Not JSON, a key repeated in any object, no string `type`, a type the
+    /// subprotocol does not define, an operation message without a string
+    /// `payload.query`, or an unknown subprotocol. Callers deny it.
     Invalid,
 }
 
@@ -41,10 +46,10 @@ pub fn classify_graphql_ws(subprotocol: &str, text: &str) -> GraphqlWsMessage {
     } else {
         return GraphqlWsMessage::Invalid;
     };
-    let Ok(Value::Object(msg)) = serde_json::from_str::<Value>(text) else {
+    let Ok(msg @ Value::Object(_)) = json::parse_unique(text.as_bytes()) else {
         return GraphqlWsMessage::Invalid;
     };
-    let Some(Value::String(kind)) = msg.get("type") else {
+    let Ok(Some(Value::String(kind))) = msg.get("type") else {
         return GraphqlWsMessage::Invalid;
     };
     if CONTROL.contains(&kind.as_str()) {
@@ -53,16 +58,16 @@ pub fn classify_graphql_ws(subprotocol: &str, text: &str) -> GraphqlWsMessage {
     if kind != operation {
         return GraphqlWsMessage::Invalid;
     }
-    let Some(Value::Object(payload)) = msg.get("payload") else {
+    let Ok(Some(payload @ Value::Object(_))) = msg.get("payload") else {
         return GraphqlWsMessage::Invalid;
     };
-    let Some(Value::String(query)) = payload.get("query") else {
+    let Ok(Some(Value::String(query))) = payload.get("query") else {
         return GraphqlWsMessage::Invalid;
     };
     let operation_name = match payload.get("operationName") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(name)) => Some(name.clone()),
-        Some(_) => return GraphqlWsMessage::Invalid,
+        Ok(None | Some(Value::Null)) => None,
+        Ok(Some(Value::String(name))) => Some(name.clone()),
+        _ => return GraphqlWsMessage::Invalid,
     };
     GraphqlWsMessage::Operation {
         query: query.clone(),
@@ -139,6 +144,33 @@ mod tests {
             (t, r#"{"id":"1","type":"stop"}"#, Control),
             ("GraphQL-WS", r#"{"type":"connection_init"}"#, Control),
             ("chat", r#"{"type":"connection_init"}"#, Invalid),
+            // Duplicate keys anywhere: invalid, whichever copy a parser keeps.
+            (
+                t,
+                r#"{"id":"1","type":"subscribe","payload":{"query":"subscription { secretFeed }"},"type":"ping"}"#,
+                Invalid,
+            ),
+            (
+                t,
+                r#"{"type":"ping","id":"1","type":"subscribe","payload":{"query":"{ a }"}}"#,
+                Invalid,
+            ),
+            (
+                t,
+                r#"{"id":"1","type":"subscribe","payload":{"query":"{ a }","query":"{ secret }"}}"#,
+                Invalid,
+            ),
+            (
+                l,
+                r#"{"id":"1","type":"start","payload":{"query":"{ a }","operationName":"A","operationName":"B"}}"#,
+                Invalid,
+            ),
+            (
+                t,
+                r#"{"id":"1","type":"subscribe","payload":{"query":"{ a }","variables":{"x":1,"x":2}}}"#,
+                Invalid,
+            ),
+            (t, r#"{"type":"ping","type":"ping"}"#, Invalid),
         ];
         for (proto, text, want) in cases {
             assert_eq!(&classify_graphql_ws(proto, text), want, "{proto} {text}");

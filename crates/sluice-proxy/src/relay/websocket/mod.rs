@@ -4,8 +4,9 @@
 //! both connections. Client → server text messages are reassembled,
 //! inflated (bounded), UTF-8 checked and handed to a [`TextPolicy`], which
 //! forwards (possibly rewritten) text or denies it (close 1008 both ways;
-//! the message never reaches the upstream). Binary frames and all server →
-//! client traffic are relayed unchanged. Close codes: 1002 protocol, 1007
+//! the message never reaches the upstream). Each client binary message is
+//! put to [`TextPolicy::allow_binary`] first, then relayed unchanged; all
+//! server → client traffic is relayed unchanged. Close codes: 1002 protocol, 1007
 //! invalid UTF-8, 1008 policy, 1009 too big, 1012 reload (see
 //! [`relay_with_stop`]).
 
@@ -45,9 +46,10 @@ pub trait TextPolicy: Send {
         let _ = reason;
     }
 
-    /// Called at the start of each client binary message. `Err(reason)`
-    /// refuses it like a denied text (close 1008); e.g. credentialed
-    /// endpoints without `allow_uninspected_credentials`. Default: allow.
+    /// Called at the start of each client binary message, before any of
+    /// it is forwarded. `Err(reason)` refuses it like a denied text (close
+    /// 1008); the request loop's policy evaluates `WEBSOCKET_BINARY` rules
+    /// here. Default: allow.
     fn allow_binary(&mut self) -> Result<(), String> {
         Ok(())
     }
