@@ -211,7 +211,9 @@ where
                     .header("expect")
                     .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
                 {
+                    // Flushed: the client may send the body only once it has this.
                     let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+                    let _ = client.flush().await;
                 }
                 let raw = match read_body(req.framing, client, buf, limit, limits.body_idle).await {
                     Ok(b) => b,
@@ -393,13 +395,17 @@ where
     uw.write_all(&out.head).await.map_err(ExchangeError::Io)?;
     let (mut cr, mut cw) = tokio::io::split(&mut *client);
     let ubuf = &mut up.buf;
+    // The request is sent only once `uw` is flushed: over TLS, a completed
+    // write may still sit in the session (see `copy_body`), and the upstream
+    // cannot answer a request whose end it never got. `copy_body` flushes
+    // (for no body too, which sends the head); a buffered body is flushed here.
     let send_body = async {
         match &out.body {
-            Some(b) => uw
-                .write_all(b)
-                .await
-                .map(|()| b.len() as u64)
-                .map_err(ExchangeError::Io),
+            Some(b) => {
+                uw.write_all(b).await.map_err(ExchangeError::Io)?;
+                uw.flush().await.map_err(ExchangeError::Io)?;
+                Ok(b.len() as u64)
+            }
             None => copy_body(req.framing, &mut cr, buf, &mut uw, limits.body_idle)
                 .await
                 .map_err(ExchangeError::RequestBody),
@@ -424,10 +430,13 @@ where
                 *extensions = header_value(&raw, "sec-websocket-extensions");
                 return Ok(parsed);
             }
-            // Interim 1xx (not 101) responses are relayed and the final one awaited.
-            if (100..200).contains(&parsed.status) && parsed.status != 101 {
+            // Interim 1xx (not 101) responses are relayed at once (a client
+            // may wait for `100 Continue` before its body) and the final one awaited.
+            if (100..200).contains(&parsed.status) {
+                cw.flush().await.map_err(ExchangeError::Io)?;
                 continue;
             }
+            // The final head is flushed with its body by `copy_body`.
             return Ok(parsed);
         }
     };
@@ -442,7 +451,6 @@ where
     copy_body(resp.framing, &mut ur, ubuf, &mut cw, limits.body_idle)
         .await
         .map_err(ExchangeError::ResponseBody)?;
-    cw.flush().await.map_err(ExchangeError::Io)?;
     Ok(Exchanged::Done(resp))
 }
 
@@ -463,11 +471,16 @@ async fn raw_copy<C>(client: &mut C, buf: &mut BytesMut, mut up: Upstream)
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    if !buf.is_empty() && up.stream.write_all(buf).await.is_err() {
+    // Flushed: `copy_bidirectional` flushes only what it wrote itself.
+    if !buf.is_empty()
+        && (up.stream.write_all(buf).await.is_err() || up.stream.flush().await.is_err())
+    {
         return;
     }
     buf.clear();
-    if !up.buf.is_empty() && client.write_all(&up.buf).await.is_err() {
+    if !up.buf.is_empty()
+        && (client.write_all(&up.buf).await.is_err() || client.flush().await.is_err())
+    {
         return;
     }
     let _ = tokio::io::copy_bidirectional(client, &mut up.stream).await;
