@@ -7,6 +7,7 @@
 
 mod adapters;
 mod attacks;
+mod bulk;
 mod check;
 mod credentials;
 mod harness;
