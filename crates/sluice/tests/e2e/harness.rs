@@ -164,6 +164,18 @@ impl Netns {
         self.start_script(script, port, record, &[]);
     }
 
+    /// A test server from `tests/e2e/` over HTTPS with `cert`/`key` (PEM files).
+    pub(crate) fn start_tls_server(
+        &self,
+        script: &str,
+        port: u16,
+        record: &Path,
+        cert: &Path,
+        key: &Path,
+    ) {
+        self.start_script(script, port, record, &[cert, key]);
+    }
+
     pub(crate) fn start_script(&self, script: &str, port: u16, record: &Path, extra: &[&Path]) {
         let script = format!("{}/tests/e2e/{script}", env!("CARGO_MANIFEST_DIR"));
         let port = port.to_string();

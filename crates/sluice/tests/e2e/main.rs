@@ -7,6 +7,7 @@
 
 mod adapters;
 mod attacks;
+mod bulk;
 mod check;
 mod clients;
 mod credentials;

@@ -1,3 +1,4 @@
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -49,6 +50,14 @@ pub(crate) enum BodyError {
 /// stay in `buf`. `scan` sees every payload byte (and framing line) before
 /// it is written.
 ///
+/// `writer` is flushed whenever the copy has to wait for `reader`, and
+/// once at the end, so on return every byte written before (a message head)
+/// and of the body has left `writer`. A TLS writer needs this: tokio-rustls
+/// reports a write complete once the bytes are sealed into the session,
+/// while the socket may not have taken them yet, and only a later write or
+/// a flush sends them. A body's end left there is never sent while the
+/// exchange waits for the peer's answer to it.
+///
 /// # Errors
 /// [`BodyError`] on truncation, bad framing, stalls, I/O failure, or a
 /// marker the scan refused (the bytes it completes in are not written).
@@ -64,11 +73,12 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    match framing {
-        BodyFraming::None => Ok(0),
-        BodyFraming::Length(n) => copy_exact(n, reader, buf, writer, idle, scan)
-            .await
-            .map(|()| n),
+    let total = match framing {
+        BodyFraming::None => 0,
+        BodyFraming::Length(n) => {
+            copy_exact(n, reader, buf, writer, idle, scan).await?;
+            n
+        }
         BodyFraming::UntilClose => {
             let mut total = 0u64;
             loop {
@@ -78,12 +88,44 @@ where
                     writer.write_all(buf).await.map_err(BodyError::Write)?;
                     buf.clear();
                 }
-                if fill(reader, buf, idle).await? == 0 {
-                    return Ok(total);
+                if refill(reader, buf, writer, idle).await? == 0 {
+                    break total;
                 }
             }
         }
-        BodyFraming::Chunked => copy_chunked(reader, buf, writer, idle, scan).await,
+        BodyFraming::Chunked => copy_chunked(reader, buf, writer, idle, scan).await?,
+    };
+    writer.flush().await.map_err(BodyError::Write)?;
+    Ok(total)
+}
+
+/// [`fill`] for a copy: when `reader` has nothing at once, `writer` is
+/// flushed before waiting (see [`copy_body`]). The idle bound covers the
+/// flush and the read together. A read that is ready costs no flush, so a
+/// busy copy flushes no more often than without this.
+async fn refill<R, W>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    writer: &mut W,
+    idle: Duration,
+) -> Result<usize, BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    buf.reserve(READ_CHUNK);
+    let mut read = std::pin::pin!(reader.read_buf(buf));
+    let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+    if let Poll::Ready(r) = first {
+        return r.map_err(BodyError::Read);
+    }
+    let wait = async {
+        writer.flush().await.map_err(BodyError::Write)?;
+        read.await.map_err(BodyError::Read)
+    };
+    match tokio::time::timeout(idle, wait).await {
+        Err(_) => Err(BodyError::Idle(idle)),
+        Ok(r) => r,
     }
 }
 
@@ -113,7 +155,7 @@ where
     W: AsyncWrite + Unpin,
 {
     while remaining > 0 {
-        if buf.is_empty() && fill(reader, buf, idle).await? == 0 {
+        if buf.is_empty() && refill(reader, buf, writer, idle).await? == 0 {
             return Err(BodyError::Truncated);
         }
         let take = usize::try_from(remaining)
@@ -130,12 +172,18 @@ where
     Ok(())
 }
 
-/// Take one CRLF-terminated line (without the CRLF) from `buf`, reading more as needed.
-async fn read_line<R: AsyncRead + Unpin>(
+/// Take one CRLF-terminated line (without the CRLF) from `buf`, reading
+/// more as needed (and flushing `writer` before a wait, see [`refill`]).
+async fn read_line<R, W>(
     reader: &mut R,
     buf: &mut BytesMut,
+    writer: &mut W,
     idle: Duration,
-) -> Result<BytesMut, BodyError> {
+) -> Result<BytesMut, BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut scanned = 0;
     loop {
         if let Some(pos) = buf[scanned..].iter().position(|&b| b == b'\n') {
@@ -154,7 +202,7 @@ async fn read_line<R: AsyncRead + Unpin>(
         if scanned > MAX_LINE {
             return Err(BodyError::BadChunk("line too long"));
         }
-        if fill(reader, buf, idle).await? == 0 {
+        if refill(reader, buf, writer, idle).await? == 0 {
             return Err(BodyError::Truncated);
         }
     }
@@ -408,7 +456,7 @@ where
 {
     let mut total = 0u64;
     loop {
-        let line = read_line(reader, buf, idle).await?;
+        let line = read_line(reader, buf, writer, idle).await?;
         let size = parse_chunk_size(&line)?;
         scan.line(&line)?;
         write_line(writer, &line).await?;
@@ -418,14 +466,14 @@ where
         // The payload scan carries its tail into the next chunk's data.
         copy_exact(size, reader, buf, writer, idle, scan).await?;
         total += size;
-        let end = read_line(reader, buf, idle).await?;
+        let end = read_line(reader, buf, writer, idle).await?;
         if !end.is_empty() {
             return Err(BodyError::BadChunk("missing CRLF after chunk data"));
         }
         writer.write_all(b"\r\n").await.map_err(BodyError::Write)?;
     }
     for _ in 0..=MAX_TRAILERS {
-        let line = read_line(reader, buf, idle).await?;
+        let line = read_line(reader, buf, writer, idle).await?;
         if !line.is_empty() && (line[0] == b' ' || line[0] == b'\t' || !line.contains(&b':')) {
             return Err(BodyError::BadChunk("malformed trailer"));
         }
@@ -548,6 +596,99 @@ mod tests {
         let mut rest = buf.to_vec();
         rest.extend_from_slice(reader);
         (r, out, rest)
+    }
+
+    /// A TLS client over loopback to a TLS server, with small kernel
+    /// buffers so that most of a burst stays in the client's TLS session.
+    async fn tls_pair() -> (
+        tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    ) {
+        use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+        use std::sync::Arc;
+        use tokio::net::TcpSocket;
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["body.test".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .expect("server config");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).expect("root");
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+
+        let listen = TcpSocket::new_v4().expect("socket");
+        listen.set_recv_buffer_size(4096).expect("rcvbuf");
+        listen
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let addr = listen.local_addr().expect("local addr");
+        let listener = listen.listen(1).expect("listen");
+        let dial = TcpSocket::new_v4().expect("socket");
+        dial.set_send_buffer_size(4096).expect("sndbuf");
+        let (tcp, accepted) = tokio::join!(dial.connect(addr), listener.accept());
+        let (tcp, (peer, _)) = (tcp.expect("connect"), accepted.expect("accept"));
+        let name = ServerName::try_from("body.test").expect("name");
+        let (c, s) = tokio::join!(
+            tokio_rustls::TlsConnector::from(Arc::new(client)).connect(name, tcp),
+            tokio_rustls::TlsAcceptor::from(Arc::new(server)).accept(peer),
+        );
+        (c.expect("client handshake"), s.expect("server handshake"))
+    }
+
+    /// While the copy waits for more of a streaming body, everything it
+    /// already wrote reaches the peer: tokio-rustls reports a write done
+    /// once it is sealed into the session, and without a flush the part the
+    /// socket did not take stayed there until the reader produced more.
+    #[tokio::test]
+    async fn a_waiting_copy_has_flushed_its_tls_writer() {
+        const SENT: usize = 60 * 1024; // within rustls's 64 KiB send buffer
+        let (mut upstream, mut peer) = tls_pair().await;
+        let data: Vec<u8> = (0..SENT).map(|i| (i % 251) as u8).collect();
+        let mut buf = BytesMut::from(&data[..]);
+        // The body goes on (no EOF) until the peer has what was sent so far.
+        let (feed, mut reader) = tokio::io::duplex(1024);
+        let mut scan = MarkerScan::off();
+        // `join!` polls the copy first: its first poll seals all of `data`
+        // into the session, of which the small socket takes only a part.
+        let copy = copy_body(
+            BodyFraming::UntilClose,
+            &mut reader,
+            &mut buf,
+            &mut upstream,
+            Duration::from_secs(30),
+            &mut scan,
+        );
+        let receive = async move {
+            let mut got = vec![0u8; SENT];
+            let read =
+                tokio::time::timeout(Duration::from_secs(5), peer.read_exact(&mut got)).await;
+            // The body ends; on failure the peer goes too, so the copy's
+            // final flush fails instead of waiting for a reader that left.
+            drop(feed);
+            drop(peer);
+            read.map(|r| r.map(|_| got))
+        };
+        let (copied, received) = tokio::join!(copy, receive);
+        let got = received
+            .expect("bytes held in the TLS session while the copy waited for its reader")
+            .expect("read");
+        assert!(got == data, "the peer got the bytes in order");
+        assert_eq!(copied.expect("copy"), SENT as u64);
     }
 
     #[tokio::test]

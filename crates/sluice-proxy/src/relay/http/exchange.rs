@@ -237,7 +237,9 @@ where
                 on_error,
             } => {
                 if continue_expected {
+                    // Flushed: the client may send the body only once it has this.
                     let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+                    let _ = client.flush().await;
                 }
                 let raw = match read_body(req.framing, client, buf, limit, limits.body_idle).await {
                     Ok(b) => b,
@@ -472,14 +474,18 @@ where
     uw.write_all(&out.head).await.map_err(ExchangeError::Io)?;
     let (mut cr, mut cw) = tokio::io::split(&mut *client);
     let ubuf = &mut up.buf;
+    // The request is sent only once `uw` is flushed: over TLS, a completed
+    // write may still sit in the session (see `copy_body`), and the upstream
+    // cannot answer a request whose end it never got. `copy_body` flushes
+    // (for no body too, which sends the head); a buffered body is flushed here.
     let mut scan = MarkerScan::new(out.guard);
     let send_body = async {
         match &out.body {
-            Some(b) => uw
-                .write_all(b)
-                .await
-                .map(|()| b.len() as u64)
-                .map_err(ExchangeError::Io),
+            Some(b) => {
+                uw.write_all(b).await.map_err(ExchangeError::Io)?;
+                uw.flush().await.map_err(ExchangeError::Io)?;
+                Ok(b.len() as u64)
+            }
             None => copy_body(
                 req.framing,
                 &mut cr,
@@ -513,10 +519,13 @@ where
                 *extensions = header_value(&raw, "sec-websocket-extensions");
                 return Ok(parsed);
             }
-            // Interim 1xx (not 101) responses are relayed and the final one awaited.
-            if (100..200).contains(&parsed.status) && parsed.status != 101 {
+            // Interim 1xx (not 101) responses are relayed at once (a client
+            // may wait for `100 Continue` before its body) and the final one awaited.
+            if (100..200).contains(&parsed.status) {
+                cw.flush().await.map_err(ExchangeError::Io)?;
                 continue;
             }
+            // The final head is flushed with its body by `copy_body`.
             return Ok(parsed);
         }
     };
@@ -600,11 +609,16 @@ where
     U: AsyncRead + AsyncWrite + Unpin + Send,
     S: Future<Output = ()>,
 {
-    if !buf.is_empty() && upstream.write_all(buf).await.is_err() {
+    // Flushed: `copy_bidirectional` flushes only what it wrote itself.
+    if !buf.is_empty()
+        && (upstream.write_all(buf).await.is_err() || upstream.flush().await.is_err())
+    {
         return RawEnd::Closed;
     }
     buf.clear();
-    if !upstream_buf.is_empty() && client.write_all(upstream_buf).await.is_err() {
+    if !upstream_buf.is_empty()
+        && (client.write_all(upstream_buf).await.is_err() || client.flush().await.is_err())
+    {
         return RawEnd::Closed;
     }
     let last = std::sync::atomic::AtomicU64::new(0);
