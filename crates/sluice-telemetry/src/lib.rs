@@ -59,5 +59,6 @@ mod view;
 pub use enums::{Action, Activity, Disposition, EventClass, Severity, Status};
 pub use event::{OcsfEvent, ProcessInfo};
 pub use json::{OCSF_VERSION, PRODUCT_NAME};
+pub use pretty::denial_line;
 pub use redact::redact_path;
 pub use sink::{AuditFormat, AuditSink, EventObserver, MemorySinkHandle, QUEUE_CAPACITY};

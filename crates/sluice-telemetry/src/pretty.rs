@@ -7,6 +7,21 @@ use crate::enums::Disposition;
 use crate::event::OcsfEvent;
 use crate::time::epoch_millis;
 
+/// The one-line account of a denial shared by `sluice run`'s terminal line
+/// and the `hint` of HTTP denial bodies: `denied WHAT (BINARY, pid N): REASON`.
+#[must_use]
+pub fn denial_line(what: &str, who: Option<(&str, u64)>, reason: Option<&str>) -> String {
+    let mut out = format!("denied {what}");
+    if let Some((name, pid)) = who {
+        let _ = write!(out, " ({name}, pid {pid})");
+    }
+    if let Some(r) = reason.filter(|r| !r.is_empty()) {
+        out.push_str(": ");
+        out.push_str(r);
+    }
+    out
+}
+
 const RED: &str = "\x1b[31m";
 const GREEN: &str = "\x1b[32m";
 const DIM: &str = "\x1b[2m";
@@ -73,6 +88,18 @@ mod tests {
             })
             .message("CONNECT denied example.com:443")
             .status_detail("no policy matches example.com:443")
+    }
+
+    #[test]
+    fn denial_lines() {
+        assert_eq!(
+            denial_line("CONNECT a:443", Some(("curl", 7)), Some("no policy")),
+            "denied CONNECT a:443 (curl, pid 7): no policy"
+        );
+        assert_eq!(
+            denial_line("GET a:80/x", None, Some("")),
+            "denied GET a:80/x"
+        );
     }
 
     /// Snapshots of the format: plain and coloured.

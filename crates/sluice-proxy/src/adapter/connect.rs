@@ -13,7 +13,7 @@ use sluice_telemetry::{Activity, EventClass};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::response::{destination_refused, json_error};
+use super::response::{destination_refused, json_error, json_error_with_hint};
 use crate::destination::{self, UpstreamConnector};
 use crate::egress::{authorize, EgressDecision, EgressIntent, IdentityEvidence, Surface, Target};
 use crate::relay::http::tunnel::TunnelPolicy;
@@ -256,7 +256,15 @@ async fn open(shared: &Shared, client: &mut TcpStream, intent: EgressIntent) -> 
             shared.audit.connect_denied(&decision);
             let detail = format!("CONNECT {target} not permitted by policy");
             let reason = decision.deny_reason();
-            let response = json_error(403, "policy_denied", &detail, Some(&reason), None);
+            let hint = decision.denial_hint(&format!("CONNECT {target}"), &reason);
+            let response = json_error_with_hint(
+                403,
+                "policy_denied",
+                &detail,
+                Some(&reason),
+                None,
+                Some(&hint),
+            );
             answer_and_close(client, &response).await;
             return None;
         };

@@ -11,7 +11,8 @@ use sluice_telemetry::{redact_path, Activity, EventClass};
 use tokio::net::TcpStream;
 
 use super::response::{
-    destination_refused, json_error, BAD_REQUEST, HEAD_TOO_LARGE, REQUEST_TIMEOUT, USE_CONNECT,
+    destination_refused, json_error, json_error_with_hint, BAD_REQUEST, HEAD_TOO_LARGE,
+    REQUEST_TIMEOUT, USE_CONNECT,
 };
 use crate::destination::{self, UpstreamConnector};
 use crate::egress::{authorize, EgressDecision, EgressIntent, IdentityEvidence, Surface, Target};
@@ -232,8 +233,20 @@ impl ForwardPolicy<'_> {
             let Some(permit) = decision.permit() else {
                 shared.audit.forward_denied(&decision, &req.method, &path);
                 let detail = format!("{} {target}{path} not permitted by policy", req.method);
+                let shown = redact_path(&crate::relay::credentials::scrub(&path));
+                let hint = decision.denial_hint(
+                    &format!("{} {target}{shown}", req.method),
+                    &decision.deny_reason(),
+                );
                 return Admission::Respond {
-                    response: json_error(403, "policy_denied", &detail, None, None),
+                    response: json_error_with_hint(
+                        403,
+                        "policy_denied",
+                        &detail,
+                        None,
+                        None,
+                        Some(&hint),
+                    ),
                 };
             };
             let canonical = match canonical_target(&decision, &t.path_and_query) {

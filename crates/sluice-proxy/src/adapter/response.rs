@@ -51,11 +51,26 @@ pub(crate) fn json_error(
     reason: Option<&str>,
     policy: Option<&str>,
 ) -> Vec<u8> {
+    json_error_with_hint(status, code, detail, reason, policy, None)
+}
+
+/// [`json_error`] with a `hint` field (the denial as `sluice run` prints it).
+pub(crate) fn json_error_with_hint(
+    status: u16,
+    code: &str,
+    detail: &str,
+    reason: Option<&str>,
+    policy: Option<&str>,
+    hint: Option<&str>,
+) -> Vec<u8> {
     let mut body = serde_json::Map::new();
     body.insert("error".into(), code.into());
     body.insert("detail".into(), detail.into());
     if let Some(r) = reason.filter(|r| !r.is_empty()) {
         body.insert("reason".into(), r.into());
+    }
+    if let Some(h) = hint {
+        body.insert("hint".into(), h.into());
     }
     let body = serde_json::Value::Object(body).to_string();
     let mut out = String::with_capacity(160 + body.len());

@@ -130,6 +130,18 @@ impl EgressDecision {
         self.policy().map_or("-", |p| &p.key)
     }
 
+    /// The one-line `hint` of a denial body, worded as `sluice run` prints the
+    /// denial on the terminal: `denied WHAT (BINARY, pid N): REASON`, with the
+    /// pid the client sees (its sandbox's) when known.
+    #[must_use]
+    pub fn denial_hint(&self, what: &str, reason: &str) -> String {
+        let who = self.intent.identity.process().map(|p| {
+            let name = p.exe.rsplit('/').next().unwrap_or(&p.exe);
+            (name, u64::from(p.sandbox_pid.unwrap_or(p.pid)))
+        });
+        sluice_telemetry::denial_line(what, who, Some(reason))
+    }
+
     /// The human reason for a deny (facts §2.4 wording), empty when allowed.
     #[must_use]
     pub fn deny_reason(&self) -> String {

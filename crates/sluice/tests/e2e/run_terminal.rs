@@ -80,10 +80,11 @@ fn run_denial_line_and_snippet_that_allows_it() {
     let ns = Netns::new();
     ns.start_upstream(9090, &dir.path("up.jsonl"));
     let host = format!("other.demo.internal={}", ns.ns_ip);
-    let script =
-        "curl -s -o /dev/null -w 'status=%{http_code}\\n' http://other.demo.internal:9090/x";
+    let script = "curl -s -w '\\nstatus=%{http_code}\\n' http://other.demo.internal:9090/x";
     let first = run(&dir, POLICY, &["--add-host", &host], script);
-    assert_eq!(first.stdout, "status=403\n", "{}", first.stderr);
+    assert!(first.stdout.ends_with("\nstatus=403\n"), "{}", first.stderr);
+    let body: serde_json::Value =
+        serde_json::from_str(first.stdout.lines().next().unwrap_or_default()).expect("403 body");
     let denials: Vec<&str> = first
         .stderr
         .lines()
@@ -94,6 +95,15 @@ fn run_denial_line_and_snippet_that_allows_it() {
         denials[0].starts_with("sluice: denied GET other.demo.internal:9090/x (curl, pid "),
         "{denials:?}"
     );
+    assert_eq!(
+        body["hint"]
+            .as_str()
+            .map(|h| format!("sluice: {h}"))
+            .as_deref(),
+        Some(denials[0]),
+        "the denial body carries the terminal line"
+    );
+    assert_eq!(body["error"], "policy_denied", "the body keeps its shape");
     assert!(
         first
             .stderr
@@ -118,7 +128,11 @@ fn run_denial_line_and_snippet_that_allows_it() {
         &["--add-host", &host],
         script,
     );
-    assert_eq!(second.stdout, "status=200\n", "{}", second.stderr);
+    assert!(
+        second.stdout.ends_with("\nstatus=200\n"),
+        "{}",
+        second.stderr
+    );
     assert!(
         !second.stderr.contains("sluice: denied"),
         "{}",
@@ -166,7 +180,7 @@ network_policies:
 "#;
     let suggested = dir.path("suggested.yaml");
     let suggested_arg = suggested.to_string_lossy().into_owned();
-    let script = "curl -s -o /dev/null -w 'status=%{http_code}\\n' -X DELETE https://secure.demo.internal:8443/repos/x";
+    let script = "curl -s -w '\\nstatus=%{http_code}\\n' -X DELETE https://secure.demo.internal:8443/repos/x";
     let args = [
         "--add-host",
         &host,
@@ -176,7 +190,15 @@ network_policies:
         &suggested_arg,
     ];
     let first = run(&dir, policy, &args, script);
-    assert_eq!(first.stdout, "status=403\n", "{}", first.stderr);
+    assert!(first.stdout.ends_with("\nstatus=403\n"), "{}", first.stderr);
+    let body: serde_json::Value =
+        serde_json::from_str(first.stdout.lines().next().unwrap_or_default()).expect("403 body");
+    let hint = body["hint"].as_str().expect("hint in the L7 denial body");
+    assert!(
+        first.stderr.lines().any(|l| l == format!("sluice: {hint}")),
+        "the same line on the terminal: {hint}\n{}",
+        first.stderr
+    );
     assert!(
         first
             .stderr
@@ -200,7 +222,11 @@ network_policies:
     );
     let merged = std::fs::read_to_string(&suggested).expect("suggested policy");
     let second = run(&dir, &merged, &args[..4], script);
-    assert_eq!(second.stdout, "status=200\n", "{}\n{merged}", second.stderr);
+    assert!(
+        second.stdout.ends_with("\nstatus=200\n"),
+        "{}\n{merged}",
+        second.stderr
+    );
     let methods: Vec<String> = recorded(&dir.path("tls.jsonl"))
         .iter()
         .filter_map(|e| e["method"].as_str().map(str::to_owned))

@@ -444,6 +444,10 @@ pub(crate) fn deny_response(
         body["binary"] = b.clone().into();
         body["rule_missing"]["binary"] = b.into();
     }
+    let shown = redact_path(&crate::relay::credentials::scrub(&path));
+    body["hint"] = decision
+        .denial_hint(&format!("{method} {target}{shown}"), &detail)
+        .into();
     let body = body.to_string();
     let mut out = String::with_capacity(200 + body.len());
     let _ = write!(

@@ -9,7 +9,7 @@ use std::io::Write as _;
 use std::sync::Mutex;
 
 use sluice_policy::suggest::{self, Denied, DeniedRequest};
-use sluice_telemetry::{Disposition, OcsfEvent};
+use sluice_telemetry::{denial_line, Disposition, OcsfEvent};
 
 /// How much goes to stderr while CMD runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,21 +143,22 @@ pub(super) fn classify(e: &OcsfEvent) -> Option<Line> {
 }
 
 impl Line {
-    /// `sluice: denied CONNECT example.com:443 (curl, pid 12): reason`.
+    /// `sluice: denied CONNECT example.com:443 (curl, pid 12): reason` (the
+    /// same words as the `hint` of an HTTP denial body).
     pub(super) fn render(&self) -> String {
-        let mut out = format!(
-            "sluice: {} {}",
-            if self.allowed { "allowed" } else { "denied" },
-            self.what
-        );
-        if let Some((name, pid)) = &self.who {
-            out.push_str(&format!(" ({name}, pid {pid})"));
+        let who = self.who.as_ref().map(|(n, p)| (n.as_str(), *p));
+        if self.allowed {
+            let mut out = format!("sluice: allowed {}", self.what);
+            if let Some((name, pid)) = who {
+                out.push_str(&format!(" ({name}, pid {pid})"));
+            }
+            out
+        } else {
+            format!(
+                "sluice: {}",
+                denial_line(&self.what, who, self.reason.as_deref())
+            )
         }
-        if let Some(r) = &self.reason {
-            out.push_str(": ");
-            out.push_str(r);
-        }
-        out
     }
 }
 
