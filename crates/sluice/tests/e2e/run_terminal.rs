@@ -233,3 +233,75 @@ network_policies:
         .collect();
     assert_eq!(methods, ["DELETE"], "only the allowed DELETE arrived");
 }
+
+/// `serve --log-format pretty --audit-log -`: one human line per event on stdout.
+#[test]
+fn serve_pretty_log_is_one_human_line_per_event() {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let dir = TempDir::new("term-pretty");
+    std::fs::write(dir.path("policy.yaml"), POLICY).expect("policy");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--audit-log", "-"])
+        .args([
+            "--log-format",
+            "pretty",
+            "--identity",
+            "endpoint-only",
+            "--policy",
+        ])
+        .arg(dir.path("policy.yaml"))
+        .arg("--state-dir")
+        .arg(dir.path("state"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sluice serve");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("listening line");
+    let addr: std::net::SocketAddr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.write_all(b"CONNECT blocked.test:443 HTTP/1.1\r\nHost: blocked.test:443\r\n\r\n")
+        .expect("send");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    // SIGTERM: serve flushes its audit log before exiting.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("stdout");
+    let _ = child.wait();
+    let deny = out
+        .lines()
+        .find(|l| l.contains("CONNECT denied blocked.test:443"))
+        .unwrap_or_else(|| panic!("no pretty deny line in:\n{out}"));
+    let (time, rest) = deny.split_at(8);
+    assert!(
+        time.bytes().enumerate().all(|(i, b)| if i == 2 || i == 5 {
+            b == b':'
+        } else {
+            b.is_ascii_digit()
+        }),
+        "{deny}"
+    );
+    assert!(
+        rest.starts_with(" DENY  CONNECT denied blocked.test:443"),
+        "{deny}"
+    );
+    assert!(
+        !out.contains('{') && !out.contains('\x1b'),
+        "no JSON, no colour off a terminal:\n{out}"
+    );
+}
