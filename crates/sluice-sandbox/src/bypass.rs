@@ -120,6 +120,48 @@ impl RateLimit {
     }
 }
 
+/// Attribution of flows that reach sluice itself instead of the firewall (the
+/// DNS queries policy DNS refuses), rate-limited like the monitor's events.
+#[derive(Debug)]
+pub struct FlowReporter {
+    identity: Arc<ChildIdentity>,
+    limit: std::sync::Mutex<RateLimit>,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl FlowReporter {
+    /// At most `max_per_sec` attributed events per second.
+    #[must_use]
+    pub fn new(identity: Arc<ChildIdentity>, max_per_sec: u32) -> Self {
+        Self {
+            identity,
+            limit: std::sync::Mutex::new(RateLimit::new(max_per_sec)),
+            suppressed: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The event for `flow` with its sender named, or `None` over the rate
+    /// limit (counted in the next event's `suppressed`). Blocking: reads /proc.
+    #[must_use]
+    pub fn report(&self, flow: Flow) -> Option<BypassEvent> {
+        let allowed = self
+            .limit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .allow(Instant::now());
+        if !allowed {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(BypassEvent {
+            flow,
+            process: attribute(&self.identity, &flow),
+            hint: hint(&flow),
+            suppressed: self.suppressed.swap(0, Ordering::Relaxed),
+        })
+    }
+}
+
 /// Monitor settings.
 #[derive(Debug, Clone, Copy)]
 pub struct MonitorConfig {

@@ -8,6 +8,7 @@
 //!     oifname "lo" accept                       # loopback stays usable
 //!     ct state established,related accept       # replies on accepted flows
 //!     ip daddr <host-ip> tcp dport <port> accept  # the proxy: the only way out
+//!     ip daddr <host-ip> udp dport 53 accept      # policy DNS (when it runs)
 //!     # IPv4 TCP SYN and UDP: logged to NFLOG and dropped; the bypass monitor
 //!     # attributes the still-live socket, then injects a TCP reset / ICMP port
 //!     # unreachable, so the client fails at once.
@@ -39,6 +40,8 @@ pub struct Ruleset {
     pub proxy_port: u16,
     /// NFLOG group the bypass monitor reads.
     pub log_group: u16,
+    /// UDP port of policy DNS on the proxy address, when it runs.
+    pub dns_port: Option<u16>,
 }
 
 impl Ruleset {
@@ -55,9 +58,13 @@ impl Ruleset {
             proxy_ip,
             proxy_port,
             log_group: g,
+            dns_port,
             ..
         } = self;
         let table = self.table();
+        let dns = dns_port.map_or_else(String::new, |p| {
+            format!("\t\tip daddr {proxy_ip} udp dport {p} accept\n")
+        });
         format!(
             "table inet {table} {{\n\
              \tchain output {{\n\
@@ -65,6 +72,7 @@ impl Ruleset {
              \t\toifname \"lo\" accept\n\
              \t\tct state established,related accept\n\
              \t\tip daddr {proxy_ip} tcp dport {proxy_port} accept\n\
+             {dns}\
              \t\tmeta nfproto ipv4 tcp flags & (syn | ack) == syn log group {g} drop\n\
              \t\tmeta nfproto ipv4 meta l4proto udp log group {g} drop\n\
              \t\tmeta l4proto tcp log group {g} reject with tcp reset\n\
@@ -104,6 +112,7 @@ mod tests {
             proxy_ip: "10.200.0.1".parse().unwrap(),
             proxy_port: 3128,
             log_group: 7,
+            dns_port: Some(53),
         };
         let s = r.script();
         let order = [
@@ -112,6 +121,7 @@ mod tests {
             "oifname \"lo\" accept",
             "ct state established,related accept",
             "ip daddr 10.200.0.1 tcp dport 3128 accept",
+            "ip daddr 10.200.0.1 udp dport 53 accept",
             "meta nfproto ipv4 tcp flags & (syn | ack) == syn log group 7 drop",
             "meta nfproto ipv4 meta l4proto udp log group 7 drop",
             "meta l4proto tcp log group 7 reject with tcp reset",
@@ -124,5 +134,11 @@ mod tests {
                 .unwrap_or_else(|| panic!("{needle} in {s}"));
             at += pos;
         }
+        let without = Ruleset {
+            dns_port: None,
+            ..r
+        }
+        .script();
+        assert!(!without.contains("udp dport"), "{without}");
     }
 }

@@ -4,6 +4,7 @@
 
 mod connect;
 mod forward_http;
+pub mod policy_dns;
 pub(crate) mod response;
 
 use std::net::SocketAddr;

@@ -271,6 +271,22 @@ fn run_allows_through_proxy_refuses_bypass_and_dns_and_names_the_binary() {
                 .is_some_and(|h| h.contains("DNS"))),
         "no DNS bypass event: {bypass:#?}"
     );
+    // Policy DNS refused the query while the resolver's socket was open: the
+    // sender is named, and so is the name it asked for.
+    assert!(
+        bypass.iter().any(|e| e["dst_endpoint"]["port"] == 53
+            && e["unmapped"]["dns_query"] == "example.com"
+            && e["actor"]["process"]["file"]["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("/usr/bin/python3"))),
+        "the DNS query is attributed to python3: {bypass:#?}"
+    );
+    assert!(
+        r.stderr
+            .contains("sluice: denied DNS query for example.com (python3"),
+        "{}",
+        r.stderr
+    );
     assert_cleaned_up(&r.netns);
 }
 

@@ -8,7 +8,14 @@ use sluice_telemetry::{
 };
 
 /// The OCSF pair for one bypass attempt (facts §9.2): 4001 Refuse + 2004 finding.
-pub(super) fn bypass_events(audit: &Audit, store: &PolicyStore, e: &BypassEvent) {
+/// `query`: the name of a DNS query that policy DNS refused (the flow is then
+/// the query's), recorded as `unmapped.dns_query`.
+pub(super) fn bypass_events(
+    audit: &Audit,
+    store: &PolicyStore,
+    e: &BypassEvent,
+    query: Option<&str>,
+) {
     let generation = store.snapshot().generation();
     let proto = e.flow.proto.name();
     let dst = e.flow.dst;
@@ -52,6 +59,9 @@ pub(super) fn bypass_events(audit: &Audit, store: &PolicyStore, e: &BypassEvent)
     }
     if e.suppressed > 0 {
         refuse = refuse.unmapped("suppressed_since_last", e.suppressed.into());
+    }
+    if let Some(name) = query {
+        refuse = refuse.unmapped("dns_query", name.into());
     }
     audit.sink().emit(&refuse);
     audit.sink().emit(

@@ -34,11 +34,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use sluice_proxy::adapter::policy_dns::{PolicyDns, QueryObserver, RefusedQuery};
 use sluice_proxy::audit::Audit;
 use sluice_proxy::policy_store::PolicyStore;
 use sluice_proxy::relay::tls::{write_trust_files, TrustFiles};
-use sluice_sandbox::bypass::{BypassMonitor, ChildIdentity, MonitorConfig};
+use sluice_sandbox::bypass::{BypassMonitor, ChildIdentity, FlowReporter, MonitorConfig};
 use sluice_sandbox::confine::{self, BindMount, InitSpec, SandboxUser};
+use sluice_sandbox::netfilter::{Flow, L4};
 use sluice_sandbox::netns::{SandboxNetns, SubnetPool};
 use sluice_sandbox::nft::Ruleset;
 use sluice_sandbox::tools::{check_capabilities, Tools};
@@ -143,11 +145,22 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let proxy_addr = runtime.block_on(serve::start(prepared, &sargs, listen, false))?;
 
     let monitor_config = MonitorConfig::default();
+    let dns_port = start_policy_dns(
+        &runtime,
+        SocketAddr::new(netns.host_ip.into(), 53),
+        Arc::new(FlowReporter::new(
+            Arc::clone(&child_identity),
+            monitor_config.max_per_sec,
+        )),
+        &audit,
+        &store,
+    );
     Ruleset {
         id: netns.id.clone(),
         proxy_ip: netns.host_ip,
         proxy_port: proxy_addr.port(),
         log_group: monitor_config.log_group,
+        dns_port,
     }
     .install(&netns, &tools.nft)
     .context("installing the nftables ruleset (CMD was not started)")?;
@@ -157,7 +170,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             &netns,
             monitor_config,
             Arc::clone(&child_identity),
-            move |e| events::bypass_events(&audit, &store, &e),
+            move |e| events::bypass_events(&audit, &store, &e, None),
         )
         .context("starting the bypass monitor (CMD was not started)")?
     };
@@ -208,6 +221,47 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let status = status?;
     Ok(ExitCode::from(exit_code(status)))
+}
+
+/// Policy DNS on the sandbox's resolver address (`resolv.conf` names it): every
+/// query is refused at once and its sender named while its socket is still
+/// open. Returns the port to let through the ruleset, or `None` if the address
+/// cannot be bound (then the ruleset refuses DNS like any other UDP).
+fn start_policy_dns(
+    runtime: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    reporter: Arc<FlowReporter>,
+    audit: &Audit,
+    store: &Arc<PolicyStore>,
+) -> Option<u16> {
+    let dns = match runtime.block_on(PolicyDns::bind(addr)) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "Policy DNS not started; DNS queries are refused by the firewall");
+            return None;
+        }
+    };
+    let (audit, store) = (audit.clone(), Arc::clone(store));
+    let observer: QueryObserver = Arc::new(move |q: RefusedQuery| {
+        let (reporter, audit, store) = (Arc::clone(&reporter), audit.clone(), Arc::clone(&store));
+        let flow = Flow {
+            proto: L4::Udp,
+            src: q.peer,
+            dst: q.local,
+        };
+        // Attribution reads /proc: off the async workers. The answer waits for
+        // it, so the resolver's socket is still there to be found.
+        let lookup = tokio::task::spawn_blocking(move || {
+            if let Some(event) = reporter.report(flow) {
+                events::bypass_events(&audit, &store, &event, Some(&q.name));
+            }
+        });
+        Box::pin(async move {
+            let _ = lookup.await;
+        })
+    });
+    runtime.spawn(dns.refuse_all(observer));
+    Some(addr.port())
 }
 
 /// `--suggest-policy FILE`: the policy with every suggestion applied, checked by

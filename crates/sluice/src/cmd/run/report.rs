@@ -90,7 +90,12 @@ pub(super) fn classify(e: &OcsfEvent) -> Option<Line> {
         format!("{host}:{port}")
     };
     let (rule, engine) = e.rule().unwrap_or(("-", "-"));
-    let what = if engine == "nftables" {
+    let dns_query = e
+        .unmapped_value("dns_query")
+        .and_then(serde_json::Value::as_str);
+    let what = if let Some(name) = dns_query {
+        format!("DNS query for {name}")
+    } else if engine == "nftables" {
         format!("direct connection to {destination}")
     } else if let Some((method, path)) = e.http_method_path() {
         format!("{method} {destination}{path}")
@@ -125,7 +130,9 @@ pub(super) fn classify(e: &OcsfEvent) -> Option<Line> {
         }),
         _ => None,
     };
-    let reason = if engine == "nftables" {
+    let reason = if dns_query.is_some() {
+        Some("names are resolved by the proxy (use HTTP_PROXY/HTTPS_PROXY)".to_owned())
+    } else if engine == "nftables" {
         Some("bypassed the proxy (use HTTP_PROXY/HTTPS_PROXY)".to_owned())
     } else if allowed {
         None
