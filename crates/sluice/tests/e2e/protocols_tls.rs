@@ -26,6 +26,7 @@ const GQL_WS_RULES: &str = r#"
         enforcement: enforce
         rules:
           - allow: { method: GET, path: "/**" }
+          - allow: { method: WEBSOCKET_TEXT, path: "/graphql" }
           - allow: { operation_type: subscription, fields: [allowedFeed] }
         deny_rules:
           - { operation_type: subscription, fields: [secretFeed] }"#;
@@ -421,6 +422,16 @@ async def main(proxy, bundle, url):
             print("duplicate", "echoed")
         except ConnectionClosed as e:
             print("duplicate", "closed", getattr(e.rcvd, "code", None))
+    # GraphQL among other offers: the upstream picks (this one GraphQL), so a
+    # plain-text reading would let the subscription through; sluice refuses.
+    async with connect(url, proxy=proxy, ssl=ctx, subprotocols=["chat", "graphql-transport-ws"]) as ws:
+        print("mixed-subprotocol", ws.subprotocol)
+        await ws.send(json.dumps({"id": "4", "type": "subscribe", "payload": {"query": "subscription { secretFeed }"}}))
+        try:
+            await ws.recv()
+            print("mixed", "echoed")
+        except ConnectionClosed as e:
+            print("mixed", "closed", getattr(e.rcvd, "code", None))
 
 asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
 "#;
@@ -439,6 +450,8 @@ asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
                 "allowed subscription { allowedFeed }",
                 "secret closed 1008",
                 "duplicate closed 1008",
+                "mixed-subprotocol graphql-transport-ws",
+                "mixed closed 1008",
             ],
             "{url}"
         );

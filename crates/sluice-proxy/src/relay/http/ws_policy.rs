@@ -21,8 +21,45 @@ pub(crate) struct WsTextPolicy {
     endpoint: Option<EndpointId>,
     path: String,
     query: String,
-    subprotocol: Option<String>,
+    subprotocol: Subprotocol,
     audit: Audit,
+}
+
+/// What the client's `Sec-WebSocket-Protocol` offer means for GraphQL rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Subprotocol {
+    /// No GraphQL subprotocol offered.
+    Plain,
+    /// Exactly one protocol offered, a GraphQL one (lower-cased).
+    Graphql(String),
+    /// A GraphQL subprotocol among others: the upstream picks, and sluice cannot
+    /// know which reading of the messages it will use, so it refuses them.
+    Ambiguous,
+}
+
+impl Subprotocol {
+    /// From the header's raw value (a value that is not UTF-8 is ambiguous).
+    fn of(offer: Option<&[u8]>) -> Self {
+        let Ok(offer) = std::str::from_utf8(offer.unwrap_or_default()) else {
+            return Self::Ambiguous;
+        };
+        let offered: Vec<&str> = offer
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect();
+        let graphql = |p: &str| {
+            p.eq_ignore_ascii_case("graphql-transport-ws") || p.eq_ignore_ascii_case("graphql-ws")
+        };
+        match (
+            offered.iter().filter(|p| graphql(p)).count(),
+            offered.as_slice(),
+        ) {
+            (0, _) => Self::Plain,
+            (1, [only]) => Self::Graphql(only.to_ascii_lowercase()),
+            _ => Self::Ambiguous,
+        }
+    }
 }
 
 impl WsTextPolicy {
@@ -34,10 +71,7 @@ impl WsTextPolicy {
         query: Option<&str>,
         audit: &Audit,
     ) -> Self {
-        let subprotocol = req
-            .header("sec-websocket-protocol")
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .map(|v| v.split(',').next().unwrap_or_default().trim().to_owned());
+        let subprotocol = Subprotocol::of(req.header("sec-websocket-protocol"));
         Self {
             decision: decision.clone(),
             endpoint: endpoint
@@ -106,6 +140,37 @@ impl WsTextPolicy {
 }
 
 const TEXT: &str = "WEBSOCKET_TEXT";
+
+#[cfg(test)]
+mod tests {
+    use super::Subprotocol;
+
+    #[test]
+    fn subprotocol_offers() {
+        let cases: [(Option<&[u8]>, Subprotocol); 8] = [
+            (None, Subprotocol::Plain),
+            (Some(b"chat, superchat"), Subprotocol::Plain),
+            (
+                Some(b"graphql-transport-ws"),
+                Subprotocol::Graphql("graphql-transport-ws".into()),
+            ),
+            (
+                Some(b" GraphQL-WS "),
+                Subprotocol::Graphql("graphql-ws".into()),
+            ),
+            (Some(b"chat, graphql-transport-ws"), Subprotocol::Ambiguous),
+            (
+                Some(b"graphql-ws,graphql-transport-ws"),
+                Subprotocol::Ambiguous,
+            ),
+            (Some(b"graphql-ws, graphql-ws"), Subprotocol::Ambiguous),
+            (Some(b"graphql-ws, \xff"), Subprotocol::Ambiguous),
+        ];
+        for (offer, want) in cases {
+            assert_eq!(Subprotocol::of(offer), want, "{offer:?}");
+        }
+    }
+}
 const BINARY: &str = "WEBSOCKET_BINARY";
 
 impl TextPolicy for WsTextPolicy {
@@ -136,13 +201,13 @@ impl TextPolicy for WsTextPolicy {
             .iter()
             .chain(endpoint.deny_rules.iter())
             .any(|r| r.operation_type.is_some());
-        let graphql_ws = matches!(
-            self.subprotocol.as_deref(),
-            Some("graphql-transport-ws" | "graphql-ws")
-        );
-        if has_graphql_rules && graphql_ws {
-            let sub = self.subprotocol.clone().unwrap_or_default();
-            return match classify_graphql_ws(&sub, &text) {
+        if has_graphql_rules && self.subprotocol == Subprotocol::Ambiguous {
+            return self.deny(
+                "ambiguous Sec-WebSocket-Protocol offer: a GraphQL subprotocol among others".into(),
+            );
+        }
+        if let (true, Subprotocol::Graphql(sub)) = (has_graphql_rules, &self.subprotocol) {
+            return match classify_graphql_ws(sub, &text) {
                 GraphqlWsMessage::Control => MessageVerdict::Forward(text),
                 GraphqlWsMessage::Invalid => {
                     self.deny("invalid GraphQL-over-WebSocket message".into())
