@@ -141,36 +141,6 @@ impl WsTextPolicy {
 
 const TEXT: &str = "WEBSOCKET_TEXT";
 
-#[cfg(test)]
-mod tests {
-    use super::Subprotocol;
-
-    #[test]
-    fn subprotocol_offers() {
-        let cases: [(Option<&[u8]>, Subprotocol); 8] = [
-            (None, Subprotocol::Plain),
-            (Some(b"chat, superchat"), Subprotocol::Plain),
-            (
-                Some(b"graphql-transport-ws"),
-                Subprotocol::Graphql("graphql-transport-ws".into()),
-            ),
-            (
-                Some(b" GraphQL-WS "),
-                Subprotocol::Graphql("graphql-ws".into()),
-            ),
-            (Some(b"chat, graphql-transport-ws"), Subprotocol::Ambiguous),
-            (
-                Some(b"graphql-ws,graphql-transport-ws"),
-                Subprotocol::Ambiguous,
-            ),
-            (Some(b"graphql-ws, graphql-ws"), Subprotocol::Ambiguous),
-            (Some(b"graphql-ws, \xff"), Subprotocol::Ambiguous),
-        ];
-        for (offer, want) in cases {
-            assert_eq!(Subprotocol::of(offer), want, "{offer:?}");
-        }
-    }
-}
 const BINARY: &str = "WEBSOCKET_BINARY";
 
 impl TextPolicy for WsTextPolicy {
@@ -243,5 +213,36 @@ impl TextPolicy for WsTextPolicy {
 
     fn on_denied(&mut self, reason: &str) {
         tracing::debug!(reason, "WebSocket session refused");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Subprotocol;
+
+    #[test]
+    fn subprotocol_offers() {
+        let cases: [(Option<&[u8]>, Subprotocol); 8] = [
+            (None, Subprotocol::Plain),
+            (Some(b"chat, superchat"), Subprotocol::Plain),
+            (
+                Some(b"graphql-transport-ws"),
+                Subprotocol::Graphql("graphql-transport-ws".into()),
+            ),
+            (
+                Some(b" GraphQL-WS "),
+                Subprotocol::Graphql("graphql-ws".into()),
+            ),
+            (Some(b"chat, graphql-transport-ws"), Subprotocol::Ambiguous),
+            (
+                Some(b"graphql-ws,graphql-transport-ws"),
+                Subprotocol::Ambiguous,
+            ),
+            (Some(b"graphql-ws, graphql-ws"), Subprotocol::Ambiguous),
+            (Some(b"graphql-ws, \xff"), Subprotocol::Ambiguous),
+        ];
+        for (offer, want) in cases {
+            assert_eq!(Subprotocol::of(offer), want, "{offer:?}");
+        }
     }
 }
