@@ -112,4 +112,49 @@ fn explain_prints_the_decision() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["decision"], "allow");
     assert_eq!(v["protocol"], "rest");
+    assert_eq!(v["l7"]["verdict"], "allow", "{v}");
+}
+
+/// A deny comes with the snippet that would allow it, and the snippet does:
+/// appended to the policy (which ends in `network_policies`), the same
+/// question is answered `allow`. The same for a REST rule.
+#[test]
+fn explain_suggests_the_change_that_allows() {
+    let dir = crate::harness::TempDir::new("explain-suggest");
+    let policy = dir.path("p.yaml");
+    let base = "version: 1\nnetwork_policies:\n  demo:\n    endpoints:\n      - { host: api.test, port: 443, protocol: rest, enforcement: enforce, access: read-only }\n    binaries:\n      - { path: /usr/bin/curl }\n";
+    std::fs::write(&policy, base).unwrap();
+    let p = policy.to_str().unwrap();
+    let ask = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["explain", "--policy", p];
+        all.extend_from_slice(args);
+        let (code, out) = sluice(&all);
+        assert_eq!(code, 0, "{out}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let v = ask(&["--binary", "/usr/bin/wget", "other.test", "443"]);
+    assert_eq!(v["decision"], "deny");
+    let snippet = v["suggestion"].as_str().expect("suggestion");
+    std::fs::write(&policy, format!("{base}{snippet}")).unwrap();
+    let v = ask(&["--binary", "/usr/bin/wget", "other.test", "443"]);
+    assert_eq!(v["decision"], "allow", "{snippet}");
+
+    let v = ask(&[
+        "--binary",
+        "/usr/bin/curl",
+        "--method",
+        "DELETE",
+        "--path",
+        "/repos/x?y=1",
+        "api.test",
+        "443",
+    ]);
+    assert_eq!(v["l7"]["verdict"], "deny", "{v}");
+    assert_eq!(v["l7"]["reason"], "DELETE /repos/x not permitted by policy");
+    assert!(
+        v["l7"]["suggestion"]
+            .as_str()
+            .is_some_and(|s| s.contains("- allow: { method: DELETE, path: \"/repos/x\" }")),
+        "{v}"
+    );
 }
