@@ -128,9 +128,53 @@ pub fn contains_marker(text: &[u8]) -> bool {
     (0..text.len()).any(|i| matches!(text[i] | 0x20, b's' | b'o') && marker_at(&text[i..]))
 }
 
+/// Replace every placeholder in text meant for logs or error bodies with
+/// `[CREDENTIAL]` (names of credentials are not secrets, but the rule is
+/// simple: nothing placeholder-shaped is echoed). A text that still holds a
+/// marker afterwards (an encoded form [`find`] does not match) becomes
+/// `[CREDENTIAL]` whole.
+#[must_use]
+pub fn scrub(text: &str) -> String {
+    if !contains_marker(text.as_bytes()) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (range, _) in find(text.as_bytes()) {
+        out.push_str(&text[last..range.start]);
+        out.push_str("[CREDENTIAL]");
+        last = range.end;
+    }
+    out.push_str(&text[last..]);
+    if contains_marker(out.as_bytes()) {
+        return "[CREDENTIAL]".to_owned();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrub_table() {
+        let cases = [
+            ("/plain/path", "/plain/path"),
+            ("/x/sluice:resolve:env:TOKEN/y", "/x/[CREDENTIAL]/y"),
+            (
+                "a=openshell:resolve:env:A&b=sluice:resolve:env:B",
+                "a=[CREDENTIAL]&b=[CREDENTIAL]",
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(scrub(input), want, "{input}");
+        }
+        // Whatever still carries a marker after the pass is dropped whole.
+        for input in ["sluice:resolve:env:", "x sluice:resolve:env:%41"] {
+            let out = scrub(input);
+            assert!(!contains_marker(out.as_bytes()), "{input} -> {out}");
+        }
+    }
 
     fn found(t: &str) -> Vec<(Range<usize>, String)> {
         find(t.as_bytes()).map(|(r, n)| (r, n.to_owned())).collect()

@@ -11,7 +11,6 @@ use sluice_telemetry::{
 
 use crate::destination::DestinationDenial;
 use crate::egress::{EgressDecision, EgressIntent, Host};
-use crate::relay::tcp::TunnelStats;
 
 /// Where pipeline events go.
 #[derive(Clone)]
@@ -185,7 +184,7 @@ impl Audit {
                 m,
                 "http",
                 dst_host(&t.host),
-                &redact_path(&crate::relay::credentials::scrub(path)),
+                &redact_path(&sluice_policy::placeholder::scrub(path)),
                 t.port,
             );
         }
@@ -216,7 +215,7 @@ impl Audit {
         creds: &[Arc<str>],
     ) {
         let t = &d.intent.target;
-        let path = redact_path(&crate::relay::credentials::scrub(path));
+        let path = redact_path(&sluice_policy::placeholder::scrub(path));
         let label = match d.intent.surface {
             crate::egress::Surface::Connect => "L7_REQUEST",
             crate::egress::Surface::ForwardHttp => "FORWARD_L7",
@@ -249,7 +248,7 @@ impl Audit {
         creds: &[Arc<str>],
     ) {
         let t = &d.intent.target;
-        let path = redact_path(&crate::relay::credentials::scrub(path));
+        let path = redact_path(&sluice_policy::placeholder::scrub(path));
         let e = allowed(base(
             EventClass::HttpActivity,
             Activity::Other,
@@ -345,7 +344,14 @@ impl Audit {
         );
     }
 
-    pub fn tunnel_closed(&self, d: &EgressDecision, stats: &TunnelStats, reason: &str) {
+    /// A tunnel ended after moving `to_upstream` and `to_client` bytes.
+    pub fn tunnel_closed(
+        &self,
+        d: &EgressDecision,
+        to_upstream: u64,
+        to_client: u64,
+        reason: &str,
+    ) {
         let t = &d.intent.target;
         self.sink.emit(
             &base(
@@ -357,8 +363,8 @@ impl Audit {
             .severity(Severity::Informational)
             .firewall_rule(d.policy_key(), "opa")
             .message(format!("CONNECT closed {t}: {reason}"))
-            .unmapped("bytes_to_upstream", stats.to_upstream.into())
-            .unmapped("bytes_to_client", stats.to_client.into()),
+            .unmapped("bytes_to_upstream", to_upstream.into())
+            .unmapped("bytes_to_client", to_client.into()),
         );
     }
 
@@ -433,7 +439,7 @@ impl Audit {
     /// An admitted exchange broke after the upstream was opened.
     pub fn exchange_failed(&self, d: &EgressDecision, method: &str, path: &str, detail: &str) {
         let t = &d.intent.target;
-        let path = redact_path(&crate::relay::credentials::scrub(path));
+        let path = redact_path(&sluice_policy::placeholder::scrub(path));
         self.sink.emit(
             &base(
                 EventClass::HttpActivity,
@@ -455,7 +461,7 @@ impl Audit {
 
     pub fn forward_denied(&self, d: &EgressDecision, method: &str, path: &str) {
         let t = &d.intent.target;
-        let path = redact_path(&crate::relay::credentials::scrub(path));
+        let path = redact_path(&sluice_policy::placeholder::scrub(path));
         self.sink.emit(
             &denied(base(
                 EventClass::HttpActivity,
@@ -479,7 +485,7 @@ impl Audit {
         creds: &[Arc<str>],
     ) {
         let t = &d.intent.target;
-        let path = redact_path(&crate::relay::credentials::scrub(path));
+        let path = redact_path(&sluice_policy::placeholder::scrub(path));
         self.sink.emit(
             &allowed(base(
                 EventClass::HttpActivity,

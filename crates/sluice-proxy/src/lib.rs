@@ -10,9 +10,11 @@
 #![forbid(unsafe_code)]
 
 pub mod adapter;
+pub mod addr_class;
 pub mod audit;
 pub mod destination;
 pub mod egress;
 pub mod policy_store;
+pub(crate) mod refusal;
 pub mod relay;
 pub mod server;

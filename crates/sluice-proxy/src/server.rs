@@ -7,68 +7,15 @@ use std::time::{Duration, SystemTime};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 
+pub use crate::adapter::Limits;
+use crate::adapter::Shared;
 use crate::audit::Audit;
 use crate::destination::Resolver;
-use crate::egress::{AuthorizeContext, IdentityMode, IdentityResolver};
+use crate::egress::{AuthorizeContext, Authorizer, IdentityMode, IdentityResolver};
 use crate::policy_store::{PolicyStore, ReloadError};
 use crate::relay::credentials::token_grant::TokenGrants;
-use crate::relay::http::{HeadLimits, LoopLimits};
 use crate::relay::tls::{LeafCache, UpstreamTls};
-
-/// Bounds on time and size, owned by the boundary that enforces them.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// Initial proxy request head (adapter): 8 KiB ⇒ 431.
-    pub initial_head: HeadLimits,
-    /// Later request heads on a kept-alive connection (relay).
-    pub request_head: HeadLimits,
-    /// Upstream response heads (relay).
-    pub response_head: HeadLimits,
-    /// Longest stall inside a body (relay).
-    pub body_idle: Duration,
-    /// Upstream dial (destination connector).
-    pub dial_timeout: Duration,
-    /// Raw tunnel idle timeout (relay); also for a raw copy after a
-    /// non-WebSocket `101`.
-    pub tunnel_idle: Duration,
-    /// Concurrent client connections; further accepts wait.
-    pub max_connections: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            initial_head: HeadLimits {
-                max_bytes: 8 * 1024,
-                timeout: Duration::from_secs(30),
-            },
-            request_head: HeadLimits {
-                max_bytes: 16 * 1024,
-                timeout: Duration::from_secs(120),
-            },
-            response_head: HeadLimits {
-                max_bytes: 16 * 1024,
-                timeout: Duration::from_secs(120),
-            },
-            body_idle: Duration::from_secs(60),
-            dial_timeout: Duration::from_secs(10),
-            tunnel_idle: Duration::from_secs(600),
-            max_connections: 16_384,
-        }
-    }
-}
-
-impl Limits {
-    pub(crate) fn loop_limits(&self) -> LoopLimits {
-        LoopLimits {
-            request_head: self.request_head,
-            response_head: self.response_head,
-            body_idle: self.body_idle,
-            dial_timeout: self.dial_timeout,
-            upgrade_idle: self.tunnel_idle,
-        }
-    }
-}
+use crate::relay::RelayContext;
 
 /// Everything the proxy needs besides the policy.
 pub struct ProxyConfig {
@@ -83,29 +30,6 @@ pub struct ProxyConfig {
     pub leaf_cache: Arc<LeafCache>,
     /// Trust and settings for TLS to upstreams.
     pub upstream_tls: Arc<UpstreamTls>,
-}
-
-/// State shared by every connection.
-pub(crate) struct Shared {
-    pub(crate) store: Arc<PolicyStore>,
-    pub(crate) identity_mode: IdentityMode,
-    pub(crate) identity: Option<Arc<dyn IdentityResolver>>,
-    pub(crate) trusted_gateway: Option<IpAddr>,
-    pub(crate) resolver: Resolver,
-    pub(crate) limits: Limits,
-    pub(crate) audit: Audit,
-    pub(crate) leaf_cache: Arc<LeafCache>,
-    pub(crate) upstream_tls: Arc<UpstreamTls>,
-    pub(crate) tokens: TokenGrants,
-}
-
-impl Shared {
-    pub(crate) fn authorize_ctx(&self) -> AuthorizeContext {
-        AuthorizeContext {
-            identity_mode: self.identity_mode,
-            trusted_gateway: self.trusted_gateway,
-        }
-    }
 }
 
 /// Accept-queue length asked of the kernel (capped by `net.core.somaxconn`,
@@ -145,17 +69,26 @@ impl Proxy {
     ) -> std::io::Result<Self> {
         let listener = listen(addr)?;
         let tokens = TokenGrants::new(config.resolver.clone(), Arc::clone(&config.upstream_tls));
-        let shared = Arc::new(Shared {
+        let authorizer = Authorizer::new(
             store,
+            AuthorizeContext {
+                identity_mode: config.identity_mode,
+                trusted_gateway: config.trusted_gateway,
+            },
+        );
+        let shared = Arc::new(Shared {
+            relay: RelayContext {
+                authorizer,
+                resolver: config.resolver,
+                audit: config.audit,
+                dial_timeout: config.limits.dial_timeout,
+                upstream_tls: config.upstream_tls,
+                tokens,
+            },
             identity_mode: config.identity_mode,
             identity: config.identity,
-            trusted_gateway: config.trusted_gateway,
-            resolver: config.resolver,
             limits: config.limits,
-            audit: config.audit,
-            tokens,
             leaf_cache: config.leaf_cache,
-            upstream_tls: config.upstream_tls,
         });
         Ok(Self { listener, shared })
     }
@@ -172,7 +105,7 @@ impl Proxy {
     /// backs off instead of spinning; each connection runs in its own task.
     pub async fn run(self) {
         if let Ok(addr) = self.listener.local_addr() {
-            self.shared.audit.listening(addr);
+            self.shared.relay.audit.listening(addr);
         }
         let permits = Arc::new(Semaphore::new(self.shared.limits.max_connections));
         let mut backoff = Duration::from_millis(5);

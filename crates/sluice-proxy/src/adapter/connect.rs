@@ -13,9 +13,10 @@ use sluice_telemetry::{Activity, EventClass};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::response::{destination_refused, json_error, json_error_with_hint};
+use super::Shared;
 use crate::destination::{self, UpstreamConnector};
-use crate::egress::{authorize, EgressDecision, EgressIntent, IdentityEvidence, Surface, Target};
+use crate::egress::{EgressDecision, EgressIntent, IdentityEvidence, Surface, Target};
+use crate::refusal::{destination_refused, json_error, json_error_with_hint};
 use crate::relay::http::tunnel::TunnelPolicy;
 use crate::relay::http::{
     answer_and_close, read_head, request_loop, HeadError, RejectCause, RequestHead, RequestPolicy,
@@ -24,7 +25,6 @@ use crate::relay::revoke::revoked;
 use crate::relay::stream::ClientStream;
 use crate::relay::tcp::{self, TunnelEnd};
 use crate::relay::tls::{peek_classify, TunnelProtocol};
-use crate::server::Shared;
 
 /// How many times a decision is re-made when the generation moves under it.
 const MAX_REAUTHORIZE: usize = 4;
@@ -54,7 +54,7 @@ pub(super) async fn handle(
     let target = match Target::parse_authority(&head.target) {
         Ok(t) => t,
         Err(e) => {
-            shared.audit.request_rejected(
+            shared.relay.audit.request_rejected(
                 EventClass::NetworkActivity,
                 peer,
                 Activity::Fail,
@@ -100,6 +100,7 @@ pub(super) async fn handle(
         return;
     }
     shared
+        .relay
         .audit
         .connect_allowed(&opened.decision, opened.inspected);
     if skip {
@@ -116,7 +117,7 @@ pub(super) async fn handle(
                 .leaf_cache
                 .server_config(&opened.decision.intent.target.host)
             else {
-                shared.audit.tunnel_rejected(
+                shared.relay.audit.tunnel_rejected(
                     &opened.decision,
                     format!(
                         "CONNECT refused for {}: TLS termination unavailable",
@@ -129,7 +130,7 @@ pub(super) async fn handle(
             let accept = tokio_rustls::TlsAcceptor::from(config).accept(client);
             match tokio::time::timeout(CLIENT_HANDSHAKE, accept).await {
                 Ok(Ok(tls)) => http(shared, ClientStream::Tls(Box::new(tls)), opened, true).await,
-                Ok(Err(e)) => shared.audit.tunnel_rejected(
+                Ok(Err(e)) => shared.relay.audit.tunnel_rejected(
                     &opened.decision,
                     format!(
                         "TLS handshake with client failed for {}",
@@ -137,7 +138,7 @@ pub(super) async fn handle(
                     ),
                     e.to_string(),
                 ),
-                Err(_) => shared.audit.tunnel_rejected(
+                Err(_) => shared.relay.audit.tunnel_rejected(
                     &opened.decision,
                     format!(
                         "TLS handshake with client timed out for {}",
@@ -154,7 +155,7 @@ pub(super) async fn handle(
             } else {
                 "Unsupported tunnel protocol for L7-inspected endpoint"
             };
-            shared.audit.tunnel_rejected(
+            shared.relay.audit.tunnel_rejected(
                 &opened.decision,
                 format!(
                     "CONNECT_L7 blocked unsupported tunnel protocol for {}",
@@ -188,26 +189,29 @@ async fn raw(shared: &Shared, client: TcpStream, opened: Opened, initial: &[u8])
         None => match connector.connect(shared.limits.dial_timeout).await {
             Ok(u) => u,
             Err(e) => {
-                shared.audit.upstream_unreachable(&decision, &e);
+                shared.relay.audit.upstream_unreachable(&decision, &e);
                 return;
             }
         },
     };
     let upstream_ip = upstream.peer_addr().map(|a| a.ip()).ok();
-    let stop = revoked(shared, &decision, upstream_ip);
+    let stop = revoked(&shared.relay, &decision, upstream_ip);
     let stats = tcp::relay(client, upstream, initial, shared.limits.tunnel_idle, stop).await;
     let reason = match stats.end {
         TunnelEnd::Closed => "closed",
         TunnelEnd::Idle => "idle timeout",
         TunnelEnd::Stopped => "policy no longer allows this tunnel",
     };
-    shared.audit.tunnel_closed(&decision, &stats, reason);
+    shared
+        .relay
+        .audit
+        .tunnel_closed(&decision, stats.to_upstream, stats.to_client, reason);
 }
 
 /// HTTP inside the tunnel: the shared request loop with tunnel admission.
 async fn http(shared: &Shared, mut client: ClientStream, opened: Opened, tls: bool) {
     let mut policy = TunnelPolicy {
-        shared,
+        shared: &shared.relay,
         decision: opened.decision,
         connector: opened.connector,
         predialed: opened.upstream,
@@ -246,14 +250,10 @@ async fn http(shared: &Shared, mut client: ClientStream, opened: Opened, tls: bo
 /// moved before the tunnel starts. Writes the refusal itself.
 async fn open(shared: &Shared, client: &mut TcpStream, intent: EgressIntent) -> Option<Opened> {
     for _ in 0..MAX_REAUTHORIZE {
-        let decision = authorize(
-            &shared.store.snapshot(),
-            intent.clone(),
-            &shared.authorize_ctx(),
-        );
+        let decision = shared.relay.authorizer.authorize(intent.clone());
         let target = &decision.intent.target;
         let Some(permit) = decision.permit() else {
-            shared.audit.connect_denied(&decision);
+            shared.relay.audit.connect_denied(&decision);
             let detail = format!("CONNECT {target} not permitted by policy");
             let reason = decision.deny_reason();
             let hint = decision.denial_hint(&format!("CONNECT {target}"), &reason);
@@ -268,19 +268,26 @@ async fn open(shared: &Shared, client: &mut TcpStream, intent: EgressIntent) -> 
             answer_and_close(client, &response).await;
             return None;
         };
-        let connector = match destination::validate(&permit.destination, target, &shared.resolver)
-            .await
+        let connector = match destination::validate(
+            &permit.destination,
+            target,
+            &shared.relay.resolver,
+        )
+        .await
         {
             Ok(c) => c,
             Err(denial) => {
-                shared.audit.destination_denied(&decision, &denial, None);
+                shared
+                    .relay
+                    .audit
+                    .destination_denied(&decision, &denial, None);
                 let what = format!("CONNECT {target}");
                 let response = destination_refused(&denial, &what, target, decision.policy_key());
                 answer_and_close(client, &response).await;
                 return None;
             }
         };
-        if shared.store.generation() != decision.generation() {
+        if shared.relay.authorizer.generation() != decision.generation() {
             continue;
         }
         let inspected = has_l7_routes(&decision.snapshot, &permit.routes);
@@ -291,7 +298,7 @@ async fn open(shared: &Shared, client: &mut TcpStream, intent: EgressIntent) -> 
             match connector.connect(shared.limits.dial_timeout).await {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    shared.audit.upstream_unreachable(&decision, &e);
+                    shared.relay.audit.upstream_unreachable(&decision, &e);
                     let detail = format!("connection to {target} failed");
                     let response = json_error(
                         502,
@@ -305,7 +312,7 @@ async fn open(shared: &Shared, client: &mut TcpStream, intent: EgressIntent) -> 
                 }
             }
         };
-        if shared.store.generation() != decision.generation() {
+        if shared.relay.authorizer.generation() != decision.generation() {
             continue;
         }
         return Some(Opened {

@@ -10,12 +10,13 @@ use bytes::BytesMut;
 use sluice_telemetry::{redact_path, Activity, EventClass};
 use tokio::net::TcpStream;
 
-use super::response::{
+use super::Shared;
+use crate::destination::{self, UpstreamConnector};
+use crate::egress::{EgressDecision, EgressIntent, IdentityEvidence, Surface, Target};
+use crate::refusal::{
     destination_refused, json_error, json_error_with_hint, BAD_REQUEST, HEAD_TOO_LARGE,
     REQUEST_TIMEOUT, USE_CONNECT,
 };
-use crate::destination::{self, UpstreamConnector};
-use crate::egress::{authorize, EgressDecision, EgressIntent, IdentityEvidence, Surface, Target};
 use crate::relay::http::l7::{self, canonical_target, L7Outcome};
 use crate::relay::http::tunnel::FRAMING;
 use crate::relay::http::Upgrade;
@@ -24,7 +25,6 @@ use crate::relay::http::{
     RequestPolicy, UpstreamKey,
 };
 use crate::relay::stream::UpstreamStream;
-use crate::server::Shared;
 
 /// Longest request path accepted.
 const MAX_PATH: usize = 4096;
@@ -204,7 +204,7 @@ impl ForwardPolicy<'_> {
             TargetRefusal::Malformed(why) => (*why).to_owned(),
             _ => String::new(),
         };
-        self.shared.audit.request_rejected(
+        self.shared.relay.audit.request_rejected(
             EventClass::HttpActivity,
             self.peer,
             activity,
@@ -224,16 +224,15 @@ impl ForwardPolicy<'_> {
             identity: self.identity.clone(),
         };
         for _ in 0..MAX_REAUTHORIZE {
-            let decision = authorize(
-                &shared.store.snapshot(),
-                intent.clone(),
-                &shared.authorize_ctx(),
-            );
+            let decision = shared.relay.authorizer.authorize(intent.clone());
             let target = &decision.intent.target;
             let Some(permit) = decision.permit() else {
-                shared.audit.forward_denied(&decision, &req.method, &path);
+                shared
+                    .relay
+                    .audit
+                    .forward_denied(&decision, &req.method, &path);
                 let detail = format!("{} {target}{path} not permitted by policy", req.method);
-                let shown = redact_path(&crate::relay::credentials::scrub(&path));
+                let shown = redact_path(&sluice_policy::placeholder::scrub(&path));
                 let hint = decision.denial_hint(
                     &format!("{} {target}{shown}", req.method),
                     &decision.deny_reason(),
@@ -253,6 +252,7 @@ impl ForwardPolicy<'_> {
                 Ok(c) => c,
                 Err(detail) => {
                     shared
+                        .relay
                         .audit
                         .l7_request(&decision, "deny", &req.method, &path, &detail);
                     let detail = format!("request-target must be canonical: {detail}");
@@ -263,7 +263,7 @@ impl ForwardPolicy<'_> {
             };
             let outcome = l7::evaluate(&decision, req, &canonical);
             if let Some(response) = l7::refusal(
-                &shared.audit,
+                &shared.relay.audit,
                 &decision,
                 &req.method,
                 &canonical.path,
@@ -278,29 +278,31 @@ impl ForwardPolicy<'_> {
             };
             let connector = match self.cached.take() {
                 Some((k, c)) if k == key => c,
-                _ => match destination::validate(&permit.destination, target, &shared.resolver)
-                    .await
-                {
-                    Ok(c) => c,
-                    Err(denial) => {
-                        shared.audit.destination_denied(
-                            &decision,
-                            &denial,
-                            Some((&req.method, &path)),
-                        );
-                        let what = format!("{} {target}", req.method);
-                        let response =
-                            destination_refused(&denial, &what, target, decision.policy_key());
-                        return Admission::Respond { response };
+                _ => {
+                    match destination::validate(&permit.destination, target, &shared.relay.resolver)
+                        .await
+                    {
+                        Ok(c) => c,
+                        Err(denial) => {
+                            shared.relay.audit.destination_denied(
+                                &decision,
+                                &denial,
+                                Some((&req.method, &path)),
+                            );
+                            let what = format!("{} {target}", req.method);
+                            let response =
+                                destination_refused(&denial, &what, target, decision.policy_key());
+                            return Admission::Respond { response };
+                        }
                     }
-                },
+                }
             };
-            if shared.store.generation() != decision.generation() {
+            if shared.relay.authorizer.generation() != decision.generation() {
                 continue;
             }
             self.cached = Some((key.clone(), connector.clone()));
             let (outbound, upgrade) =
-                match l7::admitted(shared, &decision, req, &canonical, &outcome).await {
+                match l7::admitted(&shared.relay, &decision, req, &canonical, &outcome).await {
                     Ok(v) => v,
                     Err(response) => return Admission::Respond { response },
                 };
@@ -335,6 +337,7 @@ impl RequestPolicy for ForwardPolicy<'_> {
         self.cached = None;
         if let Some((d, path, _, _)) = self.current.take() {
             self.shared
+                .relay
                 .audit
                 .exchange_failed(&d, &req.method, &path, detail);
         }
@@ -366,7 +369,7 @@ impl RequestPolicy for ForwardPolicy<'_> {
             DialFailure::Tls { target, detail } => (target, detail.clone()),
         };
         let policy = self.current.as_ref().map(|(d, _, _, _)| {
-            self.shared.audit.upstream_unreachable(d, &err);
+            self.shared.relay.audit.upstream_unreachable(d, &err);
             d.policy_key().to_owned()
         });
         let detail = format!("connection to {target} failed");
@@ -392,7 +395,7 @@ impl RequestPolicy for ForwardPolicy<'_> {
             RejectCause::Head(_) => (None, cause_text(cause)),
             RejectCause::Parse(_) | RejectCause::Body(_) => (Some(BAD_REQUEST), cause_text(cause)),
         };
-        self.shared.audit.request_rejected(
+        self.shared.relay.audit.request_rejected(
             EventClass::HttpActivity,
             self.peer,
             Activity::Fail,
@@ -404,7 +407,7 @@ impl RequestPolicy for ForwardPolicy<'_> {
 
     async fn revoked(&self, upstream_ip: Option<std::net::IpAddr>) {
         match &self.upgraded {
-            Some(d) => crate::relay::revoke::revoked(self.shared, d, upstream_ip).await,
+            Some(d) => crate::relay::revoke::revoked(&self.shared.relay, d, upstream_ip).await,
             None => std::future::pending().await,
         }
     }
@@ -414,7 +417,7 @@ impl RequestPolicy for ForwardPolicy<'_> {
             if status == 101 {
                 self.upgraded = Some(d.clone());
             }
-            let audit = &self.shared.audit;
+            let audit = &self.shared.relay.audit;
             match &outcome {
                 L7Outcome::Audit { reason, .. } => {
                     audit.l7_request_with(&d, "audit", &req.method, &path, reason, &creds);

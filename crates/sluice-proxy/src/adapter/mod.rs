@@ -5,7 +5,10 @@
 mod connect;
 mod forward_http;
 pub mod policy_dns;
-pub(crate) mod response;
+mod shared;
+
+pub use shared::Limits;
+pub(crate) use shared::Shared;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,8 +18,8 @@ use sluice_telemetry::{Activity, EventClass};
 use tokio::net::TcpStream;
 
 use crate::egress::{IdentityEvidence, IdentityMode};
+use crate::refusal;
 use crate::relay::http::{answer_and_close, read_head, HeadError, RequestHead};
-use crate::server::Shared;
 
 /// Serve one accepted client connection: read the first head, then hand
 /// over to the CONNECT or forward HTTP adapter.
@@ -30,7 +33,7 @@ pub(crate) async fn serve_connection(
     let head_len = match read_head(&mut client, &mut buf, shared.limits.initial_head).await {
         Ok(n) => n,
         Err(HeadError::TooLarge(_)) => {
-            shared.audit.request_rejected(
+            shared.relay.audit.request_rejected(
                 EventClass::NetworkActivity,
                 peer,
                 Activity::Fail,
@@ -40,18 +43,16 @@ pub(crate) async fn serve_connection(
                     shared.limits.initial_head.max_bytes
                 ),
             );
-            answer_and_close(&mut client, response::HEAD_TOO_LARGE).await;
+            answer_and_close(&mut client, refusal::HEAD_TOO_LARGE).await;
             return;
         }
         Err(HeadError::Closed) => return,
         Err(e) => {
             tracing::debug!(client.addr = %peer, error = %e, "Head read failed");
             match e {
-                HeadError::Timeout => {
-                    answer_and_close(&mut client, response::REQUEST_TIMEOUT).await
-                }
+                HeadError::Timeout => answer_and_close(&mut client, refusal::REQUEST_TIMEOUT).await,
                 HeadError::Truncated | HeadError::BareLineEnding => {
-                    answer_and_close(&mut client, response::BAD_REQUEST).await;
+                    answer_and_close(&mut client, refusal::BAD_REQUEST).await;
                 }
                 _ => {}
             }
@@ -62,14 +63,14 @@ pub(crate) async fn serve_connection(
     let head = match RequestHead::parse(&raw) {
         Ok(h) => h,
         Err(e) => {
-            shared.audit.request_rejected(
+            shared.relay.audit.request_rejected(
                 EventClass::NetworkActivity,
                 peer,
                 Activity::Fail,
                 "Proxy connection error: malformed request head".into(),
                 e.to_string(),
             );
-            answer_and_close(&mut client, response::BAD_REQUEST).await;
+            answer_and_close(&mut client, refusal::BAD_REQUEST).await;
             return;
         }
     };

@@ -2,7 +2,8 @@
 //! only place that dials. It turns an allowed decision into an unopened
 //! [`UpstreamConnector`] that can reach only validated, pinned addresses.
 
-pub mod addr_class;
+/// Address classes, re-exported where they were (a leaf module now).
+pub use crate::addr_class;
 mod connector;
 mod resolve;
 mod validate;

@@ -1,8 +1,8 @@
 use std::net::{IpAddr, SocketAddr};
 
-use super::addr_class::{self, CONTROL_PLANE_PORTS, METADATA_NAMES};
 use super::connector::UpstreamConnector;
 use super::resolve::Resolver;
+use crate::addr_class::{self, CONTROL_PLANE_PORTS, METADATA_NAMES};
 use crate::egress::{DestinationMode, DestinationPlan, Host, Target};
 
 /// Which destination rule refused (facts §3.5 kinds, plus sluice's own).

@@ -9,7 +9,7 @@ use super::decision::{
 use super::identity::{IdentityEvidence, IdentityFieldsUsed, IdentityMode};
 use super::intent::EgressIntent;
 use super::target::Host;
-use crate::destination::addr_class;
+use crate::addr_class;
 
 /// Host names that reach the container host through a gateway alias.
 const HOST_GATEWAY_ALIASES: [&str; 3] = [

@@ -2,12 +2,14 @@
 //! [`EgressDecision`] pinned to one policy generation comes out.
 
 mod authorize;
+mod authorizer;
 mod decision;
 mod identity;
 mod intent;
 mod target;
 
 pub use authorize::{authorize, AuthorizeContext};
+pub use authorizer::Authorizer;
 pub use decision::{DenyReason, DestinationMode, DestinationPlan, EgressDecision, Permit, Verdict};
 pub use identity::{
     IdentityEvidence, IdentityFieldsUsed, IdentityMode, IdentityResolver, ProcessIdentity,

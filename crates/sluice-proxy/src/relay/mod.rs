@@ -2,6 +2,7 @@
 //! for the per-request loop. A relay is built from an allowed decision's
 //! [`crate::destination::UpstreamConnector`]; none exists without one.
 
+mod context;
 pub(crate) mod credentials;
 pub mod http;
 pub(crate) mod revoke;
@@ -9,3 +10,5 @@ pub mod stream;
 pub mod tcp;
 pub mod tls;
 pub mod websocket;
+
+pub(crate) use context::RelayContext;

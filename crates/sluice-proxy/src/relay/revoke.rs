@@ -6,30 +6,26 @@
 use std::net::IpAddr;
 
 use crate::destination::check_pinned;
-use crate::egress::{authorize, EgressDecision};
-use crate::server::Shared;
+use crate::egress::EgressDecision;
+use crate::relay::RelayContext;
 
 /// Completes when a newer generation no longer allows this connection:
 /// the intent is re-authorized from scratch and the connected address is
 /// re-judged under the new destination plan (no new DNS lookup). A
 /// generation published before this future first runs counts too.
 pub(crate) async fn revoked(
-    shared: &Shared,
+    shared: &RelayContext,
     decision: &EgressDecision,
     upstream_ip: Option<IpAddr>,
 ) {
-    let mut rx = shared.store.subscribe();
+    let mut rx = shared.authorizer.subscribe();
     rx.mark_unchanged();
     let mut checked = decision.generation();
     loop {
-        let current = shared.store.generation();
+        let current = shared.authorizer.generation();
         if current != checked {
             checked = current;
-            let redo = authorize(
-                &shared.store.snapshot(),
-                decision.intent.clone(),
-                &shared.authorize_ctx(),
-            );
+            let redo = shared.authorizer.authorize(decision.intent.clone());
             let reason = match (redo.permit(), upstream_ip) {
                 (None, _) => Some(redo.deny_reason()),
                 (Some(p), Some(ip)) => check_pinned(&p.destination, &redo.intent.target, ip)

@@ -331,28 +331,6 @@ fn base64_readings(token: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-/// Replace every placeholder in text meant for logs or error bodies with
-/// `[CREDENTIAL]` (names of credentials are not secrets, but the rule is
-/// simple: nothing placeholder-shaped is echoed).
-pub(crate) fn scrub(text: &str) -> String {
-    if !placeholder::contains_marker(text.as_bytes()) {
-        return text.to_owned();
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut last = 0;
-    for (range, _) in placeholder::find(text.as_bytes()) {
-        out.push_str(&text[last..range.start]);
-        out.push_str("[CREDENTIAL]");
-        last = range.end;
-    }
-    out.push_str(&text[last..]);
-    if placeholder::contains_marker(out.as_bytes()) {
-        // An encoded form `find` does not match: drop the whole text.
-        return "[CREDENTIAL]".to_owned();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use base64::Engine as _;

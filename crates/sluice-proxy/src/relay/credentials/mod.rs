@@ -7,8 +7,6 @@ mod inject;
 mod prepare;
 pub(crate) mod token_grant;
 
-pub(crate) use inject::scrub;
-
 /// Resolve placeholders in a WebSocket text message (same binding rules as
 /// HTTP slots); `Err` carries a log-safe reason.
 pub(crate) fn resolve_message(

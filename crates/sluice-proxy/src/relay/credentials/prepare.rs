@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use super::body::{media_type, rewrite_body, BODY_LIMIT};
 use super::inject::{inject_head, CredentialError};
-use crate::adapter::response::json_error;
 use crate::egress::EgressDecision;
+use crate::refusal::json_error;
 use crate::relay::http::{BodyFraming, BodyPlan, RequestHead};
-use crate::server::Shared;
+use crate::relay::RelayContext;
 
 /// What the adapter writes upstream after credentials were applied.
 #[derive(Debug)]
@@ -22,7 +22,11 @@ pub(crate) struct Outbound {
     pub(crate) body: BodyPlan,
 }
 
-fn credential_response(shared: &Shared, d: &EgressDecision, err: &CredentialError) -> Vec<u8> {
+fn credential_response(
+    shared: &RelayContext,
+    d: &EgressDecision,
+    err: &CredentialError,
+) -> Vec<u8> {
     match err {
         CredentialError::Mismatch { name } => {
             shared.audit.credential_denied(d, name);
@@ -61,7 +65,7 @@ fn credential_response(shared: &Shared, d: &EgressDecision, err: &CredentialErro
 /// Apply credentials to one admitted request. `path` is canonical (no
 /// query), `rewrite_body` the governing endpoint's opt-in.
 pub(crate) async fn prepare(
-    shared: &Shared,
+    shared: &RelayContext,
     decision: &EgressDecision,
     req: &RequestHead,
     path: &str,
@@ -118,7 +122,7 @@ pub(crate) async fn prepare(
 }
 
 fn body_plan(
-    shared: &Shared,
+    shared: &RelayContext,
     decision: &EgressDecision,
     req: &RequestHead,
     path: &str,

@@ -406,13 +406,8 @@ where
     const DETAIL: &str =
         "credential placeholder in a request body that is not opted in to rewriting";
     policy.failed(req, &format!("credential_injection_failed: {DETAIL}"));
-    let response = crate::adapter::response::json_error(
-        500,
-        "credential_injection_failed",
-        DETAIL,
-        None,
-        None,
-    );
+    let response =
+        crate::refusal::json_error(500, "credential_injection_failed", DETAIL, None, None);
     super::answer_and_close(client, &response).await;
     LoopEnd::Answered
 }

@@ -332,7 +332,7 @@ pub(crate) fn inspect_plan(
         )),
         transform: Box::new(move |body: &[u8]| {
             if snapshot.has_credentials() && sluice_policy::placeholder::contains_marker(body) {
-                return Err(crate::adapter::response::json_error(
+                return Err(crate::refusal::json_error(
                     500,
                     "credential_injection_failed",
                     "credential placeholder in a request body that is not opted in to rewriting",
@@ -385,7 +385,7 @@ pub(crate) fn uninspectable_body(protocol: Protocol, detail: &str) -> Vec<u8> {
         Protocol::JsonRpc => ("invalid_jsonrpc_request", "JSON-RPC"),
         _ => ("invalid_mcp_request", "MCP"),
     };
-    crate::adapter::response::json_error(
+    crate::refusal::json_error(
         400,
         code,
         &format!("{what} request rejected before policy evaluation: {detail}"),
@@ -444,7 +444,7 @@ pub(crate) fn deny_response(
         body["binary"] = b.clone().into();
         body["rule_missing"]["binary"] = b.into();
     }
-    let shown = redact_path(&crate::relay::credentials::scrub(&path));
+    let shown = redact_path(&sluice_policy::placeholder::scrub(&path));
     body["hint"] = decision
         .denial_hint(&format!("{method} {target}{shown}"), &detail)
         .into();
@@ -455,7 +455,7 @@ pub(crate) fn deny_response(
         "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         body.len()
     );
-    if let Some(p) = crate::adapter::response::policy_header_value(decision.policy_key()) {
+    if let Some(p) = crate::refusal::policy_header_value(decision.policy_key()) {
         let _ = write!(out, "X-Sluice-Policy: {p}\r\n");
     }
     let _ = write!(out, "Connection: close\r\n\r\n{body}");
@@ -479,23 +479,11 @@ pub(crate) fn refusal(
         | L7Outcome::Inspect { .. } => return None,
         L7Outcome::BadTarget { detail } => {
             audit.l7_request(d, "deny", method, path, detail);
-            crate::adapter::response::json_error(
-                400,
-                "invalid_request_target",
-                detail,
-                None,
-                policy,
-            )
+            crate::refusal::json_error(400, "invalid_request_target", detail, None, policy)
         }
         L7Outcome::Unsupported { detail } => {
             audit.l7_request(d, "deny", method, path, detail);
-            crate::adapter::response::json_error(
-                403,
-                "unsupported_l7_protocol",
-                detail,
-                None,
-                policy,
-            )
+            crate::refusal::json_error(403, "unsupported_l7_protocol", detail, None, policy)
         }
         L7Outcome::Deny { reason, .. } => {
             audit.l7_request(d, "deny", method, path, reason);
@@ -512,7 +500,7 @@ pub(crate) fn refusal(
 /// (token grant, head slots, body plan), body inspection for GraphQL /
 /// JSON-RPC / MCP, and what a `101` may switch to.
 pub(crate) async fn admitted(
-    shared: &crate::server::Shared,
+    shared: &crate::relay::RelayContext,
     decision: &EgressDecision,
     req: &RequestHead,
     target: &CanonicalTarget<'_>,

@@ -8,17 +8,17 @@ use super::exchange::{Admission, BodyPlan, DialFailure, RejectCause, RequestPoli
 use super::l7::{self, canonical_target, L7Outcome};
 use super::request::RequestHead;
 use super::HeadError;
-use crate::adapter::response::{
+use crate::destination::{self, UpstreamConnector};
+use crate::egress::{EgressDecision, Target};
+use crate::refusal::{
     destination_refused, json_error, BAD_REQUEST, HEAD_TOO_LARGE, REQUEST_TIMEOUT,
 };
-use crate::destination::{self, UpstreamConnector};
-use crate::egress::{authorize, EgressDecision, Target};
 use crate::relay::stream::UpstreamStream;
-use crate::server::Shared;
+use crate::relay::RelayContext;
 
 /// HTTP admission for one tunnel.
 pub(crate) struct TunnelPolicy<'a> {
-    pub(crate) shared: &'a Shared,
+    pub(crate) shared: &'a RelayContext,
     /// The decision in force for this tunnel (refreshed when the generation moves).
     pub(crate) decision: EgressDecision,
     pub(crate) connector: UpstreamConnector,
@@ -67,14 +67,10 @@ impl TunnelPolicy<'_> {
     /// Re-authorize from scratch when the generation moved since the last request.
     async fn refresh(&mut self) -> Result<(), Vec<u8>> {
         let shared = self.shared;
-        if shared.store.generation() == self.decision.generation() {
+        if shared.authorizer.generation() == self.decision.generation() {
             return Ok(());
         }
-        let redo = authorize(
-            &shared.store.snapshot(),
-            self.decision.intent.clone(),
-            &shared.authorize_ctx(),
-        );
+        let redo = shared.authorizer.authorize(self.decision.intent.clone());
         let Some(permit) = redo.permit() else {
             shared
                 .audit
@@ -142,7 +138,7 @@ impl RequestPolicy for TunnelPolicy<'_> {
             };
         };
         if let Some(seen) = foreign_authority(&tunnel_target, self.default_port(), req, absolute) {
-            let seen = crate::relay::credentials::scrub(&seen);
+            let seen = sluice_policy::placeholder::scrub(&seen);
             shared.audit.authority_mismatch(&self.decision, &seen);
             return Admission::Respond {
                 response: authority_mismatch(&seen),
@@ -221,7 +217,7 @@ impl RequestPolicy for TunnelPolicy<'_> {
         let tcp = match self.predialed.take() {
             Some(s) => s,
             None => connector
-                .connect(self.shared.limits.dial_timeout)
+                .connect(self.shared.dial_timeout)
                 .await
                 .map_err(|error| DialFailure::Connect {
                     target: target.clone(),
@@ -233,7 +229,7 @@ impl RequestPolicy for TunnelPolicy<'_> {
         }
         self.shared
             .upstream_tls
-            .connect(&target.host, tcp, self.shared.limits.dial_timeout)
+            .connect(&target.host, tcp, self.shared.dial_timeout)
             .await
             .map(|s| UpstreamStream::Tls(Box::new(s)))
             .map_err(|e| DialFailure::Tls {

@@ -1,5 +1,6 @@
-//! Wire renderings of refusals, shared by the HTTP-speaking adapters
-//! (facts §4.5/§4.7 shapes: `{"error": CODE, "detail": TEXT}`).
+//! Wire renderings of refusals, shared by the HTTP-speaking adapters and the
+//! relays (facts §4.5/§4.7 shapes: `{"error": CODE, "detail": TEXT}`). A leaf:
+//! it depends on nothing above `egress` and `destination`.
 
 use std::fmt::Write as _;
 
