@@ -12,6 +12,7 @@ use super::request::{ParseError, RequestHead};
 use super::response::{parse_response, ResponseError, ResponseHead};
 use crate::destination::UpstreamConnector;
 use crate::egress::Target;
+use crate::relay::idle::Activity;
 use crate::relay::stream::UpstreamStream;
 use crate::relay::websocket::{self, parse_deflate_extension, TextPolicy, WsLimits};
 
@@ -327,7 +328,10 @@ where
                             up.stream,
                             up.buf,
                             deflate,
-                            WsLimits::default(),
+                            WsLimits {
+                                session_idle: Some(limits.upgrade_idle),
+                                ..WsLimits::default()
+                            },
                             text_policy.as_mut(),
                             stop,
                         )
@@ -616,90 +620,14 @@ where
     {
         return RawEnd::Closed;
     }
-    let last = std::sync::atomic::AtomicU64::new(0);
-    let start = tokio::time::Instant::now();
-    let mut client = Metered {
-        io: client,
-        last: &last,
-        start,
-    };
-    let mut upstream = Metered {
-        io: &mut upstream,
-        last: &last,
-        start,
-    };
+    let activity = Activity::new();
+    let mut client = activity.meter(client);
+    let mut upstream = activity.meter(&mut upstream);
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-    let watchdog = async {
-        loop {
-            let seen = last.load(std::sync::atomic::Ordering::Relaxed);
-            tokio::time::sleep_until(start + Duration::from_millis(seen) + idle).await;
-            if last.load(std::sync::atomic::Ordering::Relaxed) == seen {
-                return;
-            }
-        }
-    };
     tokio::select! {
         _ = copy => RawEnd::Closed,
-        () = watchdog => RawEnd::Idle,
+        () = activity.idle_for(idle) => RawEnd::Idle,
         () = stop => RawEnd::Revoked,
-    }
-}
-
-/// A stream that records when bytes last moved through it (milliseconds
-/// since `start`), for the idle watchdog of a raw upgraded connection.
-struct Metered<'a, T> {
-    io: T,
-    last: &'a std::sync::atomic::AtomicU64,
-    start: tokio::time::Instant,
-}
-
-impl<T> Metered<'_, T> {
-    fn moved(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(ms, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Metered<'_, T> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.moved();
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<'_, T> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        data: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.io).poll_write(cx, data);
-        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.moved();
-        }
-        r
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

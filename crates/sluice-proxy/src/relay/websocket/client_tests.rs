@@ -78,6 +78,7 @@ fn small() -> WsLimits {
         max_fragments: 3,
         max_frame: 256,
         idle: Duration::from_secs(30),
+        session_idle: None,
     }
 }
 

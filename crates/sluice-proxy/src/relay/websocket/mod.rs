@@ -77,6 +77,9 @@ pub struct WsLimits {
     /// A partly assembled message with no new bytes for this long ends the
     /// session (close 1008); a message also has 2 minutes in total.
     pub idle: Duration,
+    /// A session with no byte either way for this long is closed (1001 to
+    /// both peers); `None`: no bound.
+    pub session_idle: Option<Duration>,
 }
 
 impl Default for WsLimits {
@@ -86,6 +89,7 @@ impl Default for WsLimits {
             max_fragments: 4096,
             max_frame: 16 * 1024 * 1024,
             idle: Duration::from_secs(30),
+            session_idle: Some(Duration::from_secs(600)),
         }
     }
 }
@@ -100,7 +104,8 @@ pub enum WsEnd {
     PolicyDenied,
     /// The relay closed with this code: 1002 (framing, either peer), 1007
     /// (invalid UTF-8 text or close reason), 1008 (assembly timeout),
-    /// 1012 (stop fired, see [`relay_with_stop`]).
+    /// 1012 (stop fired, see [`relay_with_stop`]), 1001 (idle for
+    /// [`WsLimits::session_idle`]).
     Protocol(u16),
     /// A client message over `max_message` (close 1009).
     TooBig,

@@ -12,6 +12,8 @@ use bytes::BytesMut;
 use rustls::crypto::SecureRandom;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
+
+use crate::relay::idle::Activity;
 use tokio::time::timeout;
 
 use super::client::client_to_upstream;
@@ -137,7 +139,8 @@ where
 
 /// [`relay`], also ended by `stop` (e.g. a policy reload that no longer
 /// admits the session): both peers then get close 1012 and the result is
-/// `WsEnd::Protocol(1012)`.
+/// `WsEnd::Protocol(1012)`. A session quiet for `limits.session_idle` ends the
+/// same way with 1001.
 #[allow(clippy::too_many_arguments)]
 pub async fn relay_with_stop<C, U, P, S>(
     client: C,
@@ -155,8 +158,22 @@ where
     P: TextPolicy + ?Sized,
     S: Future<Output = ()>,
 {
-    let (client_rd, client_wr) = tokio::io::split(client);
-    let (upstream_rd, upstream_wr) = tokio::io::split(upstream);
+    let activity = Activity::new();
+    let (client_rd, client_wr) = tokio::io::split(activity.meter(client));
+    let (upstream_rd, upstream_wr) = tokio::io::split(activity.meter(upstream));
+    let idle = async {
+        match limits.session_idle {
+            Some(d) => activity.idle_for(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let halt = async {
+        tokio::pin!(stop, idle);
+        tokio::select! {
+            () = &mut stop => (1012, "policy reloaded"),
+            () = &mut idle => (1001, "idle timeout"),
+        }
+    };
     let ends = Ends {
         client: Mutex::new(Sink {
             w: client_wr,
@@ -170,7 +187,7 @@ where
     let end = {
         let c2s = client_to_upstream(client_rd, client_buf, &ends, deflate, &limits, policy);
         let s2c = upstream_to_client(upstream_rd, upstream_buf, &ends, deflate.is_some(), &limits);
-        tokio::pin!(c2s, s2c, stop);
+        tokio::pin!(c2s, s2c, halt);
         tokio::select! {
             e = &mut c2s => match e {
                 // The client closed: wait for the upstream's reply to pass.
@@ -191,10 +208,10 @@ where
                 DirEnd::Eof => WsEnd::Io,
                 DirEnd::Failed(e) => e,
             },
-            () = &mut stop => {
+            (code, why) = &mut halt => {
                 // Keep both directions moving so a frame being written
                 // finishes before the close frames take the locks.
-                let closing = ends.close_both(1012, "policy reloaded");
+                let closing = ends.close_both(code, why);
                 tokio::pin!(closing);
                 let (mut c_done, mut s_done) = (false, false);
                 loop {
@@ -204,7 +221,7 @@ where
                         _ = &mut s2c, if !s_done => s_done = true,
                     }
                 }
-                WsEnd::Protocol(1012)
+                WsEnd::Protocol(code)
             }
         }
     };

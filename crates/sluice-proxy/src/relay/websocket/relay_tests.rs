@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 use super::super::frame::Header;
 use super::super::MessageVerdict;
 use super::*;
+use std::time::Duration;
 
 pub(crate) const KEY: [u8; 4] = [9, 8, 7, 6];
 pub(crate) const WAIT: Duration = Duration::from_secs(5);
@@ -309,6 +310,34 @@ async fn stop_sends_1012_both_ways() {
     assert_eq!(upstream.close_code().await, 1012);
     let end = timeout(WAIT, task).await.expect("ended").expect("task");
     assert_eq!(end, WsEnd::Protocol(1012));
+}
+
+/// A session with no byte either way for `session_idle` is closed with 1001
+/// to both peers; traffic in either direction keeps it open.
+#[tokio::test(start_paused = true)]
+async fn idle_sessions_close_1001_both_ways() {
+    let limits = WsLimits {
+        session_idle: Some(Duration::from_secs(60)),
+        ..WsLimits::default()
+    };
+    let mut h = start_with(None, limits, true, &[]);
+    let started = tokio::time::Instant::now();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(45)).await;
+        h.client.send(&client_text("still here")).await;
+        assert_eq!(
+            h.upstream.frame().await.map(|f| f.1),
+            Some(b"still here".to_vec())
+        );
+    }
+    // Quiet from here: the close comes 60 s after the last frame, not before.
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    assert!(!h.task.is_finished(), "closed before the idle bound");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(h.client.close_code().await, 1001);
+    assert_eq!(h.upstream.close_code().await, 1001);
+    assert!(started.elapsed() >= Duration::from_secs(135 + 60));
+    assert_eq!(h.end().await, WsEnd::Protocol(1001));
 }
 
 /// The relay future can be spawned with sockets and a boxed policy.
