@@ -15,6 +15,6 @@ pub mod audit;
 pub mod destination;
 pub mod egress;
 pub mod policy_store;
-pub(crate) mod refusal;
+pub mod refusal;
 pub mod relay;
 pub mod server;

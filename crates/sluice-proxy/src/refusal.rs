@@ -1,19 +1,14 @@
-//! Wire renderings of refusals, shared by the HTTP-speaking adapters and the
-//! relays (facts §4.5/§4.7 shapes: `{"error": CODE, "detail": TEXT}`). A leaf:
-//! it depends on nothing above `egress` and `destination`.
+//! Refusals as values: a [`Refusal`] says what is refused and why (status,
+//! code, detail, the policy and rule context, the hint a person reads), and is
+//! turned into bytes in one place per surface protocol — here HTTP/1 with a
+//! JSON body in OpenShell's shapes (facts §4.5/§4.7/§4.9:
+//! `{"error": CODE, "detail": TEXT, ...}`). Adapters and relays build, pass and
+//! return refusals; only the code that writes to the client renders them. A
+//! leaf: it depends on nothing above `egress` and `destination`.
 
 use std::fmt::Write as _;
 
-/// The exact 431 for an oversized initial head.
-pub(crate) const HEAD_TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-/// A bare 400 for a malformed head.
-pub(crate) const BAD_REQUEST: &[u8] =
-    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-/// The answer to a head that did not arrive in time.
-pub(crate) const REQUEST_TIMEOUT: &[u8] =
-    b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-/// The fixed answer to `https://` on the forward proxy.
-pub(crate) const USE_CONNECT: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 27\r\nConnection: close\r\n\r\nUse CONNECT for HTTPS URLs";
+use serde_json::{Map, Value};
 
 /// The RFC 9110 reason phrase of every status sluice answers with (and a
 /// few neighbours); `Error` only for a status nothing here sends.
@@ -39,65 +34,168 @@ fn reason_phrase(status: u16) -> &'static str {
 
 /// A policy key fit for the `X-Sluice-Policy` header (visible ASCII only;
 /// anything else is omitted rather than risk header injection).
-pub(crate) fn policy_header_value(key: &str) -> Option<&str> {
+pub fn policy_header_value(key: &str) -> Option<&str> {
     (key != "-" && !key.is_empty() && key.bytes().all(|b| b.is_ascii_graphic())).then_some(key)
 }
 
-/// A JSON error response that closes the connection. `policy` adds
-/// `X-Sluice-Policy`; `reason` adds the `reason` field (CONNECT denials).
-pub(crate) fn json_error(
-    status: u16,
-    code: &str,
-    detail: &str,
-    reason: Option<&str>,
-    policy: Option<&str>,
-) -> Vec<u8> {
-    json_error_with_hint(status, code, detail, reason, policy, None)
+#[derive(Clone, Debug, PartialEq)]
+enum Body {
+    /// No body (`Content-Length: 0`).
+    Empty,
+    /// A plain text body.
+    Text(&'static str),
+    /// A JSON object, fields in insertion order.
+    Json(Map<String, Value>),
 }
 
-/// [`json_error`] with a `hint` field (the denial as `sluice run` prints it).
-pub(crate) fn json_error_with_hint(
+/// One refusal, not yet rendered.
+#[derive(Clone, Debug, PartialEq)]
+#[must_use]
+pub struct Refusal {
+    status: u16,
+    body: Body,
+    /// The policy entry, for `X-Sluice-Policy`.
+    policy: Option<String>,
+}
+
+impl Refusal {
+    /// `{"error": code, "detail": detail}` with `status`.
+    pub fn json(status: u16, code: &str, detail: &str) -> Self {
+        let mut body = Map::new();
+        body.insert("error".into(), code.into());
+        body.insert("detail".into(), detail.into());
+        Self {
+            status,
+            body: Body::Json(body),
+            policy: None,
+        }
+    }
+
+    /// `status` with no body.
+    pub const fn empty(status: u16) -> Self {
+        Self {
+            status,
+            body: Body::Empty,
+            policy: None,
+        }
+    }
+
+    /// `status` with a plain text body.
+    pub const fn text(status: u16, text: &'static str) -> Self {
+        Self {
+            status,
+            body: Body::Text(text),
+            policy: None,
+        }
+    }
+
+    /// Adds (or replaces) a field of a JSON body; nothing for other bodies.
+    pub fn field(mut self, name: &str, value: impl Into<Value>) -> Self {
+        if let Body::Json(map) = &mut self.body {
+            map.insert(name.to_owned(), value.into());
+        }
+        self
+    }
+
+    /// The `reason` field (the policy's reason for a CONNECT denial), when not empty.
+    pub fn reason(self, reason: Option<&str>) -> Self {
+        match reason.filter(|r| !r.is_empty()) {
+            Some(r) => self.field("reason", r),
+            None => self,
+        }
+    }
+
+    /// The `hint` field: the denial as `sluice run` prints it.
+    pub fn hint(self, hint: &str) -> Self {
+        self.field("hint", hint)
+    }
+
+    /// Names the policy entry in `X-Sluice-Policy` (omitted for `-` or a key
+    /// that is not plain visible ASCII).
+    pub fn policy(mut self, key: Option<&str>) -> Self {
+        self.policy = key.and_then(policy_header_value).map(str::to_owned);
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The `error` code of a JSON body.
+    pub fn code(&self) -> Option<&str> {
+        match &self.body {
+            Body::Json(map) => map.get("error").and_then(Value::as_str),
+            _ => None,
+        }
+    }
+
+    /// The refusal as an HTTP/1.1 response that closes the connection.
+    pub fn http1(&self) -> Vec<u8> {
+        let (content_type, body) = match &self.body {
+            Body::Empty => (None, String::new()),
+            Body::Text(t) => (None, (*t).to_owned()),
+            Body::Json(map) => (
+                Some("application/json"),
+                Value::Object(map.clone()).to_string(),
+            ),
+        };
+        let mut out = String::with_capacity(160 + body.len());
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {}\r\n",
+            self.status,
+            reason_phrase(self.status)
+        );
+        if let Some(ct) = content_type {
+            let _ = write!(out, "Content-Type: {ct}\r\n");
+        }
+        let _ = write!(
+            out,
+            "Content-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
+        if let Some(p) = &self.policy {
+            let _ = write!(out, "X-Sluice-Policy: {p}\r\n");
+        }
+        out.push_str("\r\n");
+        out.push_str(&body);
+        out.into_bytes()
+    }
+}
+
+/// An oversized initial head.
+pub const HEAD_TOO_LARGE: Refusal = Refusal::empty(431);
+/// A malformed head.
+pub const BAD_REQUEST: Refusal = Refusal::empty(400);
+/// A head that did not arrive in time.
+pub const REQUEST_TIMEOUT: Refusal = Refusal::empty(408);
+/// `https://` on the forward proxy.
+pub const USE_CONNECT: Refusal = Refusal::text(400, "Use CONNECT for HTTPS URLs");
+
+/// A JSON refusal: `policy` names the entry in `X-Sluice-Policy`, `reason`
+/// adds the `reason` field (CONNECT denials).
+pub fn json_error(
     status: u16,
     code: &str,
     detail: &str,
     reason: Option<&str>,
     policy: Option<&str>,
-    hint: Option<&str>,
-) -> Vec<u8> {
-    let mut body = serde_json::Map::new();
-    body.insert("error".into(), code.into());
-    body.insert("detail".into(), detail.into());
-    if let Some(r) = reason.filter(|r| !r.is_empty()) {
-        body.insert("reason".into(), r.into());
-    }
-    if let Some(h) = hint {
-        body.insert("hint".into(), h.into());
-    }
-    let body = serde_json::Value::Object(body).to_string();
-    let mut out = String::with_capacity(160 + body.len());
-    let _ = write!(
-        out,
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-        reason_phrase(status),
-        body.len()
-    );
-    if let Some(p) = policy.and_then(policy_header_value) {
-        let _ = write!(out, "X-Sluice-Policy: {p}\r\n");
-    }
-    out.push_str("\r\n");
-    out.push_str(&body);
-    out.into_bytes()
+) -> Refusal {
+    Refusal::json(status, code, detail)
+        .reason(reason)
+        .policy(policy)
 }
 
 /// The answer to a refused destination: `403 ssrf_denied` for a policy
 /// refusal, `502 upstream_unreachable` when resolution failed. `what` is the
 /// request as named in the detail (`CONNECT h:p`, `GET h:p`).
-pub(crate) fn destination_refused(
+pub fn destination_refused(
     denial: &crate::destination::DestinationDenial,
     what: &str,
     target: &crate::egress::Target,
     policy: &str,
-) -> Vec<u8> {
+) -> Refusal {
     if denial.is_policy() {
         let detail = format!("{what} blocked: {}", denial.client_detail());
         json_error(403, "ssrf_denied", &detail, None, Some(policy))
@@ -111,26 +209,59 @@ pub(crate) fn destination_refused(
 mod tests {
     use super::*;
 
+    fn rendered(r: &Refusal) -> String {
+        String::from_utf8(r.http1()).unwrap()
+    }
+
     #[test]
-    fn json_error_shape() {
-        let raw = json_error(
+    fn json_refusal_shape() {
+        let r = json_error(
             403,
             "policy_denied",
             "CONNECT a:443 not permitted by policy",
             Some("why"),
             Some("github"),
-        );
-        let text = String::from_utf8(raw).unwrap();
+        )
+        .hint("denied CONNECT a:443 (curl, pid 7): why");
+        assert_eq!((r.status(), r.code()), (403, Some("policy_denied")));
+        let text = rendered(&r);
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 403 Forbidden\r\n"));
+        assert!(head.contains("Content-Type: application/json\r\n"));
+        assert!(head.contains("Connection: close\r\n"));
         assert!(head.contains("X-Sluice-Policy: github"));
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
-        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        let v: Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["error"], "policy_denied");
         assert_eq!(v["reason"], "why");
-        let text = String::from_utf8(json_error(502, "upstream_unreachable", "x", Some(""), None))
-            .unwrap();
-        assert!(!text.contains("reason") && !text.contains("X-Sluice-Policy"));
+        assert_eq!(v["hint"], "denied CONNECT a:443 (curl, pid 7): why");
+        let plain = rendered(&json_error(
+            502,
+            "upstream_unreachable",
+            "x",
+            Some(""),
+            Some("-"),
+        ));
+        assert!(!plain.contains("reason") && !plain.contains("X-Sluice-Policy"));
+        let injected = rendered(&json_error(403, "e", "d", None, Some("a\r\nSet-Cookie: x")));
+        assert!(!injected.contains("Set-Cookie"), "{injected}");
+    }
+
+    #[test]
+    fn bare_and_text_refusals() {
+        assert_eq!(
+            rendered(&HEAD_TOO_LARGE),
+            "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(
+            rendered(&USE_CONNECT),
+            "HTTP/1.1 400 Bad Request\r\nContent-Length: 26\r\nConnection: close\r\n\r\nUse CONNECT for HTTPS URLs"
+        );
+        assert_eq!(
+            BAD_REQUEST.field("x", 1),
+            BAD_REQUEST,
+            "no JSON body to extend"
+        );
     }
 
     /// Every status the proxy answers with has its own reason phrase
@@ -146,10 +277,10 @@ mod tests {
             (502, "Bad Gateway"),
             (503, "Service Unavailable"),
         ] {
-            let text = String::from_utf8(json_error(status, "e", "d", None, None)).unwrap();
+            let t = rendered(&json_error(status, "e", "d", None, None));
             assert!(
-                text.starts_with(&format!("HTTP/1.1 {status} {phrase}\r\n")),
-                "{text}"
+                t.starts_with(&format!("HTTP/1.1 {status} {phrase}\r\n")),
+                "{t}"
             );
         }
         assert_eq!(reason_phrase(599), "Error");

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use super::Shared;
 use crate::destination::{self, UpstreamConnector};
 use crate::egress::{EgressDecision, EgressIntent, IdentityEvidence, Surface, Target};
-use crate::refusal::{destination_refused, json_error, json_error_with_hint};
+use crate::refusal::{destination_refused, json_error};
 use crate::relay::http::tunnel::TunnelPolicy;
 use crate::relay::http::{
     answer_and_close, read_head, request_loop, HeadError, RejectCause, RequestHead, RequestPolicy,
@@ -63,7 +63,7 @@ pub(super) async fn handle(
             );
             let detail = format!("CONNECT target rejected: {e}");
             let response = json_error(400, "invalid_connect_target", &detail, None, None);
-            answer_and_close(&mut client, &response).await;
+            answer_and_close(&mut client, &response.http1()).await;
             return;
         }
     };
@@ -89,7 +89,7 @@ pub(super) async fn handle(
             None,
             None,
         );
-        answer_and_close(&mut client, &response).await;
+        answer_and_close(&mut client, &response.http1()).await;
         return;
     }
     if client
@@ -170,7 +170,7 @@ pub(super) async fn handle(
                 None,
                 Some(opened.decision.policy_key()),
             );
-            answer_and_close(&mut client, &response).await;
+            answer_and_close(&mut client, &response.http1()).await;
         }
         _ => raw(shared, client, opened, &[]).await,
     }
@@ -228,7 +228,7 @@ async fn http(shared: &Shared, mut client: ClientStream, opened: Opened, tls: bo
                 Ok(r) => r,
                 Err(e) => {
                     if let Some(response) = policy.rejected(&RejectCause::Parse(e)) {
-                        answer_and_close(&mut client, &response).await;
+                        answer_and_close(&mut client, &response.http1()).await;
                     }
                     return;
                 }
@@ -237,7 +237,7 @@ async fn http(shared: &Shared, mut client: ClientStream, opened: Opened, tls: bo
         Err(HeadError::Closed) => return,
         Err(e) => {
             if let Some(response) = policy.rejected(&RejectCause::Head(e)) {
-                answer_and_close(&mut client, &response).await;
+                answer_and_close(&mut client, &response.http1()).await;
             }
             return;
         }
@@ -257,15 +257,9 @@ async fn open(shared: &Shared, client: &mut TcpStream, intent: EgressIntent) -> 
             let detail = format!("CONNECT {target} not permitted by policy");
             let reason = decision.deny_reason();
             let hint = decision.denial_hint(&format!("CONNECT {target}"), &reason);
-            let response = json_error_with_hint(
-                403,
-                "policy_denied",
-                &detail,
-                Some(&reason),
-                None,
-                Some(&hint),
-            );
-            answer_and_close(client, &response).await;
+            let response =
+                json_error(403, "policy_denied", &detail, Some(&reason), None).hint(&hint);
+            answer_and_close(client, &response.http1()).await;
             return None;
         };
         let connector = match destination::validate(
@@ -283,7 +277,7 @@ async fn open(shared: &Shared, client: &mut TcpStream, intent: EgressIntent) -> 
                     .destination_denied(&decision, &denial, None);
                 let what = format!("CONNECT {target}");
                 let response = destination_refused(&denial, &what, target, decision.policy_key());
-                answer_and_close(client, &response).await;
+                answer_and_close(client, &response.http1()).await;
                 return None;
             }
         };
@@ -307,7 +301,7 @@ async fn open(shared: &Shared, client: &mut TcpStream, intent: EgressIntent) -> 
                         None,
                         Some(decision.policy_key()),
                     );
-                    answer_and_close(client, &response).await;
+                    answer_and_close(client, &response.http1()).await;
                     return None;
                 }
             }
@@ -328,7 +322,7 @@ async fn open(shared: &Shared, client: &mut TcpStream, intent: EgressIntent) -> 
     );
     answer_and_close(
         client,
-        &json_error(403, "policy_denied", &detail, None, None),
+        &json_error(403, "policy_denied", &detail, None, None).http1(),
     )
     .await;
     None

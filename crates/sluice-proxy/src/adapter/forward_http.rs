@@ -14,8 +14,8 @@ use super::Shared;
 use crate::destination::{self, UpstreamConnector};
 use crate::egress::{EgressDecision, EgressIntent, IdentityEvidence, Surface, Target};
 use crate::refusal::{
-    destination_refused, json_error, json_error_with_hint, BAD_REQUEST, HEAD_TOO_LARGE,
-    REQUEST_TIMEOUT, USE_CONNECT,
+    destination_refused, json_error, Refusal, BAD_REQUEST, HEAD_TOO_LARGE, REQUEST_TIMEOUT,
+    USE_CONNECT,
 };
 use crate::relay::http::l7::{self, canonical_target, L7Outcome};
 use crate::relay::http::tunnel::FRAMING;
@@ -178,7 +178,7 @@ impl ForwardPolicy<'_> {
             TargetRefusal::Https => (
                 Activity::Refuse,
                 "FORWARD rejected: unsupported scheme https".to_owned(),
-                USE_CONNECT.to_vec(),
+                USE_CONNECT,
             ),
             TargetRefusal::OtherScheme => (
                 Activity::Refuse,
@@ -196,7 +196,7 @@ impl ForwardPolicy<'_> {
                 format!("FORWARD parse error for {}", redact_path(&req.target)),
                 {
                     let _ = why;
-                    BAD_REQUEST.to_vec()
+                    BAD_REQUEST
                 },
             ),
         };
@@ -238,14 +238,7 @@ impl ForwardPolicy<'_> {
                     &decision.deny_reason(),
                 );
                 return Admission::Respond {
-                    response: json_error_with_hint(
-                        403,
-                        "policy_denied",
-                        &detail,
-                        None,
-                        None,
-                        Some(&hint),
-                    ),
+                    response: json_error(403, "policy_denied", &detail, None, None).hint(&hint),
                 };
             };
             let canonical = match canonical_target(&decision, &t.path_and_query) {
@@ -362,7 +355,7 @@ impl RequestPolicy for ForwardPolicy<'_> {
             })
     }
 
-    fn unreachable(&mut self, _req: &RequestHead, failure: &DialFailure) -> Vec<u8> {
+    fn unreachable(&mut self, _req: &RequestHead, failure: &DialFailure) -> Refusal {
         self.cached = None;
         let (target, err) = match failure {
             DialFailure::Connect { target, error } => (target, error.to_string()),
@@ -382,7 +375,7 @@ impl RequestPolicy for ForwardPolicy<'_> {
         )
     }
 
-    fn rejected(&mut self, cause: &RejectCause) -> Option<Vec<u8>> {
+    fn rejected(&mut self, cause: &RejectCause) -> Option<Refusal> {
         let (response, detail) = match cause {
             RejectCause::Head(HeadError::TooLarge(n)) => (
                 Some(HEAD_TOO_LARGE),
@@ -402,7 +395,7 @@ impl RequestPolicy for ForwardPolicy<'_> {
             "FORWARD parse error for follow-up request".into(),
             detail,
         );
-        response.map(<[u8]>::to_vec)
+        response
     }
 
     async fn revoked(&self, upstream_ip: Option<std::net::IpAddr>) {

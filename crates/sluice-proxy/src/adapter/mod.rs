@@ -43,16 +43,18 @@ pub(crate) async fn serve_connection(
                     shared.limits.initial_head.max_bytes
                 ),
             );
-            answer_and_close(&mut client, refusal::HEAD_TOO_LARGE).await;
+            answer_and_close(&mut client, &refusal::HEAD_TOO_LARGE.http1()).await;
             return;
         }
         Err(HeadError::Closed) => return,
         Err(e) => {
             tracing::debug!(client.addr = %peer, error = %e, "Head read failed");
             match e {
-                HeadError::Timeout => answer_and_close(&mut client, refusal::REQUEST_TIMEOUT).await,
+                HeadError::Timeout => {
+                    answer_and_close(&mut client, &refusal::REQUEST_TIMEOUT.http1()).await
+                }
                 HeadError::Truncated | HeadError::BareLineEnding => {
-                    answer_and_close(&mut client, refusal::BAD_REQUEST).await;
+                    answer_and_close(&mut client, &refusal::BAD_REQUEST.http1()).await;
                 }
                 _ => {}
             }
@@ -70,7 +72,7 @@ pub(crate) async fn serve_connection(
                 "Proxy connection error: malformed request head".into(),
                 e.to_string(),
             );
-            answer_and_close(&mut client, refusal::BAD_REQUEST).await;
+            answer_and_close(&mut client, &refusal::BAD_REQUEST.http1()).await;
             return;
         }
     };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::body::{media_type, rewrite_body, BODY_LIMIT};
 use super::inject::{inject_head, CredentialError};
 use crate::egress::EgressDecision;
-use crate::refusal::json_error;
+use crate::refusal::{json_error, Refusal};
 use crate::relay::http::{BodyFraming, BodyPlan, RequestHead};
 use crate::relay::RelayContext;
 
@@ -26,21 +26,16 @@ fn credential_response(
     shared: &RelayContext,
     d: &EgressDecision,
     err: &CredentialError,
-) -> Vec<u8> {
+) -> Refusal {
     match err {
         CredentialError::Mismatch { name } => {
             shared.audit.credential_denied(d, name);
-            let body = serde_json::json!({
-                "error": "credential_endpoint_mismatch",
-                "message": "credential is not authorized for this endpoint",
-                "detail": format!("credential {name} is not bound to {}", d.intent.target),
-            })
-            .to_string();
-            format!(
-                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
+            Refusal::json(
+                403,
+                "credential_endpoint_mismatch",
+                &format!("credential {name} is not bound to {}", d.intent.target),
             )
-            .into_bytes()
+            .field("message", "credential is not authorized for this endpoint")
         }
         CredentialError::Unknown { name } => {
             shared.audit.credential_denied(d, name);
@@ -71,7 +66,7 @@ pub(crate) async fn prepare(
     path: &str,
     query: Option<&str>,
     rewrite_body_opt_in: bool,
-) -> Result<Outbound, Vec<u8>> {
+) -> Result<Outbound, Refusal> {
     let snapshot = &decision.snapshot;
     let target = &decision.intent.target;
     let mut providers: Vec<Arc<str>> = Vec::new();

@@ -12,6 +12,7 @@ use super::request::{ParseError, RequestHead};
 use super::response::{parse_response, ResponseError, ResponseHead};
 use crate::destination::UpstreamConnector;
 use crate::egress::Target;
+use crate::refusal::Refusal;
 use crate::relay::idle::Activity;
 use crate::relay::stream::UpstreamStream;
 use crate::relay::websocket::{self, parse_deflate_extension, TextPolicy, WsLimits};
@@ -38,7 +39,7 @@ pub enum Admission {
         upgrade: Upgrade,
     },
     /// Answer locally with `response` and close the client connection.
-    Respond { response: Vec<u8> },
+    Respond { response: Refusal },
 }
 
 /// What an admitted request may upgrade to.
@@ -79,7 +80,7 @@ pub enum BodyPlan {
         limit: usize,
         transform: BodyTransform,
         /// The answer when the body cannot be read within `limit` (default: a bare 400).
-        on_error: Option<Vec<u8>>,
+        on_error: Option<Refusal>,
     },
 }
 
@@ -107,7 +108,7 @@ impl std::fmt::Debug for BodyPlan {
 
 /// Rewrites or checks a buffered body: `Ok(None)` keeps it, `Ok(Some)`
 /// replaces it, `Err(response)` refuses the request with that response.
-pub type BodyTransform = Box<dyn FnOnce(&[u8]) -> Result<Option<Vec<u8>>, Vec<u8>> + Send>;
+pub type BodyTransform = Box<dyn FnOnce(&[u8]) -> Result<Option<Vec<u8>>, Refusal> + Send>;
 
 /// How one request loop ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -145,9 +146,9 @@ pub trait RequestPolicy: Send {
         connector: &UpstreamConnector,
     ) -> impl Future<Output = Result<UpstreamStream, DialFailure>> + Send;
     /// The upstream could not be opened: the response to send.
-    fn unreachable(&mut self, req: &RequestHead, failure: &DialFailure) -> Vec<u8>;
+    fn unreachable(&mut self, req: &RequestHead, failure: &DialFailure) -> Refusal;
     /// A request head was refused or the head could not be read: the response, if any.
-    fn rejected(&mut self, err: &RejectCause) -> Option<Vec<u8>>;
+    fn rejected(&mut self, err: &RejectCause) -> Option<Refusal>;
     /// An exchange finished with `status` from the upstream.
     fn completed(&mut self, req: &RequestHead, status: u16);
     /// An admitted exchange broke mid-way (upstream or client I/O, bad response).
@@ -215,7 +216,7 @@ where
     loop {
         let (key, connector, mut head, body, upgrade) = match policy.admit(&req).await {
             Admission::Respond { response } => {
-                super::answer_and_close(client, &response).await;
+                super::answer_and_close(client, &response.http1()).await;
                 return LoopEnd::Answered;
             }
             Admission::Forward {
@@ -247,7 +248,7 @@ where
                     Err(e) => match on_error {
                         Some(response) => {
                             tracing::debug!(error = %e, "Body not inspectable");
-                            super::answer_and_close(client, &response).await;
+                            super::answer_and_close(client, &response.http1()).await;
                             return LoopEnd::Answered;
                         }
                         None => {
@@ -259,7 +260,7 @@ where
                     Ok(Some(b)) => b,
                     Ok(None) => raw,
                     Err(response) => {
-                        super::answer_and_close(client, &response).await;
+                        super::answer_and_close(client, &response.http1()).await;
                         return LoopEnd::Answered;
                     }
                 };
@@ -299,7 +300,7 @@ where
                 },
                 Err(failure) => {
                     let response = policy.unreachable(&req, &failure);
-                    super::answer_and_close(client, &response).await;
+                    super::answer_and_close(client, &response.http1()).await;
                     return LoopEnd::Answered;
                 }
             },
@@ -349,7 +350,7 @@ where
             }
             Err(ExchangeError::BadResponse(e)) => {
                 policy.failed(&req, &e.to_string());
-                let _ = client.write_all(BAD_GATEWAY).await;
+                let _ = client.write_all(&bad_gateway().http1()).await;
                 let _ = client.shutdown().await;
                 return LoopEnd::Broken;
             }
@@ -398,7 +399,9 @@ where
     }
 }
 
-const BAD_GATEWAY: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: 68\r\nConnection: close\r\n\r\n{\"error\":\"upstream_protocol_error\",\"detail\":\"invalid upstream reply\"}";
+fn bad_gateway() -> Refusal {
+    Refusal::json(502, "upstream_protocol_error", "invalid upstream reply")
+}
 
 /// A reserved credential marker in a streamed (guarded) body: the request
 /// is refused, never completed upstream.
@@ -412,7 +415,7 @@ where
     policy.failed(req, &format!("credential_injection_failed: {DETAIL}"));
     let response =
         crate::refusal::json_error(500, "credential_injection_failed", DETAIL, None, None);
-    super::answer_and_close(client, &response).await;
+    super::answer_and_close(client, &response.http1()).await;
     LoopEnd::Answered
 }
 
@@ -422,7 +425,7 @@ where
     P: RequestPolicy,
 {
     match policy.rejected(&cause) {
-        Some(response) => super::answer_and_close(client, &response).await,
+        Some(response) => super::answer_and_close(client, &response.http1()).await,
         None => {
             let _ = client.shutdown().await;
         }

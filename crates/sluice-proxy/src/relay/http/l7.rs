@@ -2,8 +2,6 @@
 //! tunnel, terminated TLS tunnel): canonical target, h2c refusal, and the
 //! generation-pinned REST evaluation of the decision's routes.
 
-use std::fmt::Write as _;
-
 use sluice_policy::request::{
     canonicalize_path, evaluate_rest, graphql, has_l7_routes, jsonrpc, mcp, ProtocolVerdict,
     QueryParams, RestRequest,
@@ -13,6 +11,7 @@ use sluice_telemetry::redact_path;
 
 use super::request::RequestHead;
 use crate::egress::EgressDecision;
+use crate::refusal::Refusal;
 
 /// The request target split and canonicalized (the form used for policy and on the wire).
 #[derive(Debug)]
@@ -379,7 +378,7 @@ pub(crate) fn inspect_limit(snapshot: &PolicySnapshot, endpoint: EndpointId) -> 
 }
 
 /// The `400` for a body that cannot be inspected (too large, unreadable).
-pub(crate) fn uninspectable_body(protocol: Protocol, detail: &str) -> Vec<u8> {
+pub(crate) fn uninspectable_body(protocol: Protocol, detail: &str) -> Refusal {
     let (code, what) = match protocol {
         Protocol::Graphql => ("invalid_graphql_request", "GraphQL"),
         Protocol::JsonRpc => ("invalid_jsonrpc_request", "JSON-RPC"),
@@ -400,7 +399,7 @@ pub(crate) fn deny_response(
     method: &str,
     path: &str,
     outcome: &L7Outcome,
-) -> Vec<u8> {
+) -> Refusal {
     let target = &decision.intent.target;
     let path = redact_path(path);
     let (detail, protocol, endpoint, rule) = match outcome {
@@ -419,47 +418,38 @@ pub(crate) fn deny_response(
         .unwrap_or(protocol);
     let binary = decision.intent.identity.process().map(|p| p.exe.clone());
     let host = target.host.to_string();
-    let mut body = serde_json::json!({
-        "error": if matches!(outcome, L7Outcome::Uninspectable { .. }) { "l7_inspection_unavailable" } else { "policy_denied" },
-        "policy": decision.policy_key(),
-        "rule": rule.unwrap_or_else(|| format!("{method} {path}")),
-        "detail": detail,
+    let error = if matches!(outcome, L7Outcome::Uninspectable { .. }) {
+        "l7_inspection_unavailable"
+    } else {
+        "policy_denied"
+    };
+    let shown = redact_path(&sluice_policy::placeholder::scrub(&path));
+    let hint = decision.denial_hint(&format!("{method} {target}{shown}"), &detail);
+    let mut rule_missing = serde_json::json!({
+        "type": format!("{protocol}_allow"),
         "layer": "l7",
-        "protocol": protocol,
         "method": method,
         "path": path,
         "host": host,
         "port": target.port,
-        "rule_missing": {
-            "type": format!("{protocol}_allow"),
-            "layer": "l7",
-            "method": method,
-            "path": path,
-            "host": host,
-            "port": target.port,
-        },
-        "next_steps": [],
     });
+    let mut refusal = Refusal::json(403, error, &detail)
+        .field("policy", decision.policy_key())
+        .field("rule", rule.unwrap_or_else(|| format!("{method} {path}")))
+        .field("layer", "l7")
+        .field("protocol", protocol)
+        .field("method", method)
+        .field("path", path.as_str())
+        .field("host", host.as_str())
+        .field("port", target.port)
+        .field("next_steps", serde_json::Value::Array(Vec::new()))
+        .hint(&hint)
+        .policy(Some(decision.policy_key()));
     if let Some(b) = binary {
-        body["binary"] = b.clone().into();
-        body["rule_missing"]["binary"] = b.into();
+        rule_missing["binary"] = b.clone().into();
+        refusal = refusal.field("binary", b);
     }
-    let shown = redact_path(&sluice_policy::placeholder::scrub(&path));
-    body["hint"] = decision
-        .denial_hint(&format!("{method} {target}{shown}"), &detail)
-        .into();
-    let body = body.to_string();
-    let mut out = String::with_capacity(200 + body.len());
-    let _ = write!(
-        out,
-        "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if let Some(p) = crate::refusal::policy_header_value(decision.policy_key()) {
-        let _ = write!(out, "X-Sluice-Policy: {p}\r\n");
-    }
-    let _ = write!(out, "Connection: close\r\n\r\n{body}");
-    out.into_bytes()
+    refusal.field("rule_missing", rule_missing)
 }
 
 /// The response for an outcome that must not be forwarded, with its event;
@@ -470,7 +460,7 @@ pub(crate) fn refusal(
     method: &str,
     path: &str,
     outcome: &L7Outcome,
-) -> Option<Vec<u8>> {
+) -> Option<Refusal> {
     let policy = Some(d.policy_key());
     Some(match outcome {
         L7Outcome::Pass
@@ -505,7 +495,7 @@ pub(crate) async fn admitted(
     req: &RequestHead,
     target: &CanonicalTarget<'_>,
     outcome: &L7Outcome,
-) -> Result<(crate::relay::credentials::Outbound, super::Upgrade), Vec<u8>> {
+) -> Result<(crate::relay::credentials::Outbound, super::Upgrade), Refusal> {
     let opt_in = outcome.body_rewrite(decision);
     let mut outbound = crate::relay::credentials::prepare(
         shared,

@@ -11,7 +11,7 @@ use super::HeadError;
 use crate::destination::{self, UpstreamConnector};
 use crate::egress::{EgressDecision, Target};
 use crate::refusal::{
-    destination_refused, json_error, BAD_REQUEST, HEAD_TOO_LARGE, REQUEST_TIMEOUT,
+    destination_refused, json_error, Refusal, BAD_REQUEST, HEAD_TOO_LARGE, REQUEST_TIMEOUT,
 };
 use crate::relay::stream::UpstreamStream;
 use crate::relay::RelayContext;
@@ -31,18 +31,16 @@ pub(crate) struct TunnelPolicy<'a> {
     pub(crate) current: Option<(String, L7Outcome, Vec<std::sync::Arc<str>>)>,
 }
 
-fn authority_mismatch(found: &str) -> Vec<u8> {
-    let body = serde_json::json!({
-        "error": "request_authority_mismatch",
-        "message": "HTTP request authority does not match the authorized tunnel endpoint",
-        "detail": format!("request named {found}"),
-    })
-    .to_string();
-    format!(
-        "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+fn authority_mismatch(found: &str) -> Refusal {
+    Refusal::json(
+        403,
+        "request_authority_mismatch",
+        &format!("request named {found}"),
     )
-    .into_bytes()
+    .field(
+        "message",
+        "HTTP request authority does not match the authorized tunnel endpoint",
+    )
 }
 
 impl TunnelPolicy<'_> {
@@ -65,7 +63,7 @@ impl TunnelPolicy<'_> {
         }
     }
     /// Re-authorize from scratch when the generation moved since the last request.
-    async fn refresh(&mut self) -> Result<(), Vec<u8>> {
+    async fn refresh(&mut self) -> Result<(), Refusal> {
         let shared = self.shared;
         if shared.authorizer.generation() == self.decision.generation() {
             return Ok(());
@@ -134,7 +132,7 @@ impl RequestPolicy for TunnelPolicy<'_> {
                 "request-target must be origin-form or absolute-form".into(),
             );
             return Admission::Respond {
-                response: BAD_REQUEST.to_vec(),
+                response: BAD_REQUEST,
             };
         };
         if let Some(seen) = foreign_authority(&tunnel_target, self.default_port(), req, absolute) {
@@ -238,7 +236,7 @@ impl RequestPolicy for TunnelPolicy<'_> {
             })
     }
 
-    fn unreachable(&mut self, _req: &RequestHead, failure: &DialFailure) -> Vec<u8> {
+    fn unreachable(&mut self, _req: &RequestHead, failure: &DialFailure) -> Refusal {
         let (target, detail) = match failure {
             DialFailure::Connect { target, error } => {
                 (target, format!("connection to {target} failed: {error}"))
@@ -261,7 +259,7 @@ impl RequestPolicy for TunnelPolicy<'_> {
         )
     }
 
-    fn rejected(&mut self, cause: &RejectCause) -> Option<Vec<u8>> {
+    fn rejected(&mut self, cause: &RejectCause) -> Option<Refusal> {
         let (response, detail) = match cause {
             RejectCause::Head(HeadError::Closed) => return None,
             RejectCause::Head(HeadError::TooLarge(n)) => (
@@ -283,7 +281,7 @@ impl RequestPolicy for TunnelPolicy<'_> {
             ),
             detail,
         );
-        response.map(<[u8]>::to_vec)
+        response
     }
 
     fn revoked(
