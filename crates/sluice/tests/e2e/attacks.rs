@@ -3,17 +3,18 @@
 //! real binary over real sockets. Figures are printed (`--nocapture`) and
 //! recorded in `docs/security.md`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::ffi::OsStr;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
-use crate::harness::{eventually, patience, read_response, recorded, Netns, Sluice, TempDir};
+use crate::harness::{read_response, Sluice};
+use sluice_test_support::{eventually, patience, py_script, recorded, Netns, TempDir, PYTHON3};
 
 /// Address that looks public; nothing routes there from the namespace sluice
 /// runs in for the rebinding test (no default route), so a dial fails at once.
@@ -104,28 +105,13 @@ while True:
                 sel.unregister(s); s.close(); seen.pop(s, None)
 "#;
 
-fn start_misbehaving(ns: &Netns, port: u16, mode: &str) -> Child {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "python3", "-c", MISBEHAVE_PY])
-        .args([ns.ns_ip.as_str(), &port.to_string(), mode])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start misbehaving upstream");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    assert_eq!(line.trim(), "ready");
-    child
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Starts [`MISBEHAVE_PY`] in `mode` on `port` in `ns` (stopped with `ns`).
+fn start_misbehaving(ns: &Netns, port: u16, mode: &str) {
+    let port = port.to_string();
+    ns.start_process(
+        "misbehaving upstream",
+        &[PYTHON3, "-c", MISBEHAVE_PY, &ns.ns_ip, &port, mode],
+    );
 }
 
 fn policy(endpoints: &[&str]) -> String {
@@ -182,25 +168,19 @@ fn dns_rebinding_only_the_validated_address_is_dialled() {
     ns.start_recorder(8080, &upstream_record);
     // The test's DNS server on 127.0.0.1 inside the namespace.
     let dns_record = dir.path("dns.jsonl");
-    let mut dns = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "python3"])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/e2e/dns_server.py"
-        ))
-        .args(["127.0.0.1", "5353"])
-        .arg(&dns_record)
-        .args([PUBLIC_LOOKING, ns.ns_ip.as_str()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("dns server");
-    let mut line = String::new();
-    BufReader::new(dns.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready");
-    let _dns = Killed(dns);
+    let script = py_script("dns_server.py");
+    ns.start_process(
+        "dns server",
+        &[
+            OsStr::new(PYTHON3),
+            script.as_os_str(),
+            OsStr::new("127.0.0.1"),
+            OsStr::new("5353"),
+            dns_record.as_os_str(),
+            OsStr::new(PUBLIC_LOOKING),
+            OsStr::new(&ns.ns_ip),
+        ],
+    );
 
     // sluice runs inside the namespace: it has no default route, so the
     // public-looking answer fails with ENETUNREACH and no packet leaves.
@@ -317,7 +297,7 @@ fn ten_thousand_idle_tunnels_then_fds_return_to_baseline() {
     );
     let dir = TempDir::new("load");
     let ns = Netns::new();
-    let _up = Killed(start_misbehaving(&ns, 9100, "hold"));
+    start_misbehaving(&ns, 9100, "hold");
     let yaml = policy(&["{ host: hold.test, port: 9100 }"]);
     let host = format!("hold.test={}", ns.ns_ip);
     let p = start_proxy(
@@ -420,8 +400,8 @@ fn slowloris_head_is_cut_off_at_the_head_timeout() {
 fn upstream_reset_and_stall_mid_body_close_the_client_without_leaks() {
     let dir = TempDir::new("midbody");
     let ns = Netns::new();
-    let _reset = Killed(start_misbehaving(&ns, 9200, "reset"));
-    let _stall = Killed(start_misbehaving(&ns, 9201, "stall"));
+    start_misbehaving(&ns, 9200, "reset");
+    start_misbehaving(&ns, 9201, "stall");
     let yaml = policy(&[
         "{ host: bad.test, port: 9200 }",
         "{ host: bad.test, port: 9201 }",

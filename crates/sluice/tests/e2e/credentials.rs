@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::harness::{
-    curl, json_body, raw_exchange, recorded, sluice_cmd, test_pki, tunnel, Netns, Sluice, TempDir,
+    connect, curl, json_body, raw_exchange, read_response, sluice_cmd, tunnel, Sluice,
 };
+use sluice_test_support::{recorded, test_pki, Netns, Python, TempDir};
 
 const API_TOKEN: &str = "s3cr3t-api-token-9f1c";
 const API_PASS: &str = "pa55-w0rd-7c2e";
@@ -626,26 +627,6 @@ r = requests.post(url, data=body(), proxies={"http": proxy, "https": proxy}, ver
 print(r.status_code, r.json().get("error", "") if r.headers.get("content-type", "").startswith("application/json") else "")
 "#;
 
-fn python_lines(script: &str, args: &[&str]) -> Vec<String> {
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Issue 12, class 3: a placeholder split across chunks of a chunked body
 /// is refused where body rewriting is off, before anything of the request
 /// reaches the upstream (bodies up to 256 KiB); a split beyond 256 KiB is
@@ -667,7 +648,9 @@ fn a_placeholder_split_across_chunks_is_refused() {
             "http://rec.test:9000/upload",
             "https://vault.test:8443/upload",
         ] {
-            let got = python_lines(CHUNKED_POST, &[&proxy, bundle, url, pieces]);
+            let got = Python::inline(CHUNKED_POST)
+                .args([proxy.as_str(), bundle, url, pieces])
+                .lines();
             assert_eq!(got, ["500 credential_injection_failed"], "{url} {pieces}");
         }
         // Plaintext tunnel, raw.
@@ -694,17 +677,16 @@ fn a_placeholder_split_across_chunks_is_refused() {
     );
     // The same pieces without a placeholder pass, chunked as sent.
     let clean = serde_json::json!([r#"{"t": "sluice:res"#, r#"t"}"#]).to_string();
-    let got = python_lines(
-        CHUNKED_POST,
-        &[&proxy, bundle, "https://vault.test:8443/ok", &clean],
-    );
+    let got = Python::inline(CHUNKED_POST)
+        .args([proxy.as_str(), bundle, "https://vault.test:8443/ok", &clean])
+        .lines();
     assert_eq!(got, ["200 "]);
     assert_eq!(last_seen(&vault)["body"], r#"{"t": "sluice:rest"}"#);
 
     // Beyond 256 KiB: the split marker is caught as it streams (to the
     // echo upstream, which answers only a complete request).
     let plain = s.record("plain.jsonl");
-    let mut conn = crate::harness::connect(s.sluice.addr);
+    let mut conn = connect(s.sluice.addr);
     let big = "x".repeat(300 * 1024);
     let head = "POST http://norewrite.test:8080/big HTTP/1.1\r\nHost: norewrite.test:8080\r\nTransfer-Encoding: chunked\r\n\r\n";
     let body = format!(
@@ -713,7 +695,7 @@ fn a_placeholder_split_across_chunks_is_refused() {
         17
     );
     conn.write_all(format!("{head}{body}").as_bytes()).unwrap();
-    let (status, _, resp) = crate::harness::read_response(&mut conn).expect("an answer");
+    let (status, _, resp) = read_response(&mut conn).expect("an answer");
     assert_eq!(status, 500, "{resp}");
     assert!(resp.contains("credential_injection_failed"), "{resp}");
     assert!(

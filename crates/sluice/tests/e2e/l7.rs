@@ -5,7 +5,8 @@
 
 use std::path::Path;
 
-use crate::harness::{curl, recorded, sluice_cmd, test_pki, tunnel, Netns, Sluice, TempDir};
+use crate::harness::{curl, sluice_cmd, tunnel, Sluice};
+use sluice_test_support::{recorded, test_pki, Netns, Python, TempDir};
 
 fn policy() -> String {
     let me = std::env::current_exe().unwrap();
@@ -190,16 +191,10 @@ s.proxies = {"https": proxy}
 codes = [s.get(f"https://secure.test:8443{p}", timeout=10, verify=bundle).status_code for p in ["/allowed/1", "/allowed/secret", "/allowed/2"]]
 print(",".join(map(str, codes)))
 "#;
-    let out = std::process::Command::new("python3")
-        .args(["-c", script, &proxy, s.bundle.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "200,403,200",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let codes = Python::inline(script)
+        .args([proxy.as_str(), s.bundle.to_str().unwrap()])
+        .stdout();
+    assert_eq!(codes.trim(), "200,403,200");
 
     // Pipelined inside the TLS tunnel: allowed, denied, allowed → 200, 403, then closed.
     let resp = tunnel(

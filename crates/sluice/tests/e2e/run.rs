@@ -8,7 +8,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::harness::{eventually, patience, recorded, test_pki, Netns, TempDir};
+use sluice_test_support::{eventually, patience, recorded, test_pki, Netns, TempDir};
 
 /// Upstreams in the test's namespace; only curl may use them (python3 is denied).
 const POLICY: &str = r#"version: 1
