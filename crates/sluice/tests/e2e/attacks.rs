@@ -6,7 +6,7 @@
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -159,118 +159,149 @@ fn dns_queries(record: &Path, name: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The DNS rebinding setup: in a namespace, a recorder (the private
+/// upstream the later answers point to) and the test's DNS server
+/// (`dns_server.py` on 127.0.0.1); sluice runs inside the namespace too,
+/// which has no default route, so the public-looking answer fails with
+/// ENETUNREACH and no packet leaves. Fields drop in order.
+struct Rebinding {
+    p: Sluice,
+    _ns: Netns,
+    upstream_record: PathBuf,
+    dns_record: PathBuf,
+    _dir: TempDir,
+}
+
+impl Rebinding {
+    fn start(tag: &str) -> Self {
+        let dir = TempDir::new(tag);
+        let ns = Netns::new();
+        let upstream_record = dir.path("upstream.bin");
+        ns.start_recorder(8080, &upstream_record);
+        let dns_record = dir.path("dns.jsonl");
+        let script = py_script("dns_server.py");
+        ns.start_process(
+            "dns server",
+            &[
+                OsStr::new(PYTHON3),
+                script.as_os_str(),
+                OsStr::new("127.0.0.1"),
+                OsStr::new("5353"),
+                dns_record.as_os_str(),
+                OsStr::new(PUBLIC_LOOKING),
+                OsStr::new(&ns.ns_ip),
+            ],
+        );
+        let yaml = policy(&[
+            "{ host: rebind.test, port: 8080 }",
+            "{ host: \"*.wild.test\", port: 8080 }",
+        ]);
+        let netns = ["ip", "netns", "exec", ns.name.as_str()];
+        let listen = format!("{}:0", ns.ns_ip);
+        let p = start_proxy(
+            &dir,
+            &netns,
+            &listen,
+            &yaml,
+            &[
+                "--dns-server",
+                "127.0.0.1:5353",
+                "--dial-timeout",
+                "1",
+                "--dns-timeout",
+                "2",
+            ],
+        );
+        Self {
+            p,
+            _ns: ns,
+            upstream_record,
+            dns_record,
+            _dir: dir,
+        }
+    }
+
+    /// A queries for `name` the DNS server answered.
+    fn queries(&self, name: &str) -> usize {
+        dns_queries(&self.dns_record, name).len()
+    }
+
+    /// Everything the private upstream received.
+    fn upstream_saw(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.upstream_record).unwrap_or_default())
+            .into_owned()
+    }
+}
+
+/// Exact host: the first answer (public) is validated and pinned; the dial
+/// fails, and sluice never asks again nor falls back to the private address
+/// that DNS would give now. A new connection asks again (once) and gets the
+/// namespace address, which an exact declared host may use: now, and only
+/// now, the upstream sees it.
 #[test]
-fn dns_rebinding_only_the_validated_address_is_dialled() {
-    let dir = TempDir::new("rebind");
-    let ns = Netns::new();
-    // The private upstream the later answers point to.
-    let upstream_record = dir.path("upstream.bin");
-    ns.start_recorder(8080, &upstream_record);
-    // The test's DNS server on 127.0.0.1 inside the namespace.
-    let dns_record = dir.path("dns.jsonl");
-    let script = py_script("dns_server.py");
-    ns.start_process(
-        "dns server",
-        &[
-            OsStr::new(PYTHON3),
-            script.as_os_str(),
-            OsStr::new("127.0.0.1"),
-            OsStr::new("5353"),
-            dns_record.as_os_str(),
-            OsStr::new(PUBLIC_LOOKING),
-            OsStr::new(&ns.ns_ip),
-        ],
-    );
-
-    // sluice runs inside the namespace: it has no default route, so the
-    // public-looking answer fails with ENETUNREACH and no packet leaves.
-    let yaml = policy(&[
-        "{ host: rebind.test, port: 8080 }",
-        "{ host: \"*.wild.test\", port: 8080 }",
-    ]);
-    let netns = ["ip", "netns", "exec", ns.name.as_str()];
-    let listen = format!("{}:0", ns.ns_ip);
-    let p = start_proxy(
-        &dir,
-        &netns,
-        &listen,
-        &yaml,
-        &[
-            "--dns-server",
-            "127.0.0.1:5353",
-            "--dial-timeout",
-            "1",
-            "--dns-timeout",
-            "2",
-        ],
-    );
-
-    // 1. Exact host: the first answer (public) is validated and pinned; the
-    // dial fails, and sluice never asks again nor falls back to the private
-    // address that DNS would give now.
+fn dns_rebinding_exact_host_dials_only_the_pinned_first_answer() {
+    let r = Rebinding::start("rebind-exact");
     let t = Instant::now();
-    let (status, _, body) = forward_get(p.addr, "rebind.test:8080", "/first").expect("answer");
+    let (status, _, body) = forward_get(r.p.addr, "rebind.test:8080", "/first").expect("answer");
     let first_ms = t.elapsed().as_millis();
     assert_eq!(status, 502, "{body}");
     assert!(
         body.contains("connection to rebind.test:8080 failed"),
         "{body}"
     );
-    assert_eq!(dns_queries(&dns_record, "rebind.test").len(), 1);
-    assert!(
-        std::fs::read(&upstream_record)
-            .unwrap_or_default()
-            .is_empty(),
+    assert_eq!(r.queries("rebind.test"), 1);
+    assert_eq!(
+        r.upstream_saw(),
+        "",
         "the private upstream must receive nothing"
     );
-    // A new connection asks again (once) and gets the namespace address, which
-    // an exact declared host may use: now, and only now, the upstream sees it.
-    let (status, _, _) = forward_get(p.addr, "rebind.test:8080", "/second").expect("answer");
+    let (status, _, _) = forward_get(r.p.addr, "rebind.test:8080", "/second").expect("answer");
     assert_eq!(status, 200);
-    assert_eq!(dns_queries(&dns_record, "rebind.test").len(), 2);
-    let seen = String::from_utf8_lossy(&std::fs::read(&upstream_record).unwrap()).into_owned();
+    assert_eq!(r.queries("rebind.test"), 2);
+    let seen = r.upstream_saw();
     assert!(
         seen.contains("/second") && !seen.contains("/first"),
         "{seen}"
     );
+    eprintln!(
+        "rebinding: first (public) answer dialled and refused in {first_ms} ms; \
+         2 DNS A queries for 2 connections"
+    );
+}
 
-    // 2. Public-only (wildcard) through CONNECT: the first (public) answer is
-    // dialled and fails; the rebound private answer is refused by the validator.
-    let (_s, r) = connect_tunnel(p.addr, "rebind.wild.test:8080");
-    let (status, _, body) = r.expect("answer");
+/// Public-only (wildcard) through CONNECT: the first (public) answer is
+/// dialled and fails; the rebound private answer is refused by the validator.
+#[test]
+fn dns_rebinding_wildcard_refuses_the_rebound_private_answer() {
+    let r = Rebinding::start("rebind-wild");
+    let (_s, answer) = connect_tunnel(r.p.addr, "rebind.wild.test:8080");
+    let (status, _, body) = answer.expect("answer");
     assert_eq!(status, 502, "{body}");
     assert!(
         body.contains("connection to rebind.wild.test:8080 failed"),
         "{body}"
     );
-    let (_s, r) = connect_tunnel(p.addr, "rebind.wild.test:8080");
-    let (status, _, body) = r.expect("answer");
+    let (_s, answer) = connect_tunnel(r.p.addr, "rebind.wild.test:8080");
+    let (status, _, body) = answer.expect("answer");
     assert_eq!(status, 403, "{body}");
     assert!(
         body.contains("ssrf_denied") && body.contains("internal address"),
         "{body}"
     );
-    assert_eq!(dns_queries(&dns_record, "rebind.wild.test").len(), 2);
+    assert_eq!(r.queries("rebind.wild.test"), 2);
+    assert_eq!(r.upstream_saw(), "", "nothing reached the private upstream");
+}
 
-    // 3. A private first answer in public-only mode: 403, never dialled.
+/// A private first answer in public-only mode: 403, never dialled.
+#[test]
+fn dns_rebinding_private_first_answer_on_a_wildcard_is_refused_undialled() {
+    let r = Rebinding::start("rebind-private");
     let (status, _, body) =
-        forward_get(p.addr, "private.wild.test:8080", "/private").expect("answer");
+        forward_get(r.p.addr, "private.wild.test:8080", "/private").expect("answer");
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("ssrf_denied"), "{body}");
-    assert_eq!(dns_queries(&dns_record, "private.wild.test").len(), 1);
-    let seen = String::from_utf8_lossy(&std::fs::read(&upstream_record).unwrap()).into_owned();
-    assert!(
-        !seen.contains("/private") && !seen.contains("CONNECT"),
-        "{seen}"
-    );
-    eprintln!(
-        "rebinding: first (public) answer dialled and refused in {first_ms} ms; \
-         {} DNS A queries for 5 connections",
-        recorded(&dns_record)
-            .iter()
-            .filter(|q| q["type"] == 1)
-            .count()
-    );
+    assert_eq!(r.queries("private.wild.test"), 1);
+    assert_eq!(r.upstream_saw(), "", "nothing reached the private upstream");
 }
 
 #[test]
