@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use sluice_sandbox::{IdentityError, ProcfsIdentity};
+use sluice_test_support::skip_or_fail;
 
 const PROXY_VARS: &[&str] = &[
     "http_proxy",
@@ -188,10 +189,9 @@ fn anchored_lookup(listener: &TcpListener, ident: &ProcfsIdentity, me: u32) {
 #[test]
 fn dual_stack_listener_matches_ipv4_client() {
     // An IPv4 client of a [::] listener is seen as ::ffff:127.0.0.1; its own socket is an
-    // IPv4 row in /proc/net/tcp. Skip where IPv6 is unavailable.
+    // IPv4 row in /proc/net/tcp. Needs IPv6 (skippable only when allowed).
     let Ok(listener) = TcpListener::bind("[::]:0") else {
-        eprintln!("skipping: cannot bind [::]");
-        return;
+        return skip_or_fail("cannot bind [::]");
     };
     for ident in both_lookups(None) {
         dual_stack_lookup(&listener, &ident);
@@ -211,7 +211,8 @@ fn dual_stack_lookup(listener: &TcpListener, ident: &ProcfsIdentity) {
     drop(stream);
     finish(child);
     if !peer.is_ipv6() {
-        eprintln!("note: listener is not dual-stack (peer {peer})");
+        // An IPv4 peer means no v4-mapped address: not the case under test.
+        return skip_or_fail(&format!("listener is not dual-stack (peer {peer})"));
     }
     let id = resolved.expect("resolve through dual-stack listener");
     assert_eq!(id.pid, child_pid);
@@ -259,8 +260,7 @@ fn spawn_shared_socket_client(addr: SocketAddr) -> Option<Child> {
 fn shared_socket_with_different_exes_is_ambiguous() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let Some(mut child) = spawn_shared_socket_client(listener.local_addr().expect("addr")) else {
-        eprintln!("skipping: neither python3 nor bash available");
-        return;
+        return skip_or_fail("neither python3 nor bash available");
     };
     let stream = accept_within(&listener, &mut child, Duration::from_secs(10));
     let mut line = String::new();

@@ -1,29 +1,14 @@
 //! Audit sink tests.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use serde_json::Value;
 use sluice_telemetry::{Activity, AuditSink, EventClass, OcsfEvent, QUEUE_CAPACITY};
+use sluice_test_support::{skip_or_fail, TempDir};
 
 fn event(n: u64) -> OcsfEvent {
     OcsfEvent::new(EventClass::NetworkActivity, Activity::Open)
         .dst_endpoint("example.com", 443)
         .message(format!("CONNECT allowed example.com:443 #{n}"))
         .policy_generation(n)
-}
-
-/// A fresh scratch directory under the system temp dir.
-fn scratch_dir() -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "sluice-telemetry-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]
@@ -92,8 +77,8 @@ fn flush_orders_across_clones_and_threads() {
 
 #[test]
 fn file_sink_appends_json_lines_with_mode_0600() {
-    let dir = scratch_dir();
-    let path = dir.join("audit.jsonl");
+    let dir = TempDir::new("telemetry");
+    let path = dir.path("audit.jsonl");
     {
         let sink = AuditSink::file(&path).unwrap();
         sink.emit(&event(1));
@@ -122,41 +107,36 @@ fn file_sink_appends_json_lines_with_mode_0600() {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "mode {mode:o}");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[cfg(unix)]
 #[test]
 fn file_sink_narrows_existing_file_mode() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = scratch_dir();
-    let path = dir.join("audit.jsonl");
+    let dir = TempDir::new("telemetry");
+    let path = dir.path("audit.jsonl");
     std::fs::write(&path, "").unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let sink = AuditSink::file(&path).unwrap();
     sink.flush();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn file_sink_open_error_is_reported() {
-    let dir = scratch_dir();
-    let missing = dir.join("no-such-dir").join("audit.jsonl");
+    let dir = TempDir::new("telemetry");
+    let missing = dir.path("no-such-dir").join("audit.jsonl");
     assert!(AuditSink::file(&missing).is_err());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[cfg(target_os = "linux")]
 #[test]
 fn write_errors_are_counted_not_panicking() {
     // /dev/full accepts opens but fails every write with ENOSPC.
-    if !std::path::Path::new("/dev/full").exists() {
-        return;
-    }
-    let Ok(sink) = AuditSink::file("/dev/full") else {
-        return;
+    let sink = match AuditSink::file("/dev/full") {
+        Ok(sink) => sink,
+        Err(e) => return skip_or_fail(&format!("cannot open /dev/full: {e}")),
     };
     sink.emit(&event(1));
     sink.emit(&event(2));
@@ -177,8 +157,8 @@ fn sink_types_are_send_sync_clone() {
 /// after it reaches the file on its own.
 #[test]
 fn unflushed_events_reach_the_file_without_a_flush() {
-    let dir = scratch_dir();
-    let path = dir.join("audit.jsonl");
+    let dir = TempDir::new("telemetry");
+    let path = dir.path("audit.jsonl");
     let sink = AuditSink::file(&path).unwrap();
     let lines_now = || {
         std::fs::read_to_string(&path)
@@ -205,13 +185,12 @@ fn unflushed_events_reach_the_file_without_a_flush() {
     sink.emit(&event(1000));
     wait_for(1001);
     assert_eq!(sink.dropped_writes(), 0);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn bounded_file_rotates_once_and_stays_bounded() {
-    let dir = scratch_dir();
-    let path = dir.join("audit.jsonl");
+    let dir = TempDir::new("telemetry");
+    let path = dir.path("audit.jsonl");
     let sink = AuditSink::file_bounded(&path, 4096).unwrap();
     for n in 0..200 {
         sink.emit(&event(n));
@@ -221,7 +200,7 @@ fn bounded_file_rotates_once_and_stays_bounded() {
     }
     sink.flush();
     let current = std::fs::read_to_string(&path).unwrap();
-    let old = std::fs::read_to_string(dir.join("audit.jsonl.1")).unwrap();
+    let old = std::fs::read_to_string(dir.path("audit.jsonl.1")).unwrap();
     assert!(current.len() <= 4096 + 2048, "{}", current.len());
     assert!(old.len() <= 4096 + 2048, "{}", old.len());
     // Whole lines only, and the newest event is in the current file.
@@ -229,8 +208,7 @@ fn bounded_file_rotates_once_and_stays_bounded() {
         serde_json::from_str::<Value>(line).expect("whole JSON line");
     }
     assert!(current.contains("#199"));
-    assert!(!dir.join("audit.jsonl.2").exists());
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!dir.path("audit.jsonl.2").exists());
 }
 
 #[test]

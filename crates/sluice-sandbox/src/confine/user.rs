@@ -160,8 +160,8 @@ mod tests {
 
     #[test]
     fn readability_follows_mode_bits_and_directories() {
-        let dir = std::env::temp_dir().join(format!("sluice-readable-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = sluice_test_support::TempDir::new("readable");
+        let dir = tmp.root();
         std::fs::create_dir_all(dir.join("closed")).unwrap();
         let file = dir.join("secret");
         std::fs::write(&file, "x").unwrap();
@@ -170,7 +170,7 @@ mod tests {
         let stranger = owner.wrapping_add(4242);
         let set =
             |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
-        set(&dir, 0o755).unwrap();
+        set(dir, 0o755).unwrap();
         // (mode, uid, groups, readable)
         let cases: &[(u32, u32, &[u32], bool)] = &[
             (0o600, owner, &[], true),
@@ -205,7 +205,6 @@ mod tests {
             readable_by(&link, stranger, &[]).unwrap(),
             "follows symlinks"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use crate::harness::{curl, json_body, raw_exchange, recorded, Netns, Sluice, TempDir};
+use crate::harness::{curl, json_body, raw_exchange, Sluice};
+use sluice_test_support::{recorded, Netns, TempDir};
 
 /// A policy allowing `exact.test:8080` (and a closed port) for curl and this test binary.
 pub(crate) fn basic_policy() -> String {

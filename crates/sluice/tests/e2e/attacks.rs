@@ -3,17 +3,18 @@
 //! real binary over real sockets. Figures are printed (`--nocapture`) and
 //! recorded in `docs/security.md`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::ffi::OsStr;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
-use crate::harness::{eventually, patience, read_response, recorded, Netns, Sluice, TempDir};
+use crate::harness::{read_response, Sluice};
+use sluice_test_support::{eventually, patience, py_script, recorded, Netns, TempDir, PYTHON3};
 
 /// Address that looks public; nothing routes there from the namespace sluice
 /// runs in for the rebinding test (no default route), so a dial fails at once.
@@ -104,28 +105,13 @@ while True:
                 sel.unregister(s); s.close(); seen.pop(s, None)
 "#;
 
-fn start_misbehaving(ns: &Netns, port: u16, mode: &str) -> Child {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "python3", "-c", MISBEHAVE_PY])
-        .args([ns.ns_ip.as_str(), &port.to_string(), mode])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start misbehaving upstream");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    assert_eq!(line.trim(), "ready");
-    child
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Starts [`MISBEHAVE_PY`] in `mode` on `port` in `ns` (stopped with `ns`).
+fn start_misbehaving(ns: &Netns, port: u16, mode: &str) {
+    let port = port.to_string();
+    ns.start_process(
+        "misbehaving upstream",
+        &[PYTHON3, "-c", MISBEHAVE_PY, &ns.ns_ip, &port, mode],
+    );
 }
 
 fn policy(endpoints: &[&str]) -> String {
@@ -173,124 +159,149 @@ fn dns_queries(record: &Path, name: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The DNS rebinding setup: in a namespace, a recorder (the private
+/// upstream the later answers point to) and the test's DNS server
+/// (`dns_server.py` on 127.0.0.1); sluice runs inside the namespace too,
+/// which has no default route, so the public-looking answer fails with
+/// ENETUNREACH and no packet leaves. Fields drop in order.
+struct Rebinding {
+    p: Sluice,
+    _ns: Netns,
+    upstream_record: PathBuf,
+    dns_record: PathBuf,
+    _dir: TempDir,
+}
+
+impl Rebinding {
+    fn start(tag: &str) -> Self {
+        let dir = TempDir::new(tag);
+        let ns = Netns::new();
+        let upstream_record = dir.path("upstream.bin");
+        ns.start_recorder(8080, &upstream_record);
+        let dns_record = dir.path("dns.jsonl");
+        let script = py_script("dns_server.py");
+        ns.start_process(
+            "dns server",
+            &[
+                OsStr::new(PYTHON3),
+                script.as_os_str(),
+                OsStr::new("127.0.0.1"),
+                OsStr::new("5353"),
+                dns_record.as_os_str(),
+                OsStr::new(PUBLIC_LOOKING),
+                OsStr::new(&ns.ns_ip),
+            ],
+        );
+        let yaml = policy(&[
+            "{ host: rebind.test, port: 8080 }",
+            "{ host: \"*.wild.test\", port: 8080 }",
+        ]);
+        let netns = ["ip", "netns", "exec", ns.name.as_str()];
+        let listen = format!("{}:0", ns.ns_ip);
+        let p = start_proxy(
+            &dir,
+            &netns,
+            &listen,
+            &yaml,
+            &[
+                "--dns-server",
+                "127.0.0.1:5353",
+                "--dial-timeout",
+                "1",
+                "--dns-timeout",
+                "2",
+            ],
+        );
+        Self {
+            p,
+            _ns: ns,
+            upstream_record,
+            dns_record,
+            _dir: dir,
+        }
+    }
+
+    /// A queries for `name` the DNS server answered.
+    fn queries(&self, name: &str) -> usize {
+        dns_queries(&self.dns_record, name).len()
+    }
+
+    /// Everything the private upstream received.
+    fn upstream_saw(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.upstream_record).unwrap_or_default())
+            .into_owned()
+    }
+}
+
+/// Exact host: the first answer (public) is validated and pinned; the dial
+/// fails, and sluice never asks again nor falls back to the private address
+/// that DNS would give now. A new connection asks again (once) and gets the
+/// namespace address, which an exact declared host may use: now, and only
+/// now, the upstream sees it.
 #[test]
-fn dns_rebinding_only_the_validated_address_is_dialled() {
-    let dir = TempDir::new("rebind");
-    let ns = Netns::new();
-    // The private upstream the later answers point to.
-    let upstream_record = dir.path("upstream.bin");
-    ns.start_recorder(8080, &upstream_record);
-    // The test's DNS server on 127.0.0.1 inside the namespace.
-    let dns_record = dir.path("dns.jsonl");
-    let mut dns = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "python3"])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/e2e/dns_server.py"
-        ))
-        .args(["127.0.0.1", "5353"])
-        .arg(&dns_record)
-        .args([PUBLIC_LOOKING, ns.ns_ip.as_str()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("dns server");
-    let mut line = String::new();
-    BufReader::new(dns.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready");
-    let _dns = Killed(dns);
-
-    // sluice runs inside the namespace: it has no default route, so the
-    // public-looking answer fails with ENETUNREACH and no packet leaves.
-    let yaml = policy(&[
-        "{ host: rebind.test, port: 8080 }",
-        "{ host: \"*.wild.test\", port: 8080 }",
-    ]);
-    let netns = ["ip", "netns", "exec", ns.name.as_str()];
-    let listen = format!("{}:0", ns.ns_ip);
-    let p = start_proxy(
-        &dir,
-        &netns,
-        &listen,
-        &yaml,
-        &[
-            "--dns-server",
-            "127.0.0.1:5353",
-            "--dial-timeout",
-            "1",
-            "--dns-timeout",
-            "2",
-        ],
-    );
-
-    // 1. Exact host: the first answer (public) is validated and pinned; the
-    // dial fails, and sluice never asks again nor falls back to the private
-    // address that DNS would give now.
+fn dns_rebinding_exact_host_dials_only_the_pinned_first_answer() {
+    let r = Rebinding::start("rebind-exact");
     let t = Instant::now();
-    let (status, _, body) = forward_get(p.addr, "rebind.test:8080", "/first").expect("answer");
+    let (status, _, body) = forward_get(r.p.addr, "rebind.test:8080", "/first").expect("answer");
     let first_ms = t.elapsed().as_millis();
     assert_eq!(status, 502, "{body}");
     assert!(
         body.contains("connection to rebind.test:8080 failed"),
         "{body}"
     );
-    assert_eq!(dns_queries(&dns_record, "rebind.test").len(), 1);
-    assert!(
-        std::fs::read(&upstream_record)
-            .unwrap_or_default()
-            .is_empty(),
+    assert_eq!(r.queries("rebind.test"), 1);
+    assert_eq!(
+        r.upstream_saw(),
+        "",
         "the private upstream must receive nothing"
     );
-    // A new connection asks again (once) and gets the namespace address, which
-    // an exact declared host may use: now, and only now, the upstream sees it.
-    let (status, _, _) = forward_get(p.addr, "rebind.test:8080", "/second").expect("answer");
+    let (status, _, _) = forward_get(r.p.addr, "rebind.test:8080", "/second").expect("answer");
     assert_eq!(status, 200);
-    assert_eq!(dns_queries(&dns_record, "rebind.test").len(), 2);
-    let seen = String::from_utf8_lossy(&std::fs::read(&upstream_record).unwrap()).into_owned();
+    assert_eq!(r.queries("rebind.test"), 2);
+    let seen = r.upstream_saw();
     assert!(
         seen.contains("/second") && !seen.contains("/first"),
         "{seen}"
     );
+    eprintln!(
+        "rebinding: first (public) answer dialled and refused in {first_ms} ms; \
+         2 DNS A queries for 2 connections"
+    );
+}
 
-    // 2. Public-only (wildcard) through CONNECT: the first (public) answer is
-    // dialled and fails; the rebound private answer is refused by the validator.
-    let (_s, r) = connect_tunnel(p.addr, "rebind.wild.test:8080");
-    let (status, _, body) = r.expect("answer");
+/// Public-only (wildcard) through CONNECT: the first (public) answer is
+/// dialled and fails; the rebound private answer is refused by the validator.
+#[test]
+fn dns_rebinding_wildcard_refuses_the_rebound_private_answer() {
+    let r = Rebinding::start("rebind-wild");
+    let (_s, answer) = connect_tunnel(r.p.addr, "rebind.wild.test:8080");
+    let (status, _, body) = answer.expect("answer");
     assert_eq!(status, 502, "{body}");
     assert!(
         body.contains("connection to rebind.wild.test:8080 failed"),
         "{body}"
     );
-    let (_s, r) = connect_tunnel(p.addr, "rebind.wild.test:8080");
-    let (status, _, body) = r.expect("answer");
+    let (_s, answer) = connect_tunnel(r.p.addr, "rebind.wild.test:8080");
+    let (status, _, body) = answer.expect("answer");
     assert_eq!(status, 403, "{body}");
     assert!(
         body.contains("ssrf_denied") && body.contains("internal address"),
         "{body}"
     );
-    assert_eq!(dns_queries(&dns_record, "rebind.wild.test").len(), 2);
+    assert_eq!(r.queries("rebind.wild.test"), 2);
+    assert_eq!(r.upstream_saw(), "", "nothing reached the private upstream");
+}
 
-    // 3. A private first answer in public-only mode: 403, never dialled.
+/// A private first answer in public-only mode: 403, never dialled.
+#[test]
+fn dns_rebinding_private_first_answer_on_a_wildcard_is_refused_undialled() {
+    let r = Rebinding::start("rebind-private");
     let (status, _, body) =
-        forward_get(p.addr, "private.wild.test:8080", "/private").expect("answer");
+        forward_get(r.p.addr, "private.wild.test:8080", "/private").expect("answer");
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("ssrf_denied"), "{body}");
-    assert_eq!(dns_queries(&dns_record, "private.wild.test").len(), 1);
-    let seen = String::from_utf8_lossy(&std::fs::read(&upstream_record).unwrap()).into_owned();
-    assert!(
-        !seen.contains("/private") && !seen.contains("CONNECT"),
-        "{seen}"
-    );
-    eprintln!(
-        "rebinding: first (public) answer dialled and refused in {first_ms} ms; \
-         {} DNS A queries for 5 connections",
-        recorded(&dns_record)
-            .iter()
-            .filter(|q| q["type"] == 1)
-            .count()
-    );
+    assert_eq!(r.queries("private.wild.test"), 1);
+    assert_eq!(r.upstream_saw(), "", "nothing reached the private upstream");
 }
 
 #[test]
@@ -317,7 +328,7 @@ fn ten_thousand_idle_tunnels_then_fds_return_to_baseline() {
     );
     let dir = TempDir::new("load");
     let ns = Netns::new();
-    let _up = Killed(start_misbehaving(&ns, 9100, "hold"));
+    start_misbehaving(&ns, 9100, "hold");
     let yaml = policy(&["{ host: hold.test, port: 9100 }"]);
     let host = format!("hold.test={}", ns.ns_ip);
     let p = start_proxy(
@@ -420,8 +431,8 @@ fn slowloris_head_is_cut_off_at_the_head_timeout() {
 fn upstream_reset_and_stall_mid_body_close_the_client_without_leaks() {
     let dir = TempDir::new("midbody");
     let ns = Netns::new();
-    let _reset = Killed(start_misbehaving(&ns, 9200, "reset"));
-    let _stall = Killed(start_misbehaving(&ns, 9201, "stall"));
+    start_misbehaving(&ns, 9200, "reset");
+    start_misbehaving(&ns, 9201, "stall");
     let yaml = policy(&[
         "{ host: bad.test, port: 9200 }",
         "{ host: bad.test, port: 9201 }",

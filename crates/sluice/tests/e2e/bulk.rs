@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::harness::{patience, sluice_cmd, test_pki, Netns, Sluice, TempDir};
+use crate::harness::{sluice_cmd, Sluice};
+use sluice_test_support::{patience, test_pki, Netns, TempDir};
 
 const MIB: u64 = 1024 * 1024;
 

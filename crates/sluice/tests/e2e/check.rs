@@ -120,7 +120,7 @@ fn explain_prints_the_decision() {
 /// question is answered `allow`. The same for a REST rule.
 #[test]
 fn explain_suggests_the_change_that_allows() {
-    let dir = crate::harness::TempDir::new("explain-suggest");
+    let dir = sluice_test_support::TempDir::new("explain-suggest");
     let policy = dir.path("p.yaml");
     let base = "version: 1\nnetwork_policies:\n  demo:\n    endpoints:\n      - { host: api.test, port: 443, protocol: rest, enforcement: enforce, access: read-only }\n    binaries:\n      - { path: /usr/bin/curl }\n";
     std::fs::write(&policy, base).unwrap();

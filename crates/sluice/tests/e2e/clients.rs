@@ -6,22 +6,8 @@
 //! proxy support), a WebSocket client and SSE streaming, all against HTTPS
 //! servers in a namespace the test makes, TLS terminated by sluice.
 
-use std::path::PathBuf;
-
-use crate::harness::{recorded, test_pki, Netns, TempDir};
 use crate::run::run_to_end;
-
-/// Python with requests, httpx and websockets that CMD's user can run
-/// (`scripts/test` makes it: a venv of the system interpreter under /opt).
-fn python() -> String {
-    let py = std::env::var("SLUICE_E2E_PYTHON")
-        .unwrap_or_else(|_| "/opt/sluice-e2e/venv/bin/python".to_owned());
-    assert!(
-        PathBuf::from(&py).exists(),
-        "{py} is missing: scripts/test creates it (venv with requests, httpx, websockets)"
-    );
-    py
-}
+use sluice_test_support::{recorded, sandbox_python, test_pki, Netns, TempDir};
 
 const POLICY: &str = r#"version: 1
 network_policies:
@@ -128,7 +114,7 @@ fn script(py: &str, dir: &TempDir) -> String {
 
 #[test]
 fn common_clients_work_inside_sluice_run_with_zero_flags() {
-    let py = python();
+    let py = sandbox_python();
     let dir = TempDir::new("clients");
     let root = dir.path("www");
     std::fs::create_dir_all(&root).expect("www");

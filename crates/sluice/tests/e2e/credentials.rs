@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::harness::{
-    curl, json_body, raw_exchange, recorded, sluice_cmd, test_pki, tunnel, Netns, Sluice, TempDir,
+    connect, curl, json_body, raw_exchange, read_response, sluice_cmd, tunnel, Sluice,
 };
+use sluice_test_support::{recorded, test_pki, Netns, Python, TempDir};
 
 const API_TOKEN: &str = "s3cr3t-api-token-9f1c";
 const API_PASS: &str = "pa55-w0rd-7c2e";
@@ -217,16 +218,15 @@ fn header<'a>(seen: &'a serde_json::Value, name: &str) -> Option<&'a str> {
         .and_then(|h| h[1].as_str())
 }
 
+/// A header placeholder through CONNECT with TLS terminated; `Basic`
+/// credentials decoded, rewritten and re-encoded.
 #[test]
-fn placeholders_resolve_only_where_bound_and_never_leak() {
-    let s = setup("creds");
-    let (sluice, tokens) = (&s.sluice, &s.tokens);
+fn header_and_basic_placeholders_resolve_inside_terminated_tls() {
+    let s = setup("creds-header");
     let tls_record = s.record("tls.jsonl");
-    let plain_record = s.record("plain.jsonl");
-    let proxy = sluice.proxy_url();
+    let proxy = s.sluice.proxy_url();
     let ca = s.ca.to_str().unwrap();
 
-    // Header through CONNECT with TLS terminated.
     let r = curl(
         &proxy,
         "https://secure.test:8443/h",
@@ -244,7 +244,6 @@ fn placeholders_resolve_only_where_bound_and_never_leak() {
         Some(format!("Bearer {API_TOKEN}").as_str())
     );
 
-    // Basic auth: decoded, rewritten, re-encoded.
     let r = curl(
         &proxy,
         "https://secure.test:8443/basic",
@@ -252,30 +251,26 @@ fn placeholders_resolve_only_where_bound_and_never_leak() {
         &["--cacert", ca, "-u", "user:sluice:resolve:env:API_PASS"],
     );
     assert_eq!(r.status, 200, "{r:?}");
-    let basic = header(&last_seen(&tls_record), "authorization")
-        .unwrap_or_default()
-        .to_owned();
-    let want = format!("user:{API_PASS}");
-    let decoded = String::from_utf8(
-        std::process::Command::new("base64")
-            .arg("-d")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .map(|mut c| {
-                c.stdin
-                    .take()
-                    .unwrap()
-                    .write_all(basic.trim_start_matches("Basic ").as_bytes())
-                    .unwrap();
-                c.wait_with_output().unwrap().stdout
-            })
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(decoded, want);
+    let want = format!("Basic {}", b64(&format!("user:{API_PASS}")));
+    assert_eq!(
+        header(&last_seen(&tls_record), "authorization"),
+        Some(want.as_str())
+    );
+    assert_no_secret_written(&s.sluice);
+}
 
-    // Path and query placeholders on the forward proxy (bound path /v1/**).
+/// Path and query placeholders on the forward proxy (bound path `/v1/**`),
+/// and JSON and form bodies where rewriting is opted in, through the TLS
+/// tunnel and the forward proxy. The allow events name the provider,
+/// never a value.
+#[test]
+fn path_query_and_opted_in_body_placeholders_resolve() {
+    let s = setup("creds-path-body");
+    let tls_record = s.record("tls.jsonl");
+    let plain_record = s.record("plain.jsonl");
+    let proxy = s.sluice.proxy_url();
+    let ca = s.ca.to_str().unwrap();
+
     let url = format!("http://plain.test:8080/v1/items/{P_TOKEN}?key={P_TOKEN}&keep=1");
     let r = curl(&proxy, &url, false, &["--path-as-is"]);
     assert_eq!(r.status, 200, "{r:?}");
@@ -284,7 +279,6 @@ fn placeholders_resolve_only_where_bound_and_never_leak() {
         format!("/v1/items/{API_TOKEN}?key={API_TOKEN}&keep=1")
     );
 
-    // Opted-in JSON and form bodies, through the TLS tunnel and the forward proxy.
     let r = curl(
         &proxy,
         "https://secure.test:8443/json",
@@ -315,8 +309,23 @@ fn placeholders_resolve_only_where_bound_and_never_leak() {
         format!("a=1&token={API_TOKEN}")
     );
 
-    // A body placeholder without opt-in is refused; nothing is forwarded.
-    let before = recorded(&plain_record).len();
+    let ev = s
+        .sluice
+        .wait_event("FORWARD allowed GET plain.test:8080/v1/items/[CREDENTIAL]");
+    assert_eq!(ev["unmapped"]["credentials_injected"], true);
+    assert_eq!(ev["unmapped"]["credential_providers"][0], "svc");
+    assert_no_secret_written(&s.sluice);
+}
+
+/// A body placeholder where rewriting is not opted in (500), and a
+/// placeholder sent to an unbound host or an unbound path on a bound host
+/// (403): refused, and nothing reaches the upstream.
+#[test]
+fn placeholders_off_their_binding_or_without_body_opt_in_are_refused() {
+    let s = setup("creds-refused");
+    let plain_record = s.record("plain.jsonl");
+    let proxy = s.sluice.proxy_url();
+
     let r = curl(
         &proxy,
         "http://norewrite.test:8080/nope",
@@ -325,7 +334,6 @@ fn placeholders_resolve_only_where_bound_and_never_leak() {
     );
     assert_eq!(r.status, 500, "{r:?}");
     assert!(r.body.contains("credential_injection_failed"), "{r:?}");
-    // A placeholder sent to an unbound host, and to an unbound path on a bound host.
     let r = curl(
         &proxy,
         "http://unbound.test:8080/leak",
@@ -341,14 +349,28 @@ fn placeholders_resolve_only_where_bound_and_never_leak() {
         &["-H", &format!("X-Key: {P_TOKEN}")],
     );
     assert_eq!(r.status, 403, "{r:?}");
-    assert_eq!(
-        recorded(&plain_record).len(),
-        before,
-        "refused requests must not reach the upstream"
+    assert!(r.body.contains("credential_endpoint_mismatch"), "{r:?}");
+    let reached = recorded(&plain_record);
+    assert!(
+        reached.is_empty(),
+        "refused requests must not reach the upstream: {reached:?}"
     );
-    sluice.wait_event("Credential use denied: credential is not authorized for unbound.test:8080");
+    s.sluice
+        .wait_event("Credential use denied: credential is not authorized for unbound.test:8080");
+    assert_no_secret_written(&s.sluice);
+}
 
-    // Token grant: fetched once, reused, refetched after expiry, 502 when the endpoint is down.
+/// Token grant: fetched once, reused, fetched again after expiry (the
+/// endpoint's `expires_in: 31` is kept for 1 s), and `502 token_grant_failed`
+/// with nothing forwarded once it has expired while the endpoint is down.
+/// The real binary keeps wall-clock time: this test waits out the TTL twice.
+#[test]
+fn granted_token_is_reused_refetched_after_expiry_and_502_when_the_endpoint_is_down() {
+    let s = setup("creds-grant");
+    let tokens = &s.tokens;
+    let plain_record = s.record("plain.jsonl");
+    let proxy = s.sluice.proxy_url();
+
     for _ in 0..2 {
         let r = curl(&proxy, "http://granted.test:8080/g", false, &[]);
         assert_eq!(r.status, 200, "{r:?}");
@@ -373,14 +395,7 @@ fn placeholders_resolve_only_where_bound_and_never_leak() {
     assert_eq!(r.status, 502, "{r:?}");
     assert!(r.body.contains("token_grant_failed"), "{r:?}");
     assert_eq!(recorded(&plain_record).len(), before);
-
-    // Allow events record the provider, never a value.
-    let ev = sluice.wait_event("FORWARD allowed GET plain.test:8080/v1/items/[CREDENTIAL]");
-    assert_eq!(ev["unmapped"]["credentials_injected"], true);
-    assert_eq!(ev["unmapped"]["credential_providers"][0], "svc");
-
-    // The redaction scan: no secret and no granted token in anything sluice wrote.
-    assert_no_secret_written(sluice);
+    assert_no_secret_written(&s.sluice);
 }
 
 /// Standard base64 with padding (test helper).
@@ -626,26 +641,6 @@ r = requests.post(url, data=body(), proxies={"http": proxy, "https": proxy}, ver
 print(r.status_code, r.json().get("error", "") if r.headers.get("content-type", "").startswith("application/json") else "")
 "#;
 
-fn python_lines(script: &str, args: &[&str]) -> Vec<String> {
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Issue 12, class 3: a placeholder split across chunks of a chunked body
 /// is refused where body rewriting is off, before anything of the request
 /// reaches the upstream (bodies up to 256 KiB); a split beyond 256 KiB is
@@ -667,7 +662,9 @@ fn a_placeholder_split_across_chunks_is_refused() {
             "http://rec.test:9000/upload",
             "https://vault.test:8443/upload",
         ] {
-            let got = python_lines(CHUNKED_POST, &[&proxy, bundle, url, pieces]);
+            let got = Python::inline(CHUNKED_POST)
+                .args([proxy.as_str(), bundle, url, pieces])
+                .lines();
             assert_eq!(got, ["500 credential_injection_failed"], "{url} {pieces}");
         }
         // Plaintext tunnel, raw.
@@ -694,17 +691,16 @@ fn a_placeholder_split_across_chunks_is_refused() {
     );
     // The same pieces without a placeholder pass, chunked as sent.
     let clean = serde_json::json!([r#"{"t": "sluice:res"#, r#"t"}"#]).to_string();
-    let got = python_lines(
-        CHUNKED_POST,
-        &[&proxy, bundle, "https://vault.test:8443/ok", &clean],
-    );
+    let got = Python::inline(CHUNKED_POST)
+        .args([proxy.as_str(), bundle, "https://vault.test:8443/ok", &clean])
+        .lines();
     assert_eq!(got, ["200 "]);
     assert_eq!(last_seen(&vault)["body"], r#"{"t": "sluice:rest"}"#);
 
     // Beyond 256 KiB: the split marker is caught as it streams (to the
     // echo upstream, which answers only a complete request).
     let plain = s.record("plain.jsonl");
-    let mut conn = crate::harness::connect(s.sluice.addr);
+    let mut conn = connect(s.sluice.addr);
     let big = "x".repeat(300 * 1024);
     let head = "POST http://norewrite.test:8080/big HTTP/1.1\r\nHost: norewrite.test:8080\r\nTransfer-Encoding: chunked\r\n\r\n";
     let body = format!(
@@ -713,7 +709,7 @@ fn a_placeholder_split_across_chunks_is_refused() {
         17
     );
     conn.write_all(format!("{head}{body}").as_bytes()).unwrap();
-    let (status, _, resp) = crate::harness::read_response(&mut conn).expect("an answer");
+    let (status, _, resp) = read_response(&mut conn).expect("an answer");
     assert_eq!(status, 500, "{resp}");
     assert!(resp.contains("credential_injection_failed"), "{resp}");
     assert!(

@@ -1,245 +1,17 @@
-//! Test harness: a private network namespace with real upstream servers,
-//! the real `sluice` binary on port 0, and real clients (curl, Python).
-//! Needs root (network namespaces); CI runs as root and never skips.
+//! The sluice side of the e2e harness: the real `sluice` binary on port 0
+//! and the clients that talk to it (curl, raw sockets, Python). Generic
+//! fixtures (scratch dirs, network namespaces with upstreams, test PKI,
+//! Python runner) are in `sluice-test-support`. Needs root (network
+//! namespaces); CI runs as root and never skips.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// How long to wait for asynchronous effects (`SLUICE_TEST_PATIENCE_MS`).
-pub(crate) fn patience() -> Duration {
-    let ms = std::env::var("SLUICE_TEST_PATIENCE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
-    Duration::from_millis(ms)
-}
-
-/// Retry `cond` until it holds or patience runs out.
-#[track_caller]
-pub(crate) fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + patience();
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for: {what}");
-}
-
-fn run(cmd: &str, args: &[&str]) -> Output {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// A scratch directory removed on drop.
-pub(crate) struct TempDir(PathBuf);
-
-impl TempDir {
-    pub(crate) fn new(tag: &str) -> Self {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("sluice-e2e-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        Self(p)
-    }
-    pub(crate) fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A network namespace joined to the host by a veth pair on a private /30.
-pub(crate) struct Netns {
-    pub(crate) name: String,
-    host_if: String,
-    /// The address inside the namespace (where upstreams listen).
-    pub(crate) ns_ip: String,
-    upstreams: Mutex<Vec<Child>>,
-}
-
-impl Netns {
-    pub(crate) fn new() -> Self {
-        assert!(
-            nix_is_root(),
-            "the e2e tests create network namespaces and must run as root (CI does)"
-        );
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id();
-        let tag = format!("{:x}{n}", pid % 0xffff);
-        let name = format!("slt-{tag}");
-        let host_if = format!("slh{tag}");
-        let ns_if = format!("sls{tag}");
-        let used = String::from_utf8_lossy(&run("ip", &["-4", "addr"]).stdout).into_owned();
-        // A /30 in 10.64.0.0/10 whose /24 is unused on this host; the seed
-        // differs per process and per namespace, so parallel tests do not collide.
-        let seed = pid.wrapping_mul(2_654_435_761).wrapping_add(n * 97);
-        let (host_ip, ns_ip) = (0..4096u32)
-            .map(|i| {
-                let k = seed.wrapping_add(i * 64) % 65536;
-                let (b, c, d) = (64 + (k >> 14), (k >> 6) & 255, (k & 63) * 4);
-                (
-                    format!("10.{b}.{c}.{}", d + 1),
-                    format!("10.{b}.{c}.{}", d + 2),
-                )
-            })
-            .find(|(h, _)| {
-                let prefix = h.rsplit_once('.').map_or("", |(p, _)| p);
-                !used.contains(&format!("{prefix}."))
-            })
-            .expect("a free private /30");
-        run("ip", &["netns", "add", &name]);
-        run(
-            "ip",
-            &[
-                "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
-            ],
-        );
-        run("ip", &["link", "set", &ns_if, "netns", &name]);
-        run(
-            "ip",
-            &["addr", "add", &format!("{host_ip}/30"), "dev", &host_if],
-        );
-        run("ip", &["link", "set", &host_if, "up"]);
-        run(
-            "ip",
-            &[
-                "-n",
-                &name,
-                "addr",
-                "add",
-                &format!("{ns_ip}/30"),
-                "dev",
-                &ns_if,
-            ],
-        );
-        run("ip", &["-n", &name, "link", "set", &ns_if, "up"]);
-        run("ip", &["-n", &name, "link", "set", "lo", "up"]);
-        Self {
-            name,
-            host_if,
-            ns_ip,
-            upstreams: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Start the echo upstream on `port` inside the namespace; requests are
-    /// recorded in `record` (one JSON line each).
-    pub(crate) fn start_upstream(&self, port: u16, record: &Path) {
-        self.start_script("upstream.py", port, record, &[]);
-    }
-
-    /// The echo upstream over HTTPS with `cert`/`key` (PEM files).
-    pub(crate) fn start_tls_upstream(&self, port: u16, record: &Path, cert: &Path, key: &Path) {
-        self.start_script("upstream.py", port, record, &[cert, key]);
-    }
-
-    /// A raw TCP recorder: every byte read is appended to `record`.
-    pub(crate) fn start_recorder(&self, port: u16, record: &Path) {
-        self.start_script("recorder.py", port, record, &[]);
-    }
-
-    /// Any of the test servers in `tests/e2e/` (`mcp_server.py`, `ws_server.py`, ...).
-    pub(crate) fn start_server(&self, script: &str, port: u16, record: &Path) {
-        self.start_script(script, port, record, &[]);
-    }
-
-    /// A test server from `tests/e2e/` over HTTPS with `cert`/`key` (PEM files).
-    pub(crate) fn start_tls_server(
-        &self,
-        script: &str,
-        port: u16,
-        record: &Path,
-        cert: &Path,
-        key: &Path,
-    ) {
-        self.start_script(script, port, record, &[cert, key]);
-    }
-
-    pub(crate) fn start_script(&self, script: &str, port: u16, record: &Path, extra: &[&Path]) {
-        let script = format!("{}/tests/e2e/{script}", env!("CARGO_MANIFEST_DIR"));
-        let port = port.to_string();
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.name,
-                "python3",
-                &script,
-                &self.ns_ip,
-                &port,
-            ])
-            .arg(record)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start upstream");
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("upstream stdout");
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("upstream ready line");
-        assert_eq!(line.trim(), "ready", "upstream {script} did not start");
-        self.upstreams.lock().unwrap().push(child);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for mut c in self.upstreams.lock().unwrap().drain(..) {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Recorded upstream requests.
-pub(crate) fn recorded(record: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(record)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
+use sluice_test_support::{eventually, patience, recorded, Python, TempDir};
 
 /// A running `sluice serve`, killed on drop.
 pub(crate) struct Sluice {
@@ -385,7 +157,11 @@ impl Sluice {
     }
 
     pub(crate) fn signal(&self, sig: &str) {
-        run("kill", &[&format!("-{sig}"), &self.child.id().to_string()]);
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(ok.success(), "kill -{sig} {} failed", self.child.id());
     }
 }
 
@@ -488,43 +264,6 @@ pub(crate) fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// A test PKI for upstream TLS: a CA and one leaf for `names`.
-pub(crate) struct TestPki {
-    pub(crate) ca: PathBuf,
-    pub(crate) cert: PathBuf,
-    pub(crate) key: PathBuf,
-}
-
-pub(crate) fn test_pki(dir: &TempDir, tag: &str, names: &[&str]) -> TestPki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    };
-    let ca_key = KeyPair::generate().expect("ca key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("e2e test CA {tag}"));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().expect("leaf key");
-    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-    let leaf = CertificateParams::new(names)
-        .expect("leaf params")
-        .signed_by(&leaf_key, &issuer)
-        .expect("leaf cert");
-    let pki = TestPki {
-        ca: dir.path(&format!("{tag}-ca.pem")),
-        cert: dir.path(&format!("{tag}-cert.pem")),
-        key: dir.path(&format!("{tag}-key.pem")),
-    };
-    std::fs::write(&pki.ca, ca_cert.pem()).unwrap();
-    std::fs::write(&pki.cert, leaf.pem()).unwrap();
-    std::fs::write(&pki.key, leaf_key.serialize_pem()).unwrap();
-    pki
-}
-
 /// Run `sluice` with arguments, returning stdout.
 pub(crate) fn sluice_cmd(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -548,31 +287,15 @@ pub(crate) fn tunnel(
     cafile: Option<&Path>,
     payload: &[u8],
 ) -> Result<String, String> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/tunnel_client.py");
-    let mut cmd = Command::new("python3");
-    cmd.args([
-        script,
-        &proxy.ip().to_string(),
-        &proxy.port().to_string(),
-        host,
-        &port.to_string(),
-    ]);
+    let mut client = Python::file("tunnel_client.py")
+        .arg(proxy.ip().to_string())
+        .arg(proxy.port().to_string())
+        .arg(host)
+        .arg(port.to_string());
     if let Some(ca) = cafile {
-        cmd.arg(ca);
+        client = client.arg(ca);
     }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(payload)
-        .expect("payload");
-    let out = child.wait_with_output().expect("tunnel client");
+    let out = client.output_with_stdin(payload);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     match out.status.code() {
         Some(0) => Ok(text),
@@ -591,15 +314,10 @@ pub(crate) fn tunnel(
 /// `execute_code` (deny rule) are refused, and only the two allowed calls
 /// reached the server that records to `record`.
 pub(crate) fn mcp_sdk_calls_are_enforced(url: &str, env: &[(&str, &str)], record: &Path) {
-    let script = format!("{}/tests/e2e/mcp_client.py", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("python3")
-        .arg(script)
+    let out = Python::file("mcp_client.py")
         .arg(url)
         .envs(env.iter().copied())
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .output()
-        .expect("python3");
+        .output();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let lines: Vec<&str> = text.lines().collect();
     let context = format!("{text}\n{}", String::from_utf8_lossy(&out.stderr));

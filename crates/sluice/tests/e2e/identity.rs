@@ -1,8 +1,8 @@
 //! Binary identity: `binaries` globs against the real client process.
 
 use crate::adapters::{add_hosts, with_upstream};
-use crate::harness::{curl, recorded, Netns, Sluice, TempDir};
-use std::process::Command;
+use crate::harness::{curl, Sluice};
+use sluice_test_support::{recorded, Netns, Python, TempDir};
 
 const CURL_ONLY: &str = r#"version: 1
 network_policies:
@@ -33,16 +33,7 @@ print((head + b" " + body).decode().replace("\r\n", " "))
 r = requests.get("http://exact.test:8080/from-python", proxies={"http": proxy}, timeout=5)
 print(r.status_code, r.text)
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script, proxy])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = Python::inline(script).arg(proxy).stdout();
     let mut lines = text.lines();
     (
         lines.next().unwrap_or_default().to_owned(),
@@ -51,11 +42,10 @@ print(r.status_code, r.text)
 }
 
 fn python_exe() -> String {
-    let out = Command::new("python3")
-        .args(["-c", "import os; print(os.path.realpath('/proc/self/exe'))"])
-        .output()
-        .expect("python3");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    Python::inline("import os; print(os.path.realpath('/proc/self/exe'))")
+        .stdout()
+        .trim()
+        .to_owned()
 }
 
 #[test]

@@ -5,7 +5,8 @@
 
 use std::path::Path;
 
-use crate::harness::{curl, recorded, sluice_cmd, test_pki, tunnel, Netns, Sluice, TempDir};
+use crate::harness::{curl, sluice_cmd, tunnel, Sluice};
+use sluice_test_support::{recorded, test_pki, Netns, Python, TempDir};
 
 fn policy() -> String {
     let me = std::env::current_exe().unwrap();
@@ -121,8 +122,11 @@ fn body_json(r: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_default()
 }
 
+/// curl trusting the sluice CA: allowed, denied (the rich L7 body), a deny
+/// rule over an allow rule, and paths canonicalized before policy and on
+/// the wire; only the allowed requests reach the upstream.
 #[test]
-fn rest_policy_through_terminated_tls_with_curl_and_requests() {
+fn rest_verdicts_through_terminated_tls_with_curl() {
     let s = setup("l7-tls", true);
     let proxy = s.sluice.proxy_url();
     let ca = s.sluice_ca.to_str().unwrap();
@@ -180,7 +184,24 @@ fn rest_policy_through_terminated_tls_with_curl_and_requests() {
     );
     assert_eq!(r.status, 403, "{r:?}");
 
-    // Python requests with the CA bundle: keep-alive, one denied in the middle.
+    assert_eq!(
+        paths(&s.dir.path("tls.jsonl")),
+        ["GET /allowed/a?x=1", "GET /allowed/b"]
+    );
+    let ev = s
+        .sluice
+        .wait_event("L7_REQUEST deny POST secure.test:8443/denied");
+    assert_eq!(ev["class_uid"], 4002);
+    assert_eq!(ev["firewall_rule"]["type"], "l7");
+    s.sluice
+        .wait_event("L7_REQUEST allow GET secure.test:8443/allowed/a");
+}
+
+/// Python `requests` with the CA bundle on one keep-alive session: a
+/// denied request in the middle is answered 403 and the session goes on.
+#[test]
+fn python_requests_keep_alive_survives_a_denial_in_the_middle() {
+    let s = setup("l7-requests", true);
     let script = r#"
 import sys, requests
 proxy, bundle = sys.argv[1], sys.argv[2]
@@ -190,18 +211,21 @@ s.proxies = {"https": proxy}
 codes = [s.get(f"https://secure.test:8443{p}", timeout=10, verify=bundle).status_code for p in ["/allowed/1", "/allowed/secret", "/allowed/2"]]
 print(",".join(map(str, codes)))
 "#;
-    let out = std::process::Command::new("python3")
-        .args(["-c", script, &proxy, s.bundle.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let codes = Python::inline(script)
+        .args([s.sluice.proxy_url().as_str(), s.bundle.to_str().unwrap()])
+        .stdout();
+    assert_eq!(codes.trim(), "200,403,200");
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "200,403,200",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        paths(&s.dir.path("tls.jsonl")),
+        ["GET /allowed/1", "GET /allowed/2"]
     );
+}
 
-    // Pipelined inside the TLS tunnel: allowed, denied, allowed → 200, 403, then closed.
+/// Pipelined inside the TLS tunnel: allowed, denied, allowed → 200, 403,
+/// then closed; the request after the denial is never sent.
+#[test]
+fn pipelined_requests_in_a_tls_tunnel_stop_after_a_denial() {
+    let s = setup("l7-pipelined", true);
     let resp = tunnel(
         s.sluice.addr,
         "secure.test",
@@ -217,8 +241,13 @@ print(",".join(map(str, codes)))
         resp.find("HTTP/1.1 200").unwrap() < resp.find("HTTP/1.1 403").unwrap(),
         "{resp}"
     );
+    assert_eq!(paths(&s.dir.path("tls.jsonl")), ["GET /allowed/p1"]);
+}
 
-    // Request authority must be the tunnel's.
+/// A request inside the TLS tunnel must name the tunnel's authority.
+#[test]
+fn tls_tunnel_request_naming_another_host_is_refused() {
+    let s = setup("l7-authority", true);
     let resp = tunnel(
         s.sluice.addr,
         "secure.test",
@@ -235,24 +264,7 @@ print(",".join(map(str, codes)))
     s.sluice.wait_event(
         "HTTP request authority does not match authorized tunnel endpoint secure.test:8443",
     );
-
-    assert_eq!(
-        paths(&s.dir.path("tls.jsonl")),
-        [
-            "GET /allowed/a?x=1",
-            "GET /allowed/b",
-            "GET /allowed/1",
-            "GET /allowed/2",
-            "GET /allowed/p1"
-        ]
-    );
-    let ev = s
-        .sluice
-        .wait_event("L7_REQUEST deny POST secure.test:8443/denied");
-    assert_eq!(ev["class_uid"], 4002);
-    assert_eq!(ev["firewall_rule"]["type"], "l7");
-    s.sluice
-        .wait_event("L7_REQUEST allow GET secure.test:8443/allowed/a");
+    assert!(paths(&s.dir.path("tls.jsonl")).is_empty());
 }
 
 #[test]

@@ -6,7 +6,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::adapters::{basic_policy, with_upstream};
-use crate::harness::{connect, raw_exchange, read_response, recorded};
+use crate::harness::{connect, raw_exchange, read_response};
+use sluice_test_support::recorded;
 
 #[test]
 fn pipelined_denied_request_is_answered_403_and_never_forwarded() {

@@ -2,11 +2,8 @@
 //! both adapters (forward HTTP and CONNECT with TLS terminated), with real
 //! clients: Python `requests`, the Python MCP SDK, Python `websockets`.
 
-use std::process::Command;
-
-use crate::harness::{
-    mcp_sdk_calls_are_enforced, recorded, sluice_cmd, test_pki, Netns, Sluice, TempDir,
-};
+use crate::harness::{mcp_sdk_calls_are_enforced, sluice_cmd, Sluice};
+use sluice_test_support::{recorded, test_pki, Netns, Python, TempDir};
 
 fn policy() -> String {
     let me = std::env::current_exe().unwrap();
@@ -117,25 +114,6 @@ fn setup(tag: &str) -> Setup {
     }
 }
 
-/// Run a Python client script; returns its stdout lines.
-fn python(script: &str, args: &[&str]) -> Vec<String> {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 const POSTS: &str = r#"
 import json, sys, requests
 proxy, bundle, base, path = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
@@ -191,9 +169,13 @@ fn graphql_and_jsonrpc_on_both_adapters() {
         "403 json-rpc|policy_denied",
     ];
     for base in ["http://api.test:8080", "https://apis.test:8443"] {
-        let got = python(POSTS, &[&proxy, bundle, base, "/graphql", &gql.to_string()]);
+        let got = Python::inline(POSTS)
+            .args([proxy.as_str(), bundle, base, "/graphql", &gql.to_string()])
+            .lines();
         assert_eq!(got, want_gql, "graphql via {base}");
-        let got = python(POSTS, &[&proxy, bundle, base, "/rpc", &rpc.to_string()]);
+        let got = Python::inline(POSTS)
+            .args([proxy.as_str(), bundle, base, "/rpc", &rpc.to_string()])
+            .lines();
         assert_eq!(got, want_rpc, "json-rpc via {base}");
     }
     // Only the allowed requests reached the upstreams: 2 GraphQL + 2 JSON-RPC each.
@@ -260,7 +242,7 @@ async def main(proxy):
 
 asyncio.run(main(sys.argv[1]))
 "#;
-    let lines = python(script, &[&s.sluice.proxy_url()]);
+    let lines = Python::inline(script).arg(s.sluice.proxy_url()).lines();
     assert_eq!(lines[0], "echo hello");
     assert_eq!(lines[1], "echo frag-mented-message");
     assert_eq!(lines[2], "binary 000162696e617279");
@@ -338,10 +320,14 @@ fn duplicate_json_keys_are_refused_on_both_adapters() {
     ]);
     let dup = "403 json-rpc|JSON-RPC request rejected: duplicate key in a JSON object";
     for base in ["http://api.test:8080", "https://apis.test:8443"] {
-        let got = python(
-            RAW_POSTS,
-            &[&proxy, bundle, &format!("{base}/rpc"), &rpc.to_string()],
-        );
+        let got = Python::inline(RAW_POSTS)
+            .args([
+                proxy.as_str(),
+                bundle,
+                &format!("{base}/rpc"),
+                &rpc.to_string(),
+            ])
+            .lines();
         assert_eq!(got, [dup, dup, dup, dup, "200 "], "json-rpc via {base}");
     }
     for record in ["plain.jsonl", "tls.jsonl"] {
@@ -360,10 +346,14 @@ fn duplicate_json_keys_are_refused_on_both_adapters() {
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_web","name":"execute_code","arguments":{"query":"q","code":"rm -rf /"}}}"#,
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/workspace/a","path":"/etc/shadow"}}}"#,
     ]);
-    let got = python(
-        RAW_POSTS,
-        &[&proxy, bundle, "http://mcp.test:8000/mcp", &mcp.to_string()],
-    );
+    let got = Python::inline(RAW_POSTS)
+        .args([
+            proxy.as_str(),
+            bundle,
+            "http://mcp.test:8000/mcp",
+            &mcp.to_string(),
+        ])
+        .lines();
     let dup = "403 mcp|JSON-RPC request rejected: duplicate key in a JSON object";
     assert_eq!(got, [dup, dup, dup]);
     assert!(recorded(&s.dir.path("mcp.jsonl")).is_empty(), "no tool ran");

@@ -3,13 +3,10 @@
 //! and GraphQL over WebSocket, with real clients: the Python MCP SDK, Python
 //! `websockets`, and a raw socket client.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
-use crate::harness::{
-    mcp_sdk_calls_are_enforced, recorded, sluice_cmd, test_pki, Netns, Sluice, TempDir, TestPki,
-};
+use crate::harness::{mcp_sdk_calls_are_enforced, sluice_cmd, Sluice};
+use sluice_test_support::{recorded, test_pki, Netns, Python, TempDir};
 
 const WS_RULES: &str = r#"
         protocol: websocket
@@ -65,42 +62,8 @@ network_policies:
     )
 }
 
-/// A test server started with TLS arguments (`ADDR PORT RECORD CERT KEY`), killed on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_tls_server(ns: &Netns, script: &str, port: u16, record: &Path, pki: &TestPki) -> Server {
-    let path = format!("{}/tests/e2e/{script}", env!("CARGO_MANIFEST_DIR"));
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "python3", &path, &ns.ns_ip])
-        .arg(port.to_string())
-        .arg(record)
-        .arg(&pki.cert)
-        .arg(&pki.key)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start TLS server");
-    let mut line = String::new();
-    let stdout = child.stdout.take().expect("server stdout");
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("server ready line");
-    let server = Server(child);
-    assert_eq!(line.trim(), "ready", "server {script} did not start");
-    server
-}
-
 struct Setup {
     dir: TempDir,
-    // Servers are declared before the namespace: they stop before it goes.
-    _servers: Vec<Server>,
     _ns: Netns,
     sluice: Sluice,
     bundle: PathBuf,
@@ -110,10 +73,12 @@ fn setup(tag: &str) -> Setup {
     let dir = TempDir::new(tag);
     let ns = Netns::new();
     let pki = test_pki(&dir, "upstream", &["mcps.test", "wss.test", "gqls.test"]);
-    let servers = vec![
-        start_tls_server(&ns, "mcp_server.py", 8443, &dir.path("mcp.jsonl"), &pki),
-        start_tls_server(&ns, "ws_server.py", 8766, &dir.path("wss.jsonl"), &pki),
-    ];
+    for (script, port, record) in [
+        ("mcp_server.py", 8443, "mcp.jsonl"),
+        ("ws_server.py", 8766, "wss.jsonl"),
+    ] {
+        ns.start_tls_server(script, port, &dir.path(record), &pki.cert, &pki.key);
+    }
     ns.start_server("ws_server.py", 8765, &dir.path("ws.jsonl"));
     let mut args: Vec<String> = vec![
         "--identity".into(),
@@ -141,34 +106,10 @@ fn setup(tag: &str) -> Setup {
     .unwrap();
     Setup {
         dir,
-        _servers: servers,
         _ns: ns,
         sluice,
         bundle,
     }
-}
-
-/// Run a Python client script with `env`; returns its stdout lines.
-fn python(script: &str, args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .envs(env.iter().copied())
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "python failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 fn ws_messages(record: &Path) -> Vec<(String, String)> {
@@ -237,11 +178,9 @@ async def main(proxy, bundle):
 
 asyncio.run(main(sys.argv[1], sys.argv[2]))
 "#;
-    let lines = python(
-        script,
-        &[&s.sluice.proxy_url(), s.bundle.to_str().unwrap()],
-        &[],
-    );
+    let lines = Python::inline(script)
+        .args([s.sluice.proxy_url().as_str(), s.bundle.to_str().unwrap()])
+        .lines();
     assert!(
         lines[0].starts_with("ext permessage-deflate"),
         "the 101 negotiated compression: {lines:?}"
@@ -347,15 +286,11 @@ session("/forbidden", "binary not allowed here", 0x2)
 fn websocket_upgrade_through_the_forward_proxy() {
     let s = setup("ptls-fwd");
     let addr = s.sluice.addr;
-    let lines = python(
-        RAW_WS,
-        &[
-            &addr.ip().to_string(),
-            &addr.port().to_string(),
-            "ws.test:8765",
-        ],
-        &[],
-    );
+    let lines = Python::inline(RAW_WS)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .arg("ws.test:8765")
+        .lines();
     assert_eq!(
         lines,
         [
@@ -441,7 +376,9 @@ asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
         ("ws://gql.test:8765/graphql", "ws.jsonl"),
         ("wss://gqls.test:8766/graphql", "wss.jsonl"),
     ] {
-        let lines = python(script, &[&proxy, bundle, url], &[]);
+        let lines = Python::inline(script)
+            .args([proxy.as_str(), bundle, url])
+            .lines();
         assert_eq!(
             lines,
             [

@@ -6,7 +6,8 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use crate::adapters::{add_hosts, basic_policy};
-use crate::harness::{connect, curl, eventually, read_response, Netns, Sluice, TempDir};
+use crate::harness::{connect, curl, read_response, Sluice};
+use sluice_test_support::{eventually, Netns, Python, TempDir};
 
 fn deny_policy() -> String {
     basic_policy().replace("host: exact.test", "host: something-else.test")
@@ -179,14 +180,7 @@ async def main(proxy):
 
 asyncio.run(main(sys.argv[1]))
 "#;
-    let mut child = std::process::Command::new("python3")
-        .args(["-c", script, &sluice.proxy_url()])
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
+    let mut child = Python::inline(script).arg(sluice.proxy_url()).spawn();
     let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();

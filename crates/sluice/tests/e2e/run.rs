@@ -8,7 +8,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::harness::{eventually, patience, recorded, test_pki, Netns, TempDir};
+use sluice_test_support::{eventually, patience, recorded, test_pki, Netns, TempDir};
 
 /// Upstreams in the test's namespace; only curl may use them (python3 is denied).
 const POLICY: &str = r#"version: 1
@@ -165,38 +165,46 @@ pub(crate) fn timed(key: &str, command: &str) -> String {
     )
 }
 
-#[test]
-fn run_allows_through_proxy_refuses_bypass_and_dns_and_names_the_binary() {
-    let dir = TempDir::new("run-a");
+/// A finished `sluice run --identity required` of the script `script`
+/// makes from the namespace address, with the echo upstream in that
+/// namespace as `api.demo.internal:8080`. Returns the paths it recorded.
+fn run_with_upstream(
+    tag: &str,
+    script: impl FnOnce(&str) -> String,
+) -> (RunOutcome, Vec<String>, String) {
+    let dir = TempDir::new(tag);
     let ns = Netns::new();
     ns.start_upstream(8080, &dir.path("up.jsonl"));
     let host = format!("api.demo.internal={}", ns.ns_ip);
-    let py = "python3 -c \"import urllib.request as u, urllib.error as e\ntry: u.urlopen('http://api.demo.internal:8080/py', timeout=5); print('python=200')\nexcept e.HTTPError as x: print('python=%d' % x.code)\"";
-    let script =
-        format!(
-        "curl -s -o /dev/null -w 'allowed=%{{http_code}}\\n' http://api.demo.internal:8080/ok\n\
-         curl -s -o /dev/null -w 'denied=%{{http_code}}\\n' http://denied.example:8080/\n\
-         {py}\n\
-         {direct}\
-         {dns}\
-         echo proxy=$HTTPS_PROXY\n\
-         echo no_proxy=$NO_PROXY\n\
-         exit 7",
-        direct = timed(
-            "direct",
-            &format!("curl --noproxy '*' -sS -m 5 http://{}:8080/direct", ns.ns_ip)
-        ),
-        dns = timed(
-            "dns",
-            "python3 -c \"import socket; socket.getaddrinfo('example.com', 80)\""
-        ),
-    );
     let r = run_to_end(
         &dir,
         POLICY,
         &["--identity", "required", "--add-host", &host],
-        &script,
+        &script(&ns.ns_ip),
     );
+    let paths = recorded(&dir.path("up.jsonl"))
+        .iter()
+        .filter_map(|e| e["path"].as_str().map(str::to_owned))
+        .collect();
+    (r, paths, ns.ns_ip.clone())
+}
+
+/// CMD reaches an allowed upstream through the proxy its environment names;
+/// a host off policy and a binary off `binaries` (python3) get 403; the
+/// exit status is CMD's; allowed events carry the sandbox pid.
+#[test]
+fn run_routes_cmd_through_the_proxy_and_exits_with_its_status() {
+    let py = "python3 -c \"import urllib.request as u, urllib.error as e\ntry: u.urlopen('http://api.demo.internal:8080/py', timeout=5); print('python=200')\nexcept e.HTTPError as x: print('python=%d' % x.code)\"";
+    let (r, paths, _) = run_with_upstream("run-a", |_| {
+        format!(
+            "curl -s -o /dev/null -w 'allowed=%{{http_code}}\\n' http://api.demo.internal:8080/ok\n\
+             curl -s -o /dev/null -w 'denied=%{{http_code}}\\n' http://denied.example:8080/\n\
+             {py}\n\
+             echo proxy=$HTTPS_PROXY\n\
+             echo no_proxy=$NO_PROXY\n\
+             exit 7"
+        )
+    });
     assert_eq!(
         r.status.code(),
         Some(7),
@@ -212,32 +220,43 @@ fn run_allows_through_proxy_refuses_bypass_and_dns_and_names_the_binary() {
         "{}",
         r.value("proxy")
     );
+    assert!(paths.iter().any(|p| p == "/ok"), "{paths:?}");
+    assert!(!paths.iter().any(|p| p == "/py"), "{paths:?}");
+    assert!(
+        r.events
+            .iter()
+            .any(|e| e["actor"]["process"]["file"]["path"] == "/usr/bin/curl"
+                && e["unmapped"]["sandbox_pid"].as_u64().is_some_and(|p| p > 1)
+                && e["disposition"] == "Allowed"),
+        "allowed events carry the sandbox pid"
+    );
+    assert_cleaned_up(&r.netns);
+}
+
+/// A direct connection (no proxy) fails at once, never reaches the
+/// upstream, and is reported: a bypass event naming curl, with the sandbox
+/// pid as evidence and a hint, and a bypass finding.
+#[test]
+fn run_refuses_a_direct_connection_fast_and_names_the_binary() {
+    let (r, paths, ns_ip) = run_with_upstream("run-direct", |ns_ip| {
+        timed(
+            "direct",
+            &format!("curl --noproxy '*' -sS -m 5 http://{ns_ip}:8080/direct"),
+        )
+    });
+    assert_eq!(r.status.code(), Some(0), "{}\n{}", r.stdout, r.stderr);
     assert_ne!(r.value("direct_rc"), "0", "direct connection must fail");
     assert!(
         r.ms("direct_ms") < 1000,
         "direct connect took {} ms",
         r.ms("direct_ms")
     );
-    assert_ne!(r.value("dns_rc"), "0", "DNS must fail");
-    assert!(
-        r.ms("dns_ms") < 1000,
-        "DNS failure took {} ms",
-        r.ms("dns_ms")
-    );
-    let paths: Vec<String> = recorded(&dir.path("up.jsonl"))
-        .iter()
-        .filter_map(|e| e["path"].as_str().map(str::to_owned))
-        .collect();
-    assert!(paths.iter().any(|p| p == "/ok"), "{paths:?}");
-    assert!(
-        !paths.iter().any(|p| p == "/direct" || p == "/py"),
-        "{paths:?}"
-    );
+    assert!(!paths.iter().any(|p| p == "/direct"), "{paths:?}");
 
     let bypass = r.bypass_events();
     let direct = bypass
         .iter()
-        .find(|e| e["dst_endpoint"]["ip"] == ns.ns_ip.as_str() && e["dst_endpoint"]["port"] == 8080)
+        .find(|e| e["dst_endpoint"]["ip"] == ns_ip.as_str() && e["dst_endpoint"]["port"] == 8080)
         .unwrap_or_else(|| panic!("no bypass event for the direct connect: {bypass:#?}"));
     assert_eq!(direct["actor"]["process"]["file"]["path"], "/usr/bin/curl");
     assert_eq!(direct["activity_name"], "Refuse");
@@ -246,14 +265,6 @@ fn run_allows_through_proxy_refuses_bypass_and_dns_and_names_the_binary() {
     assert!(
         sandbox_pid > 1 && Some(sandbox_pid) != direct["actor"]["process"]["pid"].as_u64(),
         "{direct:#}"
-    );
-    assert!(
-        r.events
-            .iter()
-            .any(|e| e["actor"]["process"]["file"]["path"] == "/usr/bin/curl"
-                && e["unmapped"]["sandbox_pid"].as_u64().is_some_and(|p| p > 1)
-                && e["disposition"] == "Allowed"),
-        "allowed events carry the sandbox pid too"
     );
     assert!(direct["unmapped"]["hint"]
         .as_str()
@@ -264,6 +275,28 @@ fn run_allows_through_proxy_refuses_bypass_and_dns_and_names_the_binary() {
             && e["evidences"][0]["data"]["binary"] == "/usr/bin/curl"),
         "no bypass finding naming curl"
     );
+    assert_cleaned_up(&r.netns);
+}
+
+/// DNS from inside fails at once and is reported: policy DNS refused the
+/// query while the resolver's socket was open, so the sender (python3) is
+/// named, and so is the name it asked for.
+#[test]
+fn run_refuses_dns_fast_and_attributes_the_query() {
+    let dir = TempDir::new("run-dns");
+    let script = timed(
+        "dns",
+        "python3 -c \"import socket; socket.getaddrinfo('example.com', 80)\"",
+    );
+    let r = run_to_end(&dir, POLICY, &["--identity", "required"], &script);
+    assert_eq!(r.status.code(), Some(0), "{}\n{}", r.stdout, r.stderr);
+    assert_ne!(r.value("dns_rc"), "0", "DNS must fail");
+    assert!(
+        r.ms("dns_ms") < 1000,
+        "DNS failure took {} ms",
+        r.ms("dns_ms")
+    );
+    let bypass = r.bypass_events();
     assert!(
         bypass.iter().any(|e| e["dst_endpoint"]["port"] == 53
             && e["unmapped"]["hint"]
@@ -271,8 +304,6 @@ fn run_allows_through_proxy_refuses_bypass_and_dns_and_names_the_binary() {
                 .is_some_and(|h| h.contains("DNS"))),
         "no DNS bypass event: {bypass:#?}"
     );
-    // Policy DNS refused the query while the resolver's socket was open: the
-    // sender is named, and so is the name it asked for.
     assert!(
         bypass.iter().any(|e| e["dst_endpoint"]["port"] == 53
             && e["unmapped"]["dns_query"] == "example.com"

@@ -5,8 +5,8 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Stdio};
 
-use crate::harness::{recorded, Netns, TempDir};
 use crate::run::{assert_cleaned_up, run_to_end, sluice_run, sluice_run_as, timed, RunOutcome};
+use sluice_test_support::{recorded, Netns, TempDir};
 
 const POLICY: &str = r#"version: 1
 network_policies:

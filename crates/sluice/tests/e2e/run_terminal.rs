@@ -5,7 +5,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::harness::{recorded, test_pki, Netns, TempDir};
+use sluice_test_support::{recorded, test_pki, Netns, TempDir};
 
 /// `network_policies` is the last section, so a printed snippet can be appended.
 const POLICY: &str = r#"version: 1

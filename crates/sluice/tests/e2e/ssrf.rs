@@ -5,7 +5,8 @@
 use std::io::Write;
 use std::net::Ipv4Addr;
 
-use crate::harness::{connect, curl, read_response, recorded, Netns, Sluice, TempDir};
+use crate::harness::{connect, curl, read_response, Sluice};
+use sluice_test_support::{recorded, Netns, TempDir};
 
 fn policy(ns_ip: &str, ns_net: &str) -> String {
     let me = std::env::current_exe().unwrap();

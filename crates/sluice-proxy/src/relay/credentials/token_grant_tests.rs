@@ -1,18 +1,22 @@
 //! Token grant tests against real token endpoints on 127.0.0.1:0 (plain
-//! and TLS with a test CA).
+//! and TLS with a test CA). Expiry and timeouts run on tokio's paused clock
+//! (`start_paused`): no test waits for wall-clock time to pass.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sluice_policy::{
     GrantKind, Provider, ProviderId, Secret, TokenGrant, TokenStyle, DEFAULT_CLIENT_ASSERTION_TYPE,
 };
+use sluice_test_support::TempDir;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::time::{advance, Instant};
 use tokio_rustls::TlsAcceptor;
 
 use super::*;
@@ -290,19 +294,57 @@ async fn jwt_bearer_body_and_raw_style() {
     );
 }
 
-#[tokio::test]
+/// Awaits `fut` (real socket I/O with a token endpoint) with the paused
+/// clock standing still. Left alone, tokio auto-advances a paused clock to
+/// the next timer whenever the runtime looks idle, which it does while a
+/// socket operation is in flight: the grant's timeout could fire early and
+/// a token's expiry would start from a later `now`. A running blocking task
+/// inhibits auto-advance, so inside this only `advance` moves time.
+async fn clock_held<F: Future>(fut: F) -> F::Output {
+    let (release, hold) = std::sync::mpsc::channel::<()>();
+    let holder = tokio::task::spawn_blocking(move || {
+        let _ = hold.recv();
+    });
+    let out = fut.await;
+    drop(release);
+    holder.await.expect("clock holder");
+    out
+}
+
+/// A token is used until its cache TTL (`expires_in` minus 30 s of skew,
+/// at least 1 s) has passed, to the millisecond, and fetched again from
+/// then on: on the paused clock, so exactly and without waiting.
+#[tokio::test(start_paused = true)]
 async fn expired_token_is_fetched_again() {
     let ep = TokenServer::start(Reply::Token("short", Some(31))).await;
     let p = provider(grant(&ep.url("/token")));
     let grants = grants();
-    grants.header(&p).await.expect("first");
-    grants.header(&p).await.expect("cached");
-    assert_eq!(ep.calls(), 1);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let started = Instant::now();
+    let (_, value) = clock_held(grants.header(&p)).await.expect("first");
+    assert_eq!(value.expose(), "Bearer short");
+    assert_eq!(started.elapsed(), Duration::ZERO, "the clock stood still");
+
+    // expires_in 31 s: kept for 1 s.
+    advance(Duration::from_millis(999)).await;
+    let (_, value) = clock_held(grants.header(&p)).await.expect("cached");
+    assert_eq!(value.expose(), "Bearer short");
+    assert_eq!((ep.calls(), grants.fetches()), (1, 1));
+    advance(Duration::from_millis(1)).await;
     ep.set(Reply::Token("fresh", Some(3600)));
-    let (_, value) = grants.header(&p).await.expect("refetched");
+    let (_, value) = clock_held(grants.header(&p)).await.expect("refetched");
     assert_eq!(value.expose(), "Bearer fresh");
     assert_eq!((ep.calls(), grants.fetches()), (2, 2));
+
+    // expires_in 3600 s: kept for 3570 s.
+    ep.set(Reply::Token("third", Some(3600)));
+    advance(Duration::from_secs(3570) - Duration::from_millis(1)).await;
+    let (_, value) = clock_held(grants.header(&p)).await.expect("cached");
+    assert_eq!(value.expose(), "Bearer fresh");
+    assert_eq!((ep.calls(), grants.fetches()), (2, 2));
+    advance(Duration::from_millis(1)).await;
+    let (_, value) = clock_held(grants.header(&p)).await.expect("refetched");
+    assert_eq!(value.expose(), "Bearer third");
+    assert_eq!((ep.calls(), grants.fetches()), (3, 3));
 }
 
 #[tokio::test]
@@ -488,7 +530,9 @@ async fn chunked_and_until_close_bodies() {
     assert_eq!(value.expose(), "Bearer one");
 }
 
-#[tokio::test]
+/// On the paused clock: the endpoint never answers (it would close after
+/// 30 s), so the first timer due is the grant's timeout, and it fires.
+#[tokio::test(start_paused = true)]
 async fn slow_endpoint_times_out_within_the_grant_timeout() {
     let ep = TokenServer::start(Reply::Hang).await;
     let mut g = grant(&ep.url("/token"));
@@ -498,8 +542,10 @@ async fn slow_endpoint_times_out_within_the_grant_timeout() {
     let err = grants.header(&provider(g)).await.expect_err("timeout");
     let elapsed = started.elapsed();
     assert!(matches!(err, TokenGrantError::Timeout { .. }), "{err}");
-    assert!(elapsed >= Duration::from_millis(290), "{elapsed:?}");
-    assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(305),
+        "{elapsed:?}"
+    );
     assert_no_secret(&err);
 }
 
@@ -588,34 +634,11 @@ async fn changed_grant_configuration_gets_a_new_token() {
     assert_eq!((ep.calls(), grants.fetches()), (4, 4));
 }
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "sluice-token-grant-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[tokio::test]
 async fn https_endpoint_verified_with_test_ca() {
-    let tmp = TempDir::new();
-    let ca = Arc::new(SandboxCa::load_or_create(&tmp.0.join("state")).expect("ca"));
-    let ca_file = tmp.0.join("state").join(CA_CERT_FILE);
+    let tmp = TempDir::new("token-grant");
+    let ca = Arc::new(SandboxCa::load_or_create(&tmp.path("state")).expect("ca"));
+    let ca_file = tmp.path("state").join(CA_CERT_FILE);
     let leaf = LeafCache::new(ca, 4);
     let localhost = Host::parse("localhost").expect("host");
     let acceptor = TlsAcceptor::from(leaf.server_config(&localhost).expect("server config"));

@@ -90,9 +90,9 @@ mod tests {
 
     #[test]
     fn reloads_that_reach_cmd_are_refused() {
-        let dir = std::env::temp_dir().join(format!("sluice-guard-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tmp = sluice_test_support::TempDir::new("guard");
+        let dir = tmp.root();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let file = dir.join("s");
         std::fs::write(&file, "v").unwrap();
         let guard = |allow| SecretGuard {
@@ -145,6 +145,5 @@ mod tests {
             .check(&filed)
             .unwrap_err()
             .contains("cannot tell"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

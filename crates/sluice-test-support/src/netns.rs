@@ -1,0 +1,207 @@
+//! A private network namespace with upstream servers inside it.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+
+use crate::python::{py_script, PYTHON3};
+use crate::{is_root, next_id};
+
+/// Runs `cmd args` and panics with its stderr unless it succeeds.
+fn run(cmd: &str, args: &[&str]) -> Output {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A network namespace joined to the host by a veth pair on a private /30.
+/// Servers started in it are killed, and the namespace and veth removed,
+/// on drop. Needs root (CI runs as root); a non-root run fails here.
+pub struct Netns {
+    /// The namespace name (`ip netns exec NAME ...`).
+    pub name: String,
+    host_if: String,
+    /// The address inside the namespace (where upstreams listen).
+    pub ns_ip: String,
+    upstreams: Mutex<Vec<Child>>,
+}
+
+impl Netns {
+    /// Creates the namespace, its veth pair and addresses.
+    #[allow(clippy::new_without_default)] // creating a namespace is no default
+    pub fn new() -> Self {
+        assert!(
+            is_root(),
+            "network namespace tests must run as root (CI does): sudo scripts/test"
+        );
+        let n = next_id();
+        let pid = std::process::id();
+        let tag = format!("{:x}{n}", pid % 0xffff);
+        let name = format!("slt-{tag}");
+        let host_if = format!("slh{tag}");
+        let ns_if = format!("sls{tag}");
+        let used = String::from_utf8_lossy(&run("ip", &["-4", "addr"]).stdout).into_owned();
+        // A /30 in 10.64.0.0/10 whose /24 is unused on this host; the seed
+        // differs per process and per namespace, so parallel tests do not collide.
+        let seed = pid.wrapping_mul(2_654_435_761).wrapping_add(n * 97);
+        let (host_ip, ns_ip) = (0..4096u32)
+            .map(|i| {
+                let k = seed.wrapping_add(i * 64) % 65536;
+                let (b, c, d) = (64 + (k >> 14), (k >> 6) & 255, (k & 63) * 4);
+                (
+                    format!("10.{b}.{c}.{}", d + 1),
+                    format!("10.{b}.{c}.{}", d + 2),
+                )
+            })
+            .find(|(h, _)| {
+                let prefix = h.rsplit_once('.').map_or("", |(p, _)| p);
+                !used.contains(&format!("{prefix}."))
+            })
+            .expect("a free private /30");
+        run("ip", &["netns", "add", &name]);
+        // From here on, drop cleans up whatever was made.
+        let ns = Self {
+            name,
+            host_if,
+            ns_ip,
+            upstreams: Mutex::new(Vec::new()),
+        };
+        let name = ns.name.as_str();
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                &ns.host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &ns_if,
+            ],
+        );
+        run("ip", &["link", "set", &ns_if, "netns", name]);
+        run(
+            "ip",
+            &["addr", "add", &format!("{host_ip}/30"), "dev", &ns.host_if],
+        );
+        run("ip", &["link", "set", &ns.host_if, "up"]);
+        run(
+            "ip",
+            &[
+                "-n",
+                name,
+                "addr",
+                "add",
+                &format!("{}/30", ns.ns_ip),
+                "dev",
+                &ns_if,
+            ],
+        );
+        run("ip", &["-n", name, "link", "set", &ns_if, "up"]);
+        run("ip", &["-n", name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// The echo upstream (`py/upstream.py`) on `port`; every request is
+    /// recorded in `record` (one JSON line each, see [`crate::recorded`]).
+    pub fn start_upstream(&self, port: u16, record: &Path) {
+        self.start_script("upstream.py", port, record, &[]);
+    }
+
+    /// The echo upstream over HTTPS with `cert`/`key` (PEM files).
+    pub fn start_tls_upstream(&self, port: u16, record: &Path, cert: &Path, key: &Path) {
+        self.start_script("upstream.py", port, record, &[cert, key]);
+    }
+
+    /// A raw TCP recorder (`py/recorder.py`): every byte read is appended to
+    /// `record`.
+    pub fn start_recorder(&self, port: u16, record: &Path) {
+        self.start_script("recorder.py", port, record, &[]);
+    }
+
+    /// Any of the test servers in `py/` (`mcp_server.py`, `ws_server.py`, ...).
+    pub fn start_server(&self, script: &str, port: u16, record: &Path) {
+        self.start_script(script, port, record, &[]);
+    }
+
+    /// A test server from `py/` over HTTPS with `cert`/`key` (PEM files).
+    pub fn start_tls_server(
+        &self,
+        script: &str,
+        port: u16,
+        record: &Path,
+        cert: &Path,
+        key: &Path,
+    ) {
+        self.start_script(script, port, record, &[cert, key]);
+    }
+
+    /// A test server from `py/`, called as `SCRIPT NS_IP PORT RECORD EXTRA...`
+    /// (the convention of every server there).
+    pub fn start_script(&self, script: &str, port: u16, record: &Path, extra: &[&Path]) {
+        let path = py_script(script);
+        let port = port.to_string();
+        let mut args: Vec<&OsStr> = vec![
+            OsStr::new(PYTHON3),
+            path.as_os_str(),
+            OsStr::new(&self.ns_ip),
+            OsStr::new(&port),
+            record.as_os_str(),
+        ];
+        args.extend(extra.iter().map(|p| p.as_os_str()));
+        self.start_process(script, &args);
+    }
+
+    /// Any long-running `program args...` inside the namespace that prints
+    /// `ready` on its first stdout line once it serves; waits for that line.
+    /// Killed when the namespace is dropped.
+    pub fn start_process<S: AsRef<OsStr>>(&self, what: &str, program_and_args: &[S]) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(program_and_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("server stdout");
+        let read = BufReader::new(stdout).read_line(&mut line);
+        let started = read.is_ok() && line.trim() == "ready";
+        // Tracked before the check, so a failed start is killed too.
+        self.upstreams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child);
+        assert!(
+            started,
+            "{what} did not start (first line {line:?}, {read:?})"
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let upstreams = self.upstreams.get_mut().unwrap_or_else(|e| e.into_inner());
+        for mut c in upstreams.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
