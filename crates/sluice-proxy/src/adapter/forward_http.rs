@@ -17,7 +17,9 @@ use crate::refusal::{
     destination_refused, json_error, Refusal, BAD_REQUEST, HEAD_TOO_LARGE, REQUEST_TIMEOUT,
     USE_CONNECT,
 };
-use crate::relay::http::l7::{self, canonical_target, L7Outcome};
+use crate::relay::credentials::Outbound;
+use crate::relay::http::admission::{self, AdmissionSurface, Step};
+use crate::relay::http::l7::L7Outcome;
 use crate::relay::http::tunnel::FRAMING;
 use crate::relay::http::Upgrade;
 use crate::relay::http::{
@@ -25,6 +27,7 @@ use crate::relay::http::{
     RequestPolicy, UpstreamKey,
 };
 use crate::relay::stream::UpstreamStream;
+use crate::relay::RelayContext;
 
 /// Longest request path accepted.
 const MAX_PATH: usize = 4096;
@@ -60,6 +63,85 @@ pub(super) async fn handle(
     };
     let limits = shared.limits.loop_limits();
     request_loop(&mut client, &mut buf, first, &mut policy, &limits).await;
+}
+
+/// The forward proxy's part of [`admission::admit`]: the destination is
+/// validated per request (the last connector is reused while its key and the
+/// generation hold), and the head is regenerated for origin-form.
+struct ForwardStep<'s> {
+    ctx: &'s RelayContext,
+    cached: &'s mut Option<(UpstreamKey, UpstreamConnector)>,
+    target: &'s Target,
+    /// The request's path for events (query-free).
+    path: &'s str,
+}
+
+impl AdmissionSurface for ForwardStep<'_> {
+    fn bad_target(&self, decision: &EgressDecision, req: &RequestHead, detail: &str) -> Refusal {
+        self.ctx
+            .audit
+            .l7_request(decision, "deny", &req.method, self.path, detail);
+        let detail = format!("request-target must be canonical: {detail}");
+        json_error(400, "invalid_request_target", &detail, None, None)
+    }
+
+    async fn upstream(
+        &mut self,
+        decision: &EgressDecision,
+        req: &RequestHead,
+    ) -> Result<Option<(UpstreamKey, UpstreamConnector)>, Refusal> {
+        let target = &decision.intent.target;
+        let Some(permit) = decision.permit() else {
+            let detail = format!(
+                "{} {target}{} not permitted by policy",
+                req.method, self.path
+            );
+            return Err(json_error(403, "policy_denied", &detail, None, None));
+        };
+        let key = UpstreamKey {
+            generation: decision.generation(),
+            endpoint: permit.endpoint,
+            target: target.clone(),
+        };
+        let connector = match self.cached.take() {
+            Some((k, c)) if k == key => c,
+            _ => match destination::validate(&permit.destination, target, &self.ctx.resolver).await
+            {
+                Ok(c) => c,
+                Err(denial) => {
+                    self.ctx.audit.destination_denied(
+                        decision,
+                        &denial,
+                        Some((&req.method, self.path)),
+                    );
+                    let what = format!("{} {target}", req.method);
+                    return Err(destination_refused(
+                        &denial,
+                        &what,
+                        target,
+                        decision.policy_key(),
+                    ));
+                }
+            },
+        };
+        if self.ctx.authorizer.generation() != decision.generation() {
+            return Ok(None);
+        }
+        *self.cached = Some((key.clone(), connector.clone()));
+        Ok(Some((key, connector)))
+    }
+
+    fn head(&self, req: &RequestHead, outbound: &Outbound, upgrade: &Upgrade) -> Vec<u8> {
+        let buffered = matches!(outbound.body, BodyPlan::Buffer { .. });
+        rewrite(
+            req,
+            self.target,
+            &outbound.origin,
+            &outbound.headers,
+            (buffered, outbound.body.answers_continue()),
+            matches!(upgrade, Upgrade::WebSocket(_)),
+        )
+    }
 }
 
 /// The forward adapter's per-request admission.
@@ -226,7 +308,7 @@ impl ForwardPolicy<'_> {
         for _ in 0..MAX_REAUTHORIZE {
             let decision = shared.relay.authorizer.authorize(intent.clone());
             let target = &decision.intent.target;
-            let Some(permit) = decision.permit() else {
+            if !decision.is_allowed() {
                 shared
                     .relay
                     .audit
@@ -240,83 +322,30 @@ impl ForwardPolicy<'_> {
                 return Admission::Respond {
                     response: json_error(403, "policy_denied", &detail, None, None).hint(&hint),
                 };
+            }
+            let mut step = ForwardStep {
+                ctx: &shared.relay,
+                cached: &mut self.cached,
+                target: &t.target,
+                path: &path,
             };
-            let canonical = match canonical_target(&decision, &t.path_and_query) {
-                Ok(c) => c,
-                Err(detail) => {
-                    shared
-                        .relay
-                        .audit
-                        .l7_request(&decision, "deny", &req.method, &path, &detail);
-                    let detail = format!("request-target must be canonical: {detail}");
-                    return Admission::Respond {
-                        response: json_error(400, "invalid_request_target", &detail, None, None),
+            match admission::admit(&shared.relay, &decision, req, &t.path_and_query, &mut step)
+                .await
+            {
+                Step::Admitted(a) => {
+                    let a = *a;
+                    self.current = Some((decision, a.path, a.outcome, a.providers));
+                    return Admission::Forward {
+                        key: a.key,
+                        connector: a.connector,
+                        head: a.head,
+                        body: a.body,
+                        upgrade: a.upgrade,
                     };
                 }
-            };
-            let outcome = l7::evaluate(&decision, req, &canonical);
-            if let Some(response) = l7::refusal(
-                &shared.relay.audit,
-                &decision,
-                &req.method,
-                &canonical.path,
-                &outcome,
-            ) {
-                return Admission::Respond { response };
+                Step::Reauthorize => continue,
+                Step::Refused(response) => return Admission::Respond { response },
             }
-            let key = UpstreamKey {
-                generation: decision.generation(),
-                endpoint: permit.endpoint,
-                target: target.clone(),
-            };
-            let connector = match self.cached.take() {
-                Some((k, c)) if k == key => c,
-                _ => {
-                    match destination::validate(&permit.destination, target, &shared.relay.resolver)
-                        .await
-                    {
-                        Ok(c) => c,
-                        Err(denial) => {
-                            shared.relay.audit.destination_denied(
-                                &decision,
-                                &denial,
-                                Some((&req.method, &path)),
-                            );
-                            let what = format!("{} {target}", req.method);
-                            let response =
-                                destination_refused(&denial, &what, target, decision.policy_key());
-                            return Admission::Respond { response };
-                        }
-                    }
-                }
-            };
-            if shared.relay.authorizer.generation() != decision.generation() {
-                continue;
-            }
-            self.cached = Some((key.clone(), connector.clone()));
-            let (outbound, upgrade) =
-                match l7::admitted(&shared.relay, &decision, req, &canonical, &outcome).await {
-                    Ok(v) => v,
-                    Err(response) => return Admission::Respond { response },
-                };
-            let buffered = matches!(outbound.body, BodyPlan::Buffer { .. });
-            let websocket = matches!(upgrade, Upgrade::WebSocket(_));
-            let head = rewrite(
-                req,
-                &t.target,
-                &outbound.origin,
-                &outbound.headers,
-                (buffered, outbound.body.answers_continue()),
-                websocket,
-            );
-            self.current = Some((decision, canonical.path, outcome, outbound.providers));
-            return Admission::Forward {
-                key,
-                connector,
-                head,
-                body: outbound.body,
-                upgrade,
-            };
         }
         let detail = format!("{} {}{path} not permitted by policy", req.method, t.target);
         Admission::Respond {

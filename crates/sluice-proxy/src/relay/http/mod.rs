@@ -4,6 +4,7 @@
 //! after the previous exchange finished, so no byte of it can reach an
 //! upstream before it was admitted).
 
+pub(crate) mod admission;
 mod body;
 mod close;
 mod exchange;

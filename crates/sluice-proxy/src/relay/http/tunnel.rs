@@ -4,8 +4,11 @@
 
 use tokio::net::TcpStream;
 
-use super::exchange::{Admission, BodyPlan, DialFailure, RejectCause, RequestPolicy, UpstreamKey};
-use super::l7::{self, canonical_target, L7Outcome};
+use super::admission::{self, AdmissionSurface, Step};
+use super::exchange::{
+    Admission, BodyPlan, DialFailure, RejectCause, RequestPolicy, Upgrade, UpstreamKey,
+};
+use super::l7::L7Outcome;
 use super::request::RequestHead;
 use super::HeadError;
 use crate::destination::{self, UpstreamConnector};
@@ -13,6 +16,7 @@ use crate::egress::{EgressDecision, Target};
 use crate::refusal::{
     destination_refused, json_error, Refusal, BAD_REQUEST, HEAD_TOO_LARGE, REQUEST_TIMEOUT,
 };
+use crate::relay::credentials::Outbound;
 use crate::relay::stream::UpstreamStream;
 use crate::relay::RelayContext;
 
@@ -41,6 +45,78 @@ fn authority_mismatch(found: &str) -> Refusal {
         "message",
         "HTTP request authority does not match the authorized tunnel endpoint",
     )
+}
+
+/// The tunnel's part of [`admission::admit`]: the upstream is the tunnel's
+/// (validated at CONNECT), and the head keeps the client's own framing.
+struct TunnelStep<'a> {
+    ctx: &'a RelayContext,
+    connector: UpstreamConnector,
+    tunnel_target: Target,
+    /// `Host` to add to an HTTP/1.0 request that carries none.
+    host_value: Option<String>,
+}
+
+impl AdmissionSurface for TunnelStep<'_> {
+    fn bad_target(&self, decision: &EgressDecision, _req: &RequestHead, detail: &str) -> Refusal {
+        self.ctx.audit.tunnel_rejected(
+            decision,
+            format!(
+                "HTTP request rejected before policy evaluation for {}",
+                self.tunnel_target
+            ),
+            detail.to_owned(),
+        );
+        json_error(
+            400,
+            "invalid_request_target",
+            &format!("request-target must be canonical: {detail}"),
+            None,
+            None,
+        )
+    }
+
+    async fn upstream(
+        &mut self,
+        decision: &EgressDecision,
+        _req: &RequestHead,
+    ) -> Result<Option<(UpstreamKey, UpstreamConnector)>, Refusal> {
+        let Some(permit) = decision.permit() else {
+            return Err(json_error(
+                403,
+                "policy_denied",
+                &format!("CONNECT {} not permitted by policy", self.tunnel_target),
+                None,
+                None,
+            ));
+        };
+        let key = UpstreamKey {
+            generation: decision.generation(),
+            endpoint: permit.endpoint,
+            target: self.tunnel_target.clone(),
+        };
+        Ok(Some((key, self.connector.clone())))
+    }
+
+    fn head(&self, req: &RequestHead, outbound: &Outbound, _upgrade: &Upgrade) -> Vec<u8> {
+        let buffered = matches!(outbound.body, BodyPlan::Buffer { .. });
+        let mut headers = std::borrow::Cow::Borrowed(&outbound.headers);
+        if let Some(host) = &self.host_value {
+            // HTTP/1.0 without `Host`: name the tunnel's authority, so that a
+            // shared front never picks its default site for this request.
+            headers
+                .to_mut()
+                .insert(0, ("Host".to_owned(), host.clone().into_bytes()));
+        }
+        build_head(
+            &req.method,
+            &outbound.origin,
+            req.version,
+            &headers,
+            buffered,
+            outbound.body.answers_continue(),
+        )
+    }
 }
 
 impl TunnelPolicy<'_> {
@@ -142,71 +218,35 @@ impl RequestPolicy for TunnelPolicy<'_> {
                 response: authority_mismatch(&seen),
             };
         }
-        let target = match canonical_target(&self.decision, path_and_query) {
-            Ok(t) => t,
-            Err(detail) => {
-                shared.audit.tunnel_rejected(
-                    &self.decision,
-                    format!("HTTP request rejected before policy evaluation for {tunnel_target}"),
-                    detail.clone(),
-                );
-                let response = json_error(
-                    400,
-                    "invalid_request_target",
-                    &format!("request-target must be canonical: {detail}"),
-                    None,
-                    None,
-                );
-                return Admission::Respond { response };
-            }
-        };
-        let outcome = l7::evaluate(&self.decision, req, &target);
-        if let Some(response) = l7::refusal(
-            &shared.audit,
-            &self.decision,
-            &req.method,
-            &target.path,
-            &outcome,
-        ) {
-            return Admission::Respond { response };
-        }
-        let endpoint = self
-            .decision
-            .permit()
-            .map_or(sluice_policy::EndpointId(0), |p| p.endpoint);
-        let key = UpstreamKey {
-            generation: self.decision.generation(),
-            endpoint,
-            target: tunnel_target,
-        };
-        let (mut outbound, upgrade) =
-            match l7::admitted(shared, &self.decision, req, &target, &outcome).await {
-                Ok(v) => v,
-                Err(response) => return Admission::Respond { response },
-            };
-        if req.header("host").is_none() {
-            // HTTP/1.0 without `Host`: name the tunnel's authority, so that a
-            // shared front never picks its default site for this request.
-            outbound
-                .headers
-                .insert(0, ("Host".to_owned(), self.host_value().into_bytes()));
-        }
-        let buffered = matches!(outbound.body, BodyPlan::Buffer { .. });
-        let head = build_head(
-            &req.method,
-            &outbound.origin,
-            req.version,
-            &outbound.headers,
-            buffered,
-            outbound.body.answers_continue(),
-        );
-        self.current = Some((target.path, outcome, outbound.providers));
-        Admission::Forward {
-            key,
+        let mut step = TunnelStep {
+            ctx: shared,
             connector: self.connector.clone(),
-            head,
-            body: outbound.body,
-            upgrade,
+            tunnel_target,
+            host_value: req.header("host").is_none().then(|| self.host_value()),
+        };
+        match admission::admit(shared, &self.decision, req, path_and_query, &mut step).await {
+            Step::Admitted(a) => {
+                let a = *a;
+                self.current = Some((a.path, a.outcome, a.providers));
+                Admission::Forward {
+                    key: a.key,
+                    connector: a.connector,
+                    head: a.head,
+                    body: a.body,
+                    upgrade: a.upgrade,
+                }
+            }
+            // The tunnel's decision was refreshed above; the connector is fixed.
+            Step::Reauthorize => Admission::Respond {
+                response: json_error(
+                    403,
+                    "policy_denied",
+                    "CONNECT not permitted because policy changed",
+                    None,
+                    None,
+                ),
+            },
+            Step::Refused(response) => Admission::Respond { response },
         }
     }
 
