@@ -213,9 +213,16 @@ pub(crate) struct ExplainArgs {
     /// HTTP method of the hypothetical request.
     #[arg(long)]
     pub(crate) method: Option<String>,
-    /// HTTP path of the hypothetical request.
+    /// HTTP path (and query) of the hypothetical request.
     #[arg(long)]
     pub(crate) path: Option<String>,
+    /// Request body, for endpoints whose rules read it (GraphQL, JSON-RPC,
+    /// MCP); `@FILE` reads it from FILE.
+    #[arg(long, value_name = "TEXT|@FILE")]
+    pub(crate) body: Option<String>,
+    /// Content-Type of the body.
+    #[arg(long, default_value = "application/json")]
+    pub(crate) content_type: String,
     /// Destination host.
     pub(crate) host: String,
     /// Destination port.

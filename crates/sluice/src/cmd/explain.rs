@@ -13,8 +13,9 @@ use sluice_proxy::egress::{
     Surface, Target, Verdict,
 };
 
-use sluice_policy::request::{canonicalize_path, evaluate_rest, QueryParams, RestRequest};
+use sluice_policy::request::{evaluate_rest, QueryParams, RestRequest};
 use sluice_policy::suggest::{self, Denied, DeniedRequest};
+use sluice_proxy::relay::http::evaluate_request;
 
 use crate::cli::ExplainArgs;
 
@@ -118,48 +119,81 @@ pub(crate) fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
                 })
                 .collect::<Vec<_>>()
                 .into();
-            if args.method.is_some() || args.path.is_some() {
-                let method = args.method.as_deref().unwrap_or("GET");
-                let raw = args.path.as_deref().unwrap_or("/");
-                out["l7"] = if p.protocol.as_str() == "rest" {
-                    let (raw_path, raw_query) = raw.split_once('?').unwrap_or((raw, ""));
-                    let path = canonicalize_path(raw_path, false)
-                        .map_err(|e| anyhow::anyhow!("--path {raw}: {e}"))?;
-                    let query = QueryParams::parse(raw_query)
-                        .map_err(|e| anyhow::anyhow!("--path {raw}: {e}"))?;
-                    let v = evaluate_rest(
-                        &snapshot,
-                        &p.routes,
-                        &RestRequest {
-                            method,
-                            path: &path,
-                            query: &query,
-                        },
-                    );
-                    let mut l7 = json!({
-                        "verdict": if v.allowed { "allow" } else { "deny" },
-                        "reason": v.reason,
-                        "rule": v.rule.or_else(|| v.decided_by.and_then(|r| r.describe(&snapshot))),
-                    });
-                    if !v.allowed {
-                        l7["suggestion"] = suggestion(Some(DeniedRequest {
-                            policy: policy.key.to_string(),
-                            method: method.to_ascii_uppercase(),
-                            path,
-                        }))
-                        .into();
-                    }
-                    l7
-                } else if p.protocol.is_l7() {
-                    json!({"verdict": "not_evaluated", "detail": format!("`{}` rules read the request body; explain evaluates `rest` rules only", p.protocol.as_str())})
-                } else {
-                    json!({"verdict": "allow", "detail": "endpoint has no protocol: no request-level rules"})
-                };
+            if args.method.is_some() || args.path.is_some() || args.body.is_some() {
+                out["l7"] = request_level(args, &d, policy.key.as_ref(), &suggestion)?;
             }
         }
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The request-level verdict, computed by the relay's own evaluation.
+fn request_level(
+    args: &ExplainArgs,
+    d: &sluice_proxy::egress::EgressDecision,
+    policy: &str,
+    suggestion: &dyn Fn(Option<DeniedRequest>) -> String,
+) -> anyhow::Result<serde_json::Value> {
+    let method = args
+        .method
+        .as_deref()
+        .unwrap_or(if args.body.is_some() { "POST" } else { "GET" });
+    let path = args.path.as_deref().unwrap_or("/");
+    let body = match args.body.as_deref() {
+        Some(b) => Some(match b.strip_prefix('@') {
+            Some(file) => std::fs::read(file).with_context(|| format!("--body @{file}"))?,
+            None => b.as_bytes().to_vec(),
+        }),
+        None => None,
+    };
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", d.intent.target);
+    if let Some(b) = &body {
+        head.push_str(&format!(
+            "Content-Type: {}\r\nContent-Length: {}\r\n",
+            args.content_type,
+            b.len()
+        ));
+    }
+    head.push_str("\r\n");
+    let v = evaluate_request(d, head.as_bytes(), body.as_deref())
+        .map_err(|e| anyhow::anyhow!("request {method} {path}: {e}"))?;
+    let rule = v.rule.clone().or_else(|| {
+        v.endpoint.and_then(|id| {
+            let q = QueryParams::parse(path.split_once('?').map_or("", |(_, q)| q)).ok()?;
+            evaluate_rest(
+                &d.snapshot,
+                &[id],
+                &RestRequest {
+                    method,
+                    path: &v.path,
+                    query: &q,
+                },
+            )
+            .decided_by
+            .and_then(|r| r.describe(&d.snapshot))
+        })
+    });
+    let mut l7 = json!({
+        "verdict": v.verdict,
+        "reason": v.reason,
+        "rule": rule,
+    });
+    if !v.summary.is_empty() {
+        l7["summary"] = v.summary.into();
+    }
+    let rest = v
+        .endpoint
+        .is_some_and(|id| d.snapshot.endpoint(id).protocol.as_str() == "rest");
+    if v.verdict == "deny" && rest {
+        l7["suggestion"] = suggestion(Some(DeniedRequest {
+            policy: policy.to_owned(),
+            method: method.to_ascii_uppercase(),
+            path: v.path,
+        }))
+        .into();
+    }
+    Ok(l7)
 }
 
 fn bracket(host: &str) -> String {

@@ -158,3 +158,68 @@ fn explain_suggests_the_change_that_allows() {
         "{v}"
     );
 }
+
+/// `explain --body` runs the relay's own request evaluation: a JSON-RPC
+/// endpoint's verdict depends on the body's method, a body with a repeated key
+/// is refused, and without a body the answer says the rules need it.
+#[test]
+fn explain_evaluates_bodies_like_the_relay() {
+    let dir = sluice_test_support::TempDir::new("explain-body");
+    let policy = dir.path("p.yaml");
+    std::fs::write(
+        &policy,
+        "version: 1\nnetwork_policies:\n  rpc:\n    endpoints:\n      - { host: rpc.test, port: 8545, protocol: json-rpc, enforcement: enforce, rules: [ { allow: { method: reports.list } } ] }\n    binaries:\n      - { path: /usr/bin/curl }\n",
+    )
+    .unwrap();
+    let p = policy.to_str().unwrap();
+    let l7 = |body: Option<&str>| -> serde_json::Value {
+        let mut args = vec![
+            "explain",
+            "--policy",
+            p,
+            "--binary",
+            "/usr/bin/curl",
+            "--path",
+            "/",
+        ];
+        match body {
+            Some(b) => args.extend(["--body", b]),
+            None => args.extend(["--method", "POST"]),
+        }
+        args.extend(["rpc.test", "8545"]);
+        let (code, out) = sluice(&args);
+        assert_eq!(code, 0, "{out}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["l7"].clone()
+    };
+    let allowed = l7(Some(r#"{"jsonrpc":"2.0","id":1,"method":"reports.list"}"#));
+    assert_eq!(allowed["verdict"], "allow", "{allowed}");
+    let denied = l7(Some(
+        r#"{"jsonrpc":"2.0","id":1,"method":"reports.delete"}"#,
+    ));
+    assert_eq!(denied["verdict"], "deny", "{denied}");
+    let twice = l7(Some(
+        r#"{"jsonrpc":"2.0","id":1,"method":"reports.delete","method":"reports.list"}"#,
+    ));
+    assert_eq!(twice["verdict"], "deny", "{twice}");
+    assert!(
+        twice["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("duplicate key")),
+        "{twice}"
+    );
+    assert_eq!(l7(None)["verdict"], "needs_body");
+    let (_, get) = sluice(&[
+        "explain",
+        "--policy",
+        p,
+        "--binary",
+        "/usr/bin/curl",
+        "--method",
+        "GET",
+        "--path",
+        "/",
+        "rpc.test",
+        "8545",
+    ]);
+    assert!(get.contains("accept POST only"), "{get}");
+}

@@ -14,6 +14,7 @@ pub(crate) mod l7;
 mod request;
 mod response;
 pub(crate) mod tunnel;
+mod verdict;
 mod ws_policy;
 pub(crate) use ws_policy::WsTextPolicy;
 
@@ -25,3 +26,4 @@ pub use exchange::{
 };
 pub use head::{read_head, HeadError, HeadLimits};
 pub use request::{ParseError, RequestHead};
+pub use verdict::{evaluate_request, RequestVerdict};
