@@ -2,8 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,28 +15,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use super::*;
 use crate::egress::Host;
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "sluice-tls-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use sluice_test_support::TempDir;
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).expect("stat").permissions().mode() & 0o7777
@@ -48,7 +26,7 @@ fn name(n: &str) -> Host {
 }
 
 fn new_ca(dir: &TempDir) -> Arc<SandboxCa> {
-    Arc::new(SandboxCa::load_or_create(&dir.0.join("state")).expect("ca"))
+    Arc::new(SandboxCa::load_or_create(&dir.path("state")).expect("ca"))
 }
 
 /// A rustls client trusting only `ca`.
@@ -96,8 +74,8 @@ async fn handshake(
 
 #[test]
 fn ca_create_sets_modes_and_reload_is_stable() {
-    let tmp = TempDir::new();
-    let state = tmp.0.join("state");
+    let tmp = TempDir::new("tls");
+    let state = tmp.path("state");
     let ca = SandboxCa::load_or_create(&state).expect("create");
     assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(&state.join(CA_KEY_FILE)), 0o600);
@@ -122,8 +100,8 @@ fn ca_create_sets_modes_and_reload_is_stable() {
 
 #[test]
 fn ca_refuses_group_or_world_accessible_key() {
-    let tmp = TempDir::new();
-    let state = tmp.0.join("state");
+    let tmp = TempDir::new("tls");
+    let state = tmp.path("state");
     SandboxCa::load_or_create(&state).expect("create");
     let key = state.join(CA_KEY_FILE);
     for bad in [0o644, 0o640, 0o604] {
@@ -141,9 +119,9 @@ fn ca_refuses_group_or_world_accessible_key() {
 
 #[test]
 fn ca_refuses_half_state_and_foreign_key() {
-    let tmp = TempDir::new();
-    let a = tmp.0.join("a");
-    let b = tmp.0.join("b");
+    let tmp = TempDir::new("tls");
+    let a = tmp.path("a");
+    let b = tmp.path("b");
     SandboxCa::load_or_create(&a).expect("create a");
     SandboxCa::load_or_create(&b).expect("create b");
 
@@ -160,7 +138,7 @@ fn ca_refuses_half_state_and_foreign_key() {
 
 #[tokio::test]
 async fn leaf_for_name_and_ips_verifies_against_ca_with_http1_alpn() {
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("tls");
     let ca = new_ca(&tmp);
     let cache = LeafCache::new(Arc::clone(&ca), DEFAULT_LEAF_CACHE_CAPACITY);
     let cases = [
@@ -188,14 +166,14 @@ async fn leaf_for_name_and_ips_verifies_against_ca_with_http1_alpn() {
 
 #[tokio::test]
 async fn leaf_is_refused_for_another_name_or_another_ca() {
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("tls");
     let ca = new_ca(&tmp);
     let cache = LeafCache::new(Arc::clone(&ca), 4);
     let host = name("api.example.com");
     let wrong = ServerName::try_from("evil.example.com").expect("sni");
     assert!(handshake(&cache, &host, wrong, &ca).await.is_err());
 
-    let other_tmp = TempDir::new();
+    let other_tmp = TempDir::new("tls");
     let other = new_ca(&other_tmp);
     let sni = ServerName::try_from("api.example.com").expect("sni");
     assert!(handshake(&cache, &host, sni, &other).await.is_err());
@@ -203,7 +181,7 @@ async fn leaf_is_refused_for_another_name_or_another_ca() {
 
 #[test]
 fn leaf_cache_is_lru_with_counters() {
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("tls");
     let cache = LeafCache::new(new_ca(&tmp), 2);
     let (a, b, c) = (name("a.example"), name("b.example"), name("c.example"));
 
@@ -231,12 +209,12 @@ fn leaf_cache_is_lru_with_counters() {
 
 #[test]
 fn upstream_extra_ca_files_are_checked() {
-    let tmp = TempDir::new();
-    let missing = tmp.0.join("missing.pem");
+    let tmp = TempDir::new("tls");
+    let missing = tmp.path("missing.pem");
     let err = UpstreamTls::new(std::slice::from_ref(&missing)).expect_err("missing file");
     assert!(err.to_string().contains("missing.pem"), "{err}");
 
-    let empty = tmp.0.join("empty.pem");
+    let empty = tmp.path("empty.pem");
     std::fs::write(&empty, "not a certificate\n").expect("write");
     let err = UpstreamTls::new(std::slice::from_ref(&empty)).expect_err("no cert");
     assert!(matches!(err, TlsConfigError::BadCaFile { .. }), "{err}");
@@ -274,9 +252,9 @@ async fn dial(addr: SocketAddr) -> TcpStream {
 
 #[tokio::test]
 async fn upstream_connect_verifies_against_extra_ca() {
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("tls");
     let test_ca = new_ca(&tmp);
-    let ca_file = tmp.0.join("state").join(CA_CERT_FILE);
+    let ca_file = tmp.path("state").join(CA_CERT_FILE);
     let addr = tls_server(test_ca).await;
     let timeout = Duration::from_secs(5);
     let localhost = name("localhost");
