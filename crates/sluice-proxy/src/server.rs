@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::Semaphore;
 
 pub use crate::adapter::Limits;
-use crate::adapter::Shared;
+use crate::adapter::{HttpProxyListener, Listener, Shared};
 use crate::audit::Audit;
 use crate::destination::Resolver;
 use crate::egress::{AuthorizeContext, Authorizer, IdentityMode, IdentityResolver};
@@ -51,14 +50,15 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// A bound proxy listener.
+/// The proxy: the stage handles and the surfaces they serve.
 pub struct Proxy {
-    listener: TcpListener,
+    listeners: Vec<Box<dyn Listener>>,
     shared: Arc<Shared>,
 }
 
 impl Proxy {
-    /// Bind the listener (port 0 picks a free port; see [`Self::local_addr`]).
+    /// Bind the explicit proxy listener (port 0 picks a free port; see
+    /// [`Self::local_addr`]) and assemble the stage handles.
     ///
     /// # Errors
     /// The bind error.
@@ -90,51 +90,38 @@ impl Proxy {
             limits: config.limits,
             leaf_cache: config.leaf_cache,
         });
-        Ok(Self { listener, shared })
+        Ok(Self {
+            listeners: vec![Box::new(HttpProxyListener::new(listener))],
+            shared,
+        })
     }
 
-    /// The bound address.
+    /// Another surface to serve with the same stage handles (e.g. policy DNS).
+    #[must_use]
+    pub fn with_listener(mut self, listener: Box<dyn Listener>) -> Self {
+        self.listeners.push(listener);
+        self
+    }
+
+    /// The explicit proxy's bound address.
     ///
     /// # Errors
     /// The socket error.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listeners.first().map_or_else(
+            || Err(std::io::ErrorKind::NotConnected.into()),
+            |l| l.local_addr(),
+        )
     }
 
-    /// Accept connections forever. Resource exhaustion (EMFILE and friends)
-    /// backs off instead of spinning; each connection runs in its own task.
+    /// Serve every surface forever, each in its own task.
     pub async fn run(self) {
-        if let Ok(addr) = self.listener.local_addr() {
-            self.shared.relay.audit.listening(addr);
+        let mut tasks = tokio::task::JoinSet::new();
+        for listener in self.listeners {
+            tracing::debug!(surface = listener.surface(), addr = ?listener.local_addr().ok(), "Serving");
+            tasks.spawn(listener.serve(Arc::clone(&self.shared)));
         }
-        let permits = Arc::new(Semaphore::new(self.shared.limits.max_connections));
-        let mut backoff = Duration::from_millis(5);
-        loop {
-            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                return;
-            };
-            match self.listener.accept().await {
-                Ok((stream, peer)) => {
-                    backoff = Duration::from_millis(5);
-                    let _ = stream.set_nodelay(true);
-                    let local = stream.local_addr().unwrap_or_else(|_| {
-                        self.listener
-                            .local_addr()
-                            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
-                    });
-                    let shared = Arc::clone(&self.shared);
-                    tokio::spawn(async move {
-                        crate::adapter::serve_connection(shared, stream, peer, local).await;
-                        drop(permit);
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "Accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        while tasks.join_next().await.is_some() {}
     }
 }
 

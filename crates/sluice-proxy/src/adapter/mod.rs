@@ -4,11 +4,13 @@
 
 mod connect;
 mod forward_http;
+mod listener;
 pub mod policy_dns;
 mod shared;
 
+pub use listener::{HttpProxyListener, Listener, PolicyDnsListener};
 pub use shared::Limits;
-pub(crate) use shared::Shared;
+pub use shared::Shared;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -65,8 +65,9 @@ impl Limits {
     }
 }
 
-/// State shared by every connection.
-pub(crate) struct Shared {
+/// State shared by every connection: the stage handles, opaque outside the
+/// crate (a [`Listener`](super::Listener) only passes it on).
+pub struct Shared {
     /// Everything the relays need (authorizer, resolver, audit, dialer, TLS
     /// trust, token grants).
     pub(crate) relay: RelayContext,

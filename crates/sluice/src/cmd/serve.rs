@@ -221,12 +221,14 @@ pub(crate) fn prepare(
 
 /// Binds the listener on `listen`, records the load, prints the `listening on` line
 /// and spawns the accept loop and the policy-file watcher. Returns the bound address.
-/// `announce`: print the `listening on` line (`run` prints its own start line).
+/// `announce`: print the `listening on` line (`run` prints its own start line);
+/// `extra`: another surface the proxy serves (`run`'s policy DNS).
 pub(crate) async fn start(
     prepared: Prepared,
     args: &ServeArgs,
     listen: SocketAddr,
     announce: bool,
+    extra: Option<Box<dyn sluice_proxy::adapter::Listener>>,
 ) -> anyhow::Result<SocketAddr> {
     let Prepared {
         store,
@@ -236,9 +238,12 @@ pub(crate) async fn start(
         identity_mode,
         ..
     } = prepared;
-    let proxy = Proxy::bind(listen, Arc::clone(&store), config)
+    let mut proxy = Proxy::bind(listen, Arc::clone(&store), config)
         .await
         .with_context(|| format!("binding {listen}"))?;
+    if let Some(listener) = extra {
+        proxy = proxy.with_listener(listener);
+    }
     let addr = proxy.local_addr()?;
     audit.policy_loaded(
         generation,
@@ -279,7 +284,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        start(prepared, &args, args.listen, true).await?;
+        start(prepared, &args, args.listen, true, None).await?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;

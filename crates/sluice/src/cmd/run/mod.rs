@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use sluice_proxy::adapter::policy_dns::{PolicyDns, QueryObserver, RefusedQuery};
+use sluice_proxy::adapter::{Listener, PolicyDnsListener};
 use sluice_proxy::audit::Audit;
 use sluice_proxy::policy_store::PolicyStore;
 use sluice_proxy::relay::tls::{write_trust_files, TrustFiles};
@@ -142,12 +143,11 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let listen = SocketAddr::new(netns.host_ip.into(), sargs.listen.port());
-    let proxy_addr = runtime.block_on(serve::start(prepared, &sargs, listen, false))?;
-
     let monitor_config = MonitorConfig::default();
-    let dns_port = start_policy_dns(
+    let dns_addr = SocketAddr::new(netns.host_ip.into(), 53);
+    let dns = policy_dns(
         &runtime,
-        SocketAddr::new(netns.host_ip.into(), 53),
+        dns_addr,
         Arc::new(FlowReporter::new(
             Arc::clone(&child_identity),
             monitor_config.max_per_sec,
@@ -155,6 +155,9 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         &audit,
         &store,
     );
+    let dns_port = dns.is_some().then_some(dns_addr.port());
+    let proxy_addr = runtime.block_on(serve::start(prepared, &sargs, listen, false, dns))?;
+
     Ruleset {
         id: netns.id.clone(),
         proxy_ip: netns.host_ip,
@@ -225,15 +228,16 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// Policy DNS on the sandbox's resolver address (`resolv.conf` names it): every
 /// query is refused at once and its sender named while its socket is still
-/// open. Returns the port to let through the ruleset, or `None` if the address
-/// cannot be bound (then the ruleset refuses DNS like any other UDP).
-fn start_policy_dns(
+/// open. The listener (served by the proxy with its other surfaces), or `None`
+/// if the address cannot be bound (then the ruleset refuses DNS like any other
+/// UDP).
+fn policy_dns(
     runtime: &tokio::runtime::Runtime,
     addr: SocketAddr,
     reporter: Arc<FlowReporter>,
     audit: &Audit,
     store: &Arc<PolicyStore>,
-) -> Option<u16> {
+) -> Option<Box<dyn Listener>> {
     let dns = match runtime.block_on(PolicyDns::bind(addr)) {
         Ok(d) => d,
         Err(e) => {
@@ -260,8 +264,7 @@ fn start_policy_dns(
             let _ = lookup.await;
         })
     });
-    runtime.spawn(dns.refuse_all(observer));
-    Some(addr.port())
+    Some(Box::new(PolicyDnsListener::new(dns, observer)))
 }
 
 /// `--suggest-policy FILE`: the policy with every suggestion applied, checked by

@@ -1,0 +1,118 @@
+//! The surfaces the server runs: each is a [`Listener`] (a bound socket and
+//! the adapter that serves it). The server holds a list of them and runs each
+//! in its own task, so adding a surface is a new module with its listener,
+//! not an edit of the accept loop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use super::policy_dns::{PolicyDns, QueryObserver};
+use super::Shared;
+
+/// A bound surface and the adapter that serves it.
+pub trait Listener: Send + 'static {
+    /// What it is, for logs (`http-proxy`, `policy-dns`, ...).
+    fn surface(&self) -> &'static str;
+    /// Where it listens.
+    fn local_addr(&self) -> std::io::Result<SocketAddr>;
+    /// Serves until the process ends.
+    #[doc(hidden)]
+    fn serve(self: Box<Self>, shared: Arc<Shared>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// The explicit proxy: CONNECT and forward HTTP on one TCP listener.
+pub struct HttpProxyListener {
+    listener: TcpListener,
+}
+
+impl HttpProxyListener {
+    /// Wraps a bound TCP listener.
+    #[must_use]
+    pub fn new(listener: TcpListener) -> Self {
+        Self { listener }
+    }
+}
+
+impl Listener for HttpProxyListener {
+    fn surface(&self) -> &'static str {
+        "http-proxy"
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts connections forever. Resource exhaustion (EMFILE and friends)
+    /// backs off instead of spinning; each connection runs in its own task,
+    /// at most `max_connections` at a time.
+    fn serve(self: Box<Self>, shared: Arc<Shared>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let listener = self.listener;
+            if let Ok(addr) = listener.local_addr() {
+                shared.relay.audit.listening(addr);
+            }
+            let permits = Arc::new(Semaphore::new(shared.limits.max_connections));
+            let mut backoff = Duration::from_millis(5);
+            loop {
+                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                    return;
+                };
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        backoff = Duration::from_millis(5);
+                        let _ = stream.set_nodelay(true);
+                        let local = stream.local_addr().unwrap_or_else(|_| {
+                            listener
+                                .local_addr()
+                                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+                        });
+                        let shared = Arc::clone(&shared);
+                        tokio::spawn(async move {
+                            super::serve_connection(shared, stream, peer, local).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "Accept failed");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Policy DNS for a sandbox (refusing every query, see [`super::policy_dns`]).
+pub struct PolicyDnsListener {
+    dns: PolicyDns,
+    observer: QueryObserver,
+}
+
+impl PolicyDnsListener {
+    /// `dns` answered, each query reported to `observer`.
+    #[must_use]
+    pub fn new(dns: PolicyDns, observer: QueryObserver) -> Self {
+        Self { dns, observer }
+    }
+}
+
+impl Listener for PolicyDnsListener {
+    fn surface(&self) -> &'static str {
+        "policy-dns"
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.dns.local_addr())
+    }
+
+    fn serve(self: Box<Self>, _shared: Arc<Shared>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(self.dns.refuse_all(self.observer))
+    }
+}
