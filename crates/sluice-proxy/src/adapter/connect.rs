@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 use super::Shared;
 use crate::destination::{self, UpstreamConnector};
-use crate::egress::{EgressDecision, EgressIntent, IdentityEvidence, Surface, Target};
+use crate::egress::{Allowed, EgressIntent, IdentityEvidence, Surface, Target};
 use crate::refusal::{destination_refused, json_error};
 use crate::relay::http::tunnel::TunnelPolicy;
 use crate::relay::http::{
@@ -36,7 +36,7 @@ const CLIENT_HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// An authorized, validated tunnel before `200`.
 struct Opened {
-    decision: EgressDecision,
+    decision: Allowed,
     connector: UpstreamConnector,
     /// Dialled before `200` for L4 routes (so a dead upstream gets a `502`).
     upstream: Option<TcpStream>,
@@ -76,10 +76,7 @@ pub(super) async fn handle(
     let Some(opened) = open(shared, &mut client, intent).await else {
         return;
     };
-    let skip = opened
-        .decision
-        .permit()
-        .is_some_and(|p| p.tls == TlsMode::Skip);
+    let skip = opened.decision.permit().tls == TlsMode::Skip;
     if !leftover.is_empty() && !skip {
         // Bytes before the `200` cannot be classified or inspected.
         let response = json_error(
@@ -250,18 +247,22 @@ async fn http(shared: &Shared, mut client: ClientStream, opened: Opened, tls: bo
 /// moved before the tunnel starts. Writes the refusal itself.
 async fn open(shared: &Shared, client: &mut TcpStream, intent: EgressIntent) -> Option<Opened> {
     for _ in 0..MAX_REAUTHORIZE {
-        let decision = shared.relay.authorizer.authorize(intent.clone());
-        let target = &decision.intent.target;
-        let Some(permit) = decision.permit() else {
-            shared.relay.audit.connect_denied(&decision);
-            let detail = format!("CONNECT {target} not permitted by policy");
-            let reason = decision.deny_reason();
-            let hint = decision.denial_hint(&format!("CONNECT {target}"), &reason);
-            let response =
-                json_error(403, "policy_denied", &detail, Some(&reason), None).hint(&hint);
-            answer_and_close(client, &response.http1()).await;
-            return None;
+        let decision = match shared.relay.authorizer.authorize(intent.clone()) {
+            Ok(allowed) => allowed,
+            Err(denied) => {
+                shared.relay.audit.connect_denied(&denied);
+                let target = &denied.intent.target;
+                let detail = format!("CONNECT {target} not permitted by policy");
+                let reason = denied.deny_reason();
+                let hint = denied.denial_hint(&format!("CONNECT {target}"), &reason);
+                let response =
+                    json_error(403, "policy_denied", &detail, Some(&reason), None).hint(&hint);
+                answer_and_close(client, &response.http1()).await;
+                return None;
+            }
         };
+        let target = &decision.intent.target;
+        let permit = decision.permit();
         let connector = match destination::validate(
             &permit.destination,
             target,

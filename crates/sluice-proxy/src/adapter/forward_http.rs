@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use super::Shared;
 use crate::destination::{self, UpstreamConnector};
-use crate::egress::{EgressDecision, EgressIntent, IdentityEvidence, Surface, Target};
+use crate::egress::{Allowed, EgressIntent, IdentityEvidence, Surface, Target};
 use crate::refusal::{
     destination_refused, json_error, Refusal, BAD_REQUEST, HEAD_TOO_LARGE, REQUEST_TIMEOUT,
     USE_CONNECT,
@@ -77,7 +77,7 @@ struct ForwardStep<'s> {
 }
 
 impl AdmissionSurface for ForwardStep<'_> {
-    fn bad_target(&self, decision: &EgressDecision, req: &RequestHead, detail: &str) -> Refusal {
+    fn bad_target(&self, decision: &Allowed, req: &RequestHead, detail: &str) -> Refusal {
         self.ctx
             .audit
             .l7_request(decision, "deny", &req.method, self.path, detail);
@@ -87,17 +87,11 @@ impl AdmissionSurface for ForwardStep<'_> {
 
     async fn upstream(
         &mut self,
-        decision: &EgressDecision,
+        decision: &Allowed,
         req: &RequestHead,
     ) -> Result<Option<(UpstreamKey, UpstreamConnector)>, Refusal> {
         let target = &decision.intent.target;
-        let Some(permit) = decision.permit() else {
-            let detail = format!(
-                "{} {target}{} not permitted by policy",
-                req.method, self.path
-            );
-            return Err(json_error(403, "policy_denied", &detail, None, None));
-        };
+        let permit = decision.permit();
         let key = UpstreamKey {
             generation: decision.generation(),
             endpoint: permit.endpoint,
@@ -150,13 +144,13 @@ struct ForwardPolicy<'a> {
     peer: SocketAddr,
     identity: IdentityEvidence,
     /// The decision for the request in flight (for its completion event).
-    current: Option<(EgressDecision, String, L7Outcome, Vec<Arc<str>>)>,
+    current: Option<(Allowed, String, L7Outcome, Vec<Arc<str>>)>,
     /// The last validated connector, reused while key and generation hold
     /// (no DNS per request on a keep-alive connection).
     cached: Option<(UpstreamKey, UpstreamConnector)>,
     /// The decision of a request that switched protocols (`101`), for
     /// revoking the session on reload.
-    upgraded: Option<EgressDecision>,
+    upgraded: Option<Allowed>,
 }
 
 /// `http://authority/path?query` split into its parts.
@@ -306,23 +300,25 @@ impl ForwardPolicy<'_> {
             identity: self.identity.clone(),
         };
         for _ in 0..MAX_REAUTHORIZE {
-            let decision = shared.relay.authorizer.authorize(intent.clone());
-            let target = &decision.intent.target;
-            if !decision.is_allowed() {
-                shared
-                    .relay
-                    .audit
-                    .forward_denied(&decision, &req.method, &path);
-                let detail = format!("{} {target}{path} not permitted by policy", req.method);
-                let shown = redact_path(&sluice_policy::placeholder::scrub(&path));
-                let hint = decision.denial_hint(
-                    &format!("{} {target}{shown}", req.method),
-                    &decision.deny_reason(),
-                );
-                return Admission::Respond {
-                    response: json_error(403, "policy_denied", &detail, None, None).hint(&hint),
-                };
-            }
+            let decision = match shared.relay.authorizer.authorize(intent.clone()) {
+                Ok(allowed) => allowed,
+                Err(denied) => {
+                    shared
+                        .relay
+                        .audit
+                        .forward_denied(&denied, &req.method, &path);
+                    let target = &denied.intent.target;
+                    let detail = format!("{} {target}{path} not permitted by policy", req.method);
+                    let shown = redact_path(&sluice_policy::placeholder::scrub(&path));
+                    let hint = denied.denial_hint(
+                        &format!("{} {target}{shown}", req.method),
+                        &denied.deny_reason(),
+                    );
+                    return Admission::Respond {
+                        response: json_error(403, "policy_denied", &detail, None, None).hint(&hint),
+                    };
+                }
+            };
             let mut step = ForwardStep {
                 ctx: &shared.relay,
                 cached: &mut self.cached,

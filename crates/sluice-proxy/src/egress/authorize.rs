@@ -4,7 +4,7 @@ use std::sync::Arc;
 use sluice_policy::{EndpointId, PolicyId, PolicySnapshot};
 
 use super::decision::{
-    DenyReason, DestinationMode, DestinationPlan, EgressDecision, Permit, Verdict,
+    Allowed, Denied, DenyReason, DestinationMode, DestinationPlan, EgressDecision, Permit, Verdict,
 };
 use super::identity::{IdentityEvidence, IdentityFieldsUsed, IdentityMode};
 use super::intent::EgressIntent;
@@ -32,20 +32,19 @@ pub struct AuthorizeContext {
 /// the matched policy is the smallest matching key and the matched endpoint
 /// the first of that policy in list order; the destination mode follows the
 /// documented precedence. Deterministic for a given snapshot and intent.
-#[must_use]
 pub fn authorize(
     snapshot: &Arc<PolicySnapshot>,
     intent: EgressIntent,
     ctx: &AuthorizeContext,
-) -> EgressDecision {
+) -> Result<Allowed, Denied> {
     let mut fields = IdentityFieldsUsed::default();
     let verdict = decide(snapshot, &intent, ctx, &mut fields);
-    EgressDecision {
+    Allowed::new(EgressDecision {
         snapshot: Arc::clone(snapshot),
         intent,
         verdict,
         identity_fields_used: fields,
-    }
+    })
 }
 
 fn decide(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::{authorize, AuthorizeContext, EgressDecision, EgressIntent};
+use super::{authorize, Allowed, AuthorizeContext, Denied, EgressIntent};
 use crate::policy_store::PolicyStore;
 
 /// Authorizes intents against the generation in force.
@@ -24,8 +24,10 @@ impl Authorizer {
     }
 
     /// One decision for `intent`, pinned to the generation in force now.
-    #[must_use]
-    pub fn authorize(&self, intent: EgressIntent) -> EgressDecision {
+    ///
+    /// # Errors
+    /// [`Denied`] when no policy allows the intent.
+    pub fn authorize(&self, intent: EgressIntent) -> Result<Allowed, Denied> {
         authorize(&self.store.snapshot(), intent, &self.context)
     }
 

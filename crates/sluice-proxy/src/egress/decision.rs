@@ -81,8 +81,9 @@ pub enum Verdict {
     Deny(DenyReason),
 }
 
-/// The single authorization result for one intent, pinned to one snapshot.
-/// Relays read endpoint metadata from here; they never look policy up again.
+/// The record of one authorization for one intent, pinned to one snapshot:
+/// what events and `explain` read. Authorization hands it out as [`Allowed`]
+/// or [`Denied`]; relays only ever hold an [`Allowed`].
 #[derive(Clone, Debug)]
 pub struct EgressDecision {
     /// The snapshot this decision was made under (its generation is the pin).
@@ -165,5 +166,78 @@ impl EgressDecision {
     #[must_use]
     pub fn identity(&self) -> &IdentityEvidence {
         &self.intent.identity
+    }
+}
+
+/// An allowed decision: the permit is always there, so no relay handles a
+/// denied case. Built only by [`super::authorize`]; reads as its
+/// [`EgressDecision`] record (for events) through `Deref`.
+#[derive(Clone, Debug)]
+pub struct Allowed {
+    decision: EgressDecision,
+    permit: Permit,
+}
+
+impl Allowed {
+    /// `Err` unless `decision` allows.
+    pub(super) fn new(decision: EgressDecision) -> Result<Self, Denied> {
+        match &decision.verdict {
+            Verdict::Allow(p) => {
+                let permit = p.clone();
+                Ok(Self { decision, permit })
+            }
+            Verdict::Deny(_) => Err(Denied(decision)),
+        }
+    }
+
+    /// What the decision grants: matched policy and endpoint, routes,
+    /// destination plan, TLS mode, protocol, enforcement.
+    #[must_use]
+    pub fn permit(&self) -> &Permit {
+        &self.permit
+    }
+
+    /// The matched policy entry.
+    #[must_use]
+    pub fn policy(&self) -> &NetworkPolicy {
+        self.decision.snapshot.policy(self.permit.policy)
+    }
+
+    /// The matched endpoint.
+    #[must_use]
+    pub fn endpoint(&self) -> &Endpoint {
+        self.decision.snapshot.endpoint(self.permit.endpoint)
+    }
+
+    /// The record, for events.
+    #[must_use]
+    pub fn record(&self) -> &EgressDecision {
+        &self.decision
+    }
+}
+
+impl std::ops::Deref for Allowed {
+    type Target = EgressDecision;
+    fn deref(&self) -> &EgressDecision {
+        &self.decision
+    }
+}
+
+/// A denied decision (why: [`EgressDecision::deny_reason`]).
+#[derive(Clone, Debug)]
+pub struct Denied(EgressDecision);
+
+impl Denied {
+    /// The record, for events.
+    #[must_use]
+    pub fn record(&self) -> &EgressDecision {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Denied {
+    type Target = EgressDecision;
+    fn deref(&self) -> &EgressDecision {
+        &self.0
     }
 }

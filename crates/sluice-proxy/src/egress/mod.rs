@@ -10,7 +10,9 @@ mod target;
 
 pub use authorize::{authorize, AuthorizeContext};
 pub use authorizer::Authorizer;
-pub use decision::{DenyReason, DestinationMode, DestinationPlan, EgressDecision, Permit, Verdict};
+pub use decision::{
+    Allowed, Denied, DenyReason, DestinationMode, DestinationPlan, EgressDecision, Permit, Verdict,
+};
 pub use identity::{
     IdentityEvidence, IdentityFieldsUsed, IdentityMode, IdentityResolver, ProcessIdentity,
 };

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use crate::destination::check_pinned;
-use crate::egress::EgressDecision;
+use crate::egress::Allowed;
 use crate::relay::RelayContext;
 
 /// Completes when a newer generation no longer allows this connection:
@@ -15,7 +15,7 @@ use crate::relay::RelayContext;
 /// generation published before this future first runs counts too.
 pub(crate) async fn revoked(
     shared: &RelayContext,
-    decision: &EgressDecision,
+    decision: &Allowed,
     upstream_ip: Option<IpAddr>,
 ) {
     let mut rx = shared.authorizer.subscribe();
@@ -26,17 +26,20 @@ pub(crate) async fn revoked(
         if current != checked {
             checked = current;
             let redo = shared.authorizer.authorize(decision.intent.clone());
-            let reason = match (redo.permit(), upstream_ip) {
-                (None, _) => Some(redo.deny_reason()),
-                (Some(p), Some(ip)) => check_pinned(&p.destination, &redo.intent.target, ip)
-                    .err()
-                    .map(|d| d.status_detail),
-                (Some(_), None) => Some("upstream address unknown".to_owned()),
+            let reason = match (&redo, upstream_ip) {
+                (Err(denied), _) => Some(denied.deny_reason()),
+                (Ok(allowed), Some(ip)) => {
+                    check_pinned(&allowed.permit().destination, &allowed.intent.target, ip)
+                        .err()
+                        .map(|d| d.status_detail)
+                }
+                (Ok(_), None) => Some("upstream address unknown".to_owned()),
             };
             if let Some(reason) = reason {
-                shared
-                    .audit
-                    .tunnel_revoked(decision, redo.generation(), &reason);
+                let generation = redo
+                    .as_ref()
+                    .map_or_else(|d| d.generation(), |a| a.generation());
+                shared.audit.tunnel_revoked(decision, generation, &reason);
                 return;
             }
         }

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use serde_json::json;
 use sluice_proxy::egress::{
     authorize, AuthorizeContext, EgressIntent, IdentityEvidence, IdentityMode, ProcessIdentity,
-    Surface, Target, Verdict,
+    Surface, Target,
 };
 
 use sluice_policy::request::{evaluate_rest, QueryParams, RestRequest};
@@ -58,12 +58,16 @@ pub(crate) fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         identity_mode: mode,
         trusted_gateway: None,
     };
-    let d = authorize(&snapshot, intent, &ctx);
+    let decided = authorize(&snapshot, intent, &ctx);
+    let record = match &decided {
+        Ok(a) => a.record(),
+        Err(d) => d.record(),
+    };
     let mut out = json!({
-        "decision": if d.is_allowed() { "allow" } else { "deny" },
-        "generation": d.generation(),
-        "host": d.intent.target.host.to_string(),
-        "port": d.intent.target.port,
+        "decision": if decided.is_ok() { "allow" } else { "deny" },
+        "generation": record.generation(),
+        "host": record.intent.target.host.to_string(),
+        "port": record.intent.target.port,
         "identity": if args.binary.is_some() { "binary" } else { "not considered (no --binary)" },
     });
     let suggestion = |request: Option<DeniedRequest>| {
@@ -74,12 +78,13 @@ pub(crate) fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             request,
         })
     };
-    match &d.verdict {
-        Verdict::Deny(_) => {
-            out["reason"] = d.deny_reason().into();
+    match &decided {
+        Err(denied) => {
+            out["reason"] = denied.deny_reason().into();
             out["suggestion"] = suggestion(None).into();
         }
-        Verdict::Allow(p) => {
+        Ok(d) => {
+            let p = d.permit();
             let e = snapshot.endpoint(p.endpoint);
             let policy = snapshot.policy(p.policy);
             out["policy"] = policy.key.to_string().into();
@@ -120,7 +125,7 @@ pub(crate) fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
                 .collect::<Vec<_>>()
                 .into();
             if args.method.is_some() || args.path.is_some() || args.body.is_some() {
-                out["l7"] = request_level(args, &d, policy.key.as_ref(), &suggestion)?;
+                out["l7"] = request_level(args, d, policy.key.as_ref(), &suggestion)?;
             }
         }
     }
@@ -131,7 +136,7 @@ pub(crate) fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
 /// The request-level verdict, computed by the relay's own evaluation.
 fn request_level(
     args: &ExplainArgs,
-    d: &sluice_proxy::egress::EgressDecision,
+    d: &sluice_proxy::egress::Allowed,
     policy: &str,
     suggestion: &dyn Fn(Option<DeniedRequest>) -> String,
 ) -> anyhow::Result<serde_json::Value> {

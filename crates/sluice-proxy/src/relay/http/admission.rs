@@ -20,7 +20,7 @@ use super::exchange::{BodyPlan, Upgrade, UpstreamKey};
 use super::l7::{self, canonical_target, L7Outcome};
 use super::request::RequestHead;
 use crate::destination::UpstreamConnector;
-use crate::egress::EgressDecision;
+use crate::egress::Allowed;
 use crate::refusal::Refusal;
 use crate::relay::credentials::Outbound;
 use crate::relay::RelayContext;
@@ -28,14 +28,14 @@ use crate::relay::RelayContext;
 /// What a surface decides around the shared steps.
 pub(crate) trait AdmissionSurface: Send {
     /// The refusal (with its event) for a request-target that is not canonical.
-    fn bad_target(&self, decision: &EgressDecision, req: &RequestHead, detail: &str) -> Refusal;
+    fn bad_target(&self, decision: &Allowed, req: &RequestHead, detail: &str) -> Refusal;
 
     /// The upstream this request goes to: `Ok(Some)` with its reuse key,
     /// `Ok(None)` when the policy generation moved meanwhile (authorize again),
     /// `Err` to refuse.
     fn upstream(
         &mut self,
-        decision: &EgressDecision,
+        decision: &Allowed,
         req: &RequestHead,
     ) -> impl Future<Output = Result<Option<(UpstreamKey, UpstreamConnector)>, Refusal>> + Send;
 
@@ -68,7 +68,7 @@ pub(crate) enum Step {
 /// The shared steps for `req` under the allowed `decision` (see the module docs).
 pub(crate) async fn admit<S: AdmissionSurface>(
     ctx: &RelayContext,
-    decision: &EgressDecision,
+    decision: &Allowed,
     req: &RequestHead,
     path_and_query: &str,
     surface: &mut S,

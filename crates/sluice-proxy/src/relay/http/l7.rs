@@ -10,7 +10,7 @@ use sluice_policy::{EndpointId, Enforcement, PolicySnapshot, Protocol};
 use sluice_telemetry::redact_path;
 
 use super::request::RequestHead;
-use crate::egress::EgressDecision;
+use crate::egress::Allowed;
 use crate::refusal::Refusal;
 
 /// The request target split and canonicalized (the form used for policy and on the wire).
@@ -24,18 +24,18 @@ pub(crate) struct CanonicalTarget<'a> {
 /// Canonicalize an origin-form `path?query`. `%2F` survives only when some
 /// route of the decision opted in; the selected route is re-checked later.
 pub(crate) fn canonical_target<'a>(
-    decision: &EgressDecision,
+    decision: &Allowed,
     path_and_query: &'a str,
 ) -> Result<CanonicalTarget<'a>, String> {
     let (path, query) = match path_and_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
     };
-    let any_encoded_slash = decision.permit().is_some_and(|p| {
-        p.routes
-            .iter()
-            .any(|id| decision.snapshot.endpoint(*id).allow_encoded_slash)
-    });
+    let any_encoded_slash = decision
+        .permit()
+        .routes
+        .iter()
+        .any(|id| decision.snapshot.endpoint(*id).allow_encoded_slash);
     canonicalize_path(path, any_encoded_slash)
         .map(|path| CanonicalTarget { path, query })
         .map_err(|e| e.to_string())
@@ -81,10 +81,10 @@ pub(crate) enum L7Outcome {
 impl L7Outcome {
     /// Whether the governing endpoint (or, for L4 routes, the matched one)
     /// opted in to request-body credential rewriting.
-    pub(crate) fn body_rewrite(&self, decision: &EgressDecision) -> bool {
+    pub(crate) fn body_rewrite(&self, decision: &Allowed) -> bool {
         let endpoint = match self {
             Self::Allow { endpoint } | Self::Audit { endpoint, .. } => Some(*endpoint),
-            _ => decision.permit().map(|p| p.endpoint),
+            _ => Some(decision.permit().endpoint),
         };
         endpoint.is_some_and(|id| {
             decision
@@ -114,17 +114,11 @@ fn wants_h2c(req: &RequestHead) -> bool {
 
 /// Evaluate one request under the decision's pinned snapshot.
 pub(crate) fn evaluate(
-    decision: &EgressDecision,
+    decision: &Allowed,
     req: &RequestHead,
     target: &CanonicalTarget<'_>,
 ) -> L7Outcome {
-    let Some(permit) = decision.permit() else {
-        return L7Outcome::Deny {
-            endpoint: None,
-            reason: decision.deny_reason(),
-            rule: None,
-        };
-    };
+    let permit = decision.permit();
     let snapshot = &decision.snapshot;
     if !has_l7_routes(snapshot, &permit.routes) {
         return L7Outcome::Pass;
@@ -305,7 +299,7 @@ pub(crate) fn evaluate_body(
 /// record the decision (the transform emits the L7 event itself).
 pub(crate) fn inspect_plan(
     audit: &crate::audit::Audit,
-    decision: &EgressDecision,
+    decision: &Allowed,
     req: &RequestHead,
     path: &str,
     raw_query: Option<&str>,
@@ -395,7 +389,7 @@ pub(crate) fn uninspectable_body(protocol: Protocol, detail: &str) -> Refusal {
 
 /// The rich L7 403 (facts §4.9 shape; `protocol` is the endpoint's own).
 pub(crate) fn deny_response(
-    decision: &EgressDecision,
+    decision: &Allowed,
     method: &str,
     path: &str,
     outcome: &L7Outcome,
@@ -456,7 +450,7 @@ pub(crate) fn deny_response(
 /// `None` when the request goes on.
 pub(crate) fn refusal(
     audit: &crate::audit::Audit,
-    d: &EgressDecision,
+    d: &Allowed,
     method: &str,
     path: &str,
     outcome: &L7Outcome,
@@ -491,7 +485,7 @@ pub(crate) fn refusal(
 /// JSON-RPC / MCP, and what a `101` may switch to.
 pub(crate) async fn admitted(
     shared: &crate::relay::RelayContext,
-    decision: &EgressDecision,
+    decision: &Allowed,
     req: &RequestHead,
     target: &CanonicalTarget<'_>,
     outcome: &L7Outcome,

@@ -12,7 +12,7 @@ use super::l7::L7Outcome;
 use super::request::RequestHead;
 use super::HeadError;
 use crate::destination::{self, UpstreamConnector};
-use crate::egress::{EgressDecision, Target};
+use crate::egress::{Allowed, Target};
 use crate::refusal::{
     destination_refused, json_error, Refusal, BAD_REQUEST, HEAD_TOO_LARGE, REQUEST_TIMEOUT,
 };
@@ -24,7 +24,7 @@ use crate::relay::RelayContext;
 pub(crate) struct TunnelPolicy<'a> {
     pub(crate) shared: &'a RelayContext,
     /// The decision in force for this tunnel (refreshed when the generation moves).
-    pub(crate) decision: EgressDecision,
+    pub(crate) decision: Allowed,
     pub(crate) connector: UpstreamConnector,
     /// A connection opened before `200` (L4 routes only), used by the first dial.
     pub(crate) predialed: Option<TcpStream>,
@@ -58,7 +58,7 @@ struct TunnelStep<'a> {
 }
 
 impl AdmissionSurface for TunnelStep<'_> {
-    fn bad_target(&self, decision: &EgressDecision, _req: &RequestHead, detail: &str) -> Refusal {
+    fn bad_target(&self, decision: &Allowed, _req: &RequestHead, detail: &str) -> Refusal {
         self.ctx.audit.tunnel_rejected(
             decision,
             format!(
@@ -78,18 +78,10 @@ impl AdmissionSurface for TunnelStep<'_> {
 
     async fn upstream(
         &mut self,
-        decision: &EgressDecision,
+        decision: &Allowed,
         _req: &RequestHead,
     ) -> Result<Option<(UpstreamKey, UpstreamConnector)>, Refusal> {
-        let Some(permit) = decision.permit() else {
-            return Err(json_error(
-                403,
-                "policy_denied",
-                &format!("CONNECT {} not permitted by policy", self.tunnel_target),
-                None,
-                None,
-            ));
-        };
+        let permit = decision.permit();
         let key = UpstreamKey {
             generation: decision.generation(),
             endpoint: permit.endpoint,
@@ -144,25 +136,33 @@ impl TunnelPolicy<'_> {
         if shared.authorizer.generation() == self.decision.generation() {
             return Ok(());
         }
-        let redo = shared.authorizer.authorize(self.decision.intent.clone());
-        let Some(permit) = redo.permit() else {
-            shared
-                .audit
-                .tunnel_revoked(&self.decision, redo.generation(), &redo.deny_reason());
-            let detail = format!(
-                "CONNECT {} not permitted because policy changed",
-                redo.intent.target
-            );
-            return Err(json_error(
-                403,
-                "policy_denied",
-                &detail,
-                Some(&redo.deny_reason()),
-                None,
-            ));
+        let redo = match shared.authorizer.authorize(self.decision.intent.clone()) {
+            Ok(allowed) => allowed,
+            Err(denied) => {
+                shared.audit.tunnel_revoked(
+                    &self.decision,
+                    denied.generation(),
+                    &denied.deny_reason(),
+                );
+                let detail = format!(
+                    "CONNECT {} not permitted because policy changed",
+                    denied.intent.target
+                );
+                return Err(json_error(
+                    403,
+                    "policy_denied",
+                    &detail,
+                    Some(&denied.deny_reason()),
+                    None,
+                ));
+            }
         };
-        match destination::validate(&permit.destination, &redo.intent.target, &shared.resolver)
-            .await
+        match destination::validate(
+            &redo.permit().destination,
+            &redo.intent.target,
+            &shared.resolver,
+        )
+        .await
         {
             Ok(c) => {
                 self.connector = c;

@@ -8,7 +8,7 @@ use sluice_policy::EndpointId;
 
 use super::l7::{self, canonical_target, L7Outcome};
 use super::request::RequestHead;
-use crate::egress::EgressDecision;
+use crate::egress::Allowed;
 
 /// The request-level verdict.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub struct RequestVerdict {
 /// # Errors
 /// The head does not parse, or its target is not origin-form.
 pub fn evaluate_request(
-    decision: &EgressDecision,
+    decision: &Allowed,
     head: &[u8],
     body: Option<&[u8]>,
 ) -> Result<RequestVerdict, String> {

@@ -10,13 +10,13 @@ use sluice_policy::{placeholder, EndpointId, Enforcement, Protocol};
 
 use super::request::RequestHead;
 use crate::audit::Audit;
-use crate::egress::EgressDecision;
+use crate::egress::Allowed;
 use crate::relay::credentials::resolve_message;
 use crate::relay::websocket::{classify_graphql_ws, GraphqlWsMessage, MessageVerdict, TextPolicy};
 
 /// The text policy for one upgraded session.
 pub(crate) struct WsTextPolicy {
-    decision: EgressDecision,
+    decision: Allowed,
     /// The governing endpoint, or `None` for endpoints without request-level rules.
     endpoint: Option<EndpointId>,
     path: String,
@@ -64,7 +64,7 @@ impl Subprotocol {
 
 impl WsTextPolicy {
     pub(crate) fn new(
-        decision: &EgressDecision,
+        decision: &Allowed,
         endpoint: Option<EndpointId>,
         req: &RequestHead,
         path: &str,
@@ -147,10 +147,8 @@ impl TextPolicy for WsTextPolicy {
     fn on_text(&mut self, text: &str) -> MessageVerdict {
         let snapshot = Arc::clone(&self.decision.snapshot);
         // Credentials first: the rest of policy sees what the upstream will see.
-        let rewrite = self
-            .endpoint
-            .or_else(|| self.decision.permit().map(|p| p.endpoint))
-            .is_some_and(|id| snapshot.endpoint(id).websocket_credential_rewrite);
+        let governing = self.endpoint.unwrap_or(self.decision.permit().endpoint);
+        let rewrite = snapshot.endpoint(governing).websocket_credential_rewrite;
         let text = if placeholder::contains_marker(text.as_bytes()) {
             if !rewrite {
                 return self.deny("credential placeholder in a WebSocket message that is not opted in to rewriting".into());
