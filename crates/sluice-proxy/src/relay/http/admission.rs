@@ -57,7 +57,9 @@ pub(crate) struct AdmittedRequest {
     pub(crate) providers: Vec<Arc<str>>,
 }
 
-/// How [`admit`] ended.
+/// How [`admit`] ended. The admitted request is boxed on purpose: unboxed, the
+/// futures that hold a `Step` grow by its size and are moved on every poll
+/// path; the forward 1 KiB benchmark fell from 49k to 36k requests/s.
 pub(crate) enum Step {
     Admitted(Box<AdmittedRequest>),
     /// The policy generation moved before the upstream was settled.
