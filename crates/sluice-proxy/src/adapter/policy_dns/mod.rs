@@ -6,6 +6,9 @@
 //! Names are resolved by the proxy; synthetic answers for eligible names are the
 //! other half of this adapter, still to come.
 
+pub mod answer;
+pub mod synthetic;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
