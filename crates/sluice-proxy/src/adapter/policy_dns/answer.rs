@@ -146,13 +146,7 @@ mod tests {
     }
 
     fn query(name: &str, rtype: RecordType) -> Vec<u8> {
-        let mut m = Message::new();
-        m.set_id(99)
-            .set_message_type(MessageType::Query)
-            .set_op_code(OpCode::Query)
-            .set_recursion_desired(true);
-        m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
-        m.to_vec().unwrap()
+        super::super::tests::query(name, rtype, 99)
     }
 
     #[test]

@@ -135,13 +135,14 @@ impl PolicyDns {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use hickory_proto::op::Query;
     use hickory_proto::rr::{Name, RecordType};
 
     use super::*;
 
-    fn query(name: &str, rtype: RecordType, id: u16) -> Vec<u8> {
+    /// A standard query for `name`/`rtype` with `id` (shared by the DNS tests).
+    pub(super) fn query(name: &str, rtype: RecordType, id: u16) -> Vec<u8> {
         let mut m = Message::new();
         m.set_id(id)
             .set_message_type(MessageType::Query)
