@@ -55,6 +55,48 @@ fn refused(msg: &Message, name: String) -> Answer {
     }
 }
 
+/// A well-formed question: the message, the name asked for, and whether it is
+/// an AAAA (else A) question; or the answer a query gets before eligibility
+/// matters (`REFUSED` for every other shape, nothing for non-queries).
+fn question(query: &[u8]) -> Result<(Message, String, bool), Answer> {
+    if query.len() > MAX_MESSAGE_BYTES {
+        return Err(Answer::Dropped);
+    }
+    let Ok(msg) = Message::from_vec(query) else {
+        return Err(Answer::Dropped);
+    };
+    if msg.message_type() != MessageType::Query {
+        return Err(Answer::Dropped);
+    }
+    let [q] = msg.queries() else {
+        return Err(refused(&msg, "-".into()));
+    };
+    let name = q
+        .name()
+        .to_ascii()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    if msg.op_code() != OpCode::Query || q.query_class() != DNSClass::IN {
+        return Err(refused(&msg, name));
+    }
+    let v6 = match q.query_type() {
+        RecordType::A => false,
+        RecordType::AAAA => true,
+        _ => return Err(refused(&msg, name)),
+    };
+    Ok((msg, name, v6))
+}
+
+/// `REFUSED` for every query, as the resolver of a sandbox with no eligible
+/// names answers; non-queries get nothing.
+#[must_use]
+pub fn refuse(query: &[u8]) -> Answer {
+    match question(query) {
+        Ok((msg, name, _)) => refused(&msg, name),
+        Err(answer) => answer,
+    }
+}
+
 /// Answers `query` (see the module docs), issuing mappings from `table`.
 #[must_use]
 pub fn answer(
@@ -63,30 +105,12 @@ pub fn answer(
     table: &MappingTable,
     now: Instant,
 ) -> Answer {
-    if query.len() > MAX_MESSAGE_BYTES {
-        return Answer::Dropped;
-    }
-    let Ok(msg) = Message::from_vec(query) else {
-        return Answer::Dropped;
+    let (msg, name, v6) = match question(query) {
+        Ok(q) => q,
+        Err(answer) => return answer,
     };
-    if msg.message_type() != MessageType::Query {
+    let Some(q) = msg.queries().first() else {
         return Answer::Dropped;
-    }
-    let [q] = msg.queries() else {
-        return refused(&msg, "-".into());
-    };
-    let name = q
-        .name()
-        .to_ascii()
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
-    if msg.op_code() != OpCode::Query || q.query_class() != DNSClass::IN {
-        return refused(&msg, name);
-    }
-    let v6 = match q.query_type() {
-        RecordType::A => false,
-        RecordType::AAAA => true,
-        _ => return refused(&msg, name),
     };
     let Some((endpoint, ports, generation)) = eligibility.eligible(&name) else {
         return refused(&msg, name);

@@ -12,11 +12,7 @@ pub mod synthetic;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use tokio::net::UdpSocket;
-
-/// Largest datagram read (EDNS's usual ceiling); anything longer is dropped.
-pub const MAX_QUERY_BYTES: usize = 4096;
 
 /// One refused query, for attribution and the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +23,6 @@ pub struct RefusedQuery {
     pub local: SocketAddr,
     /// The name asked for (without the trailing dot), `-` if none.
     pub name: String,
-    /// The record type asked for (`A`, `AAAA`, ...).
-    pub qtype: String,
 }
 
 /// Called for every refused query; the answer is sent when the returned future
@@ -44,37 +38,6 @@ pub type QueryObserver = Arc<
 pub const OBSERVE_DEADLINE: std::time::Duration = std::time::Duration::from_millis(500);
 /// Queries observed at once; beyond that, answers go out without waiting.
 pub const MAX_OBSERVED: usize = 64;
-
-/// The `REFUSED` answer to `query`, with its name and type; `None` for anything
-/// that is not a well-formed standard query (dropped unanswered).
-#[must_use]
-pub fn refusal(query: &[u8]) -> Option<(Vec<u8>, String, String)> {
-    if query.len() > MAX_QUERY_BYTES {
-        return None;
-    }
-    let msg = Message::from_vec(query).ok()?;
-    if msg.message_type() != MessageType::Query || msg.op_code() != OpCode::Query {
-        return None;
-    }
-    let (name, qtype) = match msg.queries() {
-        [q] => (
-            q.name().to_ascii().trim_end_matches('.').to_owned(),
-            q.query_type().to_string(),
-        ),
-        _ => return None,
-    };
-    let mut answer = Message::new();
-    answer
-        .set_id(msg.id())
-        .set_message_type(MessageType::Response)
-        .set_op_code(OpCode::Query)
-        .set_recursion_desired(msg.recursion_desired())
-        .set_recursion_available(false)
-        .set_response_code(ResponseCode::Refused)
-        .add_queries(msg.queries().to_vec());
-    let wire = answer.to_vec().ok()?;
-    Some((wire, if name.is_empty() { "-".into() } else { name }, qtype))
-}
 
 /// A bound policy DNS socket.
 #[derive(Debug)]
@@ -106,19 +69,18 @@ impl PolicyDns {
     pub async fn refuse_all(self, observer: QueryObserver) {
         let socket = Arc::new(self.socket);
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_OBSERVED));
-        let mut buf = vec![0u8; MAX_QUERY_BYTES + 1];
+        let mut buf = vec![0u8; answer::MAX_MESSAGE_BYTES + 1];
         loop {
             let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
                 continue;
             };
-            let Some((answer, name, qtype)) = refusal(&buf[..n]) else {
+            let answer::Answer::Refused { wire: answer, name } = answer::refuse(&buf[..n]) else {
                 continue;
             };
             let query = RefusedQuery {
                 peer,
                 local: self.local,
                 name,
-                qtype,
             };
             let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                 let _ = socket.send_to(&answer, peer).await;
@@ -136,7 +98,7 @@ impl PolicyDns {
 
 #[cfg(test)]
 pub(super) mod tests {
-    use hickory_proto::op::Query;
+    use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
     use hickory_proto::rr::{Name, RecordType};
 
     use super::*;
@@ -154,18 +116,22 @@ pub(super) mod tests {
 
     #[test]
     fn refusals_echo_the_question() {
-        let (wire, name, qtype) = refusal(&query("example.com.", RecordType::AAAA, 4242)).unwrap();
+        let answer::Answer::Refused { wire, name } =
+            answer::refuse(&query("Example.com.", RecordType::AAAA, 4242))
+        else {
+            panic!("a query is refused");
+        };
         let answer = Message::from_vec(&wire).unwrap();
         assert_eq!(answer.id(), 4242);
         assert_eq!(answer.message_type(), MessageType::Response);
         assert_eq!(answer.response_code(), ResponseCode::Refused);
         assert!(answer.answers().is_empty());
         assert_eq!(answer.queries().len(), 1);
-        assert_eq!((name.as_str(), qtype.as_str()), ("example.com", "AAAA"));
+        assert_eq!(name, "example.com");
     }
 
     #[test]
-    fn junk_is_dropped() {
+    fn junk_is_dropped_and_odd_queries_refused() {
         let mut response = Message::from_vec(&query("a.", RecordType::A, 1)).unwrap();
         response.set_message_type(MessageType::Response);
         let two = {
@@ -178,12 +144,18 @@ pub(super) mod tests {
             vec![0; 11],
             b"GET / HTTP/1.1\r\n\r\n".to_vec(),
             response.to_vec().unwrap(),
-            two,
-            vec![0xff; MAX_QUERY_BYTES + 1],
+            vec![0xff; answer::MAX_MESSAGE_BYTES + 1],
         ];
         for c in cases {
-            assert!(refusal(&c).is_none(), "{c:?}");
+            assert!(
+                matches!(answer::refuse(&c), answer::Answer::Dropped),
+                "{c:?}"
+            );
         }
+        assert!(
+            matches!(answer::refuse(&two), answer::Answer::Refused { .. }),
+            "several questions are refused, not answered"
+        );
     }
 
     #[tokio::test]
