@@ -284,10 +284,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        start(prepared, &args, args.listen, true, None).await?;
+        // Handlers first: a SIGTERM that arrives just after the "listening"
+        // line must still flush the audit log, not kill the process.
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        start(prepared, &args, args.listen, true, None).await?;
         loop {
             tokio::select! {
                 _ = hup.recv() => reload(&store, &audit, identity_mode).await,

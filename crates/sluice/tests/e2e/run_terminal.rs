@@ -282,7 +282,8 @@ fn serve_pretty_log_is_one_human_line_per_event() {
         .expect("stdout")
         .read_to_string(&mut out)
         .expect("stdout");
-    let _ = child.wait();
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "serve exits cleanly on SIGTERM: {status}");
     let deny = out
         .lines()
         .find(|l| l.contains("CONNECT denied blocked.test:443"))
