@@ -41,6 +41,9 @@ fn base(
         .src_endpoint(intent.client.ip(), intent.client.port())
         .dst_endpoint(&dst_host(&intent.target.host), intent.target.port)
         .policy_generation(generation);
+    if let crate::egress::Surface::Transparent { synthetic } = intent.surface {
+        e = e.unmapped("transparent.synthetic_ip", synthetic.to_string().into());
+    }
     if let Some(p) = intent.identity.process() {
         e = e.actor_process(ProcessInfo {
             path: p.exe.clone(),
@@ -112,6 +115,65 @@ impl Audit {
         );
     }
 
+    /// Policy DNS gave `name` the synthetic address `addr` (4003), issued for
+    /// endpoint `policy`'s ports under `generation`. `suppressed`: answers
+    /// not logged since the previous one (rate limit).
+    #[allow(clippy::too_many_arguments)]
+    pub fn dns_answered(
+        &self,
+        client: SocketAddr,
+        name: &str,
+        addr: std::net::IpAddr,
+        ports: &[u16],
+        policy: &str,
+        generation: u64,
+        suppressed: u64,
+    ) {
+        let mut e = allowed(
+            OcsfEvent::new(EventClass::DnsActivity, Activity::Traffic)
+                .src_endpoint(client.ip(), client.port())
+                .dst_endpoint(name, ports.first().copied().unwrap_or(0))
+                .policy_generation(generation),
+        )
+        .firewall_rule(policy, "policy-dns")
+        .message(format!("DNS answered {name} -> {addr} (synthetic)"))
+        .unmapped("dns.query", name.into())
+        .unmapped("transparent.synthetic_ip", addr.to_string().into())
+        .unmapped(
+            "transparent.ports",
+            ports.iter().map(|p| serde_json::Value::from(*p)).collect(),
+        );
+        if suppressed > 0 {
+            e = e.unmapped("dns.answers_not_logged", suppressed.into());
+        }
+        self.sink.emit(&e);
+    }
+
+    /// A connection captured on its way to a synthetic address that no live
+    /// mapping covers (`reason`: `transparent_tcp_port_mismatch`,
+    /// `transparent_mapping_expired`, `transparent_mapping_unknown`, ...):
+    /// reset without a decision.
+    pub fn transparent_refused(
+        &self,
+        client: SocketAddr,
+        dialled: SocketAddr,
+        name: Option<&str>,
+        reason: &str,
+    ) {
+        let host = name.map_or_else(|| dialled.ip().to_string(), str::to_owned);
+        self.sink.emit(
+            &denied(
+                OcsfEvent::new(EventClass::NetworkActivity, Activity::Refuse)
+                    .src_endpoint(client.ip(), client.port())
+                    .dst_endpoint(&host, dialled.port()),
+            )
+            .firewall_rule("-", "policy-dns")
+            .message(format!("TRANSPARENT refused {host}:{} via {dialled}", dialled.port()))
+            .status_detail(reason)
+            .unmapped("transparent.synthetic_ip", dialled.ip().to_string().into()),
+        );
+    }
+
     /// A policy load or reload (5019), successful or refused.
     pub fn policy_loaded(&self, generation: u64, source: &str, identity_mode: &str) {
         self.sink.emit(
@@ -148,7 +210,7 @@ impl Audit {
                 d.generation(),
             ))
             .firewall_rule("-", "opa")
-            .message(format!("CONNECT denied {t}"))
+            .message(format!("{} denied {t}", d.intent.surface.label()))
             .status_detail(d.deny_reason()),
         );
     }
@@ -163,7 +225,11 @@ impl Audit {
         let (class, message) = match method {
             None => (
                 EventClass::NetworkActivity,
-                format!("CONNECT blocked: {} for {t}", denial.client_detail()),
+                format!(
+                    "{} blocked: {} for {t}",
+                    d.intent.surface.label(),
+                    denial.client_detail()
+                ),
             ),
             Some(_) => (
                 EventClass::HttpActivity,
@@ -216,9 +282,10 @@ impl Audit {
     ) {
         let t = &d.intent.target;
         let path = redact_path(&sluice_policy::placeholder::scrub(path));
-        let label = match d.intent.surface {
-            crate::egress::Surface::Connect => "L7_REQUEST",
-            crate::egress::Surface::ForwardHttp => "FORWARD_L7",
+        let label = if d.intent.surface.is_tunnel() {
+            "L7_REQUEST"
+        } else {
+            "FORWARD_L7"
         };
         let e = base(
             EventClass::HttpActivity,
@@ -311,9 +378,10 @@ impl Audit {
     /// A route whose request-level rules this build cannot evaluate was refused.
     pub fn l7_unavailable(&self, d: &EgressDecision, protocol: &str) {
         let t = &d.intent.target;
-        let (class, activity) = match d.intent.surface {
-            crate::egress::Surface::Connect => (EventClass::NetworkActivity, Activity::Open),
-            crate::egress::Surface::ForwardHttp => (EventClass::HttpActivity, Activity::Other),
+        let (class, activity) = if d.intent.surface.is_tunnel() {
+            (EventClass::NetworkActivity, Activity::Open)
+        } else {
+            (EventClass::HttpActivity, Activity::Other)
         };
         self.sink.emit(
             &denied(base(class, activity, &d.intent, d.generation()))
@@ -338,8 +406,9 @@ impl Audit {
             ))
             .firewall_rule(d.policy_key(), "opa")
             .message(format!(
-                "{} allowed {t}",
-                if inspected { "CONNECT_L7" } else { "CONNECT" }
+                "{}{} allowed {t}",
+                d.intent.surface.label(),
+                if inspected { "_L7" } else { "" }
             )),
         );
     }
@@ -362,7 +431,7 @@ impl Audit {
             )
             .severity(Severity::Informational)
             .firewall_rule(d.policy_key(), "opa")
-            .message(format!("CONNECT closed {t}: {reason}"))
+            .message(format!("{} closed {t}: {reason}", d.intent.surface.label()))
             .unmapped("bytes_to_upstream", to_upstream.into())
             .unmapped("bytes_to_client", to_client.into()),
         );
@@ -370,9 +439,11 @@ impl Audit {
 
     pub fn upstream_unreachable(&self, d: &EgressDecision, err: &dyn std::fmt::Display) {
         let t = &d.intent.target;
-        let (class, label) = match d.intent.surface {
-            crate::egress::Surface::Connect => (EventClass::NetworkActivity, "CONNECT"),
-            crate::egress::Surface::ForwardHttp => (EventClass::HttpActivity, "FORWARD"),
+        let label = d.intent.surface.label();
+        let class = if d.intent.surface.is_tunnel() {
+            EventClass::NetworkActivity
+        } else {
+            EventClass::HttpActivity
         };
         self.sink.emit(
             &base(class, Activity::Fail, &d.intent, d.generation())

@@ -10,6 +10,9 @@ pub enum EventClass {
     /// HTTP Activity (4002, category 4 "Network Activity"): forward-proxy and
     /// in-tunnel HTTP requests.
     HttpActivity,
+    /// DNS Activity (4003, category 4 "Network Activity"): policy DNS answers
+    /// (`sluice run`'s synthetic addresses).
+    DnsActivity,
     /// Detection Finding (2004, category 2 "Findings"): security findings such
     /// as proxy bypass or credential misuse.
     DetectionFinding,
@@ -26,6 +29,7 @@ impl EventClass {
         match self {
             Self::NetworkActivity => 4001,
             Self::HttpActivity => 4002,
+            Self::DnsActivity => 4003,
             Self::DetectionFinding => 2004,
             Self::ApiActivity => 6003,
             Self::DeviceConfigStateChange => 5019,
@@ -37,6 +41,7 @@ impl EventClass {
         match self {
             Self::NetworkActivity => "Network Activity",
             Self::HttpActivity => "HTTP Activity",
+            Self::DnsActivity => "DNS Activity",
             Self::DetectionFinding => "Detection Finding",
             Self::ApiActivity => "API Activity",
             Self::DeviceConfigStateChange => "Device Config State Change",
@@ -46,7 +51,7 @@ impl EventClass {
     /// OCSF `category_uid`.
     pub const fn category_uid(self) -> u32 {
         match self {
-            Self::NetworkActivity | Self::HttpActivity => 4,
+            Self::NetworkActivity | Self::HttpActivity | Self::DnsActivity => 4,
             Self::DetectionFinding => 2,
             Self::ApiActivity => 6,
             Self::DeviceConfigStateChange => 5,
@@ -56,7 +61,9 @@ impl EventClass {
     /// OCSF `category_name`.
     pub const fn category_name(self) -> &'static str {
         match self {
-            Self::NetworkActivity | Self::HttpActivity => "Network Activity",
+            Self::NetworkActivity | Self::HttpActivity | Self::DnsActivity => {
+                "Network Activity"
+            }
             Self::DetectionFinding => "Findings",
             Self::ApiActivity => "Application Activity",
             Self::DeviceConfigStateChange => "Discovery",
@@ -68,6 +75,7 @@ impl EventClass {
         match self {
             Self::NetworkActivity => "NET",
             Self::HttpActivity => "HTTP",
+            Self::DnsActivity => "DNS",
             Self::DetectionFinding => "FINDING",
             Self::ApiActivity => "API",
             Self::DeviceConfigStateChange => "CONFIG",

@@ -55,9 +55,10 @@ impl OcsfEvent {
                 .finding
                 .as_ref()
                 .map(|f| format!("\"{}\" [{}]", f.title, f.uid)),
-            EventClass::NetworkActivity | EventClass::HttpActivity | EventClass::ApiActivity => {
-                self.destination()
-            }
+            EventClass::NetworkActivity
+            | EventClass::HttpActivity
+            | EventClass::DnsActivity
+            | EventClass::ApiActivity => self.destination(),
             EventClass::DeviceConfigStateChange => None,
         };
         let actor = self

@@ -129,6 +129,20 @@ impl Netns {
         self.start_script("recorder.py", port, record, &[]);
     }
 
+    /// `redis-server` on `port` (no persistence, no protected mode), once it
+    /// answers `PING`.
+    pub fn start_redis(&self, port: u16) {
+        let script = format!(
+            "redis-server --bind {ip} --port {port} --save '' --appendonly no \
+             --protected-mode no --logfile /dev/null & \
+             for i in $(seq 1 100); do \
+               redis-cli -h {ip} -p {port} PING >/dev/null 2>&1 && break; sleep 0.05; \
+             done; echo ready; wait",
+            ip = self.ns_ip
+        );
+        self.start_process("redis-server", &["sh", "-c", &script]);
+    }
+
     /// Any of the test servers in `py/` (`mcp_server.py`, `ws_server.py`, ...).
     pub fn start_server(&self, script: &str, port: u16, record: &Path) {
         self.start_script(script, port, record, &[]);
@@ -195,6 +209,16 @@ impl Drop for Netns {
         for mut c in upstreams.drain(..) {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // Daemons a server script started (e.g. redis-server behind a shell)
+        // outlive their parent: whatever still runs in the namespace goes too.
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
         }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])

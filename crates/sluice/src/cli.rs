@@ -4,6 +4,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sluice_proxy::adapter::policy_dns::eligible::TransparentMode;
+use sluice_proxy::adapter::policy_dns::synthetic::{DEFAULT_POOL_V4, DEFAULT_POOL_V6};
 
 /// sluice: a policy-enforcing egress gateway for sandboxed agents.
 #[derive(Debug, Parser)]
@@ -43,6 +45,23 @@ pub(crate) struct RunArgs {
     /// have allowed this run's denials) to FILE.
     #[arg(long, value_name = "FILE")]
     pub(crate) suggest_policy: Option<PathBuf>,
+    /// Which endpoint names policy DNS answers with synthetic addresses, so
+    /// proxy-unaware clients reach them through transparent capture: `tcp`
+    /// (endpoints with `protocol: tcp`), `all` (every endpoint name; TLS is
+    /// terminated where the endpoint is inspected), `off` (every query
+    /// refused).
+    #[arg(long, value_name = "tcp|all|off", default_value = "tcp", value_parser = parse_transparent)]
+    pub(crate) transparent: TransparentMode,
+    /// IPv4 pool of synthetic addresses.
+    #[arg(long, value_name = "CIDR", default_value = DEFAULT_POOL_V4)]
+    pub(crate) synthetic_v4: ipnet::Ipv4Net,
+    /// IPv6 pool of synthetic addresses.
+    #[arg(long, value_name = "CIDR", default_value = DEFAULT_POOL_V6)]
+    pub(crate) synthetic_v6: ipnet::Ipv6Net,
+    /// Lifetime of a synthetic address (DNS TTL, 1-30 s); a connection to it
+    /// after that is refused until the name is resolved again.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=30))]
+    pub(crate) synthetic_ttl: u64,
     /// The command to run inside the sandbox, after `--`.
     #[arg(last = true, required = true)]
     pub(crate) cmd: Vec<String>,
@@ -103,6 +122,10 @@ pub(crate) enum IdentityArg {
     Required,
     /// Ignore `binaries`; identity is recorded as intentionally unavailable.
     EndpointOnly,
+}
+
+fn parse_transparent(s: &str) -> Result<TransparentMode, String> {
+    s.parse()
 }
 
 /// `NAME=IP`, like curl's `--resolve`.

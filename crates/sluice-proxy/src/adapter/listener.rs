@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use super::policy_dns::{PolicyDns, QueryObserver};
+use super::policy_dns::{DnsService, PolicyDns, QueryObserver, Synthetic};
 use super::Shared;
 
 /// A bound surface and the adapter that serves it.
@@ -89,17 +89,29 @@ impl Listener for HttpProxyListener {
     }
 }
 
-/// Policy DNS for a sandbox (refusing every query, see [`super::policy_dns`]).
+/// Policy DNS for a sandbox (see [`super::policy_dns`]).
 pub struct PolicyDnsListener {
     dns: PolicyDns,
     observer: QueryObserver,
+    synthetic: Option<Synthetic>,
 }
 
 impl PolicyDnsListener {
-    /// `dns` answered, each query reported to `observer`.
+    /// `dns` refusing every query, each reported to `observer`.
     #[must_use]
     pub fn new(dns: PolicyDns, observer: QueryObserver) -> Self {
-        Self { dns, observer }
+        Self {
+            dns,
+            observer,
+            synthetic: None,
+        }
+    }
+
+    /// Also answering eligible names with synthetic addresses.
+    #[must_use]
+    pub fn with_synthetic(mut self, synthetic: Synthetic) -> Self {
+        self.synthetic = Some(synthetic);
+        self
     }
 }
 
@@ -112,7 +124,15 @@ impl Listener for PolicyDnsListener {
         Ok(self.dns.local_addr())
     }
 
-    fn serve(self: Box<Self>, _shared: Arc<Shared>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(self.dns.refuse_all(self.observer))
+    fn serve(self: Box<Self>, shared: Arc<Shared>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let synthetic = self.synthetic.map(|s| {
+            (
+                s,
+                shared.relay.authorizer.clone(),
+                shared.relay.audit.clone(),
+            )
+        });
+        let service = Arc::new(DnsService::new(self.observer, synthetic));
+        Box::pin(self.dns.serve(service))
     }
 }

@@ -8,7 +8,11 @@ mod listener;
 pub mod policy_dns;
 mod shared;
 
+mod transparent;
+mod tunnel;
+
 pub use listener::{HttpProxyListener, Listener, PolicyDnsListener};
+pub use transparent::{OriginalDst, TransparentListener};
 pub use shared::Limits;
 pub use shared::Shared;
 

@@ -31,6 +31,13 @@ impl Authorizer {
         authorize(&self.store.snapshot(), intent, &self.context)
     }
 
+    /// The policy in force now (for surfaces that consult it before there
+    /// is an intent, e.g. which names policy DNS answers).
+    #[must_use]
+    pub fn snapshot(&self) -> Arc<sluice_policy::PolicySnapshot> {
+        self.store.snapshot()
+    }
+
     /// The generation in force now.
     #[must_use]
     pub fn generation(&self) -> u64 {

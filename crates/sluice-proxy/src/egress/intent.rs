@@ -1,4 +1,4 @@
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::identity::IdentityEvidence;
 use super::target::Target;
@@ -10,16 +10,32 @@ pub enum Surface {
     Connect,
     /// Absolute-form `http://` request on the forward proxy.
     ForwardHttp,
+    /// A connection captured on its way to a synthetic address that policy
+    /// DNS issued for the target's name (`sluice run`, design §6.1).
+    Transparent {
+        /// The synthetic address the client dialled.
+        synthetic: IpAddr,
+    },
 }
 
 impl Surface {
-    /// The word used in messages and events (`CONNECT`, `FORWARD`).
+    /// The word used in messages and events (`CONNECT`, `FORWARD`,
+    /// `TRANSPARENT`).
     #[must_use]
     pub fn label(self) -> &'static str {
         match self {
             Self::Connect => "CONNECT",
             Self::ForwardHttp => "FORWARD",
+            Self::Transparent { .. } => "TRANSPARENT",
         }
+    }
+
+    /// Whether the client holds a byte stream to one authorized target (a
+    /// CONNECT tunnel or a captured connection), rather than sending
+    /// proxy-form requests.
+    #[must_use]
+    pub fn is_tunnel(self) -> bool {
+        !matches!(self, Self::ForwardHttp)
     }
 }
 

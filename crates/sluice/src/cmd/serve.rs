@@ -228,7 +228,7 @@ pub(crate) async fn start(
     args: &ServeArgs,
     listen: SocketAddr,
     announce: bool,
-    extra: Option<Box<dyn sluice_proxy::adapter::Listener>>,
+    extra: Vec<Box<dyn sluice_proxy::adapter::Listener>>,
 ) -> anyhow::Result<SocketAddr> {
     let Prepared {
         store,
@@ -241,7 +241,7 @@ pub(crate) async fn start(
     let mut proxy = Proxy::bind(listen, Arc::clone(&store), config)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    if let Some(listener) = extra {
+    for listener in extra {
         proxy = proxy.with_listener(listener);
     }
     let addr = proxy.local_addr()?;
@@ -289,7 +289,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        start(prepared, &args, args.listen, true, None).await?;
+        start(prepared, &args, args.listen, true, Vec::new()).await?;
         loop {
             tokio::select! {
                 _ = hup.recv() => reload(&store, &audit, identity_mode).await,

@@ -21,4 +21,5 @@ mod reload;
 mod run;
 mod run_confine;
 mod run_terminal;
+mod run_transparent;
 mod ssrf;

@@ -112,7 +112,13 @@ impl MappingTable {
         }
     }
 
-    /// The TTL answers carry.
+    /// The IPv4 and IPv6 pools.
+    #[must_use]
+    pub fn pools(&self) -> (Ipv4Net, Ipv6Net) {
+        (self.v4, self.v6)
+    }
+
+    /// The TTL answers carry (how long a mapping lives).
     #[must_use]
     pub fn ttl(&self) -> Duration {
         self.ttl

@@ -524,7 +524,7 @@ pub(crate) async fn admitted(
             &shared.audit,
         )))
     } else if req.header("upgrade").is_some()
-        && decision.intent.surface == crate::egress::Surface::Connect
+        && decision.intent.surface.is_tunnel()
     {
         // Other upgrades (e.g. h2c on L4 endpoints; inspected ones refused it above) are copied raw.
         super::Upgrade::Raw

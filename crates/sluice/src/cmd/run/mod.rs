@@ -34,8 +34,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use sluice_proxy::adapter::policy_dns::{PolicyDns, QueryObserver, RefusedQuery};
-use sluice_proxy::adapter::{Listener, PolicyDnsListener};
+use sluice_proxy::adapter::policy_dns::eligible::TransparentMode;
+use sluice_proxy::adapter::policy_dns::synthetic::{MappingTable, DEFAULT_CAPACITY};
+use sluice_proxy::adapter::policy_dns::{PolicyDns, QueryObserver, RefusedQuery, Synthetic};
+use sluice_proxy::adapter::{Listener, OriginalDst, PolicyDnsListener, TransparentListener};
 use sluice_proxy::audit::Audit;
 use sluice_proxy::policy_store::PolicyStore;
 use sluice_proxy::relay::tls::{write_trust_files, TrustFiles};
@@ -43,7 +45,7 @@ use sluice_sandbox::bypass::{BypassMonitor, ChildIdentity, FlowReporter, Monitor
 use sluice_sandbox::confine::{self, BindMount, InitSpec, SandboxUser};
 use sluice_sandbox::netfilter::{Flow, L4};
 use sluice_sandbox::netns::{SandboxNetns, SubnetPool};
-use sluice_sandbox::nft::Ruleset;
+use sluice_sandbox::nft::{Capture, Ruleset};
 use sluice_sandbox::tools::{check_capabilities, Tools};
 use sluice_sandbox::{send_signal, Signal};
 use tokio::signal::unix::{signal, SignalKind};
@@ -64,6 +66,10 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         user,
         allow_readable_secret_files,
         suggest_policy,
+        transparent,
+        synthetic_v4,
+        synthetic_v6,
+        synthetic_ttl,
         cmd,
     } = args;
     let verbosity = match (sargs.quiet, sargs.verbose) {
@@ -145,6 +151,25 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let listen = SocketAddr::new(netns.host_ip.into(), sargs.listen.port());
     let monitor_config = MonitorConfig::default();
     let dns_addr = SocketAddr::new(netns.host_ip.into(), 53);
+    let synthetic = (transparent != TransparentMode::Off).then(|| Synthetic {
+        mode: transparent,
+        table: Arc::new(MappingTable::new(
+            synthetic_v4,
+            synthetic_v6,
+            Duration::from_secs(synthetic_ttl),
+            DEFAULT_CAPACITY,
+        )),
+    });
+    let mut listeners: Vec<Box<dyn Listener>> = Vec::new();
+    let capture = match &synthetic {
+        Some(s) => {
+            let (listener, capture) = transparent_capture(&runtime, &netns, s.clone())
+                .context("starting the transparent listener (CMD was not started)")?;
+            listeners.push(listener);
+            Some(capture)
+        }
+        None => None,
+    };
     let dns = policy_dns(
         &runtime,
         dns_addr,
@@ -154,9 +179,11 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         )),
         &audit,
         &store,
+        synthetic,
     );
     let dns_port = dns.is_some().then_some(dns_addr.port());
-    let proxy_addr = runtime.block_on(serve::start(prepared, &sargs, listen, false, dns))?;
+    listeners.extend(dns);
+    let proxy_addr = runtime.block_on(serve::start(prepared, &sargs, listen, false, listeners))?;
 
     Ruleset {
         id: netns.id.clone(),
@@ -164,6 +191,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         proxy_port: proxy_addr.port(),
         log_group: monitor_config.log_group,
         dns_port,
+        capture,
     }
     .install(&netns, &tools.nft)
     .context("installing the nftables ruleset (CMD was not started)")?;
@@ -237,6 +265,7 @@ fn policy_dns(
     reporter: Arc<FlowReporter>,
     audit: &Audit,
     store: &Arc<PolicyStore>,
+    synthetic: Option<Synthetic>,
 ) -> Option<Box<dyn Listener>> {
     let dns = match runtime.block_on(PolicyDns::bind(addr)) {
         Ok(d) => d,
@@ -249,7 +278,7 @@ fn policy_dns(
     let observer: QueryObserver = Arc::new(move |q: RefusedQuery| {
         let (reporter, audit, store) = (Arc::clone(&reporter), audit.clone(), Arc::clone(&store));
         let flow = Flow {
-            proto: L4::Udp,
+            proto: if q.tcp { L4::Tcp } else { L4::Udp },
             src: q.peer,
             dst: q.local,
         };
@@ -264,7 +293,71 @@ fn policy_dns(
             let _ = lookup.await;
         })
     });
-    Some(Box::new(PolicyDnsListener::new(dns, observer)))
+    let listener = PolicyDnsListener::new(dns, observer);
+    Some(Box::new(match synthetic {
+        Some(s) => listener.with_synthetic(s),
+        None => listener,
+    }))
+}
+
+/// The transparent listener: sockets inside the sandbox namespace (so the
+/// firewall's redirect and `SO_ORIGINAL_DST` meet in one conntrack table) on
+/// `127.0.0.1` and, when the namespace has IPv6, `[::1]`, one port; and the
+/// capture rules that send the synthetic pools there.
+fn transparent_capture(
+    runtime: &tokio::runtime::Runtime,
+    netns: &SandboxNetns,
+    synthetic: Synthetic,
+) -> anyhow::Result<(Box<dyn Listener>, Capture)> {
+    use sluice_sandbox::transparent::bind_in_netns;
+    let (v4_pool, v6_pool) = synthetic.table.pools();
+    check_pool(v4_pool.into(), netns)?;
+    let ns = netns.ns_path();
+    let v4 = bind_in_netns(&ns, SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let port = v4.local_addr()?.port();
+    let v6 = netns
+        .route_local_v6(v6_pool)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| Ok(bind_in_netns(&ns, SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], port)))?));
+    let v6 = match v6 {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(error = %e, "No IPv6 in the sandbox: AAAA answers will not be reachable");
+            None
+        }
+    };
+    let capture = Capture {
+        v4: v4_pool,
+        v6: v6.is_some().then_some(v6_pool),
+        port,
+    };
+    let _enter = runtime.enter();
+    let mut sockets = vec![tokio::net::TcpListener::from_std(v4)?];
+    if let Some(l) = v6 {
+        sockets.push(tokio::net::TcpListener::from_std(l)?);
+    }
+    let original_dst: OriginalDst =
+        Arc::new(|s: &tokio::net::TcpStream| sluice_sandbox::transparent::original_dst(s));
+    Ok((
+        Box::new(TransparentListener::new(sockets, synthetic, original_dst)),
+        capture,
+    ))
+}
+
+/// A synthetic pool must not cover the run's own addresses or loopback.
+fn check_pool(pool: ipnet::IpNet, netns: &SandboxNetns) -> anyhow::Result<()> {
+    let ours = [
+        std::net::IpAddr::from(netns.host_ip),
+        std::net::IpAddr::from(netns.ns_ip),
+        std::net::IpAddr::from([127, 0, 0, 1]),
+    ];
+    if let Some(ip) = ours.iter().find(|ip| pool.contains(*ip)) {
+        anyhow::bail!("synthetic pool {pool} contains {ip}, an address the sandbox needs");
+    }
+    if pool.prefix_len() > pool.max_prefix_len().saturating_sub(4) {
+        anyhow::bail!("synthetic pool {pool} is too small (at least 16 addresses)");
+    }
+    Ok(())
 }
 
 /// `--suggest-policy FILE`: the policy with every suggestion applied, checked by
