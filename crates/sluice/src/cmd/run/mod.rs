@@ -164,6 +164,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         proxy_port: proxy_addr.port(),
         log_group: monitor_config.log_group,
         dns_port,
+        capture: None,
     }
     .install(&netns, &tools.nft)
     .context("installing the nftables ruleset (CMD was not started)")?;
