@@ -13,9 +13,13 @@
 //!   sluice or read a secret source).
 //! - [`bypass`]: the bypass monitor, which reads refused packets from NFLOG, attributes
 //!   each to a process while its socket still exists, and makes the sender fail fast.
+//! - [`transparent`]: the transparent TCP listener, bound inside the sandbox namespace,
+//!   that receives connections the ruleset redirected from synthetic policy-DNS
+//!   addresses, and their original destination (`SO_ORIGINAL_DST`).
 //!
 //! This is the only crate in the workspace allowed `unsafe`, and only inside the
-//! private `sys` module (netlink and raw sockets, `setns`, `kill`); every block there carries
+//! private `sys` module (netlink and raw sockets, `setns`, the transparent listener's TCP
+//! socket and `SO_ORIGINAL_DST`, `kill`); every block there carries
 //! a `// SAFETY:` comment. The crate root denies `unsafe` everywhere else.
 
 #![deny(unsafe_code)]
@@ -30,6 +34,7 @@ pub mod nft;
 #[allow(unsafe_code)]
 mod sys;
 pub mod tools;
+pub mod transparent;
 
 pub use identity::{FlowProto, IdentityError, ProcessIdentity, ProcfsIdentity};
 pub use sys::{send_signal, Signal};

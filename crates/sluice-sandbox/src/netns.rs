@@ -1,15 +1,18 @@
 //! The per-run network namespace: `sluice-<id>` joined to the host by a veth pair on a
 //! private /30 (host side `.1`, sandbox side `.2`), loopback up, default route via the
-//! host side. Created with `ip` (iproute2, trusted absolute path); removed by
-//! [`SandboxNetns::teardown`] or on drop: every process left in the namespace is
-//! killed, the veth pair and the namespace are deleted, and the `/etc/netns/<name>`
-//! directory (the child's `/etc/resolv.conf` view) is removed.
+//! host side (and, for transparent capture, a local route for the synthetic IPv6 pool:
+//! [`SandboxNetns::route_local_v6`]). Created with `ip` (iproute2, trusted absolute
+//! path); removed by [`SandboxNetns::teardown`] or on drop: every process left in the
+//! namespace is killed, the veth pair and the namespace are deleted, and the
+//! `/etc/netns/<name>` directory (the child's `/etc/resolv.conf` view) is removed.
 
 use std::ffi::OsString;
 use std::io::Read as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use ipnet::Ipv6Net;
 
 use crate::tools::{SandboxError, Tools};
 
@@ -252,6 +255,38 @@ impl SandboxNetns {
             })
             .map_err(|e| SandboxError::Other(format!("writing {}: {e}", self.etc_dir.display())))?;
         Ok(())
+    }
+
+    /// Routes the IPv6 network `net` to `lo` as local (`ip -6 route add local <net> dev
+    /// lo`, AnyIP style) inside the namespace, so that `connect()` to a synthetic IPv6
+    /// address gets past the route lookup (the namespace has no IPv6 route otherwise:
+    /// `ENETUNREACH`) and reaches the nat output hook, where capture redirects it to
+    /// the transparent listener on `[::1]`. IPv4 pools need no such route: the default
+    /// route via the veth serves them.
+    ///
+    /// # Errors
+    /// IPv6 is disabled in the namespace (no `::1` on `lo`: `ipv6.disable=1` on the
+    /// kernel command line or `net.ipv6.conf.default.disable_ipv6=1`), or the failing
+    /// `ip` command.
+    pub fn route_local_v6(&self, net: Ipv6Net) -> Result<(), SandboxError> {
+        let (ip, name) = (&self.ip, self.name.as_str());
+        run_cmd(ip, &["-n", name, "link", "set", "lo", "up"], None)?;
+        let lo =
+            run_cmd(ip, &["-n", name, "-6", "addr", "show", "dev", "lo"], None).unwrap_or_default();
+        if !lo.split_whitespace().any(|w| w == "::1/128") {
+            return Err(SandboxError::Other(format!(
+                "IPv6 is disabled in the sandbox namespace {name} (no ::1 on lo; \
+                 see ipv6.disable and net.ipv6.conf.default.disable_ipv6): \
+                 cannot route the synthetic IPv6 pool {net}"
+            )));
+        }
+        let net = net.trunc().to_string();
+        run_cmd(
+            ip,
+            &["-n", name, "-6", "route", "add", "local", &net, "dev", "lo"],
+            None,
+        )
+        .map(drop)
     }
 
     /// The namespace file (`/run/netns/<name>`), for `setns`.

@@ -1,14 +1,17 @@
 //! The few raw system calls `sluice run` and identity need, each behind a safe wrapper:
 //! netfilter and sock_diag netlink sockets, created inside a network namespace when
 //! asked (`socket`, `bind`, `setns`), blocking send/receive with a timeout, a raw IPv4 socket to inject
-//! refusals, and `kill`.
+//! refusals, the transparent listener's TCP socket (`socket`, `setsockopt`, `bind`,
+//! `listen`) and its connections' original destination (`getsockname`, `getsockopt`
+//! `SO_ORIGINAL_DST`), and `kill`.
 //!
 //! This is the only module in the workspace that contains `unsafe`. Every block is a
 //! direct libc call whose pointer arguments point at live, correctly sized local
 //! values; descriptors are wrapped in [`OwnedFd`] as soon as they exist.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -130,7 +133,7 @@ fn netlink_socket(protocol: libc::c_int) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-fn setsockopt_int(fd: &OwnedFd, level: i32, name: i32, value: libc::c_int) -> io::Result<()> {
+fn setsockopt_int(fd: &impl AsRawFd, level: i32, name: i32, value: libc::c_int) -> io::Result<()> {
     // SAFETY: the option value points at a live c_int and the length is its size.
     let rc = unsafe {
         libc::setsockopt(
@@ -227,7 +230,7 @@ pub(crate) fn raw_ipv4_socket() -> io::Result<OwnedFd> {
 }
 
 /// Sends a complete IPv4 packet (header included) towards `dst`.
-pub(crate) fn send_ipv4(fd: &OwnedFd, packet: &[u8], dst: std::net::Ipv4Addr) -> io::Result<()> {
+pub(crate) fn send_ipv4(fd: &OwnedFd, packet: &[u8], dst: Ipv4Addr) -> io::Result<()> {
     // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
     let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     addr.sin_family = libc::AF_INET as libc::sa_family_t;
@@ -248,4 +251,245 @@ pub(crate) fn send_ipv4(fd: &OwnedFd, packet: &[u8], dst: std::net::Ipv4Addr) ->
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// `SO_ORIGINAL_DST` (`linux/netfilter_ipv4.h`) at `SOL_IP`, and its IPv6 twin
+/// `IP6T_SO_ORIGINAL_DST` (`linux/netfilter_ipv6/ip6_tables.h`) at `SOL_IPV6`: both 80.
+const SO_ORIGINAL_DST: libc::c_int = 80;
+
+/// A listening TCP socket in the calling thread's network namespace: `SO_REUSEADDR`,
+/// `IPV6_V6ONLY` for IPv6, bound to `addr`, `listen(backlog)`, non-blocking and
+/// close-on-exec.
+pub(crate) fn tcp_listener(
+    addr: SocketAddr,
+    backlog: libc::c_int,
+) -> io::Result<std::net::TcpListener> {
+    let domain = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: socket(2) with constant arguments.
+    let raw = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            libc::IPPROTO_TCP,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    let rc = match addr {
+        SocketAddr::V4(a) => {
+            let sa = sockaddr_in(a);
+            // SAFETY: `sa` is a live sockaddr_in and the length passed is its exact size.
+            unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    std::ptr::from_ref(&sa).cast::<libc::sockaddr>(),
+                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+        }
+        SocketAddr::V6(a) => {
+            setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+            let sa = sockaddr_in6(a);
+            // SAFETY: `sa` is a live sockaddr_in6 and the length passed is its exact size.
+            unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    std::ptr::from_ref(&sa).cast::<libc::sockaddr>(),
+                    size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: listen(2) on a descriptor we own, with a plain integer backlog.
+    if unsafe { libc::listen(fd.as_raw_fd(), backlog) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(std::net::TcpListener::from(fd))
+}
+
+fn sockaddr_in(a: SocketAddrV4) -> libc::sockaddr_in {
+    // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_port = a.port().to_be();
+    sa.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+    sa
+}
+
+fn sockaddr_in6(a: SocketAddrV6) -> libc::sockaddr_in6 {
+    // SAFETY: sockaddr_in6 is plain old data; all-zero is a valid value.
+    let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    sa.sin6_port = a.port().to_be();
+    sa.sin6_flowinfo = a.flowinfo();
+    sa.sin6_addr.s6_addr = a.ip().octets();
+    sa.sin6_scope_id = a.scope_id();
+    sa
+}
+
+fn from_sockaddr_in(sa: &libc::sockaddr_in) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::from(sa.sin_addr.s_addr.to_ne_bytes()),
+        u16::from_be(sa.sin_port),
+    ))
+}
+
+fn from_sockaddr_in6(sa: &libc::sockaddr_in6) -> SocketAddr {
+    SocketAddr::V6(SocketAddrV6::new(
+        Ipv6Addr::from(sa.sin6_addr.s6_addr),
+        u16::from_be(sa.sin6_port),
+        sa.sin6_flowinfo,
+        sa.sin6_scope_id,
+    ))
+}
+
+fn bad_address(what: &str, len: libc::socklen_t, family: libc::sa_family_t) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{what} returned {len} bytes of address family {family}"),
+    )
+}
+
+/// The socket's local address (`getsockname(2)`), IPv4 or IPv6.
+fn local_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `ss` is a live, writable sockaddr_storage and `len` holds its size; the
+    // kernel writes at most `len` bytes and stores the address's real length in `len`.
+    let rc = unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            std::ptr::from_mut(&mut ss).cast::<libc::sockaddr>(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    match libc::c_int::from(ss.ss_family) {
+        libc::AF_INET if len as usize >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in, the kernel wrote
+            // all of it (checked length), and sockaddr_storage is aligned for any sockaddr.
+            let sa = unsafe { &*std::ptr::from_ref(&ss).cast::<libc::sockaddr_in>() };
+            Ok(from_sockaddr_in(sa))
+        }
+        libc::AF_INET6 if len as usize >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sa = unsafe { &*std::ptr::from_ref(&ss).cast::<libc::sockaddr_in6>() };
+            Ok(from_sockaddr_in6(sa))
+        }
+        libc::AF_INET | libc::AF_INET6 => Err(bad_address("getsockname", len, ss.ss_family)),
+        family => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not an IP socket (address family {family})"),
+        )),
+    }
+}
+
+/// The destination a NATed (redirected) TCP connection was originally sent to, from
+/// the conntrack entry of the socket's network namespace: `getsockopt(SOL_IP,
+/// SO_ORIGINAL_DST)` for IPv4 (including IPv4-mapped connections on an IPv6 socket),
+/// `getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST)` for IPv6. The family comes from the
+/// socket's own local address. For a connection that was not NATed this is the
+/// socket's local address; without a conntrack entry it is `ENOENT`.
+pub(crate) fn original_dst(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
+    let v4 = match local_addr(fd)? {
+        SocketAddr::V4(_) => true,
+        SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
+    };
+    if v4 {
+        // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
+        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: `sa` is a live, writable sockaddr_in and `len` holds its exact size;
+        // the kernel writes at most `len` bytes and stores the length it wrote.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_IP,
+                SO_ORIGINAL_DST,
+                std::ptr::from_mut(&mut sa).cast::<libc::c_void>(),
+                &raw mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if len as usize != size_of::<libc::sockaddr_in>()
+            || libc::c_int::from(sa.sin_family) != libc::AF_INET
+        {
+            return Err(bad_address("SO_ORIGINAL_DST", len, sa.sin_family));
+        }
+        Ok(from_sockaddr_in(&sa))
+    } else {
+        // SAFETY: sockaddr_in6 is plain old data; all-zero is a valid value.
+        let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        let mut len = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        // SAFETY: `sa` is a live, writable sockaddr_in6 and `len` holds its exact size;
+        // the kernel writes at most `len` bytes and stores the length it wrote.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_IPV6,
+                SO_ORIGINAL_DST,
+                std::ptr::from_mut(&mut sa).cast::<libc::c_void>(),
+                &raw mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if len as usize != size_of::<libc::sockaddr_in6>()
+            || libc::c_int::from(sa.sin6_family) != libc::AF_INET6
+        {
+            return Err(bad_address("IP6T_SO_ORIGINAL_DST", len, sa.sin6_family));
+        }
+        Ok(from_sockaddr_in6(&sa))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn sockaddr_conversions_round_trip() {
+        let v4: SocketAddrV4 = "198.18.0.7:6379".parse().unwrap();
+        assert_eq!(from_sockaddr_in(&sockaddr_in(v4)), SocketAddr::V4(v4));
+        let v6 = SocketAddrV6::new("fd23:6f70:656e::7".parse().unwrap(), 443, 5, 2);
+        assert_eq!(from_sockaddr_in6(&sockaddr_in6(v6)), SocketAddr::V6(v6));
+    }
+
+    #[test]
+    fn tcp_listener_binds_listens_and_does_not_block() {
+        let l = tcp_listener((Ipv4Addr::LOCALHOST, 0).into(), 16).expect("bind 127.0.0.1:0");
+        let addr = l.local_addr().unwrap();
+        assert_eq!(addr.ip(), Ipv4Addr::LOCALHOST);
+        assert_ne!(addr.port(), 0);
+        assert_eq!(local_addr(l.as_fd()).unwrap(), addr);
+        let err = l.accept().expect_err("nothing to accept");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        // Same port again while it listens: SO_REUSEADDR does not allow two listeners.
+        assert!(tcp_listener(addr, 16).is_err());
+
+        match tcp_listener((Ipv6Addr::LOCALHOST, 0).into(), 16) {
+            Ok(l6) => {
+                let addr6 = l6.local_addr().unwrap();
+                assert_eq!(local_addr(l6.as_fd()).unwrap(), addr6);
+            }
+            Err(e) => sluice_test_support::skip_or_fail(&format!("cannot bind [::1]: {e}")),
+        }
+    }
 }
