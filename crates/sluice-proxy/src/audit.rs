@@ -168,7 +168,10 @@ impl Audit {
                     .dst_endpoint(&host, dialled.port()),
             )
             .firewall_rule("-", "policy-dns")
-            .message(format!("TRANSPARENT refused {host}:{} via {dialled}", dialled.port()))
+            .message(format!(
+                "TRANSPARENT refused {host}:{} via {dialled}",
+                dialled.port()
+            ))
             .status_detail(reason)
             .unmapped("transparent.synthetic_ip", dialled.ip().to_string().into()),
         );

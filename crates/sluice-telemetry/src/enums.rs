@@ -61,9 +61,7 @@ impl EventClass {
     /// OCSF `category_name`.
     pub const fn category_name(self) -> &'static str {
         match self {
-            Self::NetworkActivity | Self::HttpActivity | Self::DnsActivity => {
-                "Network Activity"
-            }
+            Self::NetworkActivity | Self::HttpActivity | Self::DnsActivity => "Network Activity",
             Self::DetectionFinding => "Findings",
             Self::ApiActivity => "Application Activity",
             Self::DeviceConfigStateChange => "Discovery",

@@ -77,4 +77,3 @@ pub(super) async fn handle(
         .connect_allowed(&opened.decision, opened.inspected);
     tunnel::serve(shared, client, opened, &leftover, None).await;
 }
-

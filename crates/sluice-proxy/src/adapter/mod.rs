@@ -12,9 +12,9 @@ mod transparent;
 mod tunnel;
 
 pub use listener::{HttpProxyListener, Listener, PolicyDnsListener};
-pub use transparent::{OriginalDst, TransparentListener};
 pub use shared::Limits;
 pub use shared::Shared;
+pub use transparent::{OriginalDst, TransparentListener};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

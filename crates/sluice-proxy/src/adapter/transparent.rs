@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use super::policy_dns::eligible::PolicyEligibility;
 use super::policy_dns::answer::Eligibility as _;
+use super::policy_dns::eligible::PolicyEligibility;
 use super::policy_dns::synthetic::MappingError;
 use super::policy_dns::Synthetic;
 use super::{tunnel, Listener, Shared};
@@ -44,7 +44,11 @@ impl TransparentListener {
     /// # Panics
     /// Never; an empty `listeners` serves nothing.
     #[must_use]
-    pub fn new(listeners: Vec<TcpListener>, synthetic: Synthetic, original_dst: OriginalDst) -> Self {
+    pub fn new(
+        listeners: Vec<TcpListener>,
+        synthetic: Synthetic,
+        original_dst: OriginalDst,
+    ) -> Self {
         Self {
             listeners,
             synthetic,
@@ -195,10 +199,9 @@ async fn handle(shared: &Arc<Shared>, capture: &Capture, stream: TcpStream, peer
         client: peer,
         identity,
     };
-    let opened = match tunnel::open(shared, intent).await {
-        Ok(o) => o,
-        // Audited by `open`; a captured client has no protocol to read a reason in.
-        Err(_) => return reset(stream),
+    // A refusal is audited by `open`; a captured client has no protocol to read it in.
+    let Ok(opened) = tunnel::open(shared, intent).await else {
+        return reset(stream);
     };
     audit.connect_allowed(&opened.decision, opened.inspected);
     tunnel::serve(shared, stream, opened, &[], Some(&mapping.name)).await;

@@ -61,7 +61,7 @@ pub(super) async fn open(shared: &Shared, intent: EgressIntent) -> Result<Opened
                 let reason = denied.deny_reason();
                 let hint = denied.denial_hint(&what, &reason);
                 return Err(
-                    json_error(403, "policy_denied", &detail, Some(&reason), None).hint(&hint)
+                    json_error(403, "policy_denied", &detail, Some(&reason), None).hint(&hint),
                 );
             }
         };
@@ -217,7 +217,6 @@ pub(super) async fn serve(
     }
 }
 
-
 /// The client's TLS handshake with our leaf; with `expect_sni`, refused
 /// before any certificate is sent unless the ClientHello names that host.
 async fn accept_tls(
@@ -229,7 +228,10 @@ async fn accept_tls(
         return tokio_rustls::TlsAcceptor::from(config).accept(client).await;
     };
     let start = LazyConfigAcceptor::new(Acceptor::default(), client).await?;
-    let sni = start.client_hello().server_name().map(str::to_ascii_lowercase);
+    let sni = start
+        .client_hello()
+        .server_name()
+        .map(str::to_ascii_lowercase);
     if sni.as_deref() != Some(expected) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
@@ -311,4 +313,3 @@ async fn http(shared: &Shared, mut client: ClientStream, opened: Opened, tls: bo
     request_loop(&mut client, &mut buf, first, &mut policy, &limits).await;
     let _ = client.shutdown().await;
 }
-

@@ -61,7 +61,8 @@ fn redis_cli_reaches_redis_by_name_and_everything_else_is_refused() {
     let script = format!(
         "unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy\n\
          echo getent=$(getent hosts cache.demo.internal | cut -d' ' -f1)\n\
-         ip=$(getent hosts cache.demo.internal | cut -d' ' -f1)\n\
+         ip=$(getent ahostsv4 cache.demo.internal | head -n1 | cut -d' ' -f1)\n\
+         echo getent4=$ip\n\
          echo ping=$(redis-cli -h cache.demo.internal -p 6379 PING)\n\
          echo set=$(redis-cli -h cache.demo.internal SET k sluice)\n\
          echo get=$(redis-cli -h cache.demo.internal GET k)\n\
@@ -93,13 +94,19 @@ fn redis_cli_reaches_redis_by_name_and_everything_else_is_refused() {
     );
     let out = format!("{}\n{}", r.stdout, r.stderr);
     assert_eq!(r.status.code(), Some(0), "{out}");
-    let synthetic: std::net::Ipv4Addr = r.value("getent").parse().expect("an IPv4 address");
+    let pools: [ipnet::IpNet; 2] = [
+        "198.18.0.0/15".parse().unwrap(),
+        "fd23:6f70:656e::/48".parse().unwrap(),
+    ];
+    let any: std::net::IpAddr = r.value("getent").parse().expect("an address");
     assert!(
-        "198.18.0.0/15"
-            .parse::<ipnet::Ipv4Net>()
-            .unwrap()
-            .contains(&synthetic),
-        "{synthetic} in the default pool"
+        pools.iter().any(|p| p.contains(&any)),
+        "{any} in a default pool: {out}"
+    );
+    let synthetic: std::net::Ipv4Addr = r.value("getent4").parse().expect("an IPv4 address");
+    assert!(
+        pools[0].contains(&std::net::IpAddr::from(synthetic)),
+        "{synthetic}"
     );
     assert_eq!(r.value("ping"), "PONG", "{out}");
     assert_eq!(r.value("set"), "OK", "{out}");
@@ -108,7 +115,10 @@ fn redis_cli_reaches_redis_by_name_and_everything_else_is_refused() {
     assert_eq!(r.value("tcp_dns"), synthetic.to_string(), "DNS over TCP");
     assert_eq!(r.value("txt"), "status: REFUSED", "{out}");
     assert_ne!(r.value("direct_rc"), "0", "the real address is a bypass");
-    assert!(r.ms("direct_ms") < 1500, "direct connect failed fast: {out}");
+    assert!(
+        r.ms("direct_ms") < 1500,
+        "direct connect failed fast: {out}"
+    );
     assert_eq!(r.value("wrong_port"), "reset", "{out}");
     assert_eq!(r.value("wrong_binary"), "reset", "{out}");
     assert!(
@@ -125,14 +135,12 @@ fn redis_cli_reaches_redis_by_name_and_everything_else_is_refused() {
         "port mismatch event: {:#?}",
         r.events
     );
-    let answered: Vec<_> = r
-        .events
-        .iter()
-        .filter(|e| e["class_uid"] == 4003)
-        .collect();
+    let answered: Vec<_> = r.events.iter().filter(|e| e["class_uid"] == 4003).collect();
     assert!(
-        answered.iter().any(|e| e["unmapped"]["dns.query"] == "cache.demo.internal"
-            && e["unmapped"]["transparent.synthetic_ip"] == synthetic.to_string()),
+        answered
+            .iter()
+            .any(|e| e["unmapped"]["dns.query"] == "cache.demo.internal"
+                && e["unmapped"]["transparent.synthetic_ip"] == synthetic.to_string()),
         "DNS answer event: {answered:#?}"
     );
     let opened: Vec<_> = r
@@ -167,11 +175,11 @@ fn expired_mapping_is_refused() {
     let ns = Netns::new();
     ns.start_redis(6379);
     let host = format!("cache.demo.internal={}", ns.ns_ip);
-    let script = "ip=$(getent hosts cache.demo.internal | cut -d' ' -f1)\n\
+    let script = "ip=$(getent ahostsv4 cache.demo.internal | head -n1 | cut -d' ' -f1)\n\
                   echo first=$(redis-cli -h $ip PING)\n\
                   sleep 1.5\n\
                   echo expired=$(redis-cli -h $ip PING 2>&1 | head -c 20)\n\
-                  ip=$(getent hosts cache.demo.internal | cut -d' ' -f1)\n\
+                  ip=$(getent ahostsv4 cache.demo.internal | head -n1 | cut -d' ' -f1)\n\
                   echo again=$(redis-cli -h $ip PING)\n";
     let r = run_to_end(
         &dir,
@@ -200,7 +208,7 @@ fn reload_that_removes_the_endpoint_stops_its_old_mapping() {
     let ns = Netns::new();
     ns.start_redis(6379);
     let host = format!("cache.demo.internal={}", ns.ns_ip);
-    let script = "ip=$(getent hosts cache.demo.internal | cut -d' ' -f1)\n\
+    let script = "ip=$(getent ahostsv4 cache.demo.internal | head -n1 | cut -d' ' -f1)\n\
                   echo first=$(redis-cli -h $ip PING)\n\
                   echo phase=reload\n\
                   for i in $(seq 1 100); do \
@@ -234,7 +242,10 @@ fn reload_that_removes_the_endpoint_stops_its_old_mapping() {
     let out = format!("{seen}\n{stderr}");
     assert!(status.success(), "{out}");
     assert!(seen.contains("first=PONG"), "{out}");
-    assert!(seen.contains("stopped=yes"), "reload stops the old mapping: {out}");
+    assert!(
+        seen.contains("stopped=yes"),
+        "reload stops the old mapping: {out}"
+    );
     let events = recorded(&dir.path("audit.jsonl"));
     assert!(
         !refusals(&events, "transparent_mapping_stale").is_empty(),
@@ -257,6 +268,9 @@ network_policies:
   demo:
     endpoints:
       - { host: secure.demo.internal, port: 8443, protocol: rest, enforcement: enforce, access: read-only }
+    binaries:
+      - { path: /usr/bin/node }
+      - { path: "/usr/bin/python3*" }
 "#;
     let host = format!("secure.demo.internal={}", ns.ns_ip);
     let ca = pki.ca.to_string_lossy().into_owned();
@@ -297,7 +311,11 @@ network_policies:
         .iter()
         .filter_map(|e| e["method"].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(methods, ["GET"], "the denied DELETE never reached the upstream");
+    assert_eq!(
+        methods,
+        ["GET"],
+        "the denied DELETE never reached the upstream"
+    );
     assert!(
         r.events.iter().any(|e| e["status_detail"]
             .as_str()

@@ -68,7 +68,10 @@ impl<'a> PolicyEligibility<'a> {
 
 impl Eligibility for PolicyEligibility<'_> {
     fn eligible(&self, name: &str) -> Option<(EndpointId, Arc<[u16]>, u64)> {
-        if self.mode == TransparentMode::Off || name.is_empty() || name.parse::<std::net::IpAddr>().is_ok() {
+        if self.mode == TransparentMode::Off
+            || name.is_empty()
+            || name.parse::<std::net::IpAddr>().is_ok()
+        {
             return None;
         }
         let mut first = None;

@@ -150,7 +150,10 @@ impl DnsService {
 
     /// Whether this answer is logged, and how many were not since the last.
     fn log_slot(&self) -> Option<u64> {
-        let mut g = self.logged.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut g = self
+            .logged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
         if now.duration_since(g.0) >= Duration::from_secs(1) {
             g.0 = now;
@@ -294,7 +297,11 @@ async fn serve_tcp_connection(
         else {
             return;
         };
-        let Some(wire) = service.respond(&buf[..len], peer, local, true).ready().await else {
+        let Some(wire) = service
+            .respond(&buf[..len], peer, local, true)
+            .ready()
+            .await
+        else {
             return;
         };
         let Ok(wire_len) = u16::try_from(wire.len()) else {
@@ -329,7 +336,7 @@ pub(super) mod tests {
 
     #[test]
     fn refusals_echo_the_question() {
-        let answer::Answer::Refused { wire, name } =
+        let Answer::Refused { wire, name } =
             answer::refuse(&query("Example.com.", RecordType::AAAA, 4242))
         else {
             panic!("a query is refused");
@@ -360,13 +367,10 @@ pub(super) mod tests {
             vec![0xff; answer::MAX_MESSAGE_BYTES + 1],
         ];
         for c in cases {
-            assert!(
-                matches!(answer::refuse(&c), answer::Answer::Dropped),
-                "{c:?}"
-            );
+            assert!(matches!(answer::refuse(&c), Answer::Dropped), "{c:?}");
         }
         assert!(
-            matches!(answer::refuse(&two), answer::Answer::Refused { .. }),
+            matches!(answer::refuse(&two), Answer::Refused { .. }),
             "several questions are refused, not answered"
         );
     }
@@ -391,7 +395,7 @@ pub(super) mod tests {
             .await
             .unwrap();
         let mut buf = [0u8; 512];
-        let n = tokio::time::timeout(std::time::Duration::from_secs(5), client.recv(&mut buf))
+        let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buf))
             .await
             .unwrap()
             .unwrap();
@@ -407,6 +411,7 @@ pub(super) mod tests {
     }
 
     #[tokio::test]
+    #[allow(clippy::disallowed_methods)] // the test is the DNS client
     async fn tcp_queries_are_length_prefixed_and_bounded() {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let dns = PolicyDns::bind("127.0.0.1:0".parse().unwrap())
@@ -435,13 +440,10 @@ pub(super) mod tests {
         let mut c = TcpStream::connect(addr).await.unwrap();
         c.write_all(&u16::MAX.to_be_bytes()).await.unwrap();
         let mut rest = Vec::new();
-        let n = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            c.read_to_end(&mut rest),
-        )
-        .await
-        .unwrap()
-        .unwrap_or(0);
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest))
+            .await
+            .unwrap()
+            .unwrap_or(0);
         assert_eq!(n, 0);
         task.abort();
     }

@@ -523,9 +523,7 @@ pub(crate) async fn admitted(
             target.query,
             &shared.audit,
         )))
-    } else if req.header("upgrade").is_some()
-        && decision.intent.surface.is_tunnel()
-    {
+    } else if req.header("upgrade").is_some() && decision.intent.surface.is_tunnel() {
         // Other upgrades (e.g. h2c on L4 endpoints; inspected ones refused it above) are copied raw.
         super::Upgrade::Raw
     } else {

@@ -318,7 +318,12 @@ fn transparent_capture(
     let v6 = netns
         .route_local_v6(v6_pool)
         .map_err(anyhow::Error::from)
-        .and_then(|()| Ok(bind_in_netns(&ns, SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], port)))?));
+        .and_then(|()| {
+            Ok(bind_in_netns(
+                &ns,
+                SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], port)),
+            )?)
+        });
     let v6 = match v6 {
         Ok(l) => Some(l),
         Err(e) => {

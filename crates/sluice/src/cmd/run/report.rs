@@ -93,12 +93,15 @@ pub(super) fn classify(e: &OcsfEvent) -> Option<Line> {
     let dns_query = e
         .unmapped_value("dns_query")
         .and_then(serde_json::Value::as_str);
+    let transparent = e.unmapped_value("transparent.synthetic_ip").is_some();
     let what = if let Some(name) = dns_query {
         format!("DNS query for {name}")
     } else if engine == "nftables" {
         format!("direct connection to {destination}")
     } else if let Some((method, path)) = e.http_method_path() {
         format!("{method} {destination}{path}")
+    } else if transparent {
+        format!("connection to {destination} (by its synthetic address)")
     } else {
         format!("CONNECT {destination}")
     };
@@ -302,6 +305,20 @@ mod tests {
         assert_eq!(
             line.render(),
             "sluice: denied CONNECT example.com:443 (curl, pid 7): no policy matches example.com:443"
+        );
+        let captured = OcsfEvent::new(EventClass::NetworkActivity, Activity::Refuse)
+            .action(Action::Denied)
+            .disposition(Disposition::Blocked)
+            .dst_endpoint("cache.internal", 6380)
+            .firewall_rule("-", "policy-dns")
+            .unmapped("transparent.synthetic_ip", "198.18.0.1".into())
+            .message("TRANSPARENT refused cache.internal:6380 via 198.18.0.1:6380")
+            .status_detail(
+                "transparent_tcp_port_mismatch: port 6380 is not allowed for cache.internal",
+            );
+        assert_eq!(
+            classify(&captured).unwrap().render(),
+            "sluice: denied connection to cache.internal:6380 (by its synthetic address): transparent_tcp_port_mismatch: port 6380 is not allowed for cache.internal"
         );
         assert_eq!(
             line.suggestion
