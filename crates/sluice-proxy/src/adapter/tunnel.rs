@@ -37,7 +37,7 @@ const L4_PEEK_WAIT: Duration = Duration::from_millis(100);
 /// TLS handshake with the client.
 const CLIENT_HANDSHAKE: Duration = Duration::from_secs(10);
 
-/// An authorized, validated tunnel before `200`.
+/// An authorized, validated tunnel before the client may send (CONNECT's `200`).
 pub(super) struct Opened {
     pub(super) decision: Allowed,
     connector: UpstreamConnector,
