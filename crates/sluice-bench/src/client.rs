@@ -27,18 +27,38 @@ pub(crate) async fn dial(addr: SocketAddr) -> anyhow::Result<TcpStream> {
     Ok(s)
 }
 
-/// `target` as an IP socket address (direct mode).
-pub(crate) fn direct_addr(target: &str) -> anyhow::Result<SocketAddr> {
-    target
-        .parse()
-        .with_context(|| format!("direct target {target:?} must be IP:PORT"))
+/// `target` (`IP:PORT`, or `NAME:PORT` resolved by the system resolver,
+/// i.e. getaddrinfo and /etc/resolv.conf) as a socket address: the first
+/// address the resolver returns. Direct mode only; through a proxy the name
+/// goes into the CONNECT line as is.
+// The load generator is a client like any other: resolving through the system
+// resolver is what it measures (policy DNS inside `sluice run`); the rule
+// behind clippy.toml is about the proxy's own dials.
+#[allow(clippy::disallowed_methods)]
+pub(crate) async fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(addr) = target.parse() {
+        return Ok(addr);
+    }
+    let mut addrs = tokio::time::timeout(IO_TIMEOUT, tokio::net::lookup_host(target))
+        .await
+        .map_err(|_| anyhow!("resolving {target}: timed out"))?
+        .with_context(|| format!("resolving {target} (expected IP:PORT or NAME:PORT)"))?;
+    addrs.next().ok_or_else(|| anyhow!("{target}: no address"))
+}
+
+/// A proxy address: `IP:PORT`, or a proxy URL `http://IP:PORT[/]` as in
+/// `HTTPS_PROXY`.
+pub(crate) fn parse_proxy(s: &str) -> Result<SocketAddr, String> {
+    let addr = s.strip_prefix("http://").unwrap_or(s).trim_end_matches('/');
+    addr.parse()
+        .map_err(|_| format!("expected IP:PORT or http://IP:PORT, got {s:?}"))
 }
 
 /// Dial the proxy and open a CONNECT tunnel to `target`; or, without a
 /// proxy, dial `target` directly.
 pub(crate) async fn open(target: &str, proxy: Option<SocketAddr>) -> anyhow::Result<TcpStream> {
     let Some(proxy) = proxy else {
-        return dial(direct_addr(target)?).await;
+        return dial(resolve(target).await?).await;
     };
     let mut s = dial(proxy).await?;
     let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");

@@ -12,12 +12,16 @@
 //! * `idle-tunnels`: open N idle CONNECT tunnels, report the proxy's RSS
 //!   growth per tunnel.
 //! * `ws`: WebSocket echo messages per second (`serve --ws` is the echo).
+//! * `dns`: DNS answers per second and latency (closed loop over UDP, or TCP).
 //!
 //! Every client workload is bounded in time and prints one JSON line.
-//! Addresses are socket addresses (no DNS): the benchmark only ever talks to
-//! loopback and to the network namespace `bench/run` creates.
+//! Addresses are socket addresses; a direct `--target NAME:PORT` is resolved
+//! with the system resolver (inside `sluice run` that is policy DNS). The
+//! benchmark only ever talks to loopback, to the network namespace `bench/run`
+//! creates, and to the sandbox `sluice run` creates.
 
 mod client;
+mod dns;
 mod server;
 mod stats;
 mod tls;
@@ -56,6 +60,36 @@ enum Command {
     IdleTunnels(IdleArgs),
     /// WebSocket echo round trips per second.
     Ws(WsArgs),
+    /// DNS answers per second: closed loop of A queries for one name.
+    Dns(DnsArgs),
+}
+
+#[derive(Debug, Args)]
+struct DnsArgs {
+    /// The DNS server: `IP:PORT`, or `IP` for port 53.
+    #[arg(long, value_parser = parse_dns_server)]
+    server: SocketAddr,
+    /// The name asked for (type A).
+    #[arg(long)]
+    name: String,
+    /// Duration of the measurement, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Queries outstanding at once (TCP: connections, one query each).
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// DNS over TCP instead of UDP.
+    #[arg(long)]
+    tcp: bool,
+    /// A query unanswered after this many milliseconds is a loss.
+    #[arg(long, default_value_t = 1000)]
+    timeout_ms: u64,
+}
+
+fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+        .map_err(|_| format!("expected IP or IP:PORT, got {s:?}"))
 }
 
 #[derive(Debug, Args)]
@@ -136,11 +170,13 @@ struct GenCertArgs {
 /// Where to send traffic: `HOST:PORT` of the upstream, and the proxy if any.
 #[derive(Debug, Args)]
 struct Dest {
-    /// Upstream `HOST:PORT`. Without `--proxy` it must be an IP socket address.
+    /// Upstream `HOST:PORT`. Without `--proxy` a host name is resolved with
+    /// the system resolver (getaddrinfo; the first address is dialed).
     #[arg(long)]
     target: String,
-    /// sluice's listen address; without it the target is dialed directly.
-    #[arg(long)]
+    /// sluice's listen address (`IP:PORT`, or a proxy URL `http://IP:PORT`
+    /// as in `HTTPS_PROXY`); without it the target is dialed directly.
+    #[arg(long, value_parser = client::parse_proxy)]
     proxy: Option<SocketAddr>,
 }
 
@@ -304,6 +340,19 @@ fn main() -> anyhow::Result<()> {
                     a.seconds,
                     a.message_bytes,
                 )
+                .await?;
+                println!("{r}");
+                Ok(())
+            }
+            Command::Dns(a) => {
+                let r = dns::dns(dns::DnsLoad {
+                    server: a.server,
+                    name: a.name,
+                    seconds: a.seconds,
+                    concurrency: a.concurrency,
+                    tcp: a.tcp,
+                    timeout: std::time::Duration::from_millis(a.timeout_ms),
+                })
                 .await?;
                 println!("{r}");
                 Ok(())

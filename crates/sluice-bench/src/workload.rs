@@ -48,6 +48,8 @@ pub(crate) async fn bulk(
     for _ in 0..streams.max(1) {
         conns.push(client::open(target, proxy).await?);
     }
+    // The address actually dialed: the proxy, or what the target resolved to.
+    let dialed = conns[0].peer_addr()?;
     let start = Instant::now();
     let mut set = JoinSet::new();
     for s in conns {
@@ -66,7 +68,7 @@ pub(crate) async fn bulk(
     let total = bytes * streams.max(1) as u64;
     let mib_s = total as f64 / (1024.0 * 1024.0) / elapsed;
     Ok(format!(
-        "{{\"workload\":\"bulk\",\"proxied\":{},\"streams\":{},\"bytes_per_stream\":{bytes},\"seconds\":{elapsed:.3},\"mib_s\":{mib_s:.1}}}",
+        "{{\"workload\":\"bulk\",\"proxied\":{},\"dialed\":\"{dialed}\",\"streams\":{},\"bytes_per_stream\":{bytes},\"seconds\":{elapsed:.3},\"mib_s\":{mib_s:.1}}}",
         proxy.is_some(),
         streams.max(1),
     ))
@@ -231,7 +233,6 @@ pub(crate) async fn rps(
         let target_form = if proxy.is_some() {
             format!("http://{target}{origin}")
         } else {
-            client::direct_addr(target)?;
             origin
         };
         let request = match &post {
@@ -245,7 +246,7 @@ pub(crate) async fn rps(
         // A direct connection for the baseline, a proxy connection otherwise.
         let dial_to = match proxy {
             Some(p) => p,
-            None => client::direct_addr(target)?,
+            None => client::resolve(target).await?,
         };
         let (results, elapsed) = run_keepalive(
             Arc::new(PlainDialer(dial_to)),
@@ -258,9 +259,6 @@ pub(crate) async fn rps(
         .await?;
         return Ok(merge(results, elapsed, "rps", "rps", &extra));
     };
-    if proxy.is_none() {
-        client::direct_addr(target)?;
-    }
     let port = target
         .rsplit_once(':')
         .map(|(_, p)| p)
