@@ -248,7 +248,7 @@ impl SandboxNetns {
                 std::fs::write(
                     self.etc_dir.join("resolv.conf"),
                     format!(
-                        "# sluice run: no resolver is reachable from the sandbox; use the proxy.\n\
+                        "# sluice run: policy DNS (names in policy get synthetic addresses; others REFUSED).\n\
                          nameserver {gw}\noptions timeout:1 attempts:1\n"
                     ),
                 )
