@@ -96,6 +96,12 @@ pub(crate) struct RuleBodyDto {
     pub(crate) tool: Option<Value>,
     pub(crate) params: Option<BTreeMap<String, Value>>,
     pub(crate) command: Option<String>,
+    /// `redis`: key glob.
+    pub(crate) key: Option<String>,
+    /// `postgres`: statement kind.
+    pub(crate) statement: Option<String>,
+    /// `postgres`: `schema.table` glob.
+    pub(crate) table: Option<String>,
     /// MCP `tools/call` argument matchers (sluice extension).
     pub(crate) arguments: Option<BTreeMap<String, Value>>,
 }

@@ -26,6 +26,8 @@ fn parse_protocol(s: &str) -> Option<Protocol> {
         "json-rpc" => Protocol::JsonRpc,
         "mcp" => Protocol::Mcp,
         "sql" => Protocol::Sql,
+        "redis" => Protocol::Redis,
+        "postgres" => Protocol::Postgres,
         _ => return None,
     })
 }
@@ -159,7 +161,7 @@ pub(crate) fn compile_endpoint(
             let p = e.protocol.as_deref().unwrap_or("");
             ctx.err(
                 &at("protocol"),
-                format!("unknown protocol `{p}`; expected rest, websocket, graphql, json-rpc, mcp, sql or tcp"),
+                format!("unknown protocol `{p}`; expected rest, websocket, graphql, json-rpc, mcp, sql, tcp, redis or postgres"),
             );
             Protocol::L4
         }

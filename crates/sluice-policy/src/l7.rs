@@ -62,7 +62,10 @@ pub(crate) fn compile_rules(
         None if e.access.is_none() => {
             let optional = p == Protocol::Mcp && env.mcp_allow_all;
             if !optional {
-                let need = if matches!(p, Protocol::Mcp | Protocol::JsonRpc) {
+                let need = if matches!(
+                    p,
+                    Protocol::Mcp | Protocol::JsonRpc | Protocol::Redis | Protocol::Postgres
+                ) {
                     "`rules`"
                 } else {
                     "`access` or `rules`"

@@ -80,6 +80,10 @@ pub enum Protocol {
     Mcp,
     /// `sql`: audit-only, not implemented.
     Sql,
+    /// `redis`: RESP2/RESP3 commands, through the Redis processor.
+    Redis,
+    /// `postgres`: the PostgreSQL v3 wire protocol, through the Postgres processor.
+    Postgres,
 }
 
 impl Protocol {
@@ -95,6 +99,8 @@ impl Protocol {
             Self::JsonRpc => "json-rpc",
             Self::Mcp => "mcp",
             Self::Sql => "sql",
+            Self::Redis => "redis",
+            Self::Postgres => "postgres",
         }
     }
 
@@ -102,6 +108,12 @@ impl Protocol {
     #[must_use]
     pub fn is_l7(self) -> bool {
         !matches!(self, Self::L4 | Self::Tcp)
+    }
+
+    /// Whether a native protocol processor (not HTTP) owns the connection.
+    #[must_use]
+    pub fn is_native(self) -> bool {
+        matches!(self, Self::Redis | Self::Postgres)
     }
 }
 
@@ -164,7 +176,17 @@ pub struct L7Rule {
     pub operation_name: Option<Glob>,
     pub fields: Vec<Glob>,
     pub tool: Option<QueryMatcher>,
+    /// `sql`: upper-cased command. `redis`: upper-cased command name or glob.
     pub command: Option<Arc<str>>,
+    /// `redis`: glob over every key argument of the command (`*` crosses
+    /// every character but NUL).
+    pub key: Option<Glob>,
+    /// `postgres`: statement kind, lower case: `select`, `insert`, `update`,
+    /// `delete`, `ddl`, `other` or `*`.
+    pub statement: Option<Arc<str>>,
+    /// `postgres`: glob over `schema.table` of every table the statement
+    /// touches (`*` does not cross `.`).
+    pub table: Option<Glob>,
     /// MCP `tools/call` argument matchers (sluice extension): JSON pointer
     /// into `params.arguments` (a top-level name `path` is stored as
     /// `/path`) → matcher, sorted by pointer. Only string values match.

@@ -41,6 +41,9 @@ fn present(b: &RuleBodyDto) -> Vec<&'static str> {
     add(b.params.is_some(), "params");
     add(b.command.is_some(), "command");
     add(b.arguments.is_some(), "arguments");
+    add(b.key.is_some(), "key");
+    add(b.statement.is_some(), "statement");
+    add(b.table.is_some(), "table");
     v
 }
 
@@ -126,6 +129,8 @@ pub(crate) fn compile_rule(
         Protocol::JsonRpc => (&["method"], "json-rpc"),
         Protocol::Mcp => (&["method", "tool", "params", "arguments"], "mcp"),
         Protocol::Sql => (&["command"], "sql"),
+        Protocol::Redis => (&["command", "key"], "redis"),
+        Protocol::Postgres => (&["statement", "table"], "postgres"),
         Protocol::L4 | Protocol::Tcp => (&[], "non-l7"),
     };
     for f in present(b) {
@@ -156,9 +161,64 @@ pub(crate) fn compile_rule(
             Some(c) if !c.is_empty() => rule.command = Some(Arc::from(c.to_ascii_uppercase())),
             _ => ctx.err(path, "sql rule requires a non-empty `command`"),
         },
+        Protocol::Redis => redis_rule(ctx, path, b, &mut rule),
+        Protocol::Postgres => postgres_rule(ctx, path, b, &mut rule),
         Protocol::L4 | Protocol::Tcp => {}
     }
     (ctx.errors.len() == errors_before).then_some(rule)
+}
+
+/// Postgres statement kinds a rule may name.
+pub(crate) const SQL_STATEMENTS: &[&str] =
+    &["select", "insert", "update", "delete", "ddl", "other", "*"];
+
+fn redis_rule(ctx: &mut Ctx, path: &str, b: &RuleBodyDto, rule: &mut L7Rule) {
+    match b.command.as_deref() {
+        Some(c)
+            if !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'*' | b'?' | b'_' | b'|' | b'-')) =>
+        {
+            rule.command = Some(Arc::from(c.to_ascii_uppercase()));
+        }
+        Some(c) => ctx.err(
+            &join(path, "command"),
+            format!("redis command `{c}` must be a command name or a glob of one (letters, digits, `_`, `|`, `-`, `*`, `?`)"),
+        ),
+        None => ctx.err(path, "redis rule requires `command`"),
+    }
+    if let Some(k) = b.key.as_deref() {
+        if k.is_empty() {
+            ctx.err(&join(path, "key"), "redis `key` glob is empty");
+        } else {
+            rule.key = Some(glob(ctx, &join(path, "key"), k, 0));
+        }
+    }
+}
+
+fn postgres_rule(ctx: &mut Ctx, path: &str, b: &RuleBodyDto, rule: &mut L7Rule) {
+    match b.statement.as_deref() {
+        Some(s) if SQL_STATEMENTS.contains(&s.to_ascii_lowercase().as_str()) => {
+            rule.statement = Some(Arc::from(s.to_ascii_lowercase()));
+        }
+        Some(s) => ctx.err(
+            &join(path, "statement"),
+            format!("statement `{s}` must be select, insert, update, delete, ddl, other or `*`"),
+        ),
+        None => ctx.err(path, "postgres rule requires `statement`"),
+    }
+    if let Some(t) = b.table.as_deref() {
+        if t.is_empty() {
+            ctx.err(&join(path, "table"), "postgres `table` glob is empty");
+        } else {
+            rule.table = Some(glob(
+                ctx,
+                &join(path, "table"),
+                &t.to_ascii_lowercase(),
+                b'.',
+            ));
+        }
+    }
 }
 
 fn http_rule(ctx: &mut Ctx, path: &str, b: &RuleBodyDto, env: RuleEnv, rule: &mut L7Rule) {

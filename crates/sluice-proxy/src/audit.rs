@@ -363,6 +363,49 @@ impl Audit {
         ));
     }
 
+    /// One message of a native protocol session (Redis command, SQL
+    /// statement) decided by its processor: every denial, and every allowed
+    /// message under `enforcement: audit` (`audit_only`: denied by policy but
+    /// forwarded). `verdict.summary` carries the command or statement kind and
+    /// tables, never values.
+    pub fn processor_message(
+        &self,
+        d: &EgressDecision,
+        protocol: &str,
+        verdict: &sluice_policy::request::ProtocolVerdict,
+        audit_only: bool,
+    ) {
+        let t = &d.intent.target;
+        let word = match (verdict.allowed, audit_only) {
+            (true, _) => "allow",
+            (false, true) => "audit",
+            (false, false) => "deny",
+        };
+        let mut e = base(
+            EventClass::NetworkActivity,
+            Activity::Traffic,
+            &d.intent,
+            d.generation(),
+        )
+        .firewall_rule(d.policy_key(), protocol)
+        .message(format!(
+            "{} {word} {t} {}",
+            protocol.to_ascii_uppercase(),
+            verdict.summary
+        ))
+        .unmapped("processor.protocol", protocol.into())
+        .unmapped("processor.summary", verdict.summary.clone().into());
+        if let Some(rule) = &verdict.rule {
+            e = e.unmapped("processor.rule", rule.clone().into());
+        }
+        let e = if verdict.allowed || audit_only {
+            allowed(e)
+        } else {
+            denied(e).status_detail(&verdict.reason)
+        };
+        self.sink.emit(&e);
+    }
+
     /// A tunnel's bytes were refused before any request policy (parse error, unsupported protocol).
     pub fn tunnel_rejected(&self, d: &EgressDecision, message: String, detail: String) {
         self.sink.emit(

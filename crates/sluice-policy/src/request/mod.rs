@@ -28,6 +28,7 @@ pub mod graphql;
 pub mod json;
 pub mod jsonrpc;
 pub mod mcp;
+pub mod native;
 mod path;
 mod query;
 mod verdict;

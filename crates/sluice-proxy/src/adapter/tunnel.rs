@@ -24,6 +24,7 @@ use crate::relay::http::tunnel::TunnelPolicy;
 use crate::relay::http::{
     answer_and_close, read_head, request_loop, HeadError, RejectCause, RequestHead, RequestPolicy,
 };
+use crate::relay::processor::{self, ProcessorLimits, ProcessorSession};
 use crate::relay::revoke::revoked;
 use crate::relay::stream::ClientStream;
 use crate::relay::tcp::{self, TunnelEnd};
@@ -144,6 +145,9 @@ pub(super) async fn serve(
     // `tls: skip` and `protocol: tcp` endpoints: bytes are copied, never read.
     let permit = opened.decision.permit();
     let skip = permit.tls == TlsMode::Skip || permit.protocol == Protocol::Tcp;
+    if permit.protocol.is_native() {
+        return native(shared, client, opened).await;
+    }
     if skip {
         return raw(shared, client, opened, leftover).await;
     }
@@ -242,6 +246,41 @@ async fn accept_tls(
         ));
     }
     start.into_stream(config).await
+}
+
+/// A native protocol processor owns the session (chosen by the endpoint's
+/// protocol, never by the bytes).
+async fn native(shared: &Shared, client: TcpStream, opened: Opened) {
+    let protocol = opened.decision.permit().protocol;
+    let Some(processor) = processor::for_protocol(protocol) else {
+        shared.relay.audit.tunnel_rejected(
+            &opened.decision,
+            format!(
+                "{} refused for {}: no {} processor in this build",
+                opened.decision.intent.surface.label(),
+                opened.decision.intent.target,
+                protocol.as_str()
+            ),
+            String::new(),
+        );
+        return;
+    };
+    let client_tls = shared
+        .leaf_cache
+        .server_config(&opened.decision.intent.target.host)
+        .ok();
+    let session = ProcessorSession {
+        relay: &shared.relay,
+        decision: opened.decision,
+        connector: opened.connector,
+        client_tls,
+        limits: ProcessorLimits {
+            dial_timeout: shared.limits.dial_timeout,
+            idle: shared.limits.tunnel_idle,
+            max_message: processor::DEFAULT_MAX_MESSAGE,
+        },
+    };
+    processor.serve(client, session).await;
 }
 
 /// Raw byte relay (L4 endpoints, `tls: skip`), closed if a reload revokes it.
