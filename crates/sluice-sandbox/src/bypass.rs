@@ -140,10 +140,11 @@ impl FlowReporter {
         }
     }
 
-    /// The event for `flow` with its sender named, or `None` over the rate
-    /// limit (counted in the next event's `suppressed`). Blocking: reads /proc.
+    /// Takes a slot under the rate limit: `false` over it (counted in the
+    /// next event's `suppressed`). Quick; call it before [`Self::attribute`]
+    /// so flows over the limit cost no blocking work at all.
     #[must_use]
-    pub fn report(&self, flow: Flow) -> Option<BypassEvent> {
+    pub fn admit(&self) -> bool {
         let allowed = self
             .limit
             .lock()
@@ -151,14 +152,20 @@ impl FlowReporter {
             .allow(Instant::now());
         if !allowed {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return None;
         }
-        Some(BypassEvent {
+        allowed
+    }
+
+    /// The event for an admitted `flow` with its sender named. Blocking:
+    /// reads /proc.
+    #[must_use]
+    pub fn attribute(&self, flow: Flow) -> BypassEvent {
+        BypassEvent {
             flow,
             process: attribute(&self.identity, &flow),
             hint: hint(&flow),
             suppressed: self.suppressed.swap(0, Ordering::Relaxed),
-        })
+        }
     }
 }
 

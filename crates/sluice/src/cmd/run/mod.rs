@@ -276,6 +276,10 @@ fn policy_dns(
     };
     let (audit, store) = (audit.clone(), Arc::clone(store));
     let observer: QueryObserver = Arc::new(move |q: RefusedQuery| {
+        // Over the rate limit: no attribution, the answer goes out at once.
+        if !reporter.admit() {
+            return Box::pin(async {});
+        }
         let (reporter, audit, store) = (Arc::clone(&reporter), audit.clone(), Arc::clone(&store));
         let flow = Flow {
             proto: if q.tcp { L4::Tcp } else { L4::Udp },
@@ -285,9 +289,8 @@ fn policy_dns(
         // Attribution reads /proc: off the async workers. The answer waits for
         // it, so the resolver's socket is still there to be found.
         let lookup = tokio::task::spawn_blocking(move || {
-            if let Some(event) = reporter.report(flow) {
-                events::bypass_events(&audit, &store, &event, Some(&q.name));
-            }
+            let event = reporter.attribute(flow);
+            events::bypass_events(&audit, &store, &event, Some(&q.name));
         });
         Box::pin(async move {
             let _ = lookup.await;
