@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::policy_dns::{DnsService, PolicyDns, QueryObserver, Synthetic};
 use super::Shared;
@@ -58,34 +58,47 @@ impl Listener for HttpProxyListener {
                 shared.relay.audit.listening(addr);
             }
             let permits = Arc::new(Semaphore::new(shared.limits.max_connections));
-            let mut backoff = Duration::from_millis(5);
-            loop {
-                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                    return;
-                };
-                match listener.accept().await {
-                    Ok((stream, peer)) => {
-                        backoff = Duration::from_millis(5);
-                        let _ = stream.set_nodelay(true);
-                        let local = stream.local_addr().unwrap_or_else(|_| {
-                            listener
-                                .local_addr()
-                                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
-                        });
-                        let shared = Arc::clone(&shared);
-                        tokio::spawn(async move {
-                            super::serve_connection(shared, stream, peer, local).await;
-                            drop(permit);
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "Accept failed");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
+            let fallback = listener
+                .local_addr()
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+            accept_forever(&listener, permits, |stream, peer, permit| {
+                let local = stream.local_addr().unwrap_or(fallback);
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    super::serve_connection(shared, stream, peer, local).await;
+                    drop(permit);
+                });
+            })
+            .await;
         })
+    }
+}
+
+/// Accepts connections until the semaphore closes, each holding one of
+/// `permits` (so further accepts wait at the bound). Resource exhaustion
+/// (EMFILE and friends) backs off, 5 ms doubling to 5 s, instead of spinning.
+pub(super) async fn accept_forever(
+    listener: &TcpListener,
+    permits: Arc<Semaphore>,
+    mut on_accept: impl FnMut(tokio::net::TcpStream, SocketAddr, OwnedSemaphorePermit),
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                let _ = stream.set_nodelay(true);
+                on_accept(stream, peer, permit);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "Accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -106,28 +106,14 @@ async fn accept_loop(
     capture: Arc<Capture>,
     permits: Arc<Semaphore>,
 ) {
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-            return;
-        };
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                backoff = Duration::from_millis(5);
-                let _ = stream.set_nodelay(true);
-                let (shared, capture) = (Arc::clone(&shared), Arc::clone(&capture));
-                tokio::spawn(async move {
-                    handle(&shared, &capture, stream, peer).await;
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "Transparent accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    super::listener::accept_forever(&listener, permits, |stream, peer, permit| {
+        let (shared, capture) = (Arc::clone(&shared), Arc::clone(&capture));
+        tokio::spawn(async move {
+            handle(&shared, &capture, stream, peer).await;
+            drop(permit);
+        });
+    })
+    .await;
 }
 
 /// Closes with a TCP reset: the client sees its connection refused.
