@@ -365,6 +365,29 @@ providers:
     }
 
     #[test]
+    fn native_credential_fields() {
+        let s = snapshot();
+        let bound = Target::parse_authority("bound.test:443").unwrap();
+        let other = Target::parse_authority("other.test:443").unwrap();
+        let resolve =
+            |t: &Target, v: &str| super::super::resolve_native_credential(&s, t, v.as_bytes());
+        assert_eq!(resolve(&bound, "plain-password"), Ok(None));
+        assert_eq!(
+            resolve(&bound, "sluice:resolve:env:PASS"),
+            Ok(Some(SECRET.to_owned()))
+        );
+        for (target, value) in [
+            (&other, "sluice:resolve:env:PASS"),
+            (&bound, "x-sluice:resolve:env:PASS"),
+            (&bound, "sluice:resolve:env:PASSsluice:resolve:env:PASS"),
+            (&bound, "sluice:resolve:env:NOPE"),
+        ] {
+            let err = resolve(target, value).expect_err(value);
+            assert!(!err.contains(SECRET), "{err}");
+        }
+    }
+
+    #[test]
     fn basic_scheme_is_case_insensitive() {
         let cases: &[(&[u8], Option<&[u8]>)] = &[
             (b"Basic dXNlcg==", Some(b"dXNlcg==")),
