@@ -659,3 +659,48 @@ fn psql_and_psycopg_by_name_inside_sluice_run() {
     assert!(audit.contains("POSTGRES deny"), "{audit}");
     assert_cleaned_up(&r.netns);
 }
+
+/// A reload that no longer allows the endpoint ends open sessions (FATAL
+/// `57P01`), and the idle bound ends quiet ones.
+#[test]
+fn reload_revokes_open_sessions() {
+    use std::io::{BufRead, BufReader};
+    let Some(db) = db("pg-reload") else { return };
+    let sluice = db.serve("enforce");
+    let fwd = Forwarder::start(sluice.addr);
+    let script = r#"
+import sys, psycopg
+c = psycopg.connect(sys.argv[1], autocommit=True)
+print("first=" + c.execute("SELECT name FROM users WHERE id = 1").fetchone()[0], flush=True)
+sys.stdin.readline()
+try:
+    c.execute("SELECT name FROM users WHERE id = 1")
+    print("second=ok", flush=True)
+except psycopg.OperationalError as e:
+    print("second=closed " + (e.sqlstate or ""), flush=True)
+"#;
+    let dsn = format!(
+        "host=127.0.0.1 port={} dbname=app user=agent password={PLACEHOLDER} sslmode=disable",
+        fwd.port
+    );
+    let mut child = Command::new(sandbox_python())
+        .args(["-c", script, &dsn])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("first line");
+    assert_eq!(line.trim(), "first=ada");
+    sluice.replace_policy(
+        &policy("enforce").replace("db.demo.internal", "other.demo.internal"),
+        2,
+    );
+    sluice.wait_event("policy no longer allows this session");
+    child.stdin.take().expect("stdin").write_all(b"go\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).expect("second line");
+    let _ = child.wait();
+    assert!(line.starts_with("second=closed"), "{line}");
+}

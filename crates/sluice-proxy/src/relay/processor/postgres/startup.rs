@@ -113,8 +113,10 @@ pub(super) async fn negotiate(client: TcpStream, client_tls: Option<&ServerConfi
                     }
                 }
             }
-            wire::CANCEL_REQUEST if packet.payload.len() == 8 => {
-                let mut raw = 16u32.to_be_bytes().to_vec();
+            // Process id and key: 4 + 4 bytes, up to 4 + 256 in protocol 3.2.
+            wire::CANCEL_REQUEST if (8..=260).contains(&packet.payload.len()) => {
+                let len = u32::try_from(packet.payload.len() + 8).unwrap_or(u32::MAX);
+                let mut raw = len.to_be_bytes().to_vec();
                 raw.extend_from_slice(&wire::CANCEL_REQUEST.to_be_bytes());
                 raw.extend_from_slice(&packet.payload);
                 return Outcome::Cancel(Bytes::from(raw));
