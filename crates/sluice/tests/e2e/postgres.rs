@@ -661,7 +661,7 @@ fn psql_and_psycopg_by_name_inside_sluice_run() {
 }
 
 /// A reload that no longer allows the endpoint ends open sessions (FATAL
-/// `57P01`), and the idle bound ends quiet ones.
+/// `57P01`).
 #[test]
 fn reload_revokes_open_sessions() {
     use std::io::{BufRead, BufReader};
@@ -698,7 +698,12 @@ except psycopg.OperationalError as e:
         2,
     );
     sluice.wait_event("policy no longer allows this session");
-    child.stdin.take().expect("stdin").write_all(b"go\n").unwrap();
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .unwrap();
     line.clear();
     out.read_line(&mut line).expect("second line");
     let _ = child.wait();
