@@ -188,6 +188,9 @@ fn statements_and_tables() {
         ("SELECT 1 /* a /* b */ ; DELETE FROM users; */", "select:"),
         ("SELECT $$ ; DELETE FROM users; $$", "select:"),
         ("SELECT E'\\' ; DELETE FROM users; --'", "select:"),
+        // Standard strings: a backslash is an ordinary character.
+        ("SELECT '\\'; DELETE FROM users", "select: | delete:public.users"),
+        ("SELECT 'a\\''; DELETE FROM users; --'", "select:"),
     ];
     let mut failures = Vec::new();
     for (sql, want) in cases {
