@@ -4,6 +4,7 @@
 //! * [`Netns`]: a network namespace joined to the host by a veth pair, with
 //!   upstream servers (the Python scripts in this crate's `py/`) inside it;
 //! * [`test_pki`]: a CA and a leaf for upstream TLS;
+//! * [`start_postgres`]: a throwaway PostgreSQL cluster in a namespace;
 //! * [`Python`]: a Python client run to completion (inline or from `py/`);
 //! * [`patience`], [`eventually`], [`recorded`]: waiting for and reading
 //!   what an upstream recorded;
@@ -11,6 +12,7 @@
 
 mod netns;
 mod pki;
+mod postgres;
 mod python;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 
 pub use netns::Netns;
 pub use pki::{test_pki, TestPki};
+pub use postgres::{postgres_bin, start_postgres, PgServer, PgTls, PG_SUPERUSER_PASSWORD};
 pub use python::{py_script, sandbox_python, Python, PYTHON3};
 
 /// Numbers scratch directories and namespaces apart within one process.

@@ -15,6 +15,7 @@ mod harness;
 mod identity;
 mod l7;
 mod pipelining;
+mod postgres;
 mod protocols;
 mod protocols_tls;
 mod reload;

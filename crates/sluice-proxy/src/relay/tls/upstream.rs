@@ -66,6 +66,8 @@ pub enum UpstreamTlsError {
 #[derive(Clone)]
 pub struct UpstreamTls {
     connector: TlsConnector,
+    /// The same configuration, for connectors that offer another ALPN protocol.
+    config: Arc<ClientConfig>,
     roots: usize,
 }
 
@@ -102,8 +104,10 @@ impl UpstreamTls {
                 .with_root_certificates(roots)
                 .with_no_client_auth();
         config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+        let config = Arc::new(config);
         Ok(Self {
-            connector: TlsConnector::from(Arc::new(config)),
+            connector: TlsConnector::from(Arc::clone(&config)),
+            config,
             roots: count,
         })
     }
@@ -127,12 +131,39 @@ impl UpstreamTls {
         stream: TcpStream,
         timeout: Duration,
     ) -> Result<TlsStream<TcpStream>, UpstreamTlsError> {
-        let name = server_name(host)?;
-        match tokio::time::timeout(timeout, self.connector.connect(name, stream)).await {
-            Err(_) => Err(UpstreamTlsError::Timeout),
-            Ok(Ok(tls)) => Ok(tls),
-            Ok(Err(e)) => Err(classify_error(host, &e)),
-        }
+        handshake(&self.connector, host, stream, timeout).await
+    }
+
+    /// [`Self::connect`] offering the ALPN protocol `alpn` instead of
+    /// `http/1.1` (native protocols: PostgreSQL 17+ refuses a client that
+    /// offers ALPN without `postgresql`).
+    ///
+    /// # Errors
+    /// As [`Self::connect`].
+    pub(crate) async fn connect_alpn(
+        &self,
+        host: &Host,
+        stream: TcpStream,
+        timeout: Duration,
+        alpn: &[u8],
+    ) -> Result<TlsStream<TcpStream>, UpstreamTlsError> {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        handshake(&TlsConnector::from(Arc::new(config)), host, stream, timeout).await
+    }
+}
+
+async fn handshake(
+    connector: &TlsConnector,
+    host: &Host,
+    stream: TcpStream,
+    timeout: Duration,
+) -> Result<TlsStream<TcpStream>, UpstreamTlsError> {
+    let name = server_name(host)?;
+    match tokio::time::timeout(timeout, connector.connect(name, stream)).await {
+        Err(_) => Err(UpstreamTlsError::Timeout),
+        Ok(Ok(tls)) => Ok(tls),
+        Ok(Err(e)) => Err(classify_error(host, &e)),
     }
 }
 
