@@ -6,7 +6,7 @@ mod context;
 pub(crate) mod credentials;
 pub mod http;
 mod idle;
-pub(crate) mod processor;
+pub mod processor;
 pub(crate) mod revoke;
 pub mod stream;
 pub mod tcp;

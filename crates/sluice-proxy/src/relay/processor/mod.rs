@@ -9,6 +9,8 @@
 //! connector and only when the protocol state allows. The same processor runs
 //! on CONNECT tunnels and on transparent connections.
 
+pub mod redis;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -76,8 +78,10 @@ pub(crate) trait Processor: Send + Sync {
 /// policy loader accepts as native has one (tested below), so a policy can
 /// never name a processor that is missing.
 pub(crate) fn for_protocol(protocol: Protocol) -> Option<&'static dyn Processor> {
-    let _ = protocol;
-    None
+    match protocol {
+        Protocol::Redis => Some(&redis::RedisProcessor),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
