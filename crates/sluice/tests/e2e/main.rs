@@ -17,6 +17,7 @@ mod l7;
 mod pipelining;
 mod protocols;
 mod protocols_tls;
+mod redis;
 mod reload;
 mod run;
 mod run_confine;
