@@ -506,6 +506,10 @@ fn malformed_resp_is_refused() {
             b"*9999999\r\n",
             "-ERR Protocol error: too many arguments\r\n",
         ),
+        (
+            b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
+            "-ERR Protocol error: TLS is not supported on this endpoint (plaintext RESP only)\r\n",
+        ),
     ];
     for (input, want) in cases {
         let mut t = tunnel(s.sluice.addr);

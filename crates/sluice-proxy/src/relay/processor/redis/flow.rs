@@ -100,6 +100,10 @@ impl Flow {
         self.queue.push_back(p);
     }
 
+    pub(crate) fn extend(&mut self, batch: Vec<Pending>) {
+        self.queue.extend(batch);
+    }
+
     /// Entries not yet settled.
     pub(crate) fn len(&self) -> usize {
         self.queue.len()

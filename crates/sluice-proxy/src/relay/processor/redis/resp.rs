@@ -105,6 +105,9 @@ pub enum RespError {
     UnbalancedQuotes,
     #[error("NUL byte in inline request")]
     InlineNul,
+    /// A TLS handshake record (`rediss://`): the processor speaks plaintext RESP.
+    #[error("TLS is not supported on this endpoint (plaintext RESP only)")]
+    Tls,
 }
 
 /// A byte as Redis would print it in an error, without control characters.
@@ -270,6 +273,11 @@ impl CommandParser {
 
 /// An inline command: one line up to `\n` (a `\r` before it is dropped).
 fn inline(buf: &[u8], limits: &Limits) -> Parse {
+    // No command starts with 0x16; a TLS ClientHello does (and may hold no
+    // newline for a while): refuse it at once.
+    if buf.first() == Some(&0x16) {
+        return Parse::Error(RespError::Tls);
+    }
     let max = MAX_INLINE.min(limits.max_message);
     let window = &buf[..buf.len().min(max)];
     let Some(nl) = window.iter().position(|&b| b == b'\n') else {

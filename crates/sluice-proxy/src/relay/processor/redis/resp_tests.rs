@@ -100,6 +100,7 @@ fn ignored_need_more_and_errors() {
         (b"ECHO \"a\"b\r\n", Parse::Error(UnbalancedQuotes)),
         (b"ECHO 'a\r\n", Parse::Error(UnbalancedQuotes)),
         (b"GET a\0b\r\n", Parse::Error(InlineNul)),
+        (b"\x16\x03\x01\x02\x00", Parse::Error(Tls)),
     ];
     for (input, want) in cases {
         assert_eq!(

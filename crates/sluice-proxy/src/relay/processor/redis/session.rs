@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use sluice_policy::request::ProtocolVerdict;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::mpsc;
 
 use super::flow::{Expect, Flow, Pending};
 use super::gate::{Action, Gate, DISCARD};
@@ -36,8 +36,10 @@ use crate::relay::processor::ProcessorLimits;
 
 /// Read size on both sides.
 const READ_CHUNK: usize = 64 * 1024;
-/// Reply-order entries in flight between the two directions.
-const SLOTS: usize = 1024;
+/// Batches of reply-order entries in flight between the two directions.
+const SLOTS: usize = 64;
+/// Most entries in one batch (a batch is also cut at `READ_CHUNK` bytes).
+const MAX_BATCH: usize = 1024;
 /// Reply-order entries the upstream side holds before it stops taking more
 /// (the client side then waits: backpressure on a client that pipelines
 /// without reading).
@@ -49,7 +51,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 enum Slot<R> {
     /// The upstream was dialled: its read half.
     Upstream(R),
-    Pending(Pending),
+    /// Entries of the reply order, oldest first: one per command of a read
+    /// batch, sent before the batch's bytes are written upstream.
+    Pending(Vec<Pending>),
 }
 
 /// Byte counts and the reason the session ended.
@@ -91,6 +95,7 @@ where
                 activity: &activity,
                 w: None,
                 buf: Vec::new(),
+                batch: Vec::new(),
                 tx,
                 sent: &to_upstream,
             };
@@ -122,12 +127,14 @@ where
 type UpRead<'a, U> = ReadHalf<Metered<'a, U>>;
 
 /// The client side's handle on the upstream: the dialer, the write half
-/// once dialled, bytes not yet written, and the channel to the other side.
+/// once dialled, bytes not yet written, the reply-order entries of the
+/// commands in them, and the channel to the other side.
 struct ToUpstream<'a, U, D> {
     dial: D,
     activity: &'a Activity,
     w: Option<WriteHalf<Metered<'a, U>>>,
     buf: Vec<u8>,
+    batch: Vec<Pending>,
     tx: mpsc::Sender<Slot<UpRead<'a, U>>>,
     sent: &'a AtomicU64,
 }
@@ -142,7 +149,13 @@ where
     D: FnMut() -> F + Send,
     F: Future<Output = io::Result<U>> + Send,
 {
+    /// Hands the batch's reply-order entries to the other side, then writes
+    /// the batch's bytes upstream: every reply finds its entry there.
     async fn flush(&mut self) -> Result<(), Gone> {
+        if !self.batch.is_empty() {
+            let batch = std::mem::take(&mut self.batch);
+            self.tx.send(Slot::Pending(batch)).await.map_err(|_| Gone)?;
+        }
         if let Some(w) = self.w.as_mut() {
             if !self.buf.is_empty() {
                 w.write_all(&self.buf).await.map_err(|_| Gone)?;
@@ -154,18 +167,9 @@ where
         Ok(())
     }
 
-    /// Queues an entry of the reply order. When the channel is full, what
-    /// is buffered goes upstream first: the replies the other side waits
-    /// for must be able to come.
-    async fn enqueue(&mut self, p: Pending) -> Result<(), Gone> {
-        match self.tx.try_send(Slot::Pending(p)) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(slot)) => {
-                self.flush().await?;
-                self.tx.send(slot).await.map_err(|_| Gone)
-            }
-            Err(TrySendError::Closed(_)) => Err(Gone),
-        }
+    /// Queues an entry of the reply order (it leaves with the batch).
+    fn enqueue(&mut self, p: Pending) {
+        self.batch.push(p);
     }
 
     /// Dials the upstream unless it is open. `Ok(false)`: it cannot be
@@ -184,11 +188,11 @@ where
     }
 
     async fn close(&mut self, reply: Option<Vec<u8>>, end: End) {
-        let _ = self.flush().await;
         if let Some(reply) = reply {
-            let _ = self.enqueue(Pending::Local(reply)).await;
+            self.enqueue(Pending::Local(reply));
         }
-        let _ = self.enqueue(Pending::Close(end)).await;
+        self.enqueue(Pending::Close(end));
+        let _ = self.flush().await;
     }
 }
 
@@ -232,7 +236,7 @@ async fn client_side<'a, R, U, D, F, E>(
                     return;
                 }
             };
-            let step = {
+            let last = {
                 let args = cmd.args(&buf);
                 let decision = gate.decide(&args, cmd.raw(&buf));
                 if let Some((verdict, audit_only)) = &decision.event {
@@ -241,45 +245,39 @@ async fn client_side<'a, R, U, D, F, E>(
                 match decision.action {
                     Action::Forward { bytes, expect } => match up.connect().await {
                         Ok(true) => {
-                            if up.enqueue(Pending::Reply(expect)).await.is_err() {
-                                return;
-                            }
+                            up.enqueue(Pending::Reply(expect));
                             up.buf.extend_from_slice(&bytes);
-                            Ok(())
+                            None
                         }
-                        Ok(false) => Err(Some((
+                        Ok(false) => Some((
                             error_line("ERR sluice: upstream unreachable"),
                             End::Unreachable,
-                        ))),
+                        )),
                         Err(Gone) => return,
                     },
                     Action::Local(reply) => {
-                        up.enqueue(Pending::Local(reply)).await.map_err(|Gone| None)
+                        up.enqueue(Pending::Local(reply));
+                        None
                     }
                     Action::Abort(reply) => {
-                        let discarded = if up.w.is_some() {
+                        if up.w.is_some() {
                             up.buf.extend_from_slice(DISCARD);
-                            up.enqueue(Pending::Reply(Expect::Swallow)).await
-                        } else {
-                            Ok(())
-                        };
-                        match discarded {
-                            Ok(()) => up.enqueue(Pending::Local(reply)).await.map_err(|Gone| None),
-                            Err(Gone) => Err(None),
+                            up.enqueue(Pending::Reply(Expect::Swallow));
                         }
+                        up.enqueue(Pending::Local(reply));
+                        None
                     }
-                    Action::Quit => Err(Some((b"+OK\r\n".to_vec(), End::Closed))),
+                    Action::Quit => Some((b"+OK\r\n".to_vec(), End::Closed)),
                 }
             };
             buf.advance(cmd.len);
-            match step {
-                Ok(()) => {
-                    if up.buf.len() >= READ_CHUNK && up.flush().await.is_err() {
-                        return;
-                    }
-                }
-                Err(Some((reply, end))) => return up.close(Some(reply), end).await,
-                Err(None) => return,
+            if let Some((reply, end)) = last {
+                return up.close(Some(reply), end).await;
+            }
+            if (up.buf.len() >= READ_CHUNK || up.batch.len() >= MAX_BATCH)
+                && up.flush().await.is_err()
+            {
+                return;
             }
         }
         if up.flush().await.is_err() {
@@ -310,7 +308,7 @@ fn take_queued<R>(
             return None;
         }
         match rx.try_recv() {
-            Ok(Slot::Pending(p)) => flow.push(p),
+            Ok(Slot::Pending(batch)) => flow.extend(batch),
             // The upstream is being read, so it was already handed over.
             Ok(Slot::Upstream(_)) => {}
             Err(mpsc::error::TryRecvError::Empty) => return None,
@@ -377,7 +375,7 @@ where
         tokio::select! {
             slot = rx.recv(), if rx_open && flow.len() < MAX_PENDING => match slot {
                 Some(Slot::Upstream(r)) => up = Some(r),
-                Some(Slot::Pending(p)) => flow.push(p),
+                Some(Slot::Pending(batch)) => flow.extend(batch),
                 None => {
                     rx_open = false;
                     flow.push(Pending::Close(End::Closed));
