@@ -4,7 +4,7 @@
 //! upstream sees it.
 //!
 //! * [`resp`]: client commands on the wire (multibulk and inline).
-//! * `command`: the command table (policy name, key positions).
+//! * `command`, `table`: the command table (policy name, key positions).
 //! * `gate`: the decision per command, transactions, `AUTH` placeholders.
 //! * [`reply`]: upstream replies on the wire (streaming framer).
 //! * `flow`: which reply answers which command (pipelines, Pub/Sub,
@@ -25,6 +25,7 @@ mod gate;
 pub mod reply;
 pub mod resp;
 mod session;
+mod table;
 
 use std::future::Future;
 use std::net::IpAddr;
