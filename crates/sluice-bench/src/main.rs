@@ -13,6 +13,8 @@
 //!   growth per tunnel.
 //! * `ws`: WebSocket echo messages per second (`serve --ws` is the echo).
 //! * `dns`: DNS answers per second and latency (closed loop over UDP, or TCP).
+//! * `redis`: Redis `GET`/`SET` round trips per second, direct or through a
+//!   CONNECT tunnel (sluice's Redis processor).
 //!
 //! Every client workload is bounded in time and prints one JSON line.
 //! Addresses are socket addresses; a direct `--target NAME:PORT` is resolved
@@ -22,6 +24,7 @@
 
 mod client;
 mod dns;
+mod redis;
 mod server;
 mod stats;
 mod tls;
@@ -62,6 +65,29 @@ enum Command {
     Ws(WsArgs),
     /// DNS answers per second: closed loop of A queries for one name.
     Dns(DnsArgs),
+    /// Redis GET or SET round trips per second (a Redis server at the target).
+    Redis(RedisArgs),
+}
+
+#[derive(Debug, Args)]
+struct RedisArgs {
+    #[command(flatten)]
+    dest: Dest,
+    /// The command timed (each connection works on a key of its own).
+    #[arg(long, value_enum, default_value = "get")]
+    op: redis::Op,
+    /// Connections, each a closed loop.
+    #[arg(long, default_value_t = 50)]
+    connections: usize,
+    /// Duration of the measurement, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Commands in flight per connection (1: one round trip each).
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// Value size written by SET (and read by GET).
+    #[arg(long, default_value_t = 64)]
+    value_bytes: usize,
 }
 
 #[derive(Debug, Args)]
@@ -340,6 +366,20 @@ fn main() -> anyhow::Result<()> {
                     a.seconds,
                     a.message_bytes,
                 )
+                .await?;
+                println!("{r}");
+                Ok(())
+            }
+            Command::Redis(a) => {
+                let r = redis::redis(redis::RedisLoad {
+                    target: &a.dest.target,
+                    proxy: a.dest.proxy,
+                    op: a.op,
+                    connections: a.connections,
+                    seconds: a.seconds,
+                    pipeline: a.pipeline,
+                    value_bytes: a.value_bytes,
+                })
                 .await?;
                 println!("{r}");
                 Ok(())

@@ -101,14 +101,20 @@ async fn bulk_stream(mut s: TcpStream, bytes: u64) -> anyhow::Result<()> {
 
 /// Per-connection result of a timed loop.
 #[derive(Default)]
-struct LoopStats {
-    done: u64,
-    errors: u64,
-    reconnects: u64,
-    latencies_us: Vec<u32>,
+pub(crate) struct LoopStats {
+    pub(crate) done: u64,
+    pub(crate) errors: u64,
+    pub(crate) reconnects: u64,
+    pub(crate) latencies_us: Vec<u32>,
 }
 
-fn merge(results: Vec<LoopStats>, elapsed: f64, unit: &str, workload: &str, extra: &str) -> String {
+pub(crate) fn merge(
+    results: Vec<LoopStats>,
+    elapsed: f64,
+    unit: &str,
+    workload: &str,
+    extra: &str,
+) -> String {
     let mut lat: Vec<u32> = Vec::new();
     let (mut done, mut errors, mut reconnects) = (0u64, 0u64, 0u64);
     for r in results {
@@ -126,7 +132,7 @@ fn merge(results: Vec<LoopStats>, elapsed: f64, unit: &str, workload: &str, extr
     )
 }
 
-fn micros(d: Duration) -> u32 {
+pub(crate) fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 

@@ -132,6 +132,14 @@ impl Glob {
                 return s.starts_with(prefix);
             }
         }
+        // And for `prefix*` (Redis keys, command names): the rest of `s`
+        // must not hold the delimiter.
+        if let Some(prefix) = p.strip_suffix('*') {
+            if !prefix.contains(['*', '?']) {
+                return s.starts_with(prefix)
+                    && !s.as_bytes()[prefix.len()..].contains(&self.delimiter);
+            }
+        }
         // Longer than any usual path or executable name: the DP rows go to
         // the heap. Otherwise they live on the stack (the decision path
         // does not allocate).

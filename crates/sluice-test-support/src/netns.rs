@@ -132,11 +132,31 @@ impl Netns {
     /// `redis-server` on `port` (no persistence, no protected mode), once it
     /// answers `PING`.
     pub fn start_redis(&self, port: u16) {
+        self.redis(port, None);
+    }
+
+    /// [`Self::start_redis`] with `requirepass` set to `password` (the
+    /// default user then needs `AUTH password`).
+    pub fn start_redis_with_password(&self, port: u16, password: &str) {
+        self.redis(port, Some(password));
+    }
+
+    fn redis(&self, port: u16, password: Option<&str>) {
+        assert!(
+            password.is_none_or(|p| p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')),
+            "test passwords are [A-Za-z0-9-]"
+        );
+        let (pass, auth) = password.map_or((String::new(), String::new()), |p| {
+            (
+                format!(" --requirepass {p}"),
+                format!(" --no-auth-warning -a {p}"),
+            )
+        });
         let script = format!(
             "redis-server --bind {ip} --port {port} --save '' --appendonly no \
-             --protected-mode no --logfile /dev/null & \
+             --protected-mode no --logfile /dev/null{pass} & \
              for i in $(seq 1 100); do \
-               redis-cli -h {ip} -p {port} PING >/dev/null 2>&1 && break; sleep 0.05; \
+               redis-cli -h {ip} -p {port}{auth} PING 2>/dev/null | grep -q PONG && break; sleep 0.05; \
              done; echo ready; wait",
             ip = self.ns_ip
         );

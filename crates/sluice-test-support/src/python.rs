@@ -18,7 +18,7 @@ pub fn py_script(name: &str) -> PathBuf {
     path
 }
 
-/// A Python with `requests`, `httpx` and `websockets` that an unprivileged
+/// A Python with `requests`, `httpx`, `websockets` and `redis` that an unprivileged
 /// user can execute, for clients inside `sluice run` (`$SLUICE_E2E_PYTHON`;
 /// `scripts/test` makes the default: a venv of the system interpreter).
 pub fn sandbox_python() -> String {
@@ -26,7 +26,7 @@ pub fn sandbox_python() -> String {
         .unwrap_or_else(|_| "/opt/sluice-e2e/venv/bin/python".to_owned());
     assert!(
         Path::new(&py).exists(),
-        "{py} is missing: scripts/test creates it (venv with requests, httpx, websockets)"
+        "{py} is missing: scripts/test creates it (venv with requests, httpx, websockets, redis)"
     );
     py
 }

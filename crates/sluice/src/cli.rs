@@ -47,7 +47,7 @@ pub(crate) struct RunArgs {
     pub(crate) suggest_policy: Option<PathBuf>,
     /// Which endpoint names policy DNS answers with synthetic addresses, so
     /// proxy-unaware clients reach them through transparent capture: `tcp`
-    /// (endpoints with `protocol: tcp`), `all` (every endpoint name; TLS is
+    /// (endpoints with `protocol: tcp`, `redis` or `postgres`), `all` (every endpoint name; TLS is
     /// terminated where the endpoint is inspected), `off` (every query
     /// refused).
     #[arg(long, value_name = "tcp|all|off", default_value = "tcp", value_parser = parse_transparent)]

@@ -73,7 +73,12 @@ fn key_text(key: &[u8]) -> Option<&str> {
 
 fn redis_command_matches(rule: &L7Rule, name: &str) -> bool {
     rule.command.as_deref().is_some_and(|c| {
-        crate::model::Glob::new(c, 0).matches(name)
+        // A plain name compares as is (no glob built per command).
+        (if c.contains(['*', '?']) {
+            crate::model::Glob::new(c, 0).matches(name)
+        } else {
+            c == name
+        })
             // A rule naming a container command covers its subcommands.
             || name.split_once('|').is_some_and(|(base, _)| c == base)
     })

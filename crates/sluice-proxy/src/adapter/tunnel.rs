@@ -265,6 +265,7 @@ async fn native(shared: &Shared, client: TcpStream, opened: Opened) {
         );
         return;
     };
+    debug_assert_eq!(processor.protocol(), protocol);
     let client_tls = shared
         .leaf_cache
         .server_config(&opened.decision.intent.target.host)

@@ -18,6 +18,7 @@ mod pipelining;
 mod postgres;
 mod protocols;
 mod protocols_tls;
+mod redis;
 mod reload;
 mod run;
 mod run_confine;

@@ -12,7 +12,10 @@ use super::answer::Eligibility;
 /// (and so which connections the transparent listener captures).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TransparentMode {
-    /// Names of `protocol: tcp` endpoints (OpenShell's rule).
+    /// Names of endpoints of the native TCP protocols: `protocol: tcp`
+    /// (OpenShell's rule; a captured connection is copied raw) and the
+    /// protocols a processor serves, `redis` and `postgres` (clients such as
+    /// `redis-cli` and `psql` ignore proxy variables).
     #[default]
     Tcp,
     /// Every endpoint name; captured connections are handled like a CONNECT
@@ -40,7 +43,7 @@ impl TransparentMode {
     #[must_use]
     pub fn covers(self, protocol: Protocol) -> bool {
         match self {
-            Self::Tcp => protocol == Protocol::Tcp,
+            Self::Tcp => protocol == Protocol::Tcp || protocol.is_native(),
             Self::All => true,
             Self::Off => false,
         }
@@ -105,6 +108,23 @@ network_policies:
       - { host: cache.internal, port: 6379, protocol: tcp }
       - { host: pg.db.internal, port: 5432, protocol: tcp }
       - { host: cache.internal, port: 6380, protocol: tcp }
+  native:
+    endpoints:
+      - host: redis.internal
+        port: 6379
+        protocol: redis
+        enforcement: enforce
+        rules: [ { allow: { command: PING } } ]
+      - host: pg.internal
+        port: 5432
+        protocol: postgres
+        enforcement: enforce
+        rules: [ { allow: { statement: select } } ]
+      - host: api.internal
+        port: 8080
+        protocol: rest
+        enforcement: enforce
+        access: read-only
   web:
     endpoints:
       - { host: api.example.com, port: 443 }
@@ -125,6 +145,11 @@ network_policies:
             (TransparentMode::Tcp, "cache.internal", Some(&[6379, 6380])),
             (TransparentMode::Tcp, "pg.db.internal", Some(&[5432])),
             (TransparentMode::Tcp, "db.internal", None),
+            (TransparentMode::Tcp, "redis.internal", Some(&[6379])),
+            (TransparentMode::Tcp, "pg.internal", Some(&[5432])),
+            (TransparentMode::Tcp, "api.internal", None),
+            (TransparentMode::All, "api.internal", Some(&[8080])),
+            (TransparentMode::Off, "redis.internal", None),
             (TransparentMode::Tcp, "api.example.com", None),
             (TransparentMode::All, "api.example.com", Some(&[443])),
             (TransparentMode::All, "cache.internal", Some(&[6379, 6380])),

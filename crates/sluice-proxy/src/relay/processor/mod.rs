@@ -10,6 +10,7 @@
 //! on CONNECT tunnels and on transparent connections.
 
 pub mod postgres;
+pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -80,6 +81,7 @@ pub(crate) trait Processor: Send + Sync {
 pub(crate) fn for_protocol(protocol: Protocol) -> Option<&'static dyn Processor> {
     match protocol {
         Protocol::Postgres => Some(&postgres::POSTGRES),
+        Protocol::Redis => Some(&redis::RedisProcessor),
         _ => None,
     }
 }

@@ -100,6 +100,17 @@ pub(super) fn classify(e: &OcsfEvent) -> Option<Line> {
         format!("direct connection to {destination}")
     } else if let Some((method, path)) = e.http_method_path() {
         format!("{method} {destination}{path}")
+    } else if let Some(protocol) = e
+        .unmapped_value("processor.protocol")
+        .and_then(serde_json::Value::as_str)
+    {
+        // One message of a native protocol session (a Redis command, a SQL
+        // statement): the connection itself stays open.
+        let summary = e
+            .unmapped_value("processor.summary")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        format!("{protocol} {summary} to {destination}")
     } else if transparent {
         format!("connection to {destination} (by its synthetic address)")
     } else {
@@ -325,6 +336,21 @@ mod tests {
                 .as_ref()
                 .map(|s| (s.host.as_str(), s.binary.as_deref())),
             Some(("example.com", Some("/usr/bin/curl")))
+        );
+
+        let redis = OcsfEvent::new(EventClass::NetworkActivity, Activity::Traffic)
+            .action(Action::Denied)
+            .disposition(Disposition::Blocked)
+            .dst_endpoint("cache.internal", 6379)
+            .firewall_rule("cache", "redis")
+            .unmapped("transparent.synthetic_ip", "198.18.0.1".into())
+            .unmapped("processor.protocol", "redis".into())
+            .unmapped("processor.summary", "command=SET keys=1".into())
+            .message("REDIS deny cache.internal:6379 command=SET keys=1")
+            .status_detail("SET not permitted by policy");
+        assert_eq!(
+            classify(&redis).unwrap().render(),
+            "sluice: denied redis command=SET keys=1 to cache.internal:6379: SET not permitted by policy"
         );
 
         let l7 = OcsfEvent::new(EventClass::HttpActivity, Activity::Other)
