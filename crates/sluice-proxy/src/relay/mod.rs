@@ -7,6 +7,7 @@ pub(crate) mod credentials;
 pub mod http;
 mod idle;
 pub(crate) mod processor;
+pub mod middleware;
 pub(crate) mod revoke;
 pub mod stream;
 pub mod tcp;
