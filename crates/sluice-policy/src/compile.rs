@@ -234,7 +234,10 @@ fn check_middleware_coverage(
     names: &[String],
 ) {
     for m in middlewares.iter().filter(|m| !m.fail_open) {
-        for e in endpoints.iter().filter(|e| e.tls == crate::model::TlsMode::Skip) {
+        for e in endpoints
+            .iter()
+            .filter(|e| e.tls == crate::model::TlsMode::Skip)
+        {
             if m.include.iter().any(|p| p.overlaps(&e.host))
                 // Only an exclusion of exactly that host pattern takes it out.
                 && !m.exclude.iter().any(|p| p == &e.host)

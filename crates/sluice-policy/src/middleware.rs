@@ -96,11 +96,17 @@ pub(crate) fn compile_middlewares(
                 Ok(serde_json::Value::Object(map)) => map,
                 Ok(serde_json::Value::Null) => serde_json::Map::new(),
                 Ok(_) => {
-                    ctx.err(&join(&path, "config"), format!("middleware `{key}`: `config` must be a mapping"));
+                    ctx.err(
+                        &join(&path, "config"),
+                        format!("middleware `{key}`: `config` must be a mapping"),
+                    );
                     serde_json::Map::new()
                 }
                 Err(e) => {
-                    ctx.err(&join(&path, "config"), format!("middleware `{key}`: `config` cannot be represented as JSON: {e}"));
+                    ctx.err(
+                        &join(&path, "config"),
+                        format!("middleware `{key}`: `config` cannot be represented as JSON: {e}"),
+                    );
                     serde_json::Map::new()
                 }
             },

@@ -319,7 +319,8 @@ impl Middleware {
     /// pattern matches and no exclude pattern does).
     #[must_use]
     pub fn selects(&self, host: HostRef<'_>) -> bool {
-        self.include.iter().any(|p| p.matches(host)) && !self.exclude.iter().any(|p| p.matches(host))
+        self.include.iter().any(|p| p.matches(host))
+            && !self.exclude.iter().any(|p| p.matches(host))
     }
 }
 
