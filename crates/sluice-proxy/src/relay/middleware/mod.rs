@@ -10,6 +10,7 @@
 //! - [`MiddlewareRuntime`]: the registrations and the per-generation plan.
 
 pub(crate) mod builtin;
+pub(crate) mod chain;
 pub mod grpc;
 pub mod proto;
 mod runtime;
