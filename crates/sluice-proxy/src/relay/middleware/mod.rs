@@ -13,7 +13,7 @@ pub(crate) mod builtin;
 pub(crate) mod chain;
 pub mod grpc;
 pub mod proto;
-mod runtime;
+pub(crate) mod runtime;
 pub(crate) mod stage;
 
 pub use runtime::MiddlewareRuntime;
