@@ -325,7 +325,7 @@ pub(crate) async fn finish<S: AdmissionSurface>(
         .iter()
         .map(|i| &pending.plan.stages[*i])
         .collect();
-    let context = request_context(decision);
+    let context = crate::relay::middleware::request_context(decision);
     let mut reports = Vec::with_capacity(stages.len());
     let end = chain::run(&stages, &context, &mut creq, &mut reports).await;
     for r in &reports {
@@ -399,23 +399,4 @@ pub(crate) async fn finish<S: AdmissionSurface>(
         outcome,
         providers: outbound.providers,
     })
-}
-
-/// Who is asking, as the stages see it (no secrets: ids and paths only).
-fn request_context(decision: &Allowed) -> proto::RequestContext {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let process = decision.intent.identity.process().map(|p| proto::Process {
-        binary: p.exe.clone(),
-        pid: p.sandbox_pid.unwrap_or(p.pid),
-        // Nearest parent first, as identity records them.
-        ancestors: p.ancestors.clone(),
-    });
-    proto::RequestContext {
-        request_id: format!("{}-{id}", std::process::id()),
-        sandbox_id: format!("sluice-{}", std::process::id()),
-        originating_process: process,
-        sandbox_name: String::new(),
-        workspace: String::new(),
-    }
 }

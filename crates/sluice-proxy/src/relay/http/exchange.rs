@@ -216,6 +216,8 @@ enum Exchanged {
     /// `101` relayed; the connection now belongs to an upgraded relay.
     Upgraded {
         extensions: Option<String>,
+        /// `Sec-WebSocket-Protocol` of the `101`.
+        subprotocol: Option<String>,
     },
 }
 
@@ -374,7 +376,10 @@ where
         };
         let resp = match exchange(client, buf, &mut up, &req, outgoing, limits).await {
             Ok(Exchanged::Done(r)) => r,
-            Ok(Exchanged::Upgraded { extensions }) => {
+            Ok(Exchanged::Upgraded {
+                extensions,
+                subprotocol,
+            }) => {
                 policy.completed(&req, 101);
                 // The session outlives its request: a reload that no longer
                 // allows it ends it (WebSocket: close 1012 both ways).
@@ -382,6 +387,7 @@ where
                 match upgrade {
                     Upgrade::WebSocket(mut text_policy) => {
                         let deflate = extensions.as_deref().and_then(parse_deflate_extension);
+                        text_policy.on_start(subprotocol.as_deref());
                         let client_buf = buf.split();
                         let end = websocket::relay_with_stop(
                             &mut *client,
@@ -397,6 +403,7 @@ where
                             stop,
                         )
                         .await;
+                        text_policy.on_end(&end);
                         tracing::debug!(?end, "WebSocket session ended");
                     }
                     _ => {
@@ -561,7 +568,8 @@ where
         }
     };
     let mut ws_extensions: Option<String> = None;
-    let extensions = &mut ws_extensions;
+    let mut ws_subprotocol: Option<String> = None;
+    let (extensions, subprotocol) = (&mut ws_extensions, &mut ws_subprotocol);
     let relayed = std::sync::atomic::AtomicBool::new(false);
     let read_response = async {
         loop {
@@ -579,6 +587,7 @@ where
             if parsed.status == 101 {
                 cw.flush().await.map_err(ExchangeError::Io)?;
                 *extensions = header_value(&raw, "sec-websocket-extensions");
+                *subprotocol = header_value(&raw, "sec-websocket-protocol");
                 return Ok(parsed);
             }
             // Interim 1xx (not 101) responses are relayed at once (a client
@@ -617,6 +626,7 @@ where
     if resp.status == 101 {
         return Ok(Exchanged::Upgraded {
             extensions: ws_extensions,
+            subprotocol: ws_subprotocol,
         });
     }
     copy_body(

@@ -15,5 +15,25 @@ pub mod grpc;
 pub mod proto;
 pub(crate) mod runtime;
 pub(crate) mod stage;
+pub(crate) mod ws;
 
 pub use runtime::MiddlewareRuntime;
+
+/// Who is asking, as the stages see it (no secrets: ids and paths only).
+pub(crate) fn request_context(decision: &crate::egress::Allowed) -> proto::RequestContext {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let process = decision.intent.identity.process().map(|p| proto::Process {
+        binary: p.exe.clone(),
+        pid: p.sandbox_pid.unwrap_or(p.pid),
+        // Nearest parent first, as identity records them.
+        ancestors: p.ancestors.clone(),
+    });
+    proto::RequestContext {
+        request_id: format!("{}-{id}", std::process::id()),
+        sandbox_id: format!("sluice-{}", std::process::id()),
+        originating_process: process,
+        sandbox_name: String::new(),
+        workspace: String::new(),
+    }
+}
