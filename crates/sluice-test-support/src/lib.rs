@@ -5,10 +5,14 @@
 //!   upstream servers (the Python scripts in this crate's `py/`) inside it;
 //! * [`test_pki`]: a CA and a leaf for upstream TLS;
 //! * [`Python`]: a Python client run to completion (inline or from `py/`);
+//! * [`middleware`]: a test supervisor middleware gRPC service, in process
+//!   ([`middleware::spawn_test_middleware`]) or as the `sluice-test-middleware`
+//!   binary ([`middleware::start_test_middleware`]);
 //! * [`patience`], [`eventually`], [`recorded`]: waiting for and reading
 //!   what an upstream recorded;
 //! * [`skip_or_fail`]: the one way a test may decline to run.
 
+pub mod middleware;
 mod netns;
 mod pki;
 mod python;
