@@ -229,9 +229,15 @@ async fn middleware_runtime(
     args: &ServeArgs,
     store: &Arc<PolicyStore>,
 ) -> anyhow::Result<Arc<MiddlewareRuntime>> {
-    let _ = args;
+    let ca = match &args.middleware_ca {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("reading --middleware-ca {}", path.display()))?,
+        ),
+        None => None,
+    };
     let runtime = Arc::new(
-        MiddlewareRuntime::connect(&[], None)
+        MiddlewareRuntime::connect(&args.middleware, ca.as_deref())
             .await
             .map_err(|e| anyhow::anyhow!("middleware: {e}"))?,
     );
