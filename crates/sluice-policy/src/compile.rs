@@ -206,24 +206,6 @@ fn compile(
     .with_providers(providers)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::strip_location;
-
-    #[test]
-    fn strips_serde_location_suffix() {
-        assert_eq!(
-            strip_location("unknown field `x` at line 3 column 5"),
-            "unknown field `x`"
-        );
-        assert_eq!(strip_location("no location here"), "no location here");
-        assert_eq!(
-            strip_location("did not find x at line 6 column 8, while parsing y at line 4 column 7"),
-            "did not find x, while parsing y"
-        );
-    }
-}
-
 /// A `fail_closed` middleware must be able to see every request it selects:
 /// a selector that may match a `tls: skip` endpoint (whose bytes are never
 /// read) is an error.
@@ -254,5 +236,23 @@ fn check_middleware_coverage(
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_location;
+
+    #[test]
+    fn strips_serde_location_suffix() {
+        assert_eq!(
+            strip_location("unknown field `x` at line 3 column 5"),
+            "unknown field `x`"
+        );
+        assert_eq!(strip_location("no location here"), "no location here");
+        assert_eq!(
+            strip_location("did not find x at line 6 column 8, while parsing y at line 4 column 7"),
+            "did not find x, while parsing y"
+        );
     }
 }
