@@ -13,10 +13,14 @@
 //! ```
 //!
 //! sluice's own placeholders (`sluice:resolve:env:NAME`,
-//! `openshell:resolve:env:NAME`) are never secrets: a match that overlaps one
-//! is ignored, so the sandbox can send placeholders for sluice to resolve
-//! after the chain. Findings: type `secret_detected`, label the kind, the
-//! number of matches; never the matched text.
+//! `openshell:resolve:env:NAME`) are never secrets, so the sandbox can send
+//! them for sluice to resolve after the chain: a match that lies within a
+//! placeholder and covers part of its prefix is placeholder text and is
+//! ignored. A secret-shaped *name* (`sluice:resolve:env:AKIA...`) is still
+//! reported: no policy names a credential like that, and exempting it would
+//! let any `[A-Za-z0-9_]` secret out behind the prefix. Findings: type
+//! `secret_detected`, label the kind, the number of matches; never the
+//! matched text.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -113,17 +117,15 @@ impl Scanner for Secrets {
     /// Always complete: every detector settles a match within the token it
     /// matched (bounded look-ahead), so iterating is linear.
     fn scan(&self, text: &[u8], hits: &mut Vec<Hit>, _budget: &mut usize) -> bool {
+        let placeholders = Placeholders::find(text);
         let mut taken = Taken::default();
-        for (range, _) in sluice_policy::placeholder::find(text) {
-            taken.insert(range);
-        }
         for &kind in &self.kinds {
             for range in candidates(KINDS[kind], text) {
                 let allowed = self
                     .allow
                     .iter()
                     .any(|re| re.is_match(&text[range.clone()]));
-                if allowed || taken.overlaps(&range) {
+                if allowed || placeholders.exempt(&range) || taken.overlaps(&range) {
                     continue;
                 }
                 taken.insert(range.clone());
@@ -134,7 +136,33 @@ impl Scanner for Secrets {
     }
 }
 
-/// Disjoint byte ranges already accounted for (placeholders, earlier hits).
+/// The placeholders in a text: (whole range, where the name starts), in
+/// order, disjoint.
+struct Placeholders(Vec<(Range<usize>, usize)>);
+
+impl Placeholders {
+    fn find(text: &[u8]) -> Self {
+        Self(
+            sluice_policy::placeholder::find(text)
+                .map(|(range, name)| {
+                    let name_start = range.end - name.len();
+                    (range, name_start)
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether `r` is placeholder text: inside one placeholder and covering
+    /// part of its prefix (not only its name).
+    fn exempt(&self, r: &Range<usize>) -> bool {
+        let i = self.0.partition_point(|(p, _)| p.start <= r.start);
+        i.checked_sub(1)
+            .map(|i| &self.0[i])
+            .is_some_and(|(p, name_start)| r.end <= p.end && r.start < *name_start)
+    }
+}
+
+/// Disjoint byte ranges already reported (by an earlier kind).
 #[derive(Default)]
 struct Taken(BTreeMap<usize, usize>);
 
@@ -148,8 +176,7 @@ impl Taken {
             .is_some_and(|(_, end)| *end > r.start)
     }
 
-    /// Takes `r` (the caller checked it overlaps nothing, or it is a
-    /// placeholder: those never overlap each other).
+    /// Takes `r` (the caller checked it overlaps nothing).
     fn insert(&mut self, r: Range<usize>) {
         self.0.insert(r.start, r.end);
     }
