@@ -127,7 +127,10 @@ impl AdmissionSurface for ForwardStep<'_> {
     }
 
     fn head(&self, req: &RequestHead, outbound: &Outbound, upgrade: &Upgrade) -> Vec<u8> {
-        let buffered = matches!(outbound.body, BodyPlan::Buffer { .. });
+        let buffered = matches!(
+            outbound.body,
+            BodyPlan::Buffer { .. } | BodyPlan::Middleware { .. }
+        );
         rewrite(
             req,
             self.target,

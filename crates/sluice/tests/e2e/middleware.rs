@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use sluice_test_support::{
-    py_script, recorded, sandbox_python, start_test_middleware, Netns, Python, TempDir,
+    middleware::start_test_middleware, py_script, recorded, sandbox_python, Netns, Python, TempDir,
 };
 
 use crate::harness::{curl, json_body, Sluice};
@@ -22,9 +22,10 @@ fn bodies(record: &Path) -> Vec<String> {
 }
 
 fn header<'a>(event: &'a serde_json::Value, name: &str) -> Option<&'a str> {
-    event["headers"].as_array()?.iter().find_map(|h| {
-        (h[0].as_str()?.eq_ignore_ascii_case(name)).then(|| h[1].as_str())?
-    })
+    event["headers"]
+        .as_array()?
+        .iter()
+        .find_map(|h| (h[0].as_str()?.eq_ignore_ascii_case(name)).then(|| h[1].as_str())?)
 }
 
 /// `sluice/secrets` denies a body with a credential-shaped string,
@@ -70,11 +71,26 @@ network_middlewares:
     let s = Sluice::start(&dir, policy, &args);
     let proxy = s.proxy_url();
     let post = |url: &str, body: &str| {
-        curl(&proxy, url, false, &["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", body])
+        curl(
+            &proxy,
+            url,
+            false,
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                body,
+            ],
+        )
     };
     // A fake, shape-valid GitHub token.
     let token = format!("ghp_{}", "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8");
-    let denied = post("http://secrets.test:8080/v1", &format!("{{\"note\":\"{token}\"}}"));
+    let denied = post(
+        "http://secrets.test:8080/v1",
+        &format!("{{\"note\":\"{token}\"}}"),
+    );
     assert_eq!(denied.status, 403, "{}", denied.body);
     let body = json_body(&format!("x\r\n\r\n{}", denied.body));
     assert_eq!(body["error"], "middleware_denied", "{body}");
@@ -83,10 +99,20 @@ network_middlewares:
     assert!(!denied.body.contains(&token), "the secret is not echoed");
     let clean = post("http://secrets.test:8080/v1", "{\"note\":\"hello\"}");
     assert_eq!(clean.status, 200, "{}", clean.body);
-    let placeholder = post("http://secrets.test:8080/v1", "{\"k\":\"sluice:resolve:env:NOPE\"}");
-    assert_ne!(placeholder.body.contains("secret_detected"), true, "placeholders are not secrets");
+    let placeholder = post(
+        "http://secrets.test:8080/v1",
+        "{\"k\":\"sluice:resolve:env:NOPE\"}",
+    );
+    assert_ne!(
+        placeholder.body.contains("secret_detected"),
+        true,
+        "placeholders are not secrets"
+    );
 
-    let redacted = post("http://redact.test:8080/v1", "{\"ssn\":\"123-45-6789\",\"x\":1}");
+    let redacted = post(
+        "http://redact.test:8080/v1",
+        "{\"ssn\":\"123-45-6789\",\"x\":1}",
+    );
     assert_eq!(redacted.status, 200, "{}", redacted.body);
     let big = post("http://size.test:8080/v1", &"x".repeat(200));
     assert_eq!(big.status, 403, "{}", big.body);
@@ -94,18 +120,29 @@ network_middlewares:
     assert_eq!(ok.status, 200, "{}", ok.body);
 
     let seen = bodies(&dir.path("up.jsonl"));
-    assert!(!seen.iter().any(|b| b.contains(&token)), "denied body never reached the upstream: {seen:?}");
-    assert!(seen.iter().any(|b| b.contains("[REDACTED]") && !b.contains("123-45-6789")), "{seen:?}");
+    assert!(
+        !seen.iter().any(|b| b.contains(&token)),
+        "denied body never reached the upstream: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|b| b.contains("[REDACTED]") && !b.contains("123-45-6789")),
+        "{seen:?}"
+    );
     assert!(!seen.iter().any(|b| b.len() == 200), "{seen:?}");
     let events = s.events();
     assert!(
-        events.iter().any(|e| e["unmapped"]["middleware.key"] == "no_secrets"
-            && e["unmapped"]["middleware.decision"] == "deny"
-            && e["unmapped"]["middleware.reason_code"] == "secret_detected"),
+        events
+            .iter()
+            .any(|e| e["unmapped"]["middleware.key"] == "no_secrets"
+                && e["unmapped"]["middleware.decision"] == "deny"
+                && e["unmapped"]["middleware.reason_code"] == "secret_detected"),
         "stage event: {events:#?}"
     );
     assert!(
-        !std::fs::read_to_string(&s.audit).unwrap_or_default().contains(&token),
+        !std::fs::read_to_string(&s.audit)
+            .unwrap_or_default()
+            .contains(&token),
         "the audit log never holds the detected secret"
     );
 }
@@ -121,8 +158,15 @@ fn grpc_stage_results_and_failures_follow_on_error() {
     ns.start_upstream(8080, &dir.path("up.jsonl"));
     let (_mw, mw_addr) = start_test_middleware(&dir.path("mw.jsonl"), &[]);
     let names = [
-        "allow", "deny", "header", "body", "slow-closed", "slow-open", "error-closed",
-        "error-open", "bad-closed",
+        "allow",
+        "deny",
+        "header",
+        "body",
+        "slow-closed",
+        "slow-open",
+        "error-closed",
+        "error-open",
+        "bad-closed",
     ];
     let mut policy = String::from("version: 1\nnetwork_policies:\n  api:\n    endpoints:\n");
     for n in names {
@@ -136,10 +180,22 @@ fn grpc_stage_results_and_failures_follow_on_error() {
     policy.push_str("network_middlewares:\n");
     let stages: [(&str, &str, &str); 9] = [
         ("allow", "{ behavior: allow }", "fail_closed"),
-        ("deny", "{ behavior: deny, reason_code: blocked_by_test }", "fail_closed"),
+        (
+            "deny",
+            "{ behavior: deny, reason_code: blocked_by_test }",
+            "fail_closed",
+        ),
         ("header", "{ behavior: mutate_header }", "fail_closed"),
-        ("body", "{ behavior: replace_body, body: replaced }", "fail_closed"),
-        ("slow-closed", "{ behavior: sleep, ms: 2000 }", "fail_closed"),
+        (
+            "body",
+            "{ behavior: replace_body, body: replaced }",
+            "fail_closed",
+        ),
+        (
+            "slow-closed",
+            "{ behavior: sleep, ms: 2000 }",
+            "fail_closed",
+        ),
         ("slow-open", "{ behavior: sleep, ms: 2000 }", "fail_open"),
         ("error-closed", "{ behavior: error }", "fail_closed"),
         ("error-open", "{ behavior: error }", "fail_open"),
@@ -151,12 +207,25 @@ fn grpc_stage_results_and_failures_follow_on_error() {
         ));
     }
     let registration = format!("testmw=http://{mw_addr},timeout=300ms");
-    let hosts: Vec<String> = names.iter().map(|n| format!("{n}.test={}", ns.ns_ip)).collect();
-    let mut args = vec!["--identity", "endpoint-only", "--middleware", registration.as_str()];
+    let hosts: Vec<String> = names
+        .iter()
+        .map(|n| format!("{n}.test={}", ns.ns_ip))
+        .collect();
+    let mut args = vec![
+        "--identity",
+        "endpoint-only",
+        "--middleware",
+        registration.as_str(),
+    ];
     for h in &hosts {
         args.extend(["--add-host", h.as_str()]);
     }
-    let s = Sluice::start_with_env(&dir, &policy, &args, &[("MW_TEST_TOKEN", "real-secret-value")]);
+    let s = Sluice::start_with_env(
+        &dir,
+        &policy,
+        &args,
+        &[("MW_TEST_TOKEN", "real-secret-value")],
+    );
     let proxy = s.proxy_url();
     let post = |host: &str, extra: &[&str]| {
         let url = format!("http://{host}.test:8080/v1/items?q=1");
@@ -212,10 +281,21 @@ fn grpc_stage_results_and_failures_follow_on_error() {
         "credentials are injected after the stages"
     );
     let calls = std::fs::read_to_string(dir.path("mw.jsonl")).unwrap_or_default();
-    assert!(!calls.contains("real-secret-value"), "the service never sees a secret");
-    assert!(!calls.to_ascii_lowercase().contains("\"authorization\""), "nor the Authorization header");
+    assert!(
+        !calls.contains("real-secret-value"),
+        "the service never sees a secret"
+    );
+    assert!(
+        !calls.to_ascii_lowercase().contains("\"authorization\""),
+        "nor the Authorization header"
+    );
     let events = s.events();
-    for (key, decision) in [("deny", "deny"), ("slow-closed", "failed"), ("slow-open", "skipped"), ("header", "mutate")] {
+    for (key, decision) in [
+        ("deny", "deny"),
+        ("slow-closed", "failed"),
+        ("slow-open", "skipped"),
+        ("header", "mutate"),
+    ] {
         assert!(
             events.iter().any(|e| e["unmapped"]["middleware.key"] == key
                 && e["unmapped"]["middleware.decision"] == decision
@@ -262,7 +342,14 @@ network_middlewares:
     let s = Sluice::start(
         &dir,
         &policy,
-        &["--identity", "endpoint-only", "--middleware", &registration, "--add-host", &host],
+        &[
+            "--identity",
+            "endpoint-only",
+            "--middleware",
+            &registration,
+            "--add-host",
+            &host,
+        ],
     );
     let r = curl(
         &s.proxy_url(),
@@ -280,7 +367,10 @@ network_middlewares:
         ],
     );
     assert_eq!(r.status, 403, "{}", r.body);
-    assert!(recorded(&dir.path("up.jsonl")).is_empty(), "the rewritten call never reached the upstream");
+    assert!(
+        recorded(&dir.path("up.jsonl")).is_empty(),
+        "the rewritten call never reached the upstream"
+    );
 }
 
 /// WebSocket messages through a gRPC stage: redacted text reaches the
@@ -313,7 +403,14 @@ network_middlewares:
     let s = Sluice::start(
         &dir,
         policy,
-        &["--identity", "endpoint-only", "--middleware", &registration, "--add-host", &host],
+        &[
+            "--identity",
+            "endpoint-only",
+            "--middleware",
+            &registration,
+            "--add-host",
+            &host,
+        ],
     );
     let client = r#"
 import asyncio, os, sys
@@ -330,9 +427,7 @@ async def main():
             print("closed=%s" % getattr(getattr(e, "rcvd", None), "code", "?"))
 asyncio.run(main())
 "#;
-    let out = Python::inline(client)
-        .env("PROXY", s.proxy_url())
-        .lines();
+    let out = Python::inline(client).env("PROXY", s.proxy_url()).lines();
     let value = |k: &str| {
         out.iter()
             .find_map(|l| l.strip_prefix(&format!("{k}=")))
@@ -363,13 +458,28 @@ fn unregistered_or_rejected_middleware_refuses_the_policy() {
     let policy = dir.path("policy.yaml");
     let registration = format!("testmw=http://{mw_addr}");
     for (yaml, needle) in [
-        (with("nosuch", "{}"), "`nosuch` is neither a registered middleware"),
-        (with("testmw", "{ reject: true }"), "rejected by test server"),
+        (
+            with("nosuch", "{}"),
+            "`nosuch` is neither a registered middleware",
+        ),
+        (
+            with("testmw", "{ reject: true }"),
+            "rejected by test server",
+        ),
         (with("sluice/regex", "{ patterns: [\"(\"] }"), "patterns[0]"),
     ] {
         std::fs::write(&policy, &yaml).expect("policy");
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--identity", "endpoint-only", "--middleware", &registration, "--policy"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--identity",
+                "endpoint-only",
+                "--middleware",
+                &registration,
+                "--policy",
+            ])
             .arg(&policy)
             .arg("--state-dir")
             .arg(dir.path("state"))
@@ -380,9 +490,19 @@ fn unregistered_or_rejected_middleware_refuses_the_policy() {
         assert!(stderr.contains(needle), "{needle} in {stderr}");
     }
     // Reload: a rejected config keeps the last good policy.
-    let s = Sluice::start(&dir, &with("testmw", "{ behavior: allow }"), &["--identity", "endpoint-only", "--middleware", &registration]);
+    let s = Sluice::start(
+        &dir,
+        &with("testmw", "{ behavior: allow }"),
+        &["--identity", "endpoint-only", "--middleware", &registration],
+    );
     std::fs::write(&s.policy, with("testmw", "{ reject: true }")).expect("policy");
     s.signal("HUP");
-    let refused = s.wait_event("rejected by test server");
+    let refused = s.wait_event("Policy reload rejected");
     assert_eq!(refused["class_uid"], 5019, "{refused}");
+    assert!(
+        refused["status_detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("rejected by test server")),
+        "{refused}"
+    );
 }

@@ -30,7 +30,6 @@ use crate::egress::Allowed;
 use crate::refusal::Refusal;
 use crate::relay::credentials::Outbound;
 use crate::relay::middleware::chain::{self, ChainEnd, ChainRequest};
-use crate::relay::middleware::proto;
 use crate::relay::middleware::stage::PLATFORM_MAX_PAYLOAD;
 use crate::relay::RelayContext;
 

@@ -93,7 +93,10 @@ impl AdmissionSurface for TunnelStep<'_> {
     }
 
     fn head(&self, req: &RequestHead, outbound: &Outbound, _upgrade: &Upgrade) -> Vec<u8> {
-        let buffered = matches!(outbound.body, BodyPlan::Buffer { .. });
+        let buffered = matches!(
+            outbound.body,
+            BodyPlan::Buffer { .. } | BodyPlan::Middleware { .. }
+        );
         let mut headers = std::borrow::Cow::Borrowed(&outbound.headers);
         if let Some(host) = &self.host_value {
             // HTTP/1.0 without `Host`: name the tunnel's authority, so that a

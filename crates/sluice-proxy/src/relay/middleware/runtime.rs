@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sluice_policy::{HostRef, PolicySnapshot};
+use sluice_policy::PolicySnapshot;
 
 use super::stage::{HttpStage, WsStage};
 use super::{builtin, grpc};
@@ -33,19 +33,6 @@ pub(crate) struct PlannedStage {
 pub(crate) struct Plan {
     pub(crate) generation: u64,
     pub(crate) stages: Vec<PlannedStage>,
-}
-
-impl Plan {
-    /// The stages that apply to requests for `host`, in order.
-    pub(crate) fn selected<'a>(
-        &'a self,
-        snapshot: &'a PolicySnapshot,
-        host: HostRef<'a>,
-    ) -> impl Iterator<Item = &'a PlannedStage> + 'a {
-        self.stages
-            .iter()
-            .filter(move |s| snapshot.middlewares()[s.index].selects(host))
-    }
 }
 
 /// Registered services and built plans.
