@@ -5,8 +5,9 @@
 //!   also behind TLS (`--https`).
 //! * `gen-cert`: a throwaway CA and a server certificate for `serve --https`.
 //! * `bulk`: one-way throughput, direct or through a CONNECT tunnel.
-//! * `rps`: keep-alive GET requests per second, direct or via the forward
-//!   proxy; with `--tls`, over TLS directly or inside a CONNECT tunnel.
+//! * `rps`: keep-alive GET (or `--post-path` POST) requests per second,
+//!   direct or via the forward proxy; with `--tls`, over TLS directly or
+//!   inside a CONNECT tunnel.
 //! * `connect-rate`: new CONNECT tunnels per second, one request each;
 //!   closed loop, or open loop at a fixed `--rate`.
 //! * `idle-tunnels`: open N idle CONNECT tunnels, report the proxy's RSS
@@ -247,8 +248,9 @@ struct RpsArgs {
     #[arg(long)]
     sni: Option<String>,
     /// Send `POST <PATH>` with --post-body (JSON) instead of GETs; any 200
-    /// answer counts.
-    #[arg(long, requires = "post_body", conflicts_with = "tls")]
+    /// answer counts. Plain (absolute-form through the forward proxy) or,
+    /// with --tls, origin-form inside TLS.
+    #[arg(long, requires = "post_body")]
     post_path: Option<String>,
     /// JSON body of each POST.
     #[arg(long)]

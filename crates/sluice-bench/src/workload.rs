@@ -152,8 +152,8 @@ impl Dialer for PlainDialer {
     }
 }
 
-/// A POST request of the `rps` workload (GraphQL, MCP): origin-form path
-/// and JSON body.
+/// A POST request of the `rps` workload (GraphQL, MCP; REST inside TLS):
+/// origin-form path and JSON body.
 pub(crate) struct Post {
     pub(crate) path: String,
     pub(crate) body: String,
@@ -200,7 +200,8 @@ impl Dialer for TlsDialer {
     }
 }
 
-/// Keep-alive GET loop on `connections` connections for `seconds`.
+/// Keep-alive GET (or `post`) loop on `connections` connections for
+/// `seconds`.
 ///
 /// Plain: absolute-form requests to the forward proxy, or origin-form to the
 /// upstream. TLS: origin-form inside TLS, directly or through a CONNECT
@@ -220,10 +221,11 @@ pub(crate) async fn rps(
     let duration = secs(seconds)?;
     let connections = connections.max(1);
     let extra = format!(
-        "\"proxied\":{},\"tls\":{},\"connections\":{connections},\"body_bytes\":{body_bytes},\"post\":{},",
+        "\"proxied\":{},\"tls\":{},\"connections\":{connections},\"body_bytes\":{body_bytes},\"post\":{},\"request_body_bytes\":{},",
         proxy.is_some(),
         tls.is_some(),
         post.is_some(),
+        post.as_ref().map_or(0, |p| p.body.len()),
     );
     // POST answers are the server's fixed JSON: any length is accepted.
     let expect = if post.is_some() {
@@ -274,7 +276,15 @@ pub(crate) async fn rps(
         ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
         _ => bail!("unsupported TLS name"),
     };
-    let request = format!("GET /?size={body_bytes} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n");
+    let request = match &post {
+        Some(p) => format!(
+            "POST {} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+            p.path,
+            p.body.len(),
+            p.body
+        ),
+        None => format!("GET /?size={body_bytes} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n"),
+    };
     let dialer = Arc::new(TlsDialer {
         target: target.to_owned(),
         proxy,

@@ -191,6 +191,7 @@ fn compile(
         check_ambiguity(ctx, &endpoints, &names);
     }
     let middlewares = compile_middlewares(ctx, &dto.network_middlewares);
+    check_middleware_coverage(ctx, &middlewares, &endpoints, &names);
     let providers = match &dto.providers {
         Some(p) => compile_providers(ctx, p, secrets, &endpoints, &names),
         None => Vec::new(),
@@ -203,6 +204,39 @@ fn compile(
         middlewares,
     )
     .with_providers(providers)
+}
+
+/// A `fail_closed` middleware must be able to see every request it selects:
+/// a selector that may match a `tls: skip` endpoint (whose bytes are never
+/// read) is an error.
+fn check_middleware_coverage(
+    ctx: &mut Ctx,
+    middlewares: &[crate::model::Middleware],
+    endpoints: &[crate::model::Endpoint],
+    names: &[String],
+) {
+    for m in middlewares.iter().filter(|m| !m.fail_open) {
+        for e in endpoints
+            .iter()
+            .filter(|e| e.tls == crate::model::TlsMode::Skip)
+        {
+            if m.include.iter().any(|p| p.overlaps(&e.host))
+                // Only an exclusion of exactly that host pattern takes it out.
+                && !m.exclude.iter().any(|p| p == &e.host)
+            {
+                let endpoint = names
+                    .get(e.id.0 as usize)
+                    .map_or_else(|| e.host.display(), Clone::clone);
+                ctx.err_key(
+                    &format!("network_middlewares.{}", m.key),
+                    format!(
+                        "middleware `{}` (fail_closed) may select {endpoint}, which has `tls: skip` and is never inspected; exclude that host or use `on_error: fail_open`",
+                        m.key
+                    ),
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]

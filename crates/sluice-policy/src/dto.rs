@@ -147,7 +147,6 @@ pub(crate) struct MiddlewareDto {
     pub(crate) middleware: String,
     #[serde(default)]
     pub(crate) order: i64,
-    #[allow(dead_code)]
     pub(crate) config: Option<Value>,
     pub(crate) on_error: Option<String>,
     pub(crate) endpoints: MiddlewareSelectorDto,

@@ -1,6 +1,7 @@
-//! `network_middlewares`: parsed and shape-validated. This build cannot run
-//! middlewares, so a `fail_closed` one is a load error and a `fail_open` one
-//! loads with a warning that it is not executed.
+//! `network_middlewares`: parsed and shape-validated here. Whether each
+//! `middleware` names a registered service or a built-in stage, and whether
+//! that implementation accepts its `config`, is checked by the proxy when the
+//! policy loads (the loader does not know the registrations).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -89,14 +90,27 @@ pub(crate) fn compile_middlewares(
                 false
             }
         };
-        if fail_open {
-            ctx.warn(&path, format!("middleware `{key}` is not executed: middleware execution is not available in this build (on_error: fail_open)"));
-        } else {
-            ctx.err_key(
-                &path,
-                format!("middleware `{key}`: middleware execution is not available in this build; a fail_closed middleware cannot be honoured"),
-            );
-        }
+        let config = match &m.config {
+            None => serde_json::Map::new(),
+            Some(v) => match serde_json::to_value(v) {
+                Ok(serde_json::Value::Object(map)) => map,
+                Ok(serde_json::Value::Null) => serde_json::Map::new(),
+                Ok(_) => {
+                    ctx.err(
+                        &join(&path, "config"),
+                        format!("middleware `{key}`: `config` must be a mapping"),
+                    );
+                    serde_json::Map::new()
+                }
+                Err(e) => {
+                    ctx.err(
+                        &join(&path, "config"),
+                        format!("middleware `{key}`: `config` cannot be represented as JSON: {e}"),
+                    );
+                    serde_json::Map::new()
+                }
+            },
+        };
         out.push(Middleware {
             key: Arc::from(key.as_str()),
             name: Arc::from(m.name.as_deref().unwrap_or(key)),
@@ -105,6 +119,7 @@ pub(crate) fn compile_middlewares(
             fail_open,
             include,
             exclude,
+            config: Arc::new(config),
         });
     }
     out.sort_by_key(|m| m.order);

@@ -309,6 +309,19 @@ pub struct Middleware {
     pub include: Vec<HostPattern>,
     /// `endpoints.exclude` host patterns (exclusions win).
     pub exclude: Vec<HostPattern>,
+    /// `config`: owned by the implementation (a JSON object; `{}` when
+    /// absent), validated by it when the policy loads.
+    pub config: Arc<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Middleware {
+    /// Whether this stage applies to requests for `host` (an include
+    /// pattern matches and no exclude pattern does).
+    #[must_use]
+    pub fn selects(&self, host: HostRef<'_>) -> bool {
+        self.include.iter().any(|p| p.matches(host))
+            && !self.exclude.iter().any(|p| p.matches(host))
+    }
 }
 
 impl Endpoint {

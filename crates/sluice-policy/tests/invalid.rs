@@ -31,7 +31,7 @@ const CASES: &[(&str, &str)] = &[
     ("invalid-sql-enforce.yaml", "8:22: `protocol: sql` cannot be enforced"),
     ("invalid-provider-key.yaml", "3:3: policy key `_provider_github` uses the reserved `_provider_` prefix"),
     ("invalid-binary-relative.yaml", "7:15: binary path `bin/gh` must be absolute"),
-    ("invalid-middleware-fail-closed.yaml", "8:3: middleware `redact`: middleware execution is not available in this build; a fail_closed middleware cannot be honoured"),
+    ("invalid-middleware-tls-skip.yaml", "8:3: middleware `redact` (fail_closed) may select network_policies.p.endpoints[0], which has `tls: skip` and is never inspected; exclude that host or use `on_error: fail_open`"),
     ("invalid-providers-section.yaml", "2:1: `inference` is not supported by this build yet"),
     ("invalid-deny-without-allow.yaml", "9:9: `deny_rules` require a base allow set"),
     ("invalid-jsonrpc-glob.yaml", "10:30: json-rpc method `eth_*` must be an exact method name or `*`"),

@@ -406,6 +406,88 @@ impl Audit {
         self.sink.emit(&e);
     }
 
+    /// One middleware stage's outcome for a request (4002; plus a 2004
+    /// finding when it failed or reported findings). Never the body, never
+    /// the stage's free-form reason.
+    pub(crate) fn middleware_stage(
+        &self,
+        d: &EgressDecision,
+        method: &str,
+        path: &str,
+        r: &crate::relay::middleware::chain::StageReport,
+    ) {
+        let t = &d.intent.target;
+        let path = redact_path(&sluice_policy::placeholder::scrub(path));
+        let e = base(
+            EventClass::HttpActivity,
+            Activity::Other,
+            &d.intent,
+            d.generation(),
+        )
+        .firewall_rule(&*r.key, "middleware")
+        .http_request(method, "http", dst_host(&t.host), &path, t.port)
+        .message(format!(
+            "MIDDLEWARE {} {} {method} {t}{path} middleware={}",
+            r.key, r.outcome, r.middleware
+        ))
+        .unmapped("middleware.key", r.key.to_string().into())
+        .unmapped("middleware.name", r.middleware.to_string().into())
+        .unmapped("middleware.decision", r.outcome.into())
+        .unmapped(
+            "middleware.latency_ms",
+            serde_json::Value::from(r.latency.as_secs_f64() * 1000.0),
+        );
+        let e = match &r.reason_code {
+            Some(code) => e.unmapped("middleware.reason_code", code.clone().into()),
+            None => e,
+        };
+        let e = match r.failure {
+            Some(kind) => e.unmapped("middleware.failure", kind.into()),
+            None => e,
+        };
+        let e = match r.outcome {
+            "deny" | "failed" => denied(e).status_detail(format!(
+                "middleware_{}: {}",
+                if r.outcome == "deny" {
+                    "denied"
+                } else {
+                    "failed"
+                },
+                r.key
+            )),
+            _ => allowed(e),
+        };
+        self.sink.emit(&e);
+        if r.failure.is_some() || !r.findings.is_empty() {
+            // A registered service's type/label texts are its own: only
+            // built-ins (ours) are quoted; for services, the count.
+            let summary: Vec<String> = if r.middleware.starts_with("sluice/") {
+                r.findings
+                    .iter()
+                    .take(8)
+                    .map(|f| format!("{}:{}x{}", f.r#type, f.label, f.count))
+                    .collect()
+            } else {
+                vec![format!("{} findings", r.findings.len())]
+            };
+            self.sink.emit(&finding_event(d).finding(
+                "sluice.middleware",
+                if r.failure.is_some() {
+                    "Middleware stage failed"
+                } else {
+                    "Middleware stage reported findings"
+                },
+                "see the middleware service's own logs",
+                [
+                    ("middleware", r.key.to_string()),
+                    ("outcome", r.outcome.to_owned()),
+                    ("failure", r.failure.unwrap_or("-").to_owned()),
+                    ("findings", summary.join(" ")),
+                ],
+            ));
+        }
+    }
+
     /// A tunnel's bytes were refused before any request policy (parse error, unsupported protocol).
     pub fn tunnel_rejected(&self, d: &EgressDecision, message: String, detail: String) {
         self.sink.emit(

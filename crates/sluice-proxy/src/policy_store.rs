@@ -3,7 +3,7 @@
 //! announce the new generation on a watch channel.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use sluice_policy::{LoadError, Loaded, Notice, PolicySnapshot};
@@ -20,7 +20,7 @@ pub struct PolicyStore {
     path: Option<PathBuf>,
     /// Serializes reloads so generations are strictly increasing.
     reload_lock: Mutex<()>,
-    check: OnceLock<ReloadCheck>,
+    checks: Mutex<Vec<ReloadCheck>>,
 }
 
 impl std::fmt::Debug for PolicyStore {
@@ -28,7 +28,7 @@ impl std::fmt::Debug for PolicyStore {
         f.debug_struct("PolicyStore")
             .field("generation", &self.generation())
             .field("path", &self.path)
-            .field("checked", &self.check.get().is_some())
+            .field("checks", &self.checks.lock().map_or(0, |c| c.len()))
             .finish_non_exhaustive()
     }
 }
@@ -43,13 +43,17 @@ impl PolicyStore {
             generation_tx,
             path,
             reload_lock: Mutex::new(()),
-            check: OnceLock::new(),
+            checks: Mutex::new(Vec::new()),
         })
     }
 
-    /// Installs the check every later reload must pass (first call wins).
-    pub fn set_reload_check(&self, check: ReloadCheck) {
-        let _ = self.check.set(check);
+    /// Adds a check every later reload must pass (all of them, in the order
+    /// they were added; the first refusal wins).
+    pub fn add_reload_check(&self, check: ReloadCheck) {
+        self.checks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(check);
     }
 
     /// The snapshot in force now.
@@ -91,7 +95,12 @@ impl PolicyStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let next = self.generation() + 1;
         let loaded = sluice_policy::load_file(path, next).map_err(ReloadError::Invalid)?;
-        if let Some(check) = self.check.get() {
+        for check in self
+            .checks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
             check(&loaded).map_err(ReloadError::Refused)?;
         }
         self.current.store(Arc::new(loaded.snapshot));

@@ -29,6 +29,8 @@ pub struct ProxyConfig {
     pub leaf_cache: Arc<LeafCache>,
     /// Trust and settings for TLS to upstreams.
     pub upstream_tls: Arc<UpstreamTls>,
+    /// Middleware services and plans (prepared for every policy that loads).
+    pub middleware: Arc<crate::relay::middleware::MiddlewareRuntime>,
 }
 
 /// Accept-queue length asked of the kernel (capped by `net.core.somaxconn`,
@@ -84,6 +86,7 @@ impl Proxy {
                 dial_timeout: config.limits.dial_timeout,
                 upstream_tls: config.upstream_tls,
                 tokens,
+                middleware: config.middleware,
             },
             identity_mode: config.identity_mode,
             identity: config.identity,

@@ -6,10 +6,14 @@
 //! * [`test_pki`]: a CA and a leaf for upstream TLS;
 //! * [`start_postgres`]: a throwaway PostgreSQL cluster in a namespace;
 //! * [`Python`]: a Python client run to completion (inline or from `py/`);
+//! * [`middleware`]: a test supervisor middleware gRPC service, in process
+//!   ([`middleware::spawn_test_middleware`]) or as the `sluice-test-middleware`
+//!   binary ([`middleware::start_test_middleware`]);
 //! * [`patience`], [`eventually`], [`recorded`]: waiting for and reading
 //!   what an upstream recorded;
 //! * [`skip_or_fail`]: the one way a test may decline to run.
 
+pub mod middleware;
 mod netns;
 mod pki;
 mod postgres;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sluice_proxy::adapter::policy_dns::eligible::TransparentMode;
 use sluice_proxy::adapter::policy_dns::synthetic::{DEFAULT_POOL_V4, DEFAULT_POOL_V6};
+use sluice_proxy::relay::middleware::grpc::Registration;
 
 /// sluice: a policy-enforcing egress gateway for sandboxed agents.
 #[derive(Debug, Parser)]
@@ -213,6 +214,21 @@ pub(crate) struct ServeArgs {
     /// How often to check the policy file for changes, milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub(crate) policy_poll_ms: u64,
+    /// Register a middleware service the policy's `network_middlewares` can
+    /// name: `NAME=URL[,timeout=DUR][,max_payload_bytes=N]`, URL
+    /// `http://host:port` (plaintext gRPC) or `https://host:port`
+    /// (repeatable). Each is described at start; an unreachable one stops it.
+    #[arg(long = "middleware", value_name = "NAME=URL[,...]", value_parser = parse_middleware)]
+    pub(crate) middleware: Vec<Registration>,
+    /// Trust roots (PEM) for `https://` middleware services, instead of the
+    /// webpki roots.
+    #[arg(long = "middleware-ca", value_name = "PEM")]
+    pub(crate) middleware_ca: Option<PathBuf>,
+}
+
+fn parse_middleware(s: &str) -> Result<Registration, String> {
+    s.parse()
+        .map_err(|e: sluice_proxy::relay::middleware::grpc::RegistrationError| e.to_string())
 }
 
 #[derive(Debug, Args)]

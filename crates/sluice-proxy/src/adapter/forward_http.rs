@@ -18,7 +18,7 @@ use crate::refusal::{
     USE_CONNECT,
 };
 use crate::relay::credentials::Outbound;
-use crate::relay::http::admission::{self, AdmissionSurface, Step};
+use crate::relay::http::admission::{self, AdmissionSurface, PendingMiddleware, Step};
 use crate::relay::http::l7::L7Outcome;
 use crate::relay::http::tunnel::FRAMING;
 use crate::relay::http::Upgrade;
@@ -60,6 +60,7 @@ pub(super) async fn handle(
         current: None,
         cached: None,
         upgraded: None,
+        pending: None,
     };
     let limits = shared.limits.loop_limits();
     request_loop(&mut client, &mut buf, first, &mut policy, &limits).await;
@@ -126,7 +127,10 @@ impl AdmissionSurface for ForwardStep<'_> {
     }
 
     fn head(&self, req: &RequestHead, outbound: &Outbound, upgrade: &Upgrade) -> Vec<u8> {
-        let buffered = matches!(outbound.body, BodyPlan::Buffer { .. });
+        let buffered = matches!(
+            outbound.body,
+            BodyPlan::Buffer { .. } | BodyPlan::Middleware { .. }
+        );
         rewrite(
             req,
             self.target,
@@ -151,6 +155,9 @@ struct ForwardPolicy<'a> {
     /// The decision of a request that switched protocols (`101`), for
     /// revoking the session on reload.
     upgraded: Option<Allowed>,
+    /// The admitted request's middleware stages, with its target and
+    /// event path, until the body is read.
+    pending: Option<(Box<PendingMiddleware>, Target, String)>,
 }
 
 /// `http://authority/path?query` split into its parts.
@@ -330,6 +337,7 @@ impl ForwardPolicy<'_> {
             {
                 Step::Admitted(a) => {
                     let a = *a;
+                    self.pending = a.middleware.map(|m| (m, t.target.clone(), path.clone()));
                     self.current = Some((decision, a.path, a.outcome, a.providers));
                     return Admission::Forward {
                         key: a.key,
@@ -351,6 +359,38 @@ impl ForwardPolicy<'_> {
 }
 
 impl RequestPolicy for ForwardPolicy<'_> {
+    async fn finish_middleware(
+        &mut self,
+        req: &RequestHead,
+        body: Vec<u8>,
+    ) -> Result<(Vec<u8>, Vec<u8>, Upgrade), Refusal> {
+        let (Some((pending, target, path)), Some(current)) =
+            (self.pending.take(), self.current.as_mut())
+        else {
+            return Err(BAD_REQUEST);
+        };
+        let step = ForwardStep {
+            ctx: &self.shared.relay,
+            cached: &mut self.cached,
+            target: &target,
+            path: &path,
+        };
+        let decision = current.0.clone();
+        let f = admission::finish(
+            &self.shared.relay,
+            &decision,
+            req,
+            *pending,
+            body,
+            "http",
+            &step,
+        )
+        .await?;
+        current.2 = f.outcome;
+        current.3 = f.providers;
+        Ok((f.head, f.body, f.upgrade))
+    }
+
     fn failed(&mut self, req: &RequestHead, detail: &str) {
         self.cached = None;
         if let Some((d, path, _, _)) = self.current.take() {

@@ -326,6 +326,7 @@ async fn http(shared: &Shared, mut client: ClientStream, opened: Opened, tls: bo
         tls,
         request_num: 0,
         current: None,
+        pending: None,
     };
     let limits = shared.limits.loop_limits();
     let mut buf = BytesMut::with_capacity(4096);

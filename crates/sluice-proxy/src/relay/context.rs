@@ -10,6 +10,7 @@ use crate::audit::Audit;
 use crate::destination::Resolver;
 use crate::egress::Authorizer;
 use crate::relay::credentials::token_grant::TokenGrants;
+use crate::relay::middleware::MiddlewareRuntime;
 use crate::relay::tls::UpstreamTls;
 
 /// The handles relays run with, built once by the server.
@@ -21,4 +22,6 @@ pub(crate) struct RelayContext {
     pub(crate) dial_timeout: Duration,
     pub(crate) upstream_tls: Arc<UpstreamTls>,
     pub(crate) tokens: TokenGrants,
+    /// Registered middleware services and the per-generation stage plans.
+    pub(crate) middleware: Arc<MiddlewareRuntime>,
 }

@@ -6,6 +6,7 @@ mod context;
 pub(crate) mod credentials;
 pub mod http;
 mod idle;
+pub mod middleware;
 pub mod processor;
 pub(crate) mod revoke;
 pub mod stream;

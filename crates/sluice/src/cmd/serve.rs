@@ -13,6 +13,7 @@ use sluice_proxy::audit::Audit;
 use sluice_proxy::destination::Resolver;
 use sluice_proxy::egress::{IdentityMode, IdentityResolver, ProcessIdentity};
 use sluice_proxy::policy_store::PolicyStore;
+use sluice_proxy::relay::middleware::MiddlewareRuntime;
 use sluice_proxy::relay::tls::{LeafCache, SandboxCa, UpstreamTls, DEFAULT_LEAF_CACHE_CAPACITY};
 use sluice_proxy::server::{reload_and_audit, watch_policy_file, Limits, Proxy, ProxyConfig};
 use sluice_telemetry::{AuditFormat, AuditSink};
@@ -196,6 +197,8 @@ pub(crate) fn prepare(
         audit: audit.clone(),
         leaf_cache,
         upstream_tls,
+        // Replaced in `start` once the registered services are described.
+        middleware: Arc::new(MiddlewareRuntime::builtin_only()),
     };
     let generation = loaded.snapshot.generation();
     let credential_names = loaded
@@ -219,6 +222,42 @@ pub(crate) fn prepare(
     })
 }
 
+/// The registered middleware services (`--middleware`, described now), the
+/// plan of the policy in force, and a reload check that prepares (and so
+/// validates) the plan of every later policy before it is published.
+async fn middleware_runtime(
+    args: &ServeArgs,
+    store: &Arc<PolicyStore>,
+) -> anyhow::Result<Arc<MiddlewareRuntime>> {
+    let ca = match &args.middleware_ca {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("reading --middleware-ca {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let runtime = Arc::new(
+        MiddlewareRuntime::connect(&args.middleware, ca.as_deref())
+            .await
+            .map_err(|e| anyhow::anyhow!("middleware: {e}"))?,
+    );
+    runtime
+        .prepare(&store.snapshot())
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.policy.display()))?;
+    let (check_runtime, handle) = (Arc::clone(&runtime), tokio::runtime::Handle::current());
+    store.add_reload_check(Box::new(move |loaded| {
+        // Reload checks are synchronous; the services are asked on the
+        // runtime from a scoped thread (the caller may be a runtime thread).
+        std::thread::scope(|s| {
+            s.spawn(|| handle.block_on(check_runtime.prepare(&loaded.snapshot)))
+                .join()
+                .unwrap_or_else(|_| Err("middleware check failed".into()))
+        })
+    }));
+    Ok(runtime)
+}
+
 /// Binds the listener on `listen`, records the load, prints the `listening on` line
 /// and spawns the accept loop and the policy-file watcher. Returns the bound address.
 /// `announce`: print the `listening on` line (`run` prints its own start line);
@@ -233,11 +272,12 @@ pub(crate) async fn start(
     let Prepared {
         store,
         audit,
-        config,
+        mut config,
         generation,
         identity_mode,
         ..
     } = prepared;
+    config.middleware = middleware_runtime(args, &store).await?;
     let mut proxy = Proxy::bind(listen, Arc::clone(&store), config)
         .await
         .with_context(|| format!("binding {listen}"))?;

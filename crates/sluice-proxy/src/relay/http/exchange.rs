@@ -82,6 +82,12 @@ pub enum BodyPlan {
         /// The answer when the body cannot be read within `limit` (default: a bare 400).
         on_error: Option<Refusal>,
     },
+    /// Middleware stages run over this request: read the whole body first
+    /// (at most `limit` bytes; more is refused, `403 middleware_failed`),
+    /// then [`RequestPolicy::finish_middleware`] runs the stages and
+    /// credentials and returns the head (no framing fields, no final blank
+    /// line) and the body to send. Nothing is dialled or written before.
+    Middleware { limit: usize },
 }
 
 impl BodyPlan {
@@ -90,7 +96,10 @@ impl BodyPlan {
     /// must drop `Expect`.
     #[must_use]
     pub fn answers_continue(&self) -> bool {
-        matches!(self, Self::Buffer { .. } | Self::Stream { guard: true })
+        matches!(
+            self,
+            Self::Buffer { .. } | Self::Middleware { .. } | Self::Stream { guard: true }
+        )
     }
 }
 
@@ -102,6 +111,9 @@ impl std::fmt::Debug for BodyPlan {
                 .debug_struct("Buffer")
                 .field("limit", limit)
                 .finish_non_exhaustive(),
+            Self::Middleware { limit } => {
+                f.debug_struct("Middleware").field("limit", limit).finish()
+            }
         }
     }
 }
@@ -160,6 +172,15 @@ pub trait RequestPolicy: Send {
         &self,
         upstream_ip: Option<std::net::IpAddr>,
     ) -> impl Future<Output = ()> + Send + '_;
+    /// For a request admitted with [`BodyPlan::Middleware`]: run the
+    /// middleware stages over `body`, then credentials, and return the head
+    /// (no framing, no final blank line), the body to send and the upgrade
+    /// choice; or the refusal to answer.
+    fn finish_middleware(
+        &mut self,
+        req: &RequestHead,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<(Vec<u8>, Vec<u8>, Upgrade), Refusal>> + Send;
 }
 
 /// Why a request never reached policy.
@@ -195,6 +216,8 @@ enum Exchanged {
     /// `101` relayed; the connection now belongs to an upgraded relay.
     Upgraded {
         extensions: Option<String>,
+        /// `Sec-WebSocket-Protocol` of the `101`.
+        subprotocol: Option<String>,
     },
 }
 
@@ -214,7 +237,7 @@ where
     let mut upstream: Option<Upstream> = None;
     let mut req = first;
     loop {
-        let (key, connector, mut head, body, upgrade) = match policy.admit(&req).await {
+        let (key, connector, mut head, body, mut upgrade) = match policy.admit(&req).await {
             Admission::Respond { response } => {
                 super::answer_and_close(client, &response.http1()).await;
                 return LoopEnd::Answered;
@@ -269,6 +292,45 @@ where
                 );
                 (Some(body), false)
             }
+            BodyPlan::Middleware { limit } => {
+                if continue_expected {
+                    let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+                    let _ = client.flush().await;
+                }
+                let raw = match read_body(req.framing, client, buf, limit, limits.body_idle).await {
+                    Ok(b) => b,
+                    Err(BodyError::TooLarge(_)) => {
+                        let response = crate::refusal::json_error(
+                            403,
+                            "middleware_failed",
+                            &format!(
+                                "request body exceeds the middleware payload limit ({limit} bytes)"
+                            ),
+                            None,
+                            None,
+                        );
+                        super::answer_and_close(client, &response.http1()).await;
+                        return LoopEnd::Answered;
+                    }
+                    Err(e) => {
+                        return reject(client, policy, RejectCause::Body(e.to_string())).await
+                    }
+                };
+                match policy.finish_middleware(&req, raw).await {
+                    Ok((finished_head, body, finished_upgrade)) => {
+                        head = finished_head;
+                        upgrade = finished_upgrade;
+                        head.extend_from_slice(
+                            format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes(),
+                        );
+                        (Some(body), false)
+                    }
+                    Err(response) => {
+                        super::answer_and_close(client, &response.http1()).await;
+                        return LoopEnd::Answered;
+                    }
+                }
+            }
         };
         if buffered.is_none() && guard && req.framing != super::BodyFraming::None {
             // Read the body ahead (up to 256 KiB, nothing consumed): a marker
@@ -314,7 +376,10 @@ where
         };
         let resp = match exchange(client, buf, &mut up, &req, outgoing, limits).await {
             Ok(Exchanged::Done(r)) => r,
-            Ok(Exchanged::Upgraded { extensions }) => {
+            Ok(Exchanged::Upgraded {
+                extensions,
+                subprotocol,
+            }) => {
                 policy.completed(&req, 101);
                 // The session outlives its request: a reload that no longer
                 // allows it ends it (WebSocket: close 1012 both ways).
@@ -322,6 +387,7 @@ where
                 match upgrade {
                     Upgrade::WebSocket(mut text_policy) => {
                         let deflate = extensions.as_deref().and_then(parse_deflate_extension);
+                        text_policy.on_start(subprotocol.as_deref());
                         let client_buf = buf.split();
                         let end = websocket::relay_with_stop(
                             &mut *client,
@@ -337,6 +403,7 @@ where
                             stop,
                         )
                         .await;
+                        text_policy.on_end(&end);
                         tracing::debug!(?end, "WebSocket session ended");
                     }
                     _ => {
@@ -501,7 +568,8 @@ where
         }
     };
     let mut ws_extensions: Option<String> = None;
-    let extensions = &mut ws_extensions;
+    let mut ws_subprotocol: Option<String> = None;
+    let (extensions, subprotocol) = (&mut ws_extensions, &mut ws_subprotocol);
     let relayed = std::sync::atomic::AtomicBool::new(false);
     let read_response = async {
         loop {
@@ -519,6 +587,7 @@ where
             if parsed.status == 101 {
                 cw.flush().await.map_err(ExchangeError::Io)?;
                 *extensions = header_value(&raw, "sec-websocket-extensions");
+                *subprotocol = header_value(&raw, "sec-websocket-protocol");
                 return Ok(parsed);
             }
             // Interim 1xx (not 101) responses are relayed at once (a client
@@ -557,6 +626,7 @@ where
     if resp.status == 101 {
         return Ok(Exchanged::Upgraded {
             extensions: ws_extensions,
+            subprotocol: ws_subprotocol,
         });
     }
     copy_body(

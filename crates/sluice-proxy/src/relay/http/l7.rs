@@ -515,14 +515,36 @@ pub(crate) async fn admitted(
             L7Outcome::Allow { endpoint } | L7Outcome::Audit { endpoint, .. } => Some(*endpoint),
             _ => None,
         };
-        super::Upgrade::WebSocket(Box::new(super::WsTextPolicy::new(
+        // Middleware stages preflight before the upstream is contacted.
+        let subprotocols = req
+            .header("sec-websocket-protocol")
+            .map(|v| {
+                String::from_utf8_lossy(v)
+                    .split(',')
+                    .map(|p| p.trim().to_owned())
+                    .filter(|p| !p.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let middleware = crate::relay::middleware::ws::preflight(
+            shared,
             decision,
-            endpoint,
-            req,
             &target.path,
-            target.query,
-            &shared.audit,
-        )))
+            subprotocols,
+            crate::relay::middleware::request_context(decision),
+        )
+        .await?;
+        super::Upgrade::WebSocket(Box::new(
+            super::WsTextPolicy::new(
+                decision,
+                endpoint,
+                req,
+                &target.path,
+                target.query,
+                &shared.audit,
+            )
+            .with_middleware(middleware),
+        ))
     } else if req.header("upgrade").is_some() && decision.intent.surface.is_tunnel() {
         // Other upgrades (e.g. h2c on L4 endpoints; inspected ones refused it above) are copied raw.
         super::Upgrade::Raw

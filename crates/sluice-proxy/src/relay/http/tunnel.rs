@@ -33,6 +33,8 @@ pub(crate) struct TunnelPolicy<'a> {
     pub(crate) request_num: u64,
     /// The outcome of the request in flight, for its completion event.
     pub(crate) current: Option<(String, L7Outcome, Vec<std::sync::Arc<str>>)>,
+    /// The admitted request's middleware stages, until its body is read.
+    pub(crate) pending: Option<Box<admission::PendingMiddleware>>,
 }
 
 fn authority_mismatch(found: &str) -> Refusal {
@@ -91,7 +93,10 @@ impl AdmissionSurface for TunnelStep<'_> {
     }
 
     fn head(&self, req: &RequestHead, outbound: &Outbound, _upgrade: &Upgrade) -> Vec<u8> {
-        let buffered = matches!(outbound.body, BodyPlan::Buffer { .. });
+        let buffered = matches!(
+            outbound.body,
+            BodyPlan::Buffer { .. } | BodyPlan::Middleware { .. }
+        );
         let mut headers = std::borrow::Cow::Borrowed(&outbound.headers);
         if let Some(host) = &self.host_value {
             // HTTP/1.0 without `Host`: name the tunnel's authority, so that a
@@ -227,6 +232,7 @@ impl RequestPolicy for TunnelPolicy<'_> {
         match admission::admit(shared, &self.decision, req, path_and_query, &mut step).await {
             Step::Admitted(a) => {
                 let a = *a;
+                self.pending = a.middleware;
                 self.current = Some((a.path, a.outcome, a.providers));
                 Admission::Forward {
                     key: a.key,
@@ -329,6 +335,38 @@ impl RequestPolicy for TunnelPolicy<'_> {
         upstream_ip: Option<std::net::IpAddr>,
     ) -> impl std::future::Future<Output = ()> + Send + '_ {
         crate::relay::revoke::revoked(self.shared, &self.decision, upstream_ip)
+    }
+
+    async fn finish_middleware(
+        &mut self,
+        req: &RequestHead,
+        body: Vec<u8>,
+    ) -> Result<(Vec<u8>, Vec<u8>, Upgrade), Refusal> {
+        let Some(pending) = self.pending.take() else {
+            return Err(BAD_REQUEST);
+        };
+        let step = TunnelStep {
+            ctx: self.shared,
+            connector: self.connector.clone(),
+            tunnel_target: self.decision.intent.target.clone(),
+            host_value: req.header("host").is_none().then(|| self.host_value()),
+        };
+        let scheme = if self.tls { "https" } else { "http" };
+        let f = admission::finish(
+            self.shared,
+            &self.decision,
+            req,
+            *pending,
+            body,
+            scheme,
+            &step,
+        )
+        .await?;
+        if let Some(current) = self.current.as_mut() {
+            current.1 = f.outcome;
+            current.2 = f.providers;
+        }
+        Ok((f.head, f.body, f.upgrade))
     }
 
     fn completed(&mut self, req: &RequestHead, status: u16) {

@@ -12,6 +12,7 @@ use super::request::RequestHead;
 use crate::audit::Audit;
 use crate::egress::Allowed;
 use crate::relay::credentials::resolve_message;
+use crate::relay::middleware::ws::WsMiddleware;
 use crate::relay::websocket::{classify_graphql_ws, GraphqlWsMessage, MessageVerdict, TextPolicy};
 
 /// The text policy for one upgraded session.
@@ -23,6 +24,8 @@ pub(crate) struct WsTextPolicy {
     query: String,
     subprotocol: Subprotocol,
     audit: Audit,
+    /// Middleware stages inspecting this session's text messages.
+    middleware: Option<WsMiddleware>,
 }
 
 /// What the client's `Sec-WebSocket-Protocol` offer means for GraphQL rules.
@@ -80,7 +83,14 @@ impl WsTextPolicy {
             query: query.unwrap_or_default().to_owned(),
             subprotocol,
             audit: audit.clone(),
+            middleware: None,
         }
+    }
+
+    /// With these middleware stages (from their preflight).
+    pub(crate) fn with_middleware(mut self, middleware: Option<WsMiddleware>) -> Self {
+        self.middleware = middleware;
+        self
     }
 
     fn deny(&self, reason: String) -> MessageVerdict {
@@ -202,11 +212,40 @@ impl TextPolicy for WsTextPolicy {
     /// and no deny rule matches. Binary messages are not inspected or
     /// rewritten. Endpoints without request-level rules pass them as before.
     fn allow_binary(&mut self) -> Result<(), String> {
+        if let Some(m) = self.middleware.as_mut() {
+            m.binary();
+        }
         let Some(id) = self.endpoint else {
             return Ok(());
         };
         let v = self.evaluate(id, BINARY);
         self.enforce(BINARY, v.allowed, false, v.reason)
+    }
+
+    fn screens(&self) -> bool {
+        self.middleware.is_some()
+    }
+
+    fn screen(
+        &mut self,
+        text: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = MessageVerdict> + Send + '_>> {
+        match self.middleware.as_mut() {
+            Some(m) => Box::pin(m.screen(text)),
+            None => Box::pin(std::future::ready(MessageVerdict::Forward(text))),
+        }
+    }
+
+    fn on_start(&mut self, subprotocol: Option<&str>) {
+        if let Some(m) = self.middleware.as_mut() {
+            m.start(subprotocol);
+        }
+    }
+
+    fn on_end(&mut self, end: &crate::relay::websocket::WsEnd) {
+        if let Some(m) = self.middleware.as_mut() {
+            m.end(end);
+        }
     }
 
     fn on_denied(&mut self, reason: &str) {

@@ -137,7 +137,7 @@ where
                     }
                     Step::Complete(m) => {
                         started = None;
-                        match evaluate(m, inflater.as_mut(), limits, policy) {
+                        match evaluate(m, inflater.as_mut(), limits, policy).await {
                             Ok(frame) => frame,
                             Err(Refusal::Deny(reason)) => return deny(ends, policy, &reason).await,
                             Err(Refusal::Close(code, reason)) => {
@@ -161,7 +161,7 @@ enum Refusal {
 
 /// Inflate, check and evaluate one complete client message; the frame to
 /// send upstream (uncompressed, FIN, masked with a fresh key).
-fn evaluate<P: TextPolicy + ?Sized>(
+async fn evaluate<P: TextPolicy + ?Sized>(
     m: Message,
     inflater: Option<&mut Inflater>,
     limits: &WsLimits,
@@ -185,6 +185,16 @@ fn evaluate<P: TextPolicy + ?Sized>(
         Kind::Text => {
             let text = String::from_utf8(payload)
                 .map_err(|_| Refusal::Close(1007, "websocket text message is not valid UTF-8"))?;
+            // Middleware first (it sees placeholders, never secrets); then
+            // credentials and policy on what it left.
+            let text = if policy.screens() {
+                match policy.screen(text).await {
+                    MessageVerdict::Forward(t) => t,
+                    MessageVerdict::Deny { reason } => return Err(Refusal::Deny(reason)),
+                }
+            } else {
+                text
+            };
             match policy.on_text(&text) {
                 MessageVerdict::Forward(text) => {
                     frame::encode(

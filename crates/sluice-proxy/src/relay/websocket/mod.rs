@@ -53,6 +53,33 @@ pub trait TextPolicy: Send {
     fn allow_binary(&mut self) -> Result<(), String> {
         Ok(())
     }
+
+    /// Whether [`Self::screen`] must see text messages (middleware stages
+    /// are attached). Default: no.
+    fn screens(&self) -> bool {
+        false
+    }
+
+    /// A complete text message through the middleware stages, before
+    /// [`Self::on_text`] (so stages see placeholders, never secrets, and
+    /// policy judges what they left): forward (possibly replaced) or deny.
+    /// Only called when [`Self::screens`].
+    fn screen(
+        &mut self,
+        text: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = MessageVerdict> + Send + '_>> {
+        Box::pin(std::future::ready(MessageVerdict::Forward(text)))
+    }
+
+    /// The upstream accepted the upgrade (`101`), with this subprotocol.
+    fn on_start(&mut self, subprotocol: Option<&str>) {
+        let _ = subprotocol;
+    }
+
+    /// The session ended (after the relay returned).
+    fn on_end(&mut self, end: &WsEnd) {
+        let _ = end;
+    }
 }
 
 impl<F> TextPolicy for F

@@ -121,7 +121,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("{e} (CMD was not started)"))?;
     prepared
         .store
-        .set_reload_check(Box::new(move |loaded| guard.check(&loaded.secret_sources)));
+        .add_reload_check(Box::new(move |loaded| guard.check(&loaded.secret_sources)));
     let removed_note = if removed.is_empty() {
         String::new()
     } else {

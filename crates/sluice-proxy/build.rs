@@ -1,0 +1,15 @@
+//! Generates the supervisor middleware gRPC types (client and, for tests,
+//! server) from `proto/openshell/middleware/v1/supervisor_middleware.proto`
+//! with a pure-Rust protobuf compiler (`protox`): no `protoc` needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let file = root.join("openshell/middleware/v1/supervisor_middleware.proto");
+    println!("cargo:rerun-if-changed={}", file.display());
+    let fds = protox::compile([&file], [&root])?;
+    tonic_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}
