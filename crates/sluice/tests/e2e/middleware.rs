@@ -103,9 +103,8 @@ network_middlewares:
         "http://secrets.test:8080/v1",
         "{\"k\":\"sluice:resolve:env:NOPE\"}",
     );
-    assert_ne!(
-        placeholder.body.contains("secret_detected"),
-        true,
+    assert!(
+        !placeholder.body.contains("secret_detected"),
         "placeholders are not secrets"
     );
 
