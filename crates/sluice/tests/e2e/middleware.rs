@@ -260,6 +260,21 @@ fn grpc_stage_results_and_failures_follow_on_error() {
             }
         }
     }
+    // A declared body over the service's 1 MiB limit: a failure of that
+    // stage before anything is read (fail_closed refuses, fail_open skips).
+    let big = dir.path("big.bin");
+    std::fs::write(&big, vec![b'x'; 2 * 1024 * 1024]).expect("big body");
+    let big_arg = format!("@{}", big.display());
+    for (host, status) in [("error-closed", 403), ("error-open", 200)] {
+        let url = format!("http://{host}.test:8080/v1/big");
+        let r = curl(
+            &proxy,
+            &url,
+            false,
+            &["-X", "POST", "--data-binary", &big_arg],
+        );
+        assert_eq!(r.status, status, "{host} with 2 MiB: {}", r.body);
+    }
     let seen = recorded(&dir.path("up.jsonl"));
     let by_host = |h: &str| {
         seen.iter()
@@ -270,6 +285,12 @@ fn grpc_stage_results_and_failures_follow_on_error() {
     for h in ["deny", "slow-closed", "error-closed", "bad-closed"] {
         assert!(by_host(h).is_empty(), "{h}: nothing reached the upstream");
     }
+    assert!(
+        by_host("error-open").iter().any(|e| e["body"]
+            .as_str()
+            .is_some_and(|b| b.len() == 2 * 1024 * 1024)),
+        "the skipped stage let the 2 MiB body through unchanged"
+    );
     let header_req = &by_host("header")[0];
     assert_eq!(header(header_req, "x-openshell-middleware-test"), Some("1"));
     assert_eq!(by_host("body")[0]["body"], "replaced");

@@ -118,7 +118,7 @@ pub(crate) async fn admit<S: AdmissionSurface>(
         Err(refusal) => return Step::Refused(refusal),
     };
     if !decision.snapshot.middlewares().is_empty() {
-        match pending_middleware(ctx, decision, path_and_query) {
+        match pending_middleware(ctx, decision, req, &canonical.path, path_and_query) {
             Ok(None) => {}
             Ok(Some(pending)) => {
                 let limit = pending.limit();
@@ -172,6 +172,8 @@ impl PendingMiddleware {
 fn pending_middleware(
     ctx: &RelayContext,
     decision: &Allowed,
+    req: &RequestHead,
+    path: &str,
     path_and_query: &str,
 ) -> Result<Option<PendingMiddleware>, Refusal> {
     let snapshot = &decision.snapshot;
@@ -188,13 +190,50 @@ fn pending_middleware(
             None => Ok(None),
         };
     };
-    let stages: Vec<usize> = plan
+    let mut stages: Vec<usize> = plan
         .stages
         .iter()
         .enumerate()
         .filter(|(_, s)| s.http.is_some() && snapshot.middlewares()[s.index].selects(host))
         .map(|(i, _)| i)
         .collect();
+    // A declared body over a stage's limit is that stage's failure before
+    // anything is read: a fail_open stage is skipped (and if every one is,
+    // the request streams as without middleware), a fail_closed one refuses.
+    // A chunked body over the limit is refused once read (it cannot be
+    // streamed on after part of it was consumed).
+    if let super::BodyFraming::Length(n) = req.framing {
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        let mut kept = Vec::with_capacity(stages.len());
+        for i in stages {
+            let s = &plan.stages[i];
+            let limit = s
+                .http
+                .as_ref()
+                .map_or(0, |h| h.max_payload())
+                .min(PLATFORM_MAX_PAYLOAD);
+            if n <= limit {
+                kept.push(i);
+                continue;
+            }
+            let report = chain::StageReport {
+                key: Arc::clone(&s.key),
+                middleware: Arc::clone(&s.middleware),
+                outcome: if s.fail_open { "skipped" } else { "failed" },
+                reason_code: None,
+                failure: Some("payload_too_large"),
+                latency: std::time::Duration::ZERO,
+                findings: Vec::new(),
+            };
+            ctx.audit
+                .middleware_stage(decision, &req.method, path, &report);
+            if !s.fail_open {
+                let r = middleware_failed(decision, &s.key);
+                return Err(about_request(r, decision, &req.method, path));
+            }
+        }
+        stages = kept;
+    }
     if stages.is_empty() {
         return Ok(None);
     }
