@@ -414,7 +414,7 @@ impl Audit {
         d: &EgressDecision,
         method: &str,
         path: &str,
-        r: &crate::relay::middleware::chain::StageReport,
+        r: &StageReport,
     ) {
         let t = &d.intent.target;
         let path = redact_path(&sluice_policy::placeholder::scrub(path));
@@ -465,7 +465,7 @@ impl Audit {
                 r.findings
                     .iter()
                     .take(8)
-                    .map(|f| format!("{}:{}x{}", f.r#type, f.label, f.count))
+                    .map(|f| format!("{}:{}x{}", f.kind, f.label, f.count))
                     .collect()
             } else {
                 vec![format!("{} findings", r.findings.len())]
@@ -743,4 +743,30 @@ impl Audit {
                 .status_detail(reason),
         );
     }
+}
+
+/// What one middleware stage did to a request or message, for its event.
+#[derive(Clone, Debug)]
+pub(crate) struct StageReport {
+    /// The policy's map key.
+    pub(crate) key: Arc<str>,
+    /// The implementation name.
+    pub(crate) middleware: Arc<str>,
+    /// `allow`, `deny`, `mutate`, `skipped` (fail_open after a failure) or
+    /// `failed` (fail_closed).
+    pub(crate) outcome: &'static str,
+    pub(crate) reason_code: Option<String>,
+    /// The failure kind (`timeout`, `unavailable`, ...), for failures.
+    pub(crate) failure: Option<&'static str>,
+    pub(crate) latency: std::time::Duration,
+    /// Audit-safe findings, never request content.
+    pub(crate) findings: Vec<StageFinding>,
+}
+
+/// One finding of a stage: its type, label and count.
+#[derive(Clone, Debug)]
+pub(crate) struct StageFinding {
+    pub(crate) kind: String,
+    pub(crate) label: String,
+    pub(crate) count: u32,
 }

@@ -118,22 +118,18 @@ impl ChainRequest {
     }
 }
 
-/// What one stage did, for its event.
-#[derive(Clone, Debug)]
-pub(crate) struct StageReport {
-    /// The policy's map key.
-    pub(crate) key: Arc<str>,
-    /// The implementation name.
-    pub(crate) middleware: Arc<str>,
-    /// `allow`, `deny`, `mutate`, `skipped` (fail_open after a failure) or
-    /// `failed` (fail_closed).
-    pub(crate) outcome: &'static str,
-    pub(crate) reason_code: Option<String>,
-    /// The failure kind (`timeout`, `unavailable`, ...), for failures.
-    pub(crate) failure: Option<&'static str>,
-    pub(crate) latency: Duration,
-    /// Audit-safe findings (type, label, count), never request content.
-    pub(crate) findings: Vec<proto::Finding>,
+pub(crate) use crate::audit::{StageFinding, StageReport};
+
+/// A stage's findings as events carry them (type, label, count).
+pub(crate) fn summarize(findings: &[proto::Finding]) -> Vec<StageFinding> {
+    findings
+        .iter()
+        .map(|f| StageFinding {
+            kind: f.r#type.clone(),
+            label: f.label.clone(),
+            count: f.count,
+        })
+        .collect()
 }
 
 /// How the chain ended.
@@ -183,7 +179,7 @@ pub(crate) async fn run(
             }) => {
                 report.outcome = "deny";
                 report.reason_code.clone_from(&reason_code);
-                report.findings = findings;
+                report.findings = summarize(&findings);
                 reports.push(report);
                 return ChainEnd::Denied {
                     key: Arc::clone(&stage.key),
@@ -195,7 +191,7 @@ pub(crate) async fn run(
                 body,
                 findings,
             }) => {
-                report.findings = findings;
+                report.findings = summarize(&findings);
                 if let Some(h) = headers {
                     req.headers = h;
                     headers_changed = true;
