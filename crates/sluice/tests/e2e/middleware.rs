@@ -7,9 +7,7 @@
 
 use std::path::Path;
 
-use sluice_test_support::{
-    middleware::start_test_middleware, py_script, recorded, sandbox_python, Netns, Python, TempDir,
-};
+use sluice_test_support::{middleware::start_test_middleware, recorded, Netns, Python, TempDir};
 
 use crate::harness::{curl, json_body, Sluice};
 
@@ -459,7 +457,6 @@ asyncio.run(main())
     let upstream = std::fs::read_to_string(dir.path("ws.jsonl")).unwrap_or_default();
     assert!(!upstream.contains("hunter2"), "{upstream}");
     assert!(!upstream.contains("forbidden"), "{upstream}");
-    let _ = (py_script, sandbox_python);
 }
 
 /// A policy naming an unregistered middleware, or one whose config the

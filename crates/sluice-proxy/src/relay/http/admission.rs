@@ -31,6 +31,7 @@ use crate::refusal::Refusal;
 use crate::relay::credentials::Outbound;
 use crate::relay::middleware::chain::{self, ChainEnd, ChainRequest};
 use crate::relay::middleware::stage::PLATFORM_MAX_PAYLOAD;
+use crate::relay::middleware::{denied_refusal, failed_refusal};
 use crate::relay::RelayContext;
 
 /// What a surface decides around the shared steps.
@@ -186,7 +187,7 @@ fn pending_middleware(
             .iter()
             .find(|m| !m.fail_open && m.selects(host));
         return match closed {
-            Some(m) => Err(middleware_failed(decision, &m.key)),
+            Some(m) => Err(failed_refusal(decision, &m.key)),
             None => Ok(None),
         };
     };
@@ -228,7 +229,7 @@ fn pending_middleware(
             ctx.audit
                 .middleware_stage(decision, &req.method, path, &report);
             if !s.fail_open {
-                let r = middleware_failed(decision, &s.key);
+                let r = failed_refusal(decision, &s.key);
                 return Err(about_request(r, decision, &req.method, path));
             }
         }
@@ -242,37 +243,6 @@ fn pending_middleware(
         stages,
         path_and_query: path_and_query.to_owned(),
     }))
-}
-
-/// `403 middleware_denied`: a stage denied (its reason code, never its
-/// free-form reason).
-fn middleware_denied(decision: &Allowed, key: &str, reason_code: Option<&str>) -> Refusal {
-    let mut r = Refusal::json(
-        403,
-        "middleware_denied",
-        "Request rejected by configured middleware",
-    )
-    .policy(Some(decision.policy_key()))
-    .field("policy", decision.policy_key())
-    .field("middleware", key)
-    .field("layer", "l7");
-    if let Some(code) = reason_code {
-        r = r.field("reason_code", code);
-    }
-    r
-}
-
-/// `403 middleware_failed`: a `fail_closed` stage could not decide.
-fn middleware_failed(decision: &Allowed, key: &str) -> Refusal {
-    Refusal::json(
-        403,
-        "middleware_failed",
-        "Request could not be processed by configured middleware",
-    )
-    .policy(Some(decision.policy_key()))
-    .field("policy", decision.policy_key())
-    .field("middleware", key)
-    .field("layer", "l7")
 }
 
 /// The request fields a middleware refusal names (never the body).
@@ -317,7 +287,11 @@ fn chain_request(
 
 /// The head `req` with `headers` instead of its own, parsed again (a stage's
 /// header changes go through the same parser as the client's).
-fn reparsed(req: &RequestHead, headers: &[(String, Vec<u8>)]) -> Result<RequestHead, Refusal> {
+fn reparsed(
+    decision: &Allowed,
+    req: &RequestHead,
+    headers: &[(String, Vec<u8>)],
+) -> Result<RequestHead, Refusal> {
     let mut raw = format!("{} {} HTTP/1.{}\r\n", req.method, req.target, req.version).into_bytes();
     for (name, value) in headers {
         raw.extend_from_slice(name.as_bytes());
@@ -326,13 +300,8 @@ fn reparsed(req: &RequestHead, headers: &[(String, Vec<u8>)]) -> Result<RequestH
         raw.extend_from_slice(b"\r\n");
     }
     raw.extend_from_slice(b"\r\n");
-    RequestHead::parse(&raw).map_err(|_| {
-        Refusal::json(
-            403,
-            "middleware_failed",
-            "Request could not be processed by configured middleware",
-        )
-    })
+    // Which stage's change broke the head is not known here: `*`.
+    RequestHead::parse(&raw).map_err(|_| failed_refusal(decision, "*"))
 }
 
 /// Runs the pending stages over `body`, then the admission steps a request
@@ -372,11 +341,11 @@ pub(crate) async fn finish<S: AdmissionSurface>(
     }
     let headers_changed = match end {
         ChainEnd::Denied { key, reason_code } => {
-            let r = middleware_denied(decision, &key, reason_code.as_deref());
+            let r = denied_refusal(decision, &key, reason_code.as_deref());
             return Err(about_request(r, decision, &req.method, &canonical.path));
         }
         ChainEnd::Failed { key } => {
-            let r = middleware_failed(decision, &key);
+            let r = failed_refusal(decision, &key);
             return Err(about_request(r, decision, &req.method, &canonical.path));
         }
         ChainEnd::Continue {
@@ -384,9 +353,9 @@ pub(crate) async fn finish<S: AdmissionSurface>(
         } => headers_changed,
     };
     let req2 = if headers_changed {
-        reparsed(req, &creq.headers)?
+        std::borrow::Cow::Owned(reparsed(decision, req, &creq.headers)?)
     } else {
-        req.clone()
+        std::borrow::Cow::Borrowed(req)
     };
     let outcome = l7::evaluate(decision, &req2, &canonical);
     if let Some(refusal) = l7::refusal(

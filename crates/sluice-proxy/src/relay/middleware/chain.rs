@@ -18,7 +18,7 @@ use super::stage::{StageError, PLATFORM_MAX_PAYLOAD};
 /// The whole chain may take this long, whatever the stages' own timeouts.
 pub(crate) const CHAIN_DEADLINE: Duration = Duration::from_secs(30);
 /// Findings accepted from one stage.
-const MAX_FINDINGS: usize = 32;
+pub(crate) const MAX_FINDINGS: usize = 32;
 /// Encoded size of one finding.
 const MAX_FINDING_BYTES: usize = 4 * 1024;
 /// Metadata entries and bytes accepted from one stage.

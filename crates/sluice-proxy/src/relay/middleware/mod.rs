@@ -37,3 +37,48 @@ pub(crate) fn request_context(decision: &crate::egress::Allowed) -> proto::Reque
         workspace: String::new(),
     }
 }
+
+/// `403 middleware_denied`: stage `key` denied (with its reason code, never
+/// its free-form reason). Requests and WebSocket upgrades alike.
+pub(crate) fn denied_refusal(
+    decision: &crate::egress::Allowed,
+    key: &str,
+    reason_code: Option<&str>,
+) -> crate::refusal::Refusal {
+    let r = refusal_of(
+        decision,
+        key,
+        "middleware_denied",
+        "Request rejected by configured middleware",
+    );
+    match reason_code {
+        Some(code) => r.field("reason_code", code),
+        None => r,
+    }
+}
+
+/// `403 middleware_failed`: a `fail_closed` stage `key` could not decide.
+pub(crate) fn failed_refusal(
+    decision: &crate::egress::Allowed,
+    key: &str,
+) -> crate::refusal::Refusal {
+    refusal_of(
+        decision,
+        key,
+        "middleware_failed",
+        "Request could not be processed by configured middleware",
+    )
+}
+
+fn refusal_of(
+    decision: &crate::egress::Allowed,
+    key: &str,
+    code: &str,
+    detail: &str,
+) -> crate::refusal::Refusal {
+    crate::refusal::Refusal::json(403, code, detail)
+        .policy(Some(decision.policy_key()))
+        .field("policy", decision.policy_key())
+        .field("middleware", key)
+        .field("layer", "l7")
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use sluice_policy::placeholder;
 
-use super::chain::{valid_reason_code, StageReport};
+use super::chain::{valid_reason_code, StageReport, MAX_FINDINGS};
 use super::proto;
 use super::stage::{StageError, WsSession};
 use crate::audit::Audit;
@@ -117,7 +117,7 @@ pub(crate) async fn preflight(
                 c if valid_reason_code(c) => Some(c.to_owned()),
                 _ => return Err(StageError::Invalid("reason_code".into())),
             };
-            if decision.findings.len() > 32 {
+            if decision.findings.len() > MAX_FINDINGS {
                 return Err(StageError::Invalid("more than 32 findings".into()));
             }
             match proto::WebSocketPreflightAction::try_from(decision.action) {
@@ -135,17 +135,7 @@ pub(crate) async fn preflight(
                 let mut r = report(&stage.key, &stage.middleware, "deny", started);
                 r.reason_code.clone_from(&code);
                 ctx.audit.middleware_stage(decision, "GET", path, &r);
-                let mut refusal = Refusal::json(
-                    403,
-                    "middleware_denied",
-                    "WebSocket upgrade rejected by configured middleware",
-                )
-                .policy(Some(decision.policy_key()))
-                .field("middleware", &*stage.key)
-                .field("layer", "l7");
-                if let Some(c) = code {
-                    refusal = refusal.field("reason_code", c);
-                }
+                let refusal = super::denied_refusal(decision, &stage.key, code.as_deref());
                 end_all(stages, proto::MiddlewareSessionEndReason::MiddlewareDenial);
                 return Err(refusal);
             }
@@ -164,14 +154,7 @@ pub(crate) async fn preflight(
                     r.outcome = "failed";
                     ctx.audit.middleware_stage(decision, "GET", path, &r);
                     end_all(stages, proto::MiddlewareSessionEndReason::MiddlewareFailure);
-                    return Err(Refusal::json(
-                        403,
-                        "middleware_failed",
-                        "WebSocket upgrade could not be processed by configured middleware",
-                    )
-                    .policy(Some(decision.policy_key()))
-                    .field("middleware", &*stage.key)
-                    .field("layer", "l7"));
+                    return Err(super::failed_refusal(decision, &stage.key));
                 }
                 ctx.audit.middleware_stage(decision, "GET", path, &r);
             }
@@ -337,7 +320,7 @@ fn check(
         c if valid_reason_code(c) => Some(c.to_owned()),
         _ => return Err(StageError::Invalid("reason_code".into())),
     };
-    if r.findings.len() > 32 {
+    if r.findings.len() > MAX_FINDINGS {
         return Err(StageError::Invalid("more than 32 findings".into()));
     }
     match proto::Decision::try_from(r.decision) {
