@@ -6,6 +6,7 @@ use crate::dto::PolicyFile;
 use crate::endpoint::compile_endpoint;
 use crate::error::{Ctx, Diagnostic, LoadError, Loaded};
 use crate::glob::unsupported_glob_syntax;
+use crate::inference::compile_inference;
 use crate::location::{join, join_idx, LocationIndex};
 use crate::middleware::compile_middlewares;
 use crate::model::{BinaryMatcher, EndpointId, Glob, NetworkPolicy, PolicyId};
@@ -15,7 +16,7 @@ use crate::secret::{Recording, SecretSource};
 use crate::snapshot::PolicySnapshot;
 
 const STATIC_SECTIONS: [&str; 3] = ["filesystem_policy", "landlock", "process"];
-const EXTENSION_SECTIONS: [&str; 2] = ["inference", "runtime"];
+const EXTENSION_SECTIONS: [&str; 1] = ["runtime"];
 
 /// Removes serde_yaml/libyaml " at line N column M" fragments (the location
 /// is reported separately).
@@ -106,7 +107,7 @@ fn compile(
             );
         }
     }
-    let extensions = [&dto.inference, &dto.runtime];
+    let extensions = [&dto.runtime];
     for (name, value) in EXTENSION_SECTIONS.iter().zip(extensions) {
         if value.is_some() {
             ctx.err_key(name, format!("`{name}` is not supported by this build yet"));
@@ -196,6 +197,11 @@ fn compile(
         Some(p) => compile_providers(ctx, p, secrets, &endpoints, &names),
         None => Vec::new(),
     };
+    let inference = dto
+        .inference
+        .as_ref()
+        .map(|i| compile_inference(ctx, i, secrets))
+        .unwrap_or_default();
     PolicySnapshot::new(
         generation,
         Arc::clone(&ctx.file),
@@ -204,6 +210,7 @@ fn compile(
         middlewares,
     )
     .with_providers(providers)
+    .with_inference(inference)
 }
 
 /// A `fail_closed` middleware must be able to see every request it selects:

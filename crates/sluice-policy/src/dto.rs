@@ -20,8 +20,9 @@ pub(crate) struct PolicyFile {
     pub(crate) network_middlewares: BTreeMap<String, MiddlewareDto>,
     /// Credential sources bound to endpoints.
     pub(crate) providers: Option<BTreeMap<String, ProviderDto>>,
-    /// sluice extensions, not implemented by this build (rejected).
-    pub(crate) inference: Option<Value>,
+    /// Routes of `inference.local` (design §6.4).
+    pub(crate) inference: Option<crate::inference::InferenceDto>,
+    /// A sluice extension not implemented by this build (rejected).
     pub(crate) runtime: Option<Value>,
 }
 

@@ -16,6 +16,7 @@ mod error;
 mod glob;
 mod host;
 mod index;
+mod inference;
 mod ips;
 mod l7;
 mod location;
@@ -39,6 +40,7 @@ pub use model::*;
 pub use secret::{
     MemorySecrets, ProcessEnv, Secret, SecretSource, SecretSources, MAX_SECRET_BYTES,
 };
+pub use inference::{AuthStyle, InferenceEndpoint, InferenceProtocol, InferenceRoute};
 pub use snapshot::PolicySnapshot;
 
 /// Reads, validates and compiles the policy file at `path`. Messages name

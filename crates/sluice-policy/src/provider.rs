@@ -70,7 +70,7 @@ fn is_http_token(s: &str) -> bool {
 
 /// Reads one secret source at `path`; `None` after reporting an error.
 /// Messages never contain the value.
-fn read_secret(
+pub(crate) fn read_secret(
     ctx: &mut Ctx,
     path: &str,
     s: &SecretSourceDto,

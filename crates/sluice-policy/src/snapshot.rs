@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::index::HostIndex;
+use crate::inference::InferenceRoute;
 use crate::model::{
     Credential, Endpoint, EndpointId, HostRef, Middleware, NetworkPolicy, PolicyId, Provider,
     ProviderId,
@@ -23,6 +24,8 @@ pub struct PolicySnapshot {
     providers: Arc<[Provider]>,
     /// Credential name → (provider index, credential index).
     credentials: Arc<HashMap<Arc<str>, (usize, usize)>>,
+    /// Routes of `inference.local`, in policy order.
+    inference: Arc<[InferenceRoute]>,
 }
 
 impl fmt::Debug for PolicySnapshot {
@@ -67,7 +70,20 @@ impl PolicySnapshot {
             index: Arc::new(index),
             providers: Arc::from(Vec::new()),
             credentials: Arc::new(HashMap::new()),
+            inference: Arc::from(Vec::new()),
         }
+    }
+
+    /// Attaches the compiled `inference` routes.
+    pub(crate) fn with_inference(mut self, routes: Vec<InferenceRoute>) -> Self {
+        self.inference = routes.into();
+        self
+    }
+
+    /// The routes of `inference.local`, in policy order (empty: not configured).
+    #[must_use]
+    pub fn inference_routes(&self) -> &[InferenceRoute] {
+        &self.inference
     }
 
     /// Attaches compiled providers (sorted by key, ids = positions).

@@ -120,9 +120,7 @@ fn every_invalid_provider_fixture_is_in_the_table() {
         .flatten()
     {
         let name = entry.file_name().to_string_lossy().into_owned();
-        // `invalid-providers-section.yaml` (now: `inference`) is in tests/invalid.rs.
         if name.starts_with("invalid-providers-")
-            && name != "invalid-providers-section.yaml"
             && !CASES.iter().any(|(n, _)| *n == name)
         {
             missing.push(name);
