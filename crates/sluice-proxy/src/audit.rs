@@ -94,6 +94,29 @@ fn allowed(e: OcsfEvent) -> OcsfEvent {
         .status(Status::Success)
 }
 
+/// One model call through `inference.local`, as audited (no bodies, no
+/// credentials).
+#[derive(Debug)]
+pub(crate) struct InferenceCall {
+    pub(crate) peer: SocketAddr,
+    pub(crate) route: Arc<str>,
+    pub(crate) protocol: sluice_policy::InferenceProtocol,
+    pub(crate) backend: crate::egress::Target,
+    /// The model as sent to the backend.
+    pub(crate) model: Option<String>,
+    /// The backend's status (`None`: no answer).
+    pub(crate) status: Option<u16>,
+    pub(crate) latency: std::time::Duration,
+    /// Time to the first response byte written to the caller.
+    pub(crate) first_byte: Option<std::time::Duration>,
+    /// (input, output) tokens when the backend reported them.
+    pub(crate) usage: (Option<u64>, Option<u64>),
+    /// Response body bytes relayed to the caller.
+    pub(crate) bytes: u64,
+    /// Why the call failed, if it did.
+    pub(crate) error: Option<String>,
+}
+
 impl Audit {
     #[must_use]
     pub fn new(sink: AuditSink) -> Self {
@@ -769,4 +792,69 @@ pub(crate) struct StageFinding {
     pub(crate) kind: String,
     pub(crate) label: String,
     pub(crate) count: u32,
+}
+
+impl Audit {
+    /// One model call (API Activity 6003): model, route (as provider),
+    /// latency and token counts.
+    pub(crate) fn inference_call(&self, c: &InferenceCall) {
+        let model = c.model.as_deref().unwrap_or("unknown");
+        let tokens = |n: Option<u64>| n.map_or_else(|| "?".to_owned(), |n| n.to_string());
+        let ok = c.error.is_none() && c.status.is_some_and(|s| s < 400);
+        let mut e = OcsfEvent::new(EventClass::ApiActivity, Activity::Create)
+            .src_endpoint(c.peer.ip(), c.peer.port())
+            .dst_endpoint(&dst_host(&c.backend.host), c.backend.port)
+            .ai_model(model, c.route.as_ref())
+            .status(if ok { Status::Success } else { Status::Failure })
+            .severity(if ok {
+                Severity::Informational
+            } else {
+                Severity::Low
+            })
+            .message(format!(
+                "Model call: {model} via {} ({}in, {}out)",
+                c.route,
+                tokens(c.usage.0),
+                tokens(c.usage.1)
+            ))
+            .unmapped("inference_protocol", c.protocol.as_str().into())
+            .unmapped(
+                "latency_ms",
+                u64::try_from(c.latency.as_millis()).unwrap_or(u64::MAX).into(),
+            );
+        if let Some(s) = c.status {
+            e = e.http_status(s);
+        }
+        if let Some(t) = c.first_byte {
+            e = e.unmapped(
+                "ttfb_ms",
+                u64::try_from(t.as_millis()).unwrap_or(u64::MAX).into(),
+            );
+        }
+        e = e.unmapped("response_bytes", c.bytes.into());
+        if let Some(n) = c.usage.0 {
+            e = e.unmapped("input_tokens", n.into());
+        }
+        if let Some(n) = c.usage.1 {
+            e = e.unmapped("output_tokens", n.into());
+        }
+        if let Some(err) = &c.error {
+            e = e.status_detail(err.clone());
+        }
+        self.sink.emit(&e);
+    }
+
+    /// A request to `inference.local` refused before any backend was
+    /// contacted (Network Activity, open refused).
+    pub(crate) fn inference_denied(&self, peer: SocketAddr, reason: &str) {
+        self.sink.emit(
+            &denied(
+                OcsfEvent::new(EventClass::NetworkActivity, Activity::Open)
+                    .src_endpoint(peer.ip(), peer.port())
+                    .dst_endpoint("inference.local", 443),
+            )
+            .message(format!("Inference interception denied: {reason}"))
+            .status_detail(reason.to_owned()),
+        );
+    }
 }

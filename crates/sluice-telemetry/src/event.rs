@@ -101,6 +101,8 @@ pub struct OcsfEvent {
     pub(crate) is_alert: Option<bool>,
     pub(crate) observation_point_id: Option<u8>,
     pub(crate) policy_generation: Option<u64>,
+    /// `ai_model{name, provider}` (the `ai_operation` profile).
+    pub(crate) ai_model: Option<(String, String)>,
     pub(crate) unmapped: Map<String, Value>,
 }
 
@@ -129,6 +131,7 @@ impl OcsfEvent {
             is_alert: None,
             observation_point_id: None,
             policy_generation: None,
+            ai_model: None,
             unmapped: Map::new(),
         }
     }
@@ -334,6 +337,14 @@ impl OcsfEvent {
     #[must_use]
     pub fn unmapped(mut self, key: impl Into<String>, value: Value) -> Self {
         self.unmapped.insert(key.into(), value);
+        self
+    }
+
+    /// Sets `ai_model{name, provider}` and adds the `ai_operation` profile
+    /// (model calls through `inference.local`).
+    #[must_use]
+    pub fn ai_model(mut self, name: impl Into<String>, provider: impl Into<String>) -> Self {
+        self.ai_model = Some((name.into(), provider.into()));
         self
     }
 

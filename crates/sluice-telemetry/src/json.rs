@@ -69,8 +69,16 @@ struct Wire<'a> {
     remediation: Option<Remediation<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     evidences: Option<[Evidence; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ai_model: Option<AiModel<'a>>,
     #[serde(skip_serializing_if = "Map::is_empty")]
     unmapped: Map<String, Value>,
+}
+
+#[derive(Serialize)]
+struct AiModel<'a> {
+    name: &'a str,
+    provider: &'a str,
 }
 
 #[derive(Serialize)]
@@ -238,10 +246,15 @@ impl OcsfEvent {
                     vendor_name: PRODUCT_NAME,
                     version: env!("CARGO_PKG_VERSION"),
                 },
-                profiles: if has_control {
-                    vec!["security_control"]
-                } else {
-                    Vec::new()
+                profiles: {
+                    let mut p = Vec::new();
+                    if has_control {
+                        p.push("security_control");
+                    }
+                    if self.ai_model.is_some() {
+                        p.push("ai_operation");
+                    }
+                    p
                 },
             },
             src_endpoint: self.src_endpoint.as_ref().map(Into::into),
@@ -287,6 +300,10 @@ impl OcsfEvent {
                     .collect();
                 [Evidence { data }]
             }),
+            ai_model: self
+                .ai_model
+                .as_ref()
+                .map(|(name, provider)| AiModel { name, provider }),
             unmapped,
         }
     }

@@ -12,7 +12,7 @@ use sluice_telemetry::{Activity, EventClass};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{tunnel, Shared};
+use super::{inference, tunnel, Shared};
 use crate::egress::{EgressIntent, IdentityEvidence, Surface, Target};
 use crate::refusal::json_error;
 use crate::relay::http::{answer_and_close, RequestHead};
@@ -41,6 +41,9 @@ pub(super) async fn handle(
             return;
         }
     };
+    if inference::intercepts(&target) {
+        return inference::handle(shared, client, !leftover.is_empty(), peer).await;
+    }
     let intent = EgressIntent {
         surface: Surface::Connect,
         target,

@@ -4,6 +4,7 @@
 
 mod connect;
 mod forward_http;
+mod inference;
 mod listener;
 pub mod policy_dns;
 mod shared;

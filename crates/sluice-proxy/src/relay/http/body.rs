@@ -213,7 +213,7 @@ where
 ///
 /// # Errors
 /// [`BodyError::TooLarge`] over the limit, or any framing/I/O error.
-pub(super) async fn read_body<R: AsyncRead + Unpin>(
+pub(crate) async fn read_body<R: AsyncRead + Unpin>(
     framing: BodyFraming,
     reader: &mut R,
     buf: &mut BytesMut,

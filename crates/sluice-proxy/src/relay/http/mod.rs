@@ -19,6 +19,7 @@ mod ws_policy;
 pub(crate) use ws_policy::WsTextPolicy;
 
 pub use body::{fuzzing as body_fuzzing, BodyFraming};
+pub(crate) use body::{read_body, BodyError};
 pub use close::answer_and_close;
 pub use exchange::{
     request_loop, Admission, BodyPlan, BodyTransform, DialFailure, LoopEnd, LoopLimits,

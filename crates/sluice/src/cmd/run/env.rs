@@ -148,6 +148,35 @@ pub(super) fn complete(
     env
 }
 
+/// The base URL variables of `inference.local` (design §6.4), when the policy
+/// has inference routes. The SDKs also refuse to start without a key: a
+/// stand-in is set where the caller has none (sluice drops whatever key the
+/// caller sends there and sets the route's).
+pub(super) fn with_inference(
+    mut env: Vec<(OsString, OsString)>,
+    routes: bool,
+) -> Vec<(OsString, OsString)> {
+    if !routes {
+        return env;
+    }
+    for (k, v) in [
+        ("OPENAI_BASE_URL", "https://inference.local/v1"),
+        ("ANTHROPIC_BASE_URL", "https://inference.local"),
+    ] {
+        env.retain(|(n, _)| n != k);
+        env.push((k.into(), v.into()));
+    }
+    for k in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"] {
+        if !env.iter().any(|(n, _)| n == k) {
+            env.push((k.into(), INFERENCE_STAND_IN_KEY.into()));
+        }
+    }
+    env
+}
+
+/// What the SDKs send as their key to `inference.local` (dropped there).
+pub(super) const INFERENCE_STAND_IN_KEY: &str = "sluice-inference-local";
+
 #[cfg(test)]
 mod tests {
     use sluice_policy::Secret;
@@ -228,5 +257,20 @@ mod tests {
         assert!(!env
             .iter()
             .any(|(_, v)| v.to_string_lossy().contains("ghp_realSECRETvalue")));
+    }
+
+    #[test]
+    fn inference_variables_only_with_routes() {
+        let caller = vec![
+            (OsString::from("ANTHROPIC_API_KEY"), OsString::from("callers-own")),
+            (OsString::from("OPENAI_BASE_URL"), OsString::from("https://elsewhere/v1")),
+        ];
+        assert_eq!(with_inference(caller.clone(), false), caller);
+        let env = with_inference(caller, true);
+        assert_eq!(get(&env, "OPENAI_BASE_URL"), Some("https://inference.local/v1"));
+        assert_eq!(get(&env, "ANTHROPIC_BASE_URL"), Some("https://inference.local"));
+        assert_eq!(get(&env, "OPENAI_API_KEY"), Some(INFERENCE_STAND_IN_KEY));
+        assert_eq!(get(&env, "ANTHROPIC_API_KEY"), Some("callers-own"));
+        assert_eq!(env.iter().filter(|(k, _)| k == "OPENAI_BASE_URL").count(), 1);
     }
 }

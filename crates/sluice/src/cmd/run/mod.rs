@@ -207,6 +207,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
 
     let env = env::complete(inherited, proxy_addr, &trust, &placeholders, &user);
+    let env = env::with_inference(env, !store.snapshot().inference_routes().is_empty());
     let spec = InitSpec {
         uid: user.uid,
         gid: user.gid,
