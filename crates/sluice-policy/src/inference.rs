@@ -227,22 +227,25 @@ fn compile_route(
     };
     let mut protocols = Vec::with_capacity(r.protocols.len());
     if r.protocols.is_empty() {
-        ctx.err(
-            path,
-            "inference route needs `protocols` (a non-empty list)",
-        );
+        ctx.err(path, "inference route needs `protocols` (a non-empty list)");
     }
     for (j, p) in r.protocols.iter().enumerate() {
         match InferenceProtocol::parse(p) {
             Some(v) if protocols.contains(&v) => {
-                ctx.err(&join_idx(&at("protocols"), j), format!("duplicate protocol `{p}`"));
+                ctx.err(
+                    &join_idx(&at("protocols"), j),
+                    format!("duplicate protocol `{p}`"),
+                );
             }
             Some(v) => protocols.push(v),
             None => {
                 let known: Vec<&str> = InferenceProtocol::ALL.iter().map(|p| p.as_str()).collect();
                 ctx.err(
                     &join_idx(&at("protocols"), j),
-                    format!("unknown protocol `{p}`; expected one of {}", known.join(", ")),
+                    format!(
+                        "unknown protocol `{p}`; expected one of {}",
+                        known.join(", ")
+                    ),
                 );
             }
         }
@@ -253,7 +256,10 @@ fn compile_route(
             None
         }
         Some(m) if m.len() > 256 || m.chars().any(char::is_control) => {
-            ctx.err(&at("model"), "`model` must be at most 256 printable characters");
+            ctx.err(
+                &at("model"),
+                "`model` must be at most 256 printable characters",
+            );
             None
         }
         other => other.map(Arc::from),
@@ -332,8 +338,7 @@ fn compile_route(
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
-        && n
-            .bytes()
+        && n.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
@@ -341,9 +346,8 @@ fn valid_name(n: &str) -> bool {
 fn is_header_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Headers sluice sets or removes itself on an inference request: framing,
@@ -422,7 +426,9 @@ fn parse_endpoint(url: &str) -> Result<InferenceEndpoint, String> {
     }
     let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
     if authority.contains('@') {
-        return Err(format!("endpoint `{url}` must not contain user information"));
+        return Err(format!(
+            "endpoint `{url}` must not contain user information"
+        ));
     }
     let (host, port) = if let Some(r) = authority.strip_prefix('[') {
         match r.split_once(']') {
@@ -467,7 +473,9 @@ fn parse_endpoint(url: &str) -> Result<InferenceEndpoint, String> {
         ));
     }
     if host.eq_ignore_ascii_case("inference.local") {
-        return Err(format!("endpoint `{url}` must not point at inference.local itself"));
+        return Err(format!(
+            "endpoint `{url}` must not point at inference.local itself"
+        ));
     }
     if path.contains("/../") || path.ends_with("/..") || path.contains("/./") {
         return Err(format!("endpoint `{url}` must have a normalized path"));
@@ -488,7 +496,13 @@ mod tests {
     fn endpoints() {
         let ok = [
             ("https://llm.internal/v1", true, "llm.internal", 443, "/v1"),
-            ("https://LLM.internal:8443/v1/", true, "llm.internal", 8443, "/v1"),
+            (
+                "https://LLM.internal:8443/v1/",
+                true,
+                "llm.internal",
+                8443,
+                "/v1",
+            ),
             ("http://127.0.0.1:9000", false, "127.0.0.1", 9000, ""),
             ("http://localhost/api", false, "localhost", 80, "/api"),
             ("https://[::1]:444/x", true, "::1", 444, "/x"),

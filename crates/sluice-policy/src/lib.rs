@@ -36,11 +36,11 @@ use std::sync::Arc;
 
 pub use error::{Diagnostic, LoadError, Loaded, Notice, NoticeLevel};
 pub use host::normalize_ip;
+pub use inference::{AuthStyle, InferenceEndpoint, InferenceProtocol, InferenceRoute};
 pub use model::*;
 pub use secret::{
     MemorySecrets, ProcessEnv, Secret, SecretSource, SecretSources, MAX_SECRET_BYTES,
 };
-pub use inference::{AuthStyle, InferenceEndpoint, InferenceProtocol, InferenceRoute};
 pub use snapshot::PolicySnapshot;
 
 /// Reads, validates and compiles the policy file at `path`. Messages name

@@ -120,9 +120,7 @@ fn every_invalid_provider_fixture_is_in_the_table() {
         .flatten()
     {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("invalid-providers-")
-            && !CASES.iter().any(|(n, _)| *n == name)
-        {
+        if name.starts_with("invalid-providers-") && !CASES.iter().any(|(n, _)| *n == name) {
             missing.push(name);
         }
     }

@@ -820,7 +820,9 @@ impl Audit {
             .unmapped("inference_protocol", c.protocol.as_str().into())
             .unmapped(
                 "latency_ms",
-                u64::try_from(c.latency.as_millis()).unwrap_or(u64::MAX).into(),
+                u64::try_from(c.latency.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .into(),
             );
         if let Some(s) = c.status {
             e = e.http_status(s);

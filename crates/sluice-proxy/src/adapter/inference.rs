@@ -25,12 +25,16 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// Whether a CONNECT target is `inference.local:443`.
 pub(super) fn intercepts(target: &Target) -> bool {
-    target.port == INFERENCE_PORT
-        && matches!(&target.host, Host::Name(n) if &**n == INFERENCE_HOST)
+    target.port == INFERENCE_PORT && matches!(&target.host, Host::Name(n) if &**n == INFERENCE_HOST)
 }
 
 /// Serves an intercepted CONNECT: `200`, TLS, then the inference relay.
-pub(super) async fn handle(shared: &Arc<Shared>, mut client: TcpStream, early: bool, peer: SocketAddr) {
+pub(super) async fn handle(
+    shared: &Arc<Shared>,
+    mut client: TcpStream,
+    early: bool,
+    peer: SocketAddr,
+) {
     if early {
         let response = json_error(
             400,

@@ -13,6 +13,7 @@ mod clients;
 mod credentials;
 mod harness;
 mod identity;
+mod inference;
 mod l7;
 mod middleware;
 mod pipelining;

@@ -261,13 +261,18 @@ mod tests {
 
     use super::*;
 
-    type Frames = StreamBody<
-        tokio_stream::wrappers::ReceiverStream<Result<Frame<Bytes>, Infallible>>,
-    >;
+    type Frames =
+        StreamBody<tokio_stream::wrappers::ReceiverStream<Result<Frame<Bytes>, Infallible>>>;
 
-    fn body() -> (tokio::sync::mpsc::Sender<Result<Frame<Bytes>, Infallible>>, Frames) {
+    fn body() -> (
+        tokio::sync::mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
+        Frames,
+    ) {
         let (tx, rx) = tokio::sync::mpsc::channel(8);
-        (tx, StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        (
+            tx,
+            StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+        )
     }
 
     const LIMITS: AnswerLimits = AnswerLimits {
@@ -284,12 +289,21 @@ mod tests {
     async fn chunks_are_written_as_they_come_and_usage_read() {
         let (tx, b) = body();
         send(&tx, "data: {\"a\":1}\n\n");
-        send(&tx, "data: {\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1}}\n\n");
+        send(
+            &tx,
+            "data: {\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1}}\n\n",
+        );
         drop(tx);
         let mut out = Vec::new();
         let a = stream(b, &mut out, b"H\r\n\r\n", true, true, LIMITS).await;
         assert_eq!(a.end, BodyEnd::Complete);
-        assert_eq!(a.usage, Usage { input: Some(2), output: Some(1) });
+        assert_eq!(
+            a.usage,
+            Usage {
+                input: Some(2),
+                output: Some(1)
+            }
+        );
         let text = String::from_utf8(out).expect("utf-8");
         assert_eq!(
             text,
@@ -323,11 +337,18 @@ mod tests {
         assert_eq!(a.end, BodyEnd::TooLarge);
         assert_eq!(a.bytes, 48);
         let text = String::from_utf8(out).expect("utf-8");
-        assert_eq!(text.matches("0123456789012345678901234567890123456789").count(), 1);
+        assert_eq!(
+            text.matches("0123456789012345678901234567890123456789")
+                .count(),
+            1
+        );
         assert!(text.contains("response exceeded 64 bytes"), "{text}");
         // A non-SSE stream is cut without a clean end: the caller sees truncation.
         let (tx, b) = body();
-        send(&tx, "{\"data\": \"01234567890123456789012345678901234567890123456789\"}");
+        send(
+            &tx,
+            "{\"data\": \"01234567890123456789012345678901234567890123456789\"}",
+        );
         send(&tx, "more");
         drop(tx);
         let mut out = Vec::new();

@@ -86,7 +86,11 @@ pub(crate) async fn connect(
             .await
             .map_err(|e| BackendError::Resolve(name.clone(), e.to_string()))?,
     };
-    if !ep.https && !ips.iter().all(|ip| crate::egress::canonical_ip(*ip).is_loopback()) {
+    if !ep.https
+        && !ips
+            .iter()
+            .all(|ip| crate::egress::canonical_ip(*ip).is_loopback())
+    {
         return Err(BackendError::PlainNotLoopback(name));
     }
     let addrs: Vec<SocketAddr> = ips
@@ -145,7 +149,10 @@ mod tests {
             base_path: Arc::from(""),
         };
         assert_eq!(host_header(&ep(true, "llm.internal", 443)), "llm.internal");
-        assert_eq!(host_header(&ep(true, "llm.internal", 8443)), "llm.internal:8443");
+        assert_eq!(
+            host_header(&ep(true, "llm.internal", 8443)),
+            "llm.internal:8443"
+        );
         assert_eq!(host_header(&ep(false, "127.0.0.1", 80)), "127.0.0.1");
         assert_eq!(host_header(&ep(false, "::1", 9000)), "[::1]:9000");
         assert!(matches!(target(&ep(true, "::1", 1)).host, Host::Ip(_)));

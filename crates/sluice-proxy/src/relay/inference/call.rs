@@ -52,9 +52,9 @@ fn valid_model_id(id: &str) -> bool {
         && id.len() <= MAX_MODEL_ID
         && id != "."
         && id != ".."
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'@'))
+        && id.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'@')
+        })
 }
 
 /// The route for `protocol`: the first in policy order that serves it.
@@ -73,14 +73,42 @@ mod tests {
     fn calls() {
         use InferenceProtocol as P;
         let cases = [
-            ("POST", "/v1/chat/completions", Some((P::OpenAiChatCompletions, "/chat/completions"))),
-            ("POST", "/v1/completions", Some((P::OpenAiCompletions, "/completions"))),
-            ("POST", "/v1/responses", Some((P::OpenAiResponses, "/responses"))),
-            ("POST", "/v1/embeddings", Some((P::OpenAiEmbeddings, "/embeddings"))),
-            ("POST", "/v1/messages", Some((P::AnthropicMessages, "/v1/messages"))),
+            (
+                "POST",
+                "/v1/chat/completions",
+                Some((P::OpenAiChatCompletions, "/chat/completions")),
+            ),
+            (
+                "POST",
+                "/v1/completions",
+                Some((P::OpenAiCompletions, "/completions")),
+            ),
+            (
+                "POST",
+                "/v1/responses",
+                Some((P::OpenAiResponses, "/responses")),
+            ),
+            (
+                "POST",
+                "/v1/embeddings",
+                Some((P::OpenAiEmbeddings, "/embeddings")),
+            ),
+            (
+                "POST",
+                "/v1/messages",
+                Some((P::AnthropicMessages, "/v1/messages")),
+            ),
             ("GET", "/v1/models", Some((P::ModelDiscovery, "/models"))),
-            ("GET", "/v1/models/gpt-4o-mini", Some((P::ModelDiscovery, "/models/gpt-4o-mini"))),
-            ("GET", "/v1/models/org@model:1", Some((P::ModelDiscovery, "/models/org@model:1"))),
+            (
+                "GET",
+                "/v1/models/gpt-4o-mini",
+                Some((P::ModelDiscovery, "/models/gpt-4o-mini")),
+            ),
+            (
+                "GET",
+                "/v1/models/org@model:1",
+                Some((P::ModelDiscovery, "/models/org@model:1")),
+            ),
             ("GET", "/v1/models/a/b", None),
             ("GET", "/v1/models/..", None),
             ("GET", "/v1/models/", None),
@@ -94,11 +122,7 @@ mod tests {
         ];
         for (method, path, want) in cases {
             let got = classify(method, path).map(|c| (c.protocol, c.backend_path));
-            assert_eq!(
-                got,
-                want.map(|(p, b)| (p, b.to_owned())),
-                "{method} {path}"
-            );
+            assert_eq!(got, want.map(|(p, b)| (p, b.to_owned())), "{method} {path}");
         }
     }
 }

@@ -51,8 +51,12 @@ pub(crate) struct InferenceLimits {
 
 /// Serves one caller connection (TLS already terminated) until it closes
 /// or a request is refused.
-pub(crate) async fn serve<C>(ctx: &RelayContext, client: &mut C, peer: SocketAddr, limits: InferenceLimits)
-where
+pub(crate) async fn serve<C>(
+    ctx: &RelayContext,
+    client: &mut C,
+    peer: SocketAddr,
+    limits: InferenceLimits,
+) where
     C: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let mut buf = BytesMut::with_capacity(4096);
@@ -62,7 +66,8 @@ where
             Ok(n) => buf.split_to(n),
             Err(HeadError::Closed) => return,
             Err(e) => {
-                ctx.audit.inference_denied(peer, &format!("request head: {e}"));
+                ctx.audit
+                    .inference_denied(peer, &format!("request head: {e}"));
                 let status = match e {
                     HeadError::TooLarge(_) => 431,
                     HeadError::Timeout => 408,
@@ -75,7 +80,8 @@ where
         let req = match RequestHead::parse(&head) {
             Ok(r) => r,
             Err(e) => {
-                ctx.audit.inference_denied(peer, &format!("request head: {e}"));
+                ctx.audit
+                    .inference_denied(peer, &format!("request head: {e}"));
                 let r = json_error(400, "bad_request", &e.to_string(), None, None);
                 return answer_and_close(client, &r.http1()).await;
             }
@@ -158,33 +164,44 @@ where
     if req
         .header("expect")
         .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
-        && client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
+        && client
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .is_err()
     {
         return Next::Close;
     }
     let body = match req.framing {
         BodyFraming::None => Vec::new(),
-        framing => match read_body(framing, client, buf, MAX_REQUEST_BODY, limits.body_idle).await {
-            Ok(b) => b,
-            Err(e) => {
-                let too_large = matches!(e, crate::relay::http::BodyError::TooLarge(_));
-                ctx.audit
-                    .inference_denied(peer, &format!("request body: {e}"));
-                let (status, code) = if too_large {
-                    (413, "payload_too_large")
-                } else {
-                    (400, "bad_request")
-                };
-                return Next::Refuse(json_error(status, code, &e.to_string(), None, None));
+        framing => {
+            match read_body(framing, client, buf, MAX_REQUEST_BODY, limits.body_idle).await {
+                Ok(b) => b,
+                Err(e) => {
+                    let too_large = matches!(e, crate::relay::http::BodyError::TooLarge(_));
+                    ctx.audit
+                        .inference_denied(peer, &format!("request body: {e}"));
+                    let (status, code) = if too_large {
+                        (413, "payload_too_large")
+                    } else {
+                        (400, "bad_request")
+                    };
+                    return Next::Refuse(json_error(status, code, &e.to_string(), None, None));
+                }
             }
-        },
+        }
     };
     let outbound = match outbound::build(route, req, body) {
         Ok(o) => o,
         Err(e) => {
             ctx.audit
                 .inference_denied(peer, &format!("{}: {e}", call.protocol.as_str()));
-            return Next::Refuse(json_error(400, "invalid_request_body", &e.to_string(), None, None));
+            return Next::Refuse(json_error(
+                400,
+                "invalid_request_body",
+                &e.to_string(),
+                None,
+                None,
+            ));
         }
     };
     let mut record = InferenceCall {
@@ -268,7 +285,13 @@ where
                 let detail = end.describe(answer_limits);
                 record.error = Some(detail.clone());
                 *cached = None;
-                Next::Refuse(json_error(502, "inference_upstream_error", &detail, None, None))
+                Next::Refuse(json_error(
+                    502,
+                    "inference_upstream_error",
+                    &detail,
+                    None,
+                    None,
+                ))
             }
         }
     };

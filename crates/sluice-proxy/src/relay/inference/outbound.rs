@@ -84,8 +84,7 @@ pub(crate) fn build(
             model: None,
         });
     }
-    let TopLevel(mut fields) =
-        serde_json::from_slice(&body).map_err(|_| BodyRefused::NotObject)?;
+    let TopLevel(mut fields) = serde_json::from_slice(&body).map_err(|_| BodyRefused::NotObject)?;
     for (i, (k, _)) in fields.iter().enumerate() {
         if fields[..i].iter().any(|(o, _)| o == k) {
             return Err(BodyRefused::DuplicateKey(k.clone()));
@@ -172,7 +171,8 @@ mod tests {
     }
 
     fn head(method: &str, headers: &[(&str, &str)]) -> RequestHead {
-        let mut raw = format!("{method} /v1/chat/completions HTTP/1.1\r\nHost: inference.local\r\n");
+        let mut raw =
+            format!("{method} /v1/chat/completions HTTP/1.1\r\nHost: inference.local\r\n");
         for (k, v) in headers {
             raw.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -202,8 +202,12 @@ mod tests {
                 ("X-Other", "dropped"),
             ],
         );
-        let o = build(&route(None, AuthStyle::Bearer), &h, b"{\"model\":\"m\"}".to_vec())
-            .expect("built");
+        let o = build(
+            &route(None, AuthStyle::Bearer),
+            &h,
+            b"{\"model\":\"m\"}".to_vec(),
+        )
+        .expect("built");
         assert_eq!(get(&o, "authorization"), ["Bearer real-key"]);
         assert!(get(&o, "x-api-key").is_empty());
         assert!(get(&o, "cookie").is_empty());
@@ -211,14 +215,22 @@ mod tests {
         assert!(get(&o, "host").is_empty());
         assert_eq!(get(&o, "x-trace"), ["t1"]);
         assert_eq!(get(&o, "anthropic-version"), ["2023-06-01"]);
-        assert_eq!(o.body, &b"{\"model\":\"m\"}"[..], "body untouched without a rewrite");
+        assert_eq!(
+            o.body,
+            &b"{\"model\":\"m\"}"[..],
+            "body untouched without a rewrite"
+        );
         assert_eq!(o.model.as_deref(), Some("m"));
 
         let o = build(&route(None, AuthStyle::XApiKey), &h, b"{}".to_vec()).expect("built");
         assert_eq!(get(&o, "x-api-key"), ["real-key"]);
         assert!(get(&o, "authorization").is_empty());
-        let o = build(&route(None, AuthStyle::Header(Arc::from("api-key"))), &h, b"{}".to_vec())
-            .expect("built");
+        let o = build(
+            &route(None, AuthStyle::Header(Arc::from("api-key"))),
+            &h,
+            b"{}".to_vec(),
+        )
+        .expect("built");
         assert_eq!(get(&o, "api-key"), ["real-key"]);
         assert!(get(&o, "authorization").is_empty() && get(&o, "x-api-key").is_empty());
     }

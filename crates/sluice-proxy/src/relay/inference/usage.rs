@@ -112,9 +112,18 @@ mod tests {
     #[test]
     fn json_bodies() {
         let cases = [
-            (r#"{"usage":{"prompt_tokens":7,"completion_tokens":3}}"#, (Some(7), Some(3))),
-            (r#"{"usage":{"input_tokens":9,"output_tokens":4}}"#, (Some(9), Some(4))),
-            (r#"{"usage":{"prompt_tokens":5,"total_tokens":5}}"#, (Some(5), None)),
+            (
+                r#"{"usage":{"prompt_tokens":7,"completion_tokens":3}}"#,
+                (Some(7), Some(3)),
+            ),
+            (
+                r#"{"usage":{"input_tokens":9,"output_tokens":4}}"#,
+                (Some(9), Some(4)),
+            ),
+            (
+                r#"{"usage":{"prompt_tokens":5,"total_tokens":5}}"#,
+                (Some(5), None),
+            ),
             (r#"{"id":"x"}"#, (None, None)),
             ("not json", (None, None)),
         ];
@@ -153,10 +162,22 @@ mod tests {
         let mut s = SseUsage::default();
         s.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n");
         s.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n");
-        assert_eq!(s.usage, Usage { input: Some(3), output: Some(2) });
+        assert_eq!(
+            s.usage,
+            Usage {
+                input: Some(3),
+                output: Some(2)
+            }
+        );
         let mut r = SseUsage::default();
         r.feed(b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":8,\"output_tokens\":5}}}\n\n");
-        assert_eq!(r.usage, Usage { input: Some(8), output: Some(5) });
+        assert_eq!(
+            r.usage,
+            Usage {
+                input: Some(8),
+                output: Some(5)
+            }
+        );
     }
 
     #[test]

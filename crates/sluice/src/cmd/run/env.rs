@@ -262,15 +262,30 @@ mod tests {
     #[test]
     fn inference_variables_only_with_routes() {
         let caller = vec![
-            (OsString::from("ANTHROPIC_API_KEY"), OsString::from("callers-own")),
-            (OsString::from("OPENAI_BASE_URL"), OsString::from("https://elsewhere/v1")),
+            (
+                OsString::from("ANTHROPIC_API_KEY"),
+                OsString::from("callers-own"),
+            ),
+            (
+                OsString::from("OPENAI_BASE_URL"),
+                OsString::from("https://elsewhere/v1"),
+            ),
         ];
         assert_eq!(with_inference(caller.clone(), false), caller);
         let env = with_inference(caller, true);
-        assert_eq!(get(&env, "OPENAI_BASE_URL"), Some("https://inference.local/v1"));
-        assert_eq!(get(&env, "ANTHROPIC_BASE_URL"), Some("https://inference.local"));
+        assert_eq!(
+            get(&env, "OPENAI_BASE_URL"),
+            Some("https://inference.local/v1")
+        );
+        assert_eq!(
+            get(&env, "ANTHROPIC_BASE_URL"),
+            Some("https://inference.local")
+        );
         assert_eq!(get(&env, "OPENAI_API_KEY"), Some(INFERENCE_STAND_IN_KEY));
         assert_eq!(get(&env, "ANTHROPIC_API_KEY"), Some("callers-own"));
-        assert_eq!(env.iter().filter(|(k, _)| k == "OPENAI_BASE_URL").count(), 1);
+        assert_eq!(
+            env.iter().filter(|(k, _)| k == "OPENAI_BASE_URL").count(),
+            1
+        );
     }
 }
