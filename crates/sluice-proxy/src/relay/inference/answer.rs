@@ -295,7 +295,11 @@ mod tests {
         );
         drop(tx);
         let mut out = Vec::new();
-        let a = stream(b, &mut out, b"H\r\n\r\n", true, true, LIMITS).await;
+        let roomy = AnswerLimits {
+            max_bytes: 1024,
+            ..LIMITS
+        };
+        let a = stream(b, &mut out, b"H\r\n\r\n", true, true, roomy).await;
         assert_eq!(a.end, BodyEnd::Complete);
         assert_eq!(
             a.usage,
@@ -307,7 +311,7 @@ mod tests {
         let text = String::from_utf8(out).expect("utf-8");
         assert_eq!(
             text,
-            "H\r\n\r\nf\r\ndata: {\"a\":1}\n\n\r\n3f\r\ndata: {\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1}}\n\n\r\n0\r\n\r\n"
+            "H\r\n\r\nf\r\ndata: {\"a\":1}\n\n\r\n3b\r\ndata: {\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1}}\n\n\r\n0\r\n\r\n"
         );
         assert!(a.first_byte.is_some());
     }
