@@ -92,7 +92,47 @@ pub(crate) async fn open(target: &str, proxy: Option<SocketAddr>) -> anyhow::Res
     Ok(s)
 }
 
-/// Reads one response (head + Content-Length body) from `s`, buffering
+/// Consumes one chunked body (no trailers expected) from `buf` and `s`;
+/// returns its decoded length.
+pub(crate) async fn read_chunked<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut BytesMut,
+) -> anyhow::Result<usize> {
+    let mut total = 0usize;
+    loop {
+        // The size line.
+        let line_end = loop {
+            if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                break i;
+            }
+            if buf.len() > 1024 {
+                bail!("chunk size line too long");
+            }
+            buf.reserve(4096);
+            if s.read_buf(buf).await? == 0 {
+                bail!("connection closed inside a chunked body");
+            }
+        };
+        let size_text = std::str::from_utf8(&buf[..line_end])?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)?;
+        buf.advance(line_end + 2);
+        // The data and its CRLF (or, for the last chunk, the final CRLF).
+        let want = size + 2;
+        while buf.len() < want {
+            buf.reserve(want - buf.len());
+            if s.read_buf(buf).await? == 0 {
+                bail!("connection closed inside a chunked body");
+            }
+        }
+        buf.advance(want);
+        total += size;
+        if size == 0 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Reads one response (head + Content-Length or chunked body) from `s`, buffering
 /// extra bytes in `buf`. Returns the status, the body length and whether
 /// the server will close the connection after it (`Connection: close`, or
 /// HTTP/1.0 without `keep-alive`; tinyproxy answers that way).
@@ -107,13 +147,21 @@ pub(crate) async fn read_response<S: AsyncRead + Unpin>(
             match resp.parse(buf)? {
                 httparse::Status::Complete(n) => {
                     let status = resp.code.unwrap_or(0);
+                    let chunked = resp.headers.iter().any(|h| {
+                        h.name.eq_ignore_ascii_case("transfer-encoding")
+                            && h.value.eq_ignore_ascii_case(b"chunked")
+                    });
                     let len = resp
                         .headers
                         .iter()
                         .find(|h| h.name.eq_ignore_ascii_case("content-length"))
                         .and_then(|h| std::str::from_utf8(h.value).ok())
-                        .and_then(|v| v.trim().parse::<usize>().ok())
-                        .ok_or_else(|| anyhow!("response without Content-Length"))?;
+                        .and_then(|v| v.trim().parse::<usize>().ok());
+                    let len = match (len, chunked) {
+                        (Some(n), false) => Some(n),
+                        (None, true) => None,
+                        _ => bail!("response needs exactly one of Content-Length or chunked"),
+                    };
                     let conn = resp
                         .headers
                         .iter()
@@ -131,6 +179,10 @@ pub(crate) async fn read_response<S: AsyncRead + Unpin>(
         };
         if let Some((head_len, status, len, close)) = parsed {
             buf.advance(head_len);
+            let Some(len) = len else {
+                let n = read_chunked(s, buf).await?;
+                return Ok((status, n, close));
+            };
             // Consume the body: from the buffer first, then from the socket.
             let mut left = len;
             let take = left.min(buf.len());

@@ -27,6 +27,7 @@ mod client;
 mod dns;
 mod redis;
 mod server;
+mod sse;
 mod stats;
 mod tls;
 mod workload;
@@ -68,6 +69,35 @@ enum Command {
     Dns(DnsArgs),
     /// Redis GET or SET round trips per second (a Redis server at the target).
     Redis(RedisArgs),
+    /// Streamed chat completions over TLS: time to the first SSE event.
+    SseTtfb(SseArgs),
+}
+
+#[derive(Debug, Args)]
+struct SseArgs {
+    #[command(flatten)]
+    dest: Dest,
+    /// CA certificate(s) (PEM) trusted for the server certificate.
+    #[arg(long)]
+    ca: PathBuf,
+    /// TLS server name and `Host` header. Default: the target's host.
+    #[arg(long)]
+    sni: Option<String>,
+    /// Keep-alive connections, each a closed loop.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Duration of the measurement, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Request path.
+    #[arg(long, default_value = "/v1/chat/completions")]
+    path: String,
+    /// JSON body (must ask for a stream).
+    #[arg(
+        long,
+        default_value = r#"{"model":"bench-model","stream":true,"messages":[{"role":"user","content":"ping"}]}"#
+    )]
+    body: String,
 }
 
 #[derive(Debug, Args)]
@@ -328,6 +358,28 @@ fn main() -> anyhow::Result<()> {
                         path,
                         body: a.post_body.unwrap_or_default(),
                     }),
+                )
+                .await?;
+                println!("{r}");
+                Ok(())
+            }
+            Command::SseTtfb(a) => {
+                let host = a.dest.target.rsplit_once(':').map_or("", |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = a.sni.as_deref().unwrap_or(host).to_owned();
+                let tls = workload::TlsOpts {
+                    config: tls::client_config(&a.ca)?,
+                    name: tls::server_name(&name)?,
+                };
+                let r = sse::ttfb(
+                    &a.dest.target,
+                    &name,
+                    a.dest.proxy,
+                    tls,
+                    a.connections,
+                    a.seconds,
+                    &a.path,
+                    &a.body,
                 )
                 .await?;
                 println!("{r}");

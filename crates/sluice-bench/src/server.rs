@@ -146,11 +146,43 @@ async fn sink_conn(mut s: TcpStream) {
 /// The fixed JSON body every POST gets (GraphQL and MCP clients alike).
 const POST_BODY: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]},"data":{"viewer":{"login":"bench"}}}"#;
 
+/// A non-streamed chat completion (`POST .../chat/completions`).
+const CHAT_BODY: &str = r#"{"id":"cmpl-bench","object":"chat.completion","created":1,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"pong"},"finish_reason":"stop"}],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}"#;
+/// Pause between a streamed completion's first event and the rest.
+const STREAM_GAP: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Prebuilt responses: the default body size, and the POST answer.
 struct Responses {
     default_size: usize,
     default: Vec<u8>,
     post: Vec<u8>,
+    chat: Vec<u8>,
+}
+
+/// A streamed chat completion, as chunked SSE: the first event at once,
+/// the rest after [`STREAM_GAP`].
+async fn stream_chat<S: AsyncWrite + Unpin>(s: &mut S) -> std::io::Result<()> {
+    fn chunk(out: &mut Vec<u8>, data: &str) {
+        out.extend_from_slice(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes());
+    }
+    let mut first =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    chunk(&mut first, "data: {\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"po\"}}]}\n\n");
+    s.write_all(&first).await?;
+    s.flush().await?;
+    tokio::time::sleep(STREAM_GAP).await;
+    let mut rest = Vec::new();
+    chunk(&mut rest, "data: {\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ng\"},\"finish_reason\":\"stop\"}]}\n\n");
+    chunk(&mut rest, "data: {\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2}}\n\n");
+    chunk(&mut rest, "data: [DONE]\n\n");
+    rest.extend_from_slice(b"0\r\n\r\n");
+    s.write_all(&rest).await?;
+    s.flush().await
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 impl Responses {
@@ -160,10 +192,16 @@ impl Responses {
             POST_BODY.len()
         )
         .into_bytes();
+        let chat = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{CHAT_BODY}",
+            CHAT_BODY.len()
+        )
+        .into_bytes();
         Self {
             default_size,
             default: response(default_size, false),
             post,
+            chat,
         }
     }
 }
@@ -198,9 +236,10 @@ async fn http_conn<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, responses: Arc<R
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut req = httparse::Request::new(&mut headers);
-            let (head_len, size, close, body_len, post) = match req.parse(&buf) {
+            let (head_len, size, close, body_len, post, chat) = match req.parse(&buf) {
                 Ok(httparse::Status::Complete(n)) => {
                     let post = req.method == Some("POST");
+                    let chat = post && req.path.is_some_and(|p| p.ends_with("/chat/completions"));
                     let size = req
                         .path
                         .and_then(size_param)
@@ -218,7 +257,7 @@ async fn http_conn<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, responses: Arc<R
                                 .unwrap_or(0);
                         }
                     }
-                    (n, size, close, body_len, post)
+                    (n, size, close, body_len, post, chat)
                 }
                 Ok(httparse::Status::Partial) => break,
                 Err(_) => {
@@ -232,8 +271,13 @@ async fn http_conn<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, responses: Arc<R
             if buf.len() < head_len + body_len {
                 break;
             }
+            let stream = chat && contains(&buf[head_len..head_len + body_len], b"\"stream\":true");
             buf.advance(head_len + body_len);
-            let wrote = if post && !close {
+            let wrote = if stream && !close {
+                stream_chat(&mut s).await
+            } else if chat && !close {
+                s.write_all(&responses.chat).await
+            } else if post && !close {
                 s.write_all(&responses.post).await
             } else if size == responses.default_size && !close {
                 s.write_all(&responses.default).await

@@ -137,7 +137,7 @@ pub(crate) fn micros(d: Duration) -> u32 {
 }
 
 /// How a keep-alive connection is opened.
-trait Dialer: Send + Sync + 'static {
+pub(crate) trait Dialer: Send + Sync + 'static {
     type Stream: AsyncRead + AsyncWrite + Unpin + Send;
     fn dial(&self) -> impl Future<Output = anyhow::Result<Self::Stream>> + Send;
 }
@@ -169,13 +169,26 @@ pub(crate) struct TlsOpts {
 
 /// TLS, directly or inside a CONNECT tunnel; counts handshakes and the
 /// distinct leaf certificates presented.
-struct TlsDialer {
+pub(crate) struct TlsDialer {
     target: String,
     proxy: Option<SocketAddr>,
     connector: TlsConnector,
     name: ServerName<'static>,
     handshakes: AtomicU64,
     leaves: Mutex<HashSet<Vec<u8>>>,
+}
+
+impl TlsDialer {
+    pub(crate) fn new(target: &str, proxy: Option<SocketAddr>, tls: TlsOpts) -> Self {
+        Self {
+            target: target.to_owned(),
+            proxy,
+            connector: TlsConnector::from(tls.config),
+            name: tls.name,
+            handshakes: AtomicU64::new(0),
+            leaves: Mutex::new(HashSet::new()),
+        }
+    }
 }
 
 impl Dialer for TlsDialer {
@@ -285,14 +298,7 @@ pub(crate) async fn rps(
         ),
         None => format!("GET /?size={body_bytes} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n"),
     };
-    let dialer = Arc::new(TlsDialer {
-        target: target.to_owned(),
-        proxy,
-        connector: TlsConnector::from(tls.config),
-        name: tls.name,
-        handshakes: AtomicU64::new(0),
-        leaves: Mutex::new(HashSet::new()),
-    });
+    let dialer = Arc::new(TlsDialer::new(target, proxy, tls));
     let first = dialer.dial().await.context("first TLS connection")?;
     let (results, elapsed) = run_keepalive(
         Arc::clone(&dialer),
