@@ -371,15 +371,18 @@ fn main() -> anyhow::Result<()> {
                     config: tls::client_config(&a.ca)?,
                     name: tls::server_name(&name)?,
                 };
+                let req = sse::StreamRequest {
+                    host_header: &name,
+                    path: &a.path,
+                    body: &a.body,
+                };
                 let r = sse::ttfb(
                     &a.dest.target,
-                    &name,
                     a.dest.proxy,
                     tls,
                     a.connections,
                     a.seconds,
-                    &a.path,
-                    &a.body,
+                    &req,
                 )
                 .await?;
                 println!("{r}");

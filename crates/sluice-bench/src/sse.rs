@@ -20,18 +20,28 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest response head accepted.
 const MAX_HEAD: usize = 16 * 1024;
 
+/// The request each loop sends.
+pub(crate) struct StreamRequest<'a> {
+    pub(crate) host_header: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) body: &'a str,
+}
+
 /// Runs `connections` closed loops for `seconds`; the result's `p50_us` /
 /// `p99_us` are time-to-first-byte percentiles.
 pub(crate) async fn ttfb(
     target: &str,
-    host_header: &str,
     proxy: Option<std::net::SocketAddr>,
     tls: TlsOpts,
     connections: usize,
     seconds: f64,
-    path: &str,
-    body: &str,
+    req: &StreamRequest<'_>,
 ) -> anyhow::Result<String> {
+    let StreamRequest {
+        host_header,
+        path,
+        body,
+    } = req;
     if !(seconds.is_finite() && seconds > 0.0) {
         bail!("--seconds must be positive");
     }
@@ -50,7 +60,7 @@ pub(crate) async fn ttfb(
     let mut first = Some(first);
     for _ in 0..connections.max(1) {
         let (dialer, request, conn) = (Arc::clone(&dialer), Arc::clone(&request), first.take());
-        set.spawn(async move { ttfb_loop(&*dialer, conn, &request, deadline).await });
+        set.spawn(async move { ttfb_loop(&dialer, conn, &request, deadline).await });
     }
     let mut results = Vec::new();
     while let Some(r) = set.join_next().await {
