@@ -19,6 +19,7 @@ mod index;
 mod ips;
 mod l7;
 mod location;
+mod metadata;
 mod middleware;
 mod model;
 mod overlap;
