@@ -168,7 +168,8 @@ mod tests {
 
     #[test]
     fn value_tables() {
-        let cases: &[(fn(&str) -> bool, &str, bool)] = &[
+        type Check = fn(&str) -> bool;
+        let cases: &[(Check, &str, bool)] = &[
             (valid_email, "sa@proj.iam.gserviceaccount.com", true),
             (valid_email, "a+b@x", true),
             (valid_email, "no-at", false),

@@ -218,7 +218,7 @@ fn at_most_one_provider_per_kind() {
       OTHER: { env: GCP_TOKEN }
     endpoints: [ { host: storage.googleapis.com, port: 443 } ]
 ";
-    let e = load(&format!("{GCE}{second}")).err().expect("fails");
+    let e = load(&format!("{GCE}{second}")).expect_err("fails");
     let text = e.to_string();
     assert!(
         text.contains("m.yaml:20:15: `metadata: gce` is already served for provider `gcp`; at most one provider per kind"),
