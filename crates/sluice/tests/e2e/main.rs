@@ -14,6 +14,7 @@ mod credentials;
 mod harness;
 mod identity;
 mod l7;
+mod metadata;
 mod middleware;
 mod pipelining;
 mod postgres;
