@@ -271,7 +271,8 @@ mod tests {
 
     #[test]
     fn metadata_vars_point_at_the_loopbacks() {
-        let table: [(&[MetadataKind], &[(&str, &str)]); 4] = [
+        type Row<'a> = (&'a [MetadataKind], &'a [(&'a str, &'a str)]);
+        let table: [Row<'_>; 4] = [
             (&[], &[]),
             (
                 &[MetadataKind::Gce],
