@@ -329,3 +329,82 @@ network_policies: {}
     assert_eq!(r.value("gce"), "unset aws=unset", "{}", r.stderr);
     assert_eq!(r.value("curl"), "000", "nothing listens: {}", r.stderr);
 }
+
+/// The loopback reads the current policy per request: a reload that changes
+/// the project id is served at once, and one that removes `metadata` makes
+/// the service answer 503.
+#[test]
+fn metadata_follows_policy_reloads() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::Command;
+    let dir = TempDir::new("metadata-reload");
+    let policy = r#"version: 1
+network_policies:
+  gcs:
+    endpoints:
+      - { host: storage.googleapis.test, port: 443, protocol: rest, enforcement: enforce, access: full }
+    binaries:
+      - { path: "/**" }
+providers:
+  gcp:
+    metadata: gce
+    metadata_project_id: first-project
+    credentials:
+      GCP_ADC_ACCESS_TOKEN: { env: E2E_GCP_TOKEN }
+    endpoints: [ { host: storage.googleapis.test, port: 443 } ]
+"#;
+    let get = |key: &str| {
+        format!(
+            "echo {key}=$(curl -s -w ' %{{http_code}}' -H 'Metadata-Flavor: Google' \
+             http://127.0.0.1:8174/computeMetadata/v1/project/project-id)\n"
+        )
+    };
+    let script = format!(
+        "{}echo phase=reload1\nsleep 1.5\n{}echo phase=reload2\nsleep 1.5\n{}",
+        get("first"),
+        get("second"),
+        get("third")
+    );
+    let mut child = sluice_run(&dir, policy, &[], &script)
+        .env("E2E_GCP_TOKEN", GCP_TOKEN)
+        .spawn()
+        .expect("sluice run");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut seen = String::new();
+    let reload = |yaml: String| {
+        std::fs::write(dir.path("policy.yaml"), yaml).expect("new policy");
+        let _ = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status();
+    };
+    loop {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).expect("read") == 0 {
+            break;
+        }
+        seen.push_str(&line);
+        match line.trim() {
+            "phase=reload1" => reload(policy.replace("first-project", "second-project")),
+            "phase=reload2" => reload(
+                policy
+                    .replace("    metadata: gce\n", "")
+                    .replace("    metadata_project_id: second-project\n", "")
+                    .replace("    metadata_project_id: first-project\n", ""),
+            ),
+            _ => {}
+        }
+    }
+    let status = child.wait().expect("wait");
+    let mut stderr = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr);
+    let out = format!("{seen}\n{stderr}");
+    assert!(status.success(), "{out}");
+    assert!(seen.contains("first=first-project 200"), "{out}");
+    assert!(seen.contains("second=second-project 200"), "{out}");
+    assert!(seen.contains("third="), "{out}");
+    assert!(
+        seen.contains(" 503\n"),
+        "removed metadata answers 503: {out}"
+    );
+    assert!(!out.contains(GCP_TOKEN));
+}
