@@ -172,6 +172,16 @@ pub(crate) struct ProviderDto {
     #[serde(default)]
     pub(crate) endpoints: Vec<ProviderEndpointDto>,
     pub(crate) token_grant: Option<TokenGrantDto>,
+    /// `gce` | `aws`: the cloud metadata service `sluice run` serves for it.
+    pub(crate) metadata: Option<String>,
+    /// `gce`: the default service account's email (non-secret).
+    pub(crate) metadata_email: Option<String>,
+    /// `gce`: the project id (non-secret).
+    pub(crate) metadata_project_id: Option<String>,
+    /// `aws`: the instance profile's role name (non-secret).
+    pub(crate) metadata_role: Option<String>,
+    /// `aws`: the region (placement) the instance reports (non-secret).
+    pub(crate) metadata_region: Option<String>,
 }
 
 /// A secret source: exactly one of `env` / `file`.

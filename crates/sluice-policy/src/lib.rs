@@ -20,6 +20,7 @@ mod inference;
 mod ips;
 mod l7;
 mod location;
+mod metadata;
 mod middleware;
 mod model;
 mod overlap;

@@ -476,6 +476,70 @@ pub struct Provider {
     /// Non-empty.
     pub endpoints: Arc<[ProviderEndpoint]>,
     pub token_grant: Option<Arc<TokenGrant>>,
+    /// `metadata: gce | aws`: the metadata service `sluice run` serves for it.
+    pub metadata: Option<Metadata>,
+}
+
+/// The credential a `metadata: gce` provider must define: the default service
+/// account's access token.
+pub const GCE_TOKEN_CREDENTIAL: &str = "GCP_ADC_ACCESS_TOKEN";
+/// Credentials a `metadata: aws` provider must define.
+pub const AWS_ACCESS_KEY_CREDENTIAL: &str = "AWS_ACCESS_KEY_ID";
+/// See [`AWS_ACCESS_KEY_CREDENTIAL`].
+pub const AWS_SECRET_KEY_CREDENTIAL: &str = "AWS_SECRET_ACCESS_KEY";
+/// Optional for a `metadata: aws` provider (its placeholder is handed out anyway).
+pub const AWS_SESSION_TOKEN_CREDENTIAL: &str = "AWS_SESSION_TOKEN";
+/// `metadata_email` when not given (a reserved, non-routable domain).
+pub const DEFAULT_METADATA_EMAIL: &str = "sandbox@sluice.invalid";
+/// `metadata_role` when not given.
+pub const DEFAULT_METADATA_ROLE: &str = "sluice";
+
+/// Which metadata service a provider is served through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MetadataKind {
+    /// A GCE metadata server subset (`Metadata-Flavor: Google`).
+    Gce,
+    /// An AWS IMDSv2 subset.
+    Aws,
+}
+
+impl MetadataKind {
+    /// The policy spelling.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gce => "gce",
+            Self::Aws => "aws",
+        }
+    }
+}
+
+/// `providers.<key>.metadata` and its non-secret values. The services hand out
+/// placeholders only; the values here are not secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Metadata {
+    Gce {
+        /// `metadata_email` (default [`DEFAULT_METADATA_EMAIL`]).
+        email: Arc<str>,
+        /// `metadata_project_id`; `project/project-id` is 404 without it.
+        project_id: Option<Arc<str>>,
+    },
+    Aws {
+        /// `metadata_role` (default [`DEFAULT_METADATA_ROLE`]).
+        role: Arc<str>,
+        /// `metadata_region`; the placement paths are 404 without it.
+        region: Option<Arc<str>>,
+    },
+}
+
+impl Metadata {
+    #[must_use]
+    pub fn kind(&self) -> MetadataKind {
+        match self {
+            Self::Gce { .. } => MetadataKind::Gce,
+            Self::Aws { .. } => MetadataKind::Aws,
+        }
+    }
 }
 
 impl Provider {

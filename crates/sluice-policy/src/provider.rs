@@ -14,6 +14,7 @@ use crate::endpoint::{compile_path_glob, compile_ports};
 use crate::error::Ctx;
 use crate::host::{parse_host, parse_ip_literal};
 use crate::location::{join, join_idx};
+use crate::metadata::compile_metadata;
 use crate::model::{
     Credential, Endpoint, GrantKind, Protocol, Provider, ProviderEndpoint, ProviderId, TlsMode,
     TokenGrant, TokenStyle, DEFAULT_CLIENT_ASSERTION_TYPE, DEFAULT_TOKEN_GRANT_TIMEOUT_SECS,
@@ -474,6 +475,7 @@ pub(crate) fn compile_providers(
 ) -> Vec<Provider> {
     let mut out = Vec::with_capacity(dto.len());
     let mut seen: HashMap<&str, &str> = HashMap::new();
+    let mut metadata_kinds = BTreeMap::new();
     for (key, p) in dto {
         let path = join("providers", key);
         let before = ctx.errors.len();
@@ -532,6 +534,7 @@ pub(crate) fn compile_providers(
             .token_grant
             .as_ref()
             .and_then(|t| compile_token_grant(ctx, &join(&path, "token_grant"), t, secrets));
+        let metadata = compile_metadata(ctx, key, &path, p, &mut metadata_kinds);
         if ctx.errors.len() == before {
             out.push(Provider {
                 id,
@@ -539,6 +542,7 @@ pub(crate) fn compile_providers(
                 credentials: credentials.into(),
                 endpoints: eps.into(),
                 token_grant: token_grant.map(Arc::new),
+                metadata,
             });
         }
     }

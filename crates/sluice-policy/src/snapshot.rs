@@ -200,6 +200,21 @@ impl PolicySnapshot {
             .filter(move |p| p.token_grant.is_some() && p.binds(host, port, path))
     }
 
+    /// The provider served through the `kind` metadata service, if any (at
+    /// most one per kind; validation guarantees it).
+    #[must_use]
+    pub fn metadata(
+        &self,
+        kind: crate::model::MetadataKind,
+    ) -> Option<(&Provider, &crate::model::Metadata)> {
+        self.providers.iter().find_map(|p| {
+            p.metadata
+                .as_ref()
+                .filter(|m| m.kind() == kind)
+                .map(|m| (p, m))
+        })
+    }
+
     /// True when any provider defines credentials (placeholders can be
     /// resolved, so the leftover-marker body backstop applies).
     #[must_use]

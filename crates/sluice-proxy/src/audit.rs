@@ -731,6 +731,41 @@ impl Audit {
         );
     }
 
+    /// One request to a metadata loopback (`service`: `gce` | `aws`), served
+    /// inside the sandbox: the query-free path and the answer. Allowed when it
+    /// was answered `2xx`. The body (placeholders only) is never recorded.
+    #[allow(clippy::too_many_arguments)]
+    pub fn metadata_request(
+        &self,
+        client: SocketAddr,
+        local: SocketAddr,
+        service: &str,
+        method: &str,
+        path: &str,
+        status: u16,
+        reason: &str,
+        generation: u64,
+    ) {
+        let path = redact_path(&sluice_policy::placeholder::scrub(path));
+        let method: String = method.chars().take(16).collect();
+        let host = local.ip().to_string();
+        let e = OcsfEvent::new(EventClass::HttpActivity, Activity::Other)
+            .src_endpoint(client.ip(), client.port())
+            .dst_endpoint(&host, local.port())
+            .policy_generation(generation)
+            .firewall_rule(format!("metadata-{service}"), "metadata")
+            .http_request(method.as_str(), "http", host.as_str(), &path, local.port())
+            .http_status(status)
+            .message(format!("METADATA {service} {method} {path} -> {status}"))
+            .unmapped("metadata.service", service.into());
+        let e = if (200..300).contains(&status) {
+            allowed(e)
+        } else {
+            denied(e).severity(Severity::Low).status_detail(reason)
+        };
+        self.sink.emit(&e);
+    }
+
     /// A client message refused before policy (bad head, bad target, scheme).
     pub fn request_rejected(
         &self,

@@ -6,6 +6,7 @@ mod connect;
 mod forward_http;
 mod inference;
 mod listener;
+pub mod metadata;
 pub mod policy_dns;
 mod shared;
 
@@ -13,6 +14,7 @@ mod transparent;
 mod tunnel;
 
 pub use listener::{HttpProxyListener, Listener, PolicyDnsListener};
+pub use metadata::MetadataListener;
 pub use shared::Limits;
 pub use shared::Shared;
 pub use transparent::{OriginalDst, TransparentListener};

@@ -201,10 +201,14 @@ pub(crate) fn prepare(
         middleware: Arc::new(MiddlewareRuntime::builtin_only()),
     };
     let generation = loaded.snapshot.generation();
+    // A provider served by the metadata loopback hands its placeholders out
+    // there, as a cloud instance does: its names are not exported as
+    // variables (SDKs would read those first and never ask the loopback).
     let credential_names = loaded
         .snapshot
         .providers()
         .iter()
+        .filter(|p| p.metadata.is_none())
         .flat_map(|p| p.credentials.iter().map(|c| c.name.to_string()))
         .collect();
     let secret_sources = loaded.secret_sources;

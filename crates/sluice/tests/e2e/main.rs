@@ -15,6 +15,7 @@ mod harness;
 mod identity;
 mod inference;
 mod l7;
+mod metadata;
 mod middleware;
 mod pipelining;
 mod postgres;

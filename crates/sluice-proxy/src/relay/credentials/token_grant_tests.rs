@@ -221,6 +221,7 @@ fn provider(grant: TokenGrant) -> Provider {
         credentials: Arc::from([]),
         endpoints: Arc::from([]),
         token_grant: Some(Arc::new(grant)),
+        metadata: None,
     }
 }
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
 
-use sluice_policy::SecretSources;
+use sluice_policy::{MetadataKind, SecretSources};
 use sluice_proxy::relay::tls::{TrustFiles, JAVA_TRUST_STORE_PASSWORD};
 use sluice_sandbox::confine::SandboxUser;
 
@@ -101,14 +101,42 @@ fn java_tool_options(caller: Option<&OsStr>, proxy: SocketAddr, trust: &TrustFil
     }
 }
 
+/// The variables that point CMD's cloud SDKs at the metadata loopbacks
+/// (`sluice_proxy::adapter::metadata`), one set per service the run serves.
+pub(super) fn metadata_vars(kinds: &[MetadataKind]) -> Vec<(OsString, OsString)> {
+    use sluice_proxy::adapter::metadata::{GCE_ADDR, IMDS_ADDR};
+    let mut out: Vec<(OsString, OsString)> = Vec::new();
+    for kind in kinds {
+        match kind {
+            MetadataKind::Gce => {
+                out.push(("GCE_METADATA_HOST".into(), GCE_ADDR.to_string().into()));
+                out.push(("GCE_METADATA_IP".into(), GCE_ADDR.to_string().into()));
+                out.push(("METADATA_SERVER_DETECTION".into(), "assume-present".into()));
+            }
+            MetadataKind::Aws => {
+                out.push((
+                    "AWS_EC2_METADATA_SERVICE_ENDPOINT".into(),
+                    format!("http://{IMDS_ADDR}/").into(),
+                ));
+                out.push((
+                    "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE".into(),
+                    "IPv4".into(),
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// `inherited` plus sluice's variables (each replaces a caller's variable of the
-/// same name): proxy, CA trust (also for Java and npm), placeholders, and
-/// HOME/USER/LOGNAME of CMD's user.
+/// same name): proxy, CA trust (also for Java and npm), placeholders, the
+/// metadata loopbacks' variables (`metadata`), and HOME/USER/LOGNAME of CMD's user.
 pub(super) fn complete(
     mut env: Vec<(OsString, OsString)>,
     proxy: SocketAddr,
     trust: &TrustFiles,
     placeholders: &[(String, String)],
+    metadata: &[(OsString, OsString)],
     user: &SandboxUser,
 ) -> Vec<(OsString, OsString)> {
     let bundle: &Path = &trust.bundle;
@@ -136,6 +164,7 @@ pub(super) fn complete(
     for (name, placeholder) in placeholders {
         ours.push((name.into(), placeholder.into()));
     }
+    ours.extend(metadata.iter().cloned());
     if let Some(name) = &user.name {
         ours.push(("USER".into(), name.into()));
         ours.push(("LOGNAME".into(), name.into()));
@@ -233,6 +262,7 @@ mod tests {
                 "GITHUB_TOKEN".into(),
                 "sluice:resolve:env:GITHUB_TOKEN".into(),
             )],
+            &[],
             &user,
         );
         assert_eq!(get(&env, "https_proxy"), Some("http://10.200.0.1:3128"));
@@ -257,6 +287,92 @@ mod tests {
         assert!(!env
             .iter()
             .any(|(_, v)| v.to_string_lossy().contains("ghp_realSECRETvalue")));
+        for k in [
+            "GCE_METADATA_HOST",
+            "GCE_METADATA_IP",
+            "METADATA_SERVER_DETECTION",
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE",
+        ] {
+            assert_eq!(get(&env, k), None, "{k} without metadata providers");
+        }
+    }
+
+    #[test]
+    fn metadata_vars_point_at_the_loopbacks() {
+        type Row<'a> = (&'a [MetadataKind], &'a [(&'a str, &'a str)]);
+        let table: [Row<'_>; 4] = [
+            (&[], &[]),
+            (
+                &[MetadataKind::Gce],
+                &[
+                    ("GCE_METADATA_HOST", "127.0.0.1:8174"),
+                    ("GCE_METADATA_IP", "127.0.0.1:8174"),
+                    ("METADATA_SERVER_DETECTION", "assume-present"),
+                ],
+            ),
+            (
+                &[MetadataKind::Aws],
+                &[
+                    (
+                        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+                        "http://127.0.0.1:8175/",
+                    ),
+                    ("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "IPv4"),
+                ],
+            ),
+            (
+                &[MetadataKind::Gce, MetadataKind::Aws],
+                &[
+                    ("GCE_METADATA_HOST", "127.0.0.1:8174"),
+                    ("GCE_METADATA_IP", "127.0.0.1:8174"),
+                    ("METADATA_SERVER_DETECTION", "assume-present"),
+                    (
+                        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+                        "http://127.0.0.1:8175/",
+                    ),
+                    ("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "IPv4"),
+                ],
+            ),
+        ];
+        for (kinds, want) in table {
+            let got = metadata_vars(kinds);
+            let got: Vec<(&str, &str)> = got
+                .iter()
+                .filter_map(|(k, v)| Some((k.to_str()?, v.to_str()?)))
+                .collect();
+            assert_eq!(got, want, "{kinds:?}");
+        }
+        // They replace a caller's own value.
+        let trust = TrustFiles {
+            bundle: "/b".into(),
+            cert_dir: "/c".into(),
+            java_trust_store: "/j".into(),
+        };
+        let user = SandboxUser {
+            name: None,
+            uid: 65534,
+            gid: 65534,
+            groups: vec![],
+            home: None,
+        };
+        let caller = vec![(
+            OsString::from("GCE_METADATA_HOST"),
+            OsString::from("169.254.169.254"),
+        )];
+        let env = complete(
+            caller,
+            "10.200.0.1:3128".parse().unwrap(),
+            &trust,
+            &[],
+            &metadata_vars(&[MetadataKind::Gce]),
+            &user,
+        );
+        assert_eq!(get(&env, "GCE_METADATA_HOST"), Some("127.0.0.1:8174"));
+        assert_eq!(
+            env.iter().filter(|(k, _)| k == "GCE_METADATA_HOST").count(),
+            1
+        );
     }
 
     #[test]

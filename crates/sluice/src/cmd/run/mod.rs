@@ -34,10 +34,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use sluice_policy::MetadataKind;
 use sluice_proxy::adapter::policy_dns::eligible::TransparentMode;
 use sluice_proxy::adapter::policy_dns::synthetic::{MappingTable, DEFAULT_CAPACITY};
 use sluice_proxy::adapter::policy_dns::{PolicyDns, QueryObserver, RefusedQuery, Synthetic};
-use sluice_proxy::adapter::{Listener, OriginalDst, PolicyDnsListener, TransparentListener};
+use sluice_proxy::adapter::{
+    Listener, MetadataListener, OriginalDst, PolicyDnsListener, TransparentListener,
+};
 use sluice_proxy::audit::Audit;
 use sluice_proxy::policy_store::PolicyStore;
 use sluice_proxy::relay::tls::{write_trust_files, TrustFiles};
@@ -170,6 +173,12 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let metadata_kinds = metadata_kinds(&store);
+    for kind in &metadata_kinds {
+        let listener = metadata_listener(&runtime, &netns, *kind, &store, &audit)
+            .context("starting the metadata loopback (CMD was not started)")?;
+        listeners.push(listener);
+    }
     let dns = policy_dns(
         &runtime,
         dns_addr,
@@ -206,7 +215,14 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("starting the bypass monitor (CMD was not started)")?
     };
 
-    let env = env::complete(inherited, proxy_addr, &trust, &placeholders, &user);
+    let env = env::complete(
+        inherited,
+        proxy_addr,
+        &trust,
+        &placeholders,
+        &env::metadata_vars(&metadata_kinds),
+        &user,
+    );
     let env = env::with_inference(env, !store.snapshot().inference_routes().is_empty());
     let spec = InitSpec {
         uid: user.uid,
@@ -351,6 +367,49 @@ fn transparent_capture(
         Box::new(TransparentListener::new(sockets, synthetic, original_dst)),
         capture,
     ))
+}
+
+/// The metadata services the loaded policy asks for (`providers.*.metadata`),
+/// started with the run; a reload can change their values or remove them (then
+/// they answer 404/503), not add a service.
+fn metadata_kinds(store: &PolicyStore) -> Vec<MetadataKind> {
+    let snapshot = store.snapshot();
+    [MetadataKind::Gce, MetadataKind::Aws]
+        .into_iter()
+        .filter(|k| snapshot.metadata(*k).is_some())
+        .collect()
+}
+
+/// The metadata loopback of `kind` on the sandbox namespace's loopback
+/// (`127.0.0.1:8174` for gce, `127.0.0.1:8175` for aws), never on the host.
+fn metadata_listener(
+    runtime: &tokio::runtime::Runtime,
+    netns: &SandboxNetns,
+    kind: MetadataKind,
+    store: &Arc<PolicyStore>,
+    audit: &Audit,
+) -> anyhow::Result<Box<dyn Listener>> {
+    use sluice_proxy::adapter::metadata::{GCE_ADDR, IMDS_ADDR};
+    let addr = match kind {
+        MetadataKind::Gce => GCE_ADDR,
+        MetadataKind::Aws => IMDS_ADDR,
+    };
+    let socket =
+        sluice_sandbox::transparent::bind_in_netns(&netns.ns_path(), addr).with_context(|| {
+            format!(
+                "binding {addr} for `metadata: {}` in the sandbox",
+                kind.as_str()
+            )
+        })?;
+    let _enter = runtime.enter();
+    let socket = tokio::net::TcpListener::from_std(socket)?;
+    tracing::info!(%addr, service = kind.as_str(), "Metadata loopback listening in the sandbox");
+    Ok(Box::new(MetadataListener::new(
+        kind,
+        socket,
+        Arc::clone(store),
+        audit.clone(),
+    )))
 }
 
 /// A synthetic pool must not cover the run's own addresses or loopback.
