@@ -5,6 +5,7 @@
 mod body;
 mod inject;
 mod prepare;
+mod sigv4;
 pub(crate) mod token_grant;
 
 /// Resolve placeholders in a WebSocket text message (same binding rules as
