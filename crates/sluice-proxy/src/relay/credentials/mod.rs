@@ -5,6 +5,7 @@
 mod body;
 mod inject;
 mod prepare;
+mod resign;
 mod sigv4;
 pub(crate) mod token_grant;
 

@@ -59,7 +59,18 @@ impl CredentialScope {
         ) else {
             return Err(SigV4Error::Malformed("credential scope"));
         };
-        if term != "aws4_request" || akid.is_empty() || date.len() != 8 {
+        let name = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        };
+        let ok = term == "aws4_request"
+            && !akid.is_empty()
+            && date.len() == 8
+            && date.bytes().all(|c| c.is_ascii_digit())
+            && name(region)
+            && name(service);
+        if !ok {
             return Err(SigV4Error::Malformed("credential scope"));
         }
         Ok(Self {
@@ -137,14 +148,6 @@ impl ClientSignature {
                 })
             }
             (None, false) => Ok(Self::None),
-        }
-    }
-
-    /// The client's credential scope, if it signed.
-    pub(crate) fn scope(&self) -> Option<&CredentialScope> {
-        match self {
-            Self::None => None,
-            Self::Header { scope, .. } | Self::Query { scope, .. } => Some(scope),
         }
     }
 }
@@ -252,9 +255,8 @@ fn hex(bytes: &[u8]) -> String {
 
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length: `new_from_slice` cannot fail for it.
-    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
-        Ok(m) => m,
-        Err(_) => unreachable!("HMAC takes keys of any length"),
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        unreachable!("HMAC takes keys of any length")
     };
     mac.update(data);
     mac.finalize().into_bytes().into()
@@ -347,7 +349,12 @@ impl Signer<'_> {
             .filter(|n| !matches!(n.as_str(), "authorization") && present(n))
             .cloned()
             .collect();
-        for n in ["host", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token"] {
+        for n in [
+            "host",
+            "x-amz-date",
+            "x-amz-content-sha256",
+            "x-amz-security-token",
+        ] {
             if present(n) {
                 names.push(n.to_owned());
             }
@@ -371,12 +378,13 @@ impl Signer<'_> {
         added
     }
 
-    /// Query form (a presigned URL). `query` is the client's raw query;
-    /// `headers` the wire fields; `signed_headers` the client's
-    /// `X-Amz-SignedHeaders`. Returns the new raw query: the client's
-    /// parameters in their order with `X-Amz-Credential` replaced,
-    /// `X-Amz-Security-Token` set or dropped, `X-Amz-Signature` recomputed
-    /// (last). The payload is `UNSIGNED-PAYLOAD`.
+    /// Query form (a presigned URL). `query` is the client's raw query
+    /// without its credential, token and signature
+    /// ([`strip_presigned_fields`]); `headers` the wire fields;
+    /// `signed_headers` the client's `X-Amz-SignedHeaders`. Returns the new
+    /// raw query: the client's parameters in their order, then
+    /// `X-Amz-Credential`, `X-Amz-Security-Token` (only with a real token)
+    /// and `X-Amz-Signature`. The payload is `UNSIGNED-PAYLOAD`.
     pub(crate) fn presign_query(
         &self,
         method: &str,
@@ -385,23 +393,15 @@ impl Signer<'_> {
         headers: &[(String, Vec<u8>)],
         signed_headers: &[String],
     ) -> String {
-        let mut parts: Vec<String> = Vec::new();
-        for part in query.split('&').filter(|p| !p.is_empty()) {
-            let key = part.split_once('=').map_or(part, |(k, _)| k);
-            let decoded = percent_decode(key);
-            let is = |name: &str| decoded.eq_ignore_ascii_case(name.as_bytes());
-            if is("X-Amz-Signature") || is("X-Amz-Security-Token") {
-                continue;
-            }
-            if is("X-Amz-Credential") {
-                parts.push(format!(
-                    "X-Amz-Credential={}",
-                    uri_encode(self.credential().as_bytes(), true)
-                ));
-            } else {
-                parts.push(part.to_owned());
-            }
-        }
+        let mut parts: Vec<String> = strip_presigned_fields(query)
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect();
+        parts.push(format!(
+            "X-Amz-Credential={}",
+            uri_encode(self.credential().as_bytes(), true)
+        ));
         if let Some(t) = self.keys.session_token {
             parts.push(format!(
                 "X-Amz-Security-Token={}",
@@ -420,6 +420,26 @@ impl Signer<'_> {
         );
         format!("{unsigned}&X-Amz-Signature={}", self.signature(&cr))
     }
+}
+
+/// A raw query without the presigned fields a re-signer replaces
+/// (`X-Amz-Credential`, `X-Amz-Security-Token`, `X-Amz-Signature`, any
+/// spelling); the other parameters as they were, in their order.
+pub(crate) fn strip_presigned_fields(query: &str) -> String {
+    const REPLACED: [&[u8]; 3] = [
+        b"x-amz-credential",
+        b"x-amz-security-token",
+        b"x-amz-signature",
+    ];
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|part| {
+            let key = part.split_once('=').map_or(*part, |(k, _)| k);
+            let decoded = percent_decode(key);
+            !part.is_empty() && !REPLACED.iter().any(|r| decoded.eq_ignore_ascii_case(r))
+        })
+        .collect();
+    kept.join("&")
 }
 
 /// `path?query` split at the first `?`.

@@ -4,6 +4,8 @@
 
 use super::*;
 
+type Headers = Vec<(String, Vec<u8>)>;
+
 const SUITE_KEY: &str = "AKIDEXAMPLE";
 const SUITE_SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
 const SUITE_DATE: &str = "20150830T123600Z";
@@ -41,8 +43,17 @@ fn field<'a>(fields: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
 #[test]
 fn aws_test_suite_vectors() {
     let form_hash = sha256_hex(b"Param1=value1");
-    // (case, method, origin, headers, signed, payload hash, signature)
-    let cases: &[(&str, &str, &str, Vec<(String, Vec<u8>)>, &str, &str, &str)] = &[
+    /// (case, method, origin, headers, signed, payload hash, signature)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Headers,
+        &'a str,
+        &'a str,
+        &'a str,
+    );
+    let cases: &[Case<'_>] = &[
         (
             "get-vanilla",
             "GET",
@@ -151,7 +162,7 @@ fn s3_presigned_example() {
     let q = signer.presign_query("GET", "/test.txt", client, &headers, &signed_headers);
     assert_eq!(
         q,
-        "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
+        "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
     );
     // With a real session token it is set (and signed), never the placeholder.
     let with_token = Signer {
@@ -167,6 +178,14 @@ fn s3_presigned_example() {
         "{q}"
     );
     assert!(!q.contains("sluice"), "{q}");
+    assert_eq!(
+        strip_presigned_fields(client),
+        "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host"
+    );
+    assert_eq!(
+        strip_presigned_fields("x-amz-signature=1&a=b&X-Amz-Credential"),
+        "a=b"
+    );
 }
 
 #[test]
@@ -238,10 +257,7 @@ fn canonical_query_table() {
     for (q, want) in cases {
         assert_eq!(canonical_query(*q, false), *want, "{q:?}");
     }
-    assert_eq!(
-        canonical_query(Some("X-Amz-Signature=ab&a=1"), true),
-        "a=1"
-    );
+    assert_eq!(canonical_query(Some("X-Amz-Signature=ab&a=1"), true), "a=1");
 }
 
 #[test]
@@ -310,7 +326,10 @@ fn detect_table() {
             assert_eq!(scope.access_key_id, "sluice:resolve:env:AWS_ACCESS_KEY_ID");
             assert_eq!(scope.region, "eu-west-1");
             assert_eq!(scope.service, "s3");
-            assert_eq!(signed_headers, names("host;x-amz-content-sha256;x-amz-date"));
+            assert_eq!(
+                signed_headers,
+                names("host;x-amz-content-sha256;x-amz-date")
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -330,6 +349,8 @@ fn detect_table() {
         "AWS4-HMAC-SHA256 Credential=k/20240101/r/s/aws4_request, SignedHeaders=, Signature=x",
         "AWS4-HMAC-SHA256 Credential=k/20240101/r/s/aws4_request, SignedHeaders=host, Bogus=1",
         "AWS4-HMAC-SHA256 garbage",
+        "AWS4-HMAC-SHA256 Credential=k/20240101/r r/s/aws4_request, SignedHeaders=host, Signature=x",
+        "AWS4-HMAC-SHA256 Credential=k/2024010x/r/s/aws4_request, SignedHeaders=host, Signature=x",
     ] {
         assert!(
             matches!(
