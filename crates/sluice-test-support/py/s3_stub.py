@@ -10,7 +10,8 @@ the real secret by botocore (S3SigV4Auth / S3SigV4QueryAuth, timestamp from
 X-Amz-Date); a mismatch, an unknown access key id or a payload hash that is
 not the body's is answered 403 SignatureDoesNotMatch. Otherwise:
 GET /BUCKET?list-type=2 lists the bucket, PUT /BUCKET/KEY stores an object,
-GET /BUCKET/KEY returns it. Every request is appended to RECORD as one JSON
+GET /BUCKET/KEY returns it; a POST (another service, e.g. STS, whose body
+is hashed into the signature) gets a GetCallerIdentity answer. Every request is appended to RECORD as one JSON
 line (method, path, header names, access key id, session token, payload
 mode, whether the signature verified).
 """
@@ -22,7 +23,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
+from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
@@ -104,7 +105,7 @@ def verify(method, raw_path, headers, body):
         signed, given = auth["signed"], auth["signature"]
         timestamp = headers.get("x-amz-date", "")
         url = "https://%s%s" % (host, raw_path)
-        auth_cls = S3SigV4Auth
+        auth_cls = S3SigV4Auth if service == "s3" else SigV4Auth
         token = headers.get("x-amz-security-token")
         claimed = headers.get("x-amz-content-sha256", "")
         if len(claimed) == 64 and claimed != hashlib.sha256(body).hexdigest():
@@ -164,11 +165,22 @@ class Handler(BaseHTTPRequestHandler):
             "access_key_id": akid,
             "session_token": token,
             "payload": headers.get("x-amz-content-sha256"),
+        "host": headers.get("host"),
+        "body_length": len(body),
             "verified": ok,
             "why": why,
         })
         if not ok:
             self.reply(403, b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SignatureDoesNotMatch</Code><Message>%s</Message></Error>" % why.encode())
+            return
+        if self.command == "POST":
+            xml = (
+                '<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+                "<GetCallerIdentityResult><Arn>arn:aws:iam::123456789012:user/stub</Arn>"
+                "<UserId>STUB</UserId><Account>123456789012</Account></GetCallerIdentityResult>"
+                "<ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></GetCallerIdentityResponse>"
+            )
+            self.reply(200, xml.encode(), "text/xml")
             return
         parts = path.lstrip("/").split("/", 1)
         bucket, key = parts[0], (parts[1] if len(parts) > 1 else "")

@@ -31,6 +31,14 @@ network_policies:
         access: full
         credential_signing: sigv4
         signing_service: s3
+      - host: sts.test
+        port: 443
+        protocol: rest
+        enforcement: enforce
+        access: full
+        credential_signing: sigv4
+        signing_service: sts
+        signing_region: us-east-1
       - host: other.test
         port: 443
         protocol: rest
@@ -45,6 +53,7 @@ providers:
     endpoints:
       - {{ host: s3.test, port: 443, path: /bucket }}
       - {{ host: s3.test, port: 443, path: "/bucket/**" }}
+      - {{ host: sts.test, port: 443 }}
 "#,
         me = me.display()
     )
@@ -60,7 +69,7 @@ struct Setup {
 fn setup(tag: &str, with_token: bool) -> Setup {
     let dir = TempDir::new(tag);
     let ns = Netns::new();
-    let pki = test_pki(&dir, "upstream", &["s3.test", "other.test"]);
+    let pki = test_pki(&dir, "upstream", &["s3.test", "sts.test", "other.test"]);
     let keys = dir.path("keys.json");
     std::fs::write(
         &keys,
@@ -80,7 +89,7 @@ fn setup(tag: &str, with_token: bool) -> Setup {
         "--upstream-ca".into(),
         pki.ca.display().to_string(),
     ];
-    for name in ["s3.test", "other.test"] {
+    for name in ["s3.test", "sts.test", "other.test"] {
         args.extend(["--add-host".to_owned(), format!("{name}={}", ns.ns_ip)]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -147,6 +156,10 @@ attempt("get", lambda: c.get_object(Bucket="bucket", Key="dir/hello.txt")["Body"
 url = c.generate_presigned_url("get_object", Params={"Bucket": "bucket", "Key": "dir/hello.txt"}, ExpiresIn=300)
 r = requests.get(url, proxies={"https": proxy}, verify=bundle)
 print("presigned", r.status_code, r.text)
+# Another service: a form body without x-amz-content-sha256, hashed by sluice.
+sts = boto3.client("sts", endpoint_url="https://sts.test", region_name="us-east-1", verify=bundle,
+                   config=Config(retries={"max_attempts": 1}, proxies={"https": proxy}))
+attempt("sts", lambda: sts.get_caller_identity()["Account"])
 # A bucket the provider is not bound to (path), on the signing endpoint.
 attempt("unbound-path", lambda: c.list_objects_v2(Bucket="elsewhere").get("KeyCount"))
 # An endpoint that does not sign, where the provider is not bound.
@@ -188,6 +201,7 @@ fn check(tag: &str, with_token: bool) {
         "list ok ['dir/hello.txt']",
         "get ok hello sigv4",
         "presigned 200 hello sigv4",
+        "sts ok 123456789012",
         // botocore reads no S3 error code from a JSON body: the status twice.
         "unbound-path error 403 403",
         // A non-signing endpoint gets the generic injection: the key id is
@@ -223,6 +237,7 @@ fn check(tag: &str, with_token: bool) {
             ("GET", "/bucket"),
             ("GET", "/bucket/dir/hello.txt"),
             ("GET", "/bucket/dir/hello.txt"),
+            ("POST", "/"),
         ],
         "{seen:#?}"
     );
@@ -240,6 +255,9 @@ fn check(tag: &str, with_token: bool) {
             .is_some_and(|p| !p.starts_with("STREAMING-AWS4")),
         "{put}"
     );
+    // STS: the body was hashed into the signature (no payload header sent).
+    assert_eq!(seen[5]["payload"], serde_json::Value::Null, "{:?}", seen[5]);
+    assert!(seen[5]["body_length"].as_u64().unwrap_or(0) > 0, "{:?}", seen[5]);
     // The presigned GET went with its query form.
     assert!(
         seen[4]["query_keys"]
