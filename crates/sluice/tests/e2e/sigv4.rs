@@ -184,7 +184,10 @@ fn run_client(s: &Setup) -> Vec<String> {
     Python::inline(CLIENT)
         .args([s.sluice.proxy_url().as_str(), s.bundle.to_str().unwrap()])
         .env("AWS_ACCESS_KEY_ID", "sluice:resolve:env:AWS_ACCESS_KEY_ID")
-        .env("AWS_SECRET_ACCESS_KEY", "sluice:resolve:env:AWS_SECRET_ACCESS_KEY")
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            "sluice:resolve:env:AWS_SECRET_ACCESS_KEY",
+        )
         .env("AWS_SESSION_TOKEN", "sluice:resolve:env:AWS_SESSION_TOKEN")
         .env("AWS_CONFIG_FILE", "/nonexistent")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
@@ -257,7 +260,11 @@ fn check(tag: &str, with_token: bool) {
     );
     // STS: the body was hashed into the signature (no payload header sent).
     assert_eq!(seen[5]["payload"], serde_json::Value::Null, "{:?}", seen[5]);
-    assert!(seen[5]["body_length"].as_u64().unwrap_or(0) > 0, "{:?}", seen[5]);
+    assert!(
+        seen[5]["body_length"].as_u64().unwrap_or(0) > 0,
+        "{:?}",
+        seen[5]
+    );
     // The presigned GET went with its query form.
     assert!(
         seen[4]["query_keys"]
@@ -268,7 +275,8 @@ fn check(tag: &str, with_token: bool) {
         seen[4]
     );
 
-    s.sluice.wait_event("Credential signing refused for s3.test:443");
+    s.sluice
+        .wait_event("Credential signing refused for s3.test:443");
     s.sluice
         .wait_event("Credential use denied: credential is not authorized for other.test:443");
     let events = std::fs::read_to_string(&s.sluice.audit).unwrap();
