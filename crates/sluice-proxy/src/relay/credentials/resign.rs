@@ -444,3 +444,82 @@ fn refusal(
         .credential_signing_refused(decision, provider, code, &detail);
     Refusal::json(status, code, &detail)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resign(signing: CredentialSigning, service: &str) -> Resign {
+        Resign {
+            provider: Arc::from("aws"),
+            keys: ProviderKeys {
+                access_key_id: Secret::new("AKID"),
+                secret_access_key: Secret::new("SECRET"),
+                session_token: None,
+            },
+            signing,
+            region: "us-east-1".into(),
+            service: service.into(),
+            form: Form::Header {
+                signed_headers: vec!["host".into()],
+                payload: PayloadHash::Missing,
+            },
+            headers: Vec::new(),
+            query: None,
+        }
+    }
+
+    fn head(framing: &str) -> RequestHead {
+        let raw = format!("POST /x HTTP/1.1\r\nHost: h.test\r\n{framing}\r\n");
+        RequestHead::parse(raw.as_bytes()).expect("head")
+    }
+
+    /// The payload hash of a request without `x-amz-content-sha256`, by
+    /// mode, service and framing.
+    #[test]
+    fn payload_choice_table() {
+        use CredentialSigning::{Sigv4, Sigv4Body, Sigv4NoBody};
+        let over = format!("Content-Length: {}\r\n", SIGN_BODY_LIMIT + 1);
+        let chunked = "Transfer-Encoding: chunked\r\n";
+        let small = "Content-Length: 5\r\n";
+        // (mode, service, framing, want: "empty" | "unsigned" | "body" | "too large")
+        let cases: &[(CredentialSigning, &str, &str, &str)] = &[
+            (Sigv4NoBody, "s3", small, "unsigned"),
+            (Sigv4NoBody, "sts", "", "unsigned"),
+            (Sigv4, "sts", "", "empty"),
+            (Sigv4, "s3", "Content-Length: 0\r\n", "empty"),
+            (Sigv4, "sts", small, "body"),
+            (Sigv4Body, "s3", small, "body"),
+            (Sigv4Body, "s3", chunked, "body"),
+            (Sigv4, "s3", chunked, "unsigned"),
+            (Sigv4, "s3", &over, "unsigned"),
+            (Sigv4, "sts", chunked, "body"),
+            (Sigv4, "sts", &over, "too large"),
+            (Sigv4Body, "s3", &over, "too large"),
+        ];
+        for (mode, service, framing, want) in cases {
+            let got = match resign(*mode, service).choose_payload(&head(framing)) {
+                Ok(Chosen::Now(h, _)) if h == EMPTY_SHA256 => "empty",
+                Ok(Chosen::Now(h, true)) if h == UNSIGNED_PAYLOAD => "unsigned",
+                Ok(Chosen::HashBody) => "body",
+                Err(Refuse::TooLarge) => "too large",
+                _ => "other",
+            };
+            assert_eq!(got, *want, "{mode:?} {service} {framing:?}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_and_framing_are_never_signed() {
+        let names: Vec<String> = [
+            "host",
+            "expect",
+            "transfer-encoding",
+            "content-type",
+            "authorization",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(signable(&names), ["host", "content-type"]);
+    }
+}
