@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::credentials::check_signing_providers;
 use crate::dto::PolicyFile;
 use crate::endpoint::compile_endpoint;
 use crate::error::{Ctx, Diagnostic, LoadError, Loaded};
@@ -197,6 +198,12 @@ fn compile(
         Some(p) => compile_providers(ctx, p, secrets, &endpoints, &names),
         None => Vec::new(),
     };
+    check_signing_providers(
+        ctx,
+        &endpoints,
+        &names,
+        dto.providers.as_ref().map(|_| providers.as_slice()),
+    );
     let inference = dto
         .inference
         .as_ref()

@@ -6,7 +6,55 @@ use std::sync::Arc;
 use crate::dto::EndpointDto;
 use crate::error::Ctx;
 use crate::location::join;
-use crate::model::{CredentialSigning, PersistedQueries, PersistedQuery, Protocol};
+use crate::model::{
+    CredentialSigning, Endpoint, PersistedQueries, PersistedQuery, Protocol, Provider,
+};
+use crate::overlap::ports_intersect;
+
+/// The credentials a provider needs to sign for a `credential_signing` endpoint.
+pub(crate) const SIGNING_CREDENTIALS: [&str; 2] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
+
+/// Every endpoint with `credential_signing` needs a provider that can sign
+/// for it: one holding [`SIGNING_CREDENTIALS`] whose `endpoints` overlap it
+/// (the same overlap test as the binding rule). Providers live in the same
+/// file, so this is checked at load: an error when the file has a
+/// `providers` section. A file without one (an OpenShell policy, whose
+/// providers are attached outside the file) still loads, with a warning:
+/// its signing endpoints refuse requests (`403 sigv4_credentials_unavailable`).
+pub(crate) fn check_signing_providers(
+    ctx: &mut Ctx,
+    endpoints: &[Endpoint],
+    names: &[String],
+    providers: Option<&[Provider]>,
+) {
+    for (e, name) in endpoints.iter().zip(names) {
+        if e.credential_signing.is_none() {
+            continue;
+        }
+        let at = join(name, "credential_signing");
+        let Some(providers) = providers else {
+            ctx.warn(
+                &at,
+                "`credential_signing` has no provider in this file: requests to this endpoint are refused until a provider with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY is bound to it",
+            );
+            continue;
+        };
+        let signs = providers.iter().any(|p| {
+            SIGNING_CREDENTIALS
+                .iter()
+                .all(|c| p.credentials.iter().any(|have| &*have.name == *c))
+                && p.endpoints
+                    .iter()
+                    .any(|pe| ports_intersect(&pe.ports, &e.ports) && pe.host.overlaps(&e.host))
+        });
+        if !signs {
+            ctx.err(
+                &at,
+                "`credential_signing` needs a provider with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY bound to this endpoint (`providers.<key>.endpoints`)",
+            );
+        }
+    }
+}
 
 /// The compiled credential-related fields of one endpoint.
 pub(crate) struct Credentials {
@@ -56,10 +104,12 @@ pub(crate) fn compile_credentials(
                     &at("credential_signing"),
                     "`credential_signing` requires `signing_service`",
                 );
-            } else {
-                ctx.warn(
+            } else if !matches!(protocol, Protocol::Rest | Protocol::Websocket) {
+                // GraphQL/JSON-RPC/MCP inspection reads the body its own way;
+                // signing it as well is not supported (yet).
+                ctx.err(
                     &at("credential_signing"),
-                    "`credential_signing` is inactive until a provider is attached",
+                    "`credential_signing` requires `protocol: rest` or `websocket`",
                 );
             }
             if body_rewrite {

@@ -221,7 +221,8 @@ pub struct Endpoint {
     pub line: usize,
     /// 1-based column of the endpoint in the source file.
     pub column: usize,
-    /// `credential_signing` (parsed; inactive until a provider is attached).
+    /// `credential_signing`: requests are re-signed (SigV4) with the keys of
+    /// the provider bound to this endpoint.
     pub credential_signing: Option<CredentialSigning>,
     /// `signing_service` (required with `credential_signing`).
     pub signing_service: Option<Arc<str>>,

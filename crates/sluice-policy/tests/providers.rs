@@ -516,3 +516,73 @@ fn every_secret_source_is_recorded() {
     }
     assert!(!format!("{:?}", l.secret_sources).contains(GH_SECRET));
 }
+
+/// `credential_signing` needs a provider holding AWS_ACCESS_KEY_ID and
+/// AWS_SECRET_ACCESS_KEY bound to the endpoint: an error (with its location)
+/// in a file with providers, a warning in one without (an OpenShell policy).
+#[test]
+fn signing_endpoints_need_an_aws_provider() {
+    let policy = |signing_protocol: &str, providers: &str| {
+        format!(
+            r#"version: 1
+network_policies:
+  s3:
+    endpoints:
+      - host: "*.s3.test"
+        port: 443
+        protocol: {signing_protocol}
+        access: full
+        credential_signing: sigv4
+        signing_service: s3
+    binaries: [ {{ path: /usr/bin/aws }} ]
+{providers}"#
+        )
+    };
+    let aws = MemorySecrets::new()
+        .with_env("KEY", "AKIDEXAMPLE")
+        .with_env("SECRET", "aws_SECRET_key");
+    let bound = r#"providers:
+  aws:
+    credentials:
+      AWS_ACCESS_KEY_ID: { env: KEY }
+      AWS_SECRET_ACCESS_KEY: { env: SECRET }
+    endpoints: [ { host: bucket.s3.test, port: 443 } ]
+"#;
+    let l = load_str_with(&policy("rest", bound), "s.yaml", 1, &aws).expect("loads");
+    assert!(
+        !l.notices
+            .iter()
+            .any(|n| n.message.contains("credential_signing")),
+        "{:?}",
+        l.notices
+    );
+    // A provider without the secret key, or bound elsewhere: an error at the field.
+    for providers in [
+        bound.replace("      AWS_SECRET_ACCESS_KEY: { env: SECRET }\n", ""),
+        bound.replace("bucket.s3.test", "other.test"),
+    ] {
+        let e = load_str_with(&policy("rest", &providers), "s.yaml", 1, &aws)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("s.yaml:9:29: `credential_signing` needs a provider with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY bound to this endpoint"),
+            "{e}"
+        );
+        assert!(!e.contains("aws_SECRET_key"), "{e}");
+    }
+    // No providers section: loads, with a warning.
+    let l = load_str_with(&policy("rest", ""), "s.yaml", 1, &aws).expect("loads");
+    assert!(l.notices.iter().any(|n| n.level == NoticeLevel::Warning
+        && n.message
+            .contains("`credential_signing` has no provider in this file")));
+    // Body-inspecting protocols do not sign.
+    let e = load_str_with(&policy("graphql", bound), "s.yaml", 1, &aws)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("`credential_signing` requires `protocol: rest` or `websocket`"),
+        "{e}"
+    );
+}

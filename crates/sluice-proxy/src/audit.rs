@@ -635,6 +635,32 @@ impl Audit {
         ));
     }
 
+    /// SigV4 re-signing (`credential_signing`) refused a request: `code` is
+    /// the response's error code, `provider` the one that would have signed
+    /// (when known). Never a key, secret, token or signature.
+    pub fn credential_signing_refused(
+        &self,
+        d: &EgressDecision,
+        provider: Option<&str>,
+        code: &str,
+        detail: &str,
+    ) {
+        let t = &d.intent.target;
+        let mut e = denied(base(
+            EventClass::HttpActivity,
+            Activity::Fail,
+            &d.intent,
+            d.generation(),
+        ))
+        .firewall_rule(d.policy_key(), "credential-signing")
+        .message(format!("Credential signing refused for {t}"))
+        .status_detail(format!("{code}: {detail}"));
+        if let Some(p) = provider {
+            e = e.unmapped("provider", p.into());
+        }
+        self.sink.emit(&e);
+    }
+
     /// A token grant for `provider` succeeded (`error` = None) or failed.
     pub fn token_grant(&self, d: &EgressDecision, provider: &str, error: Option<&str>) {
         let t = &d.intent.target;

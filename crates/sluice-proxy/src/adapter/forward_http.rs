@@ -23,8 +23,8 @@ use crate::relay::http::l7::L7Outcome;
 use crate::relay::http::tunnel::FRAMING;
 use crate::relay::http::Upgrade;
 use crate::relay::http::{
-    request_loop, Admission, BodyPlan, DialFailure, HeadError, RejectCause, RequestHead,
-    RequestPolicy, UpstreamKey,
+    request_loop, Admission, DialFailure, HeadError, RejectCause, RequestHead, RequestPolicy,
+    UpstreamKey,
 };
 use crate::relay::stream::UpstreamStream;
 use crate::relay::RelayContext;
@@ -127,10 +127,7 @@ impl AdmissionSurface for ForwardStep<'_> {
     }
 
     fn head(&self, req: &RequestHead, outbound: &Outbound, upgrade: &Upgrade) -> Vec<u8> {
-        let buffered = matches!(
-            outbound.body,
-            BodyPlan::Buffer { .. } | BodyPlan::Middleware { .. }
-        );
+        let buffered = outbound.body.buffers();
         rewrite(
             req,
             self.target,

@@ -27,4 +27,5 @@ mod run;
 mod run_confine;
 mod run_terminal;
 mod run_transparent;
+mod sigv4;
 mod ssrf;

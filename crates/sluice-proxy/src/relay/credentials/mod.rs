@@ -5,6 +5,8 @@
 mod body;
 mod inject;
 mod prepare;
+mod resign;
+mod sigv4;
 pub(crate) mod token_grant;
 
 /// Resolve placeholders in a WebSocket text message (same binding rules as

@@ -1,10 +1,12 @@
-//! The credential step of the request loop, shared by both adapters: token
-//! grant, head slots, and the body plan (rewrite, backstop, or stream).
+//! The credential step of the request loop, shared by both adapters: SigV4
+//! re-signing (its fields are taken out first and signed last), token
+//! grant, head slots, and the body plan (rewrite, backstop, sign, or stream).
 
 use std::sync::Arc;
 
 use super::body::{media_type, rewrite_body, BODY_LIMIT};
 use super::inject::{inject_head, CredentialError};
+use super::resign;
 use crate::egress::EgressDecision;
 use crate::refusal::{json_error, Refusal};
 use crate::relay::http::{BodyFraming, BodyPlan, RequestHead};
@@ -58,25 +60,34 @@ fn credential_response(
 }
 
 /// Apply credentials to one admitted request. `path` is canonical (no
-/// query), `rewrite_body` the governing endpoint's opt-in.
+/// query), `endpoint` the governing endpoint (its body-rewrite opt-in and
+/// `credential_signing`).
 pub(crate) async fn prepare(
     shared: &RelayContext,
     decision: &EgressDecision,
     req: &RequestHead,
     path: &str,
     query: Option<&str>,
-    rewrite_body_opt_in: bool,
+    endpoint: &sluice_policy::Endpoint,
 ) -> Result<Outbound, Refusal> {
     let snapshot = &decision.snapshot;
     let target = &decision.intent.target;
     let mut providers: Vec<Arc<str>> = Vec::new();
+    // SigV4: the client's signature fields leave the head before injection
+    // (their placeholders are consumed by re-signing) and the head is
+    // signed once final, below.
+    let resign = resign::begin(shared, decision, endpoint, req, path, query)?;
+    let (query, in_headers) = match &resign {
+        Some(r) => (r.query.as_deref(), &r.headers),
+        None => (query, &req.headers),
+    };
     let (new_origin, new_headers, injected) =
-        inject_head(snapshot, target, path, query, &req.headers)
+        inject_head(snapshot, target, path, query, in_headers)
             .map_err(|e| credential_response(shared, decision, &e))?;
     for id in &injected.providers {
         providers.push(Arc::clone(&snapshot.provider(*id).key));
     }
-    let mut headers = new_headers.unwrap_or_else(|| req.headers.clone());
+    let mut headers = new_headers.unwrap_or_else(|| in_headers.clone());
     // A token grant bound to this request sets its header (replacing any the client sent).
     let grant = snapshot
         .token_grants_for(target.host.as_host_ref(), target.port, path)
@@ -103,11 +114,19 @@ pub(crate) async fn prepare(
             }
         }
     }
-    let origin = new_origin.unwrap_or_else(|| match query {
+    let mut origin = new_origin.unwrap_or_else(|| match query {
         Some(q) => format!("{path}?{q}"),
         None => path.to_owned(),
     });
-    let body = body_plan(shared, decision, req, path, rewrite_body_opt_in);
+    let opt_in = endpoint.request_body_credential_rewrite;
+    let mut body = body_plan(shared, decision, req, path, opt_in);
+    if let Some(r) = resign {
+        let provider = r.provider_key();
+        r.finish(shared, decision, req, &mut origin, &mut headers, &mut body)?;
+        if !providers.contains(&provider) {
+            providers.push(provider);
+        }
+    }
     Ok(Outbound {
         origin,
         headers,

@@ -368,6 +368,7 @@ pub(crate) async fn finish<S: AdmissionSurface>(
         return Err(refusal);
     }
     let (mut outbound, upgrade) = l7::admitted(ctx, decision, &req2, &canonical, &outcome).await?;
+    let mut signature = Vec::new();
     let body = match std::mem::replace(&mut outbound.body, BodyPlan::Middleware { limit: 0 }) {
         BodyPlan::Buffer {
             limit,
@@ -396,9 +397,21 @@ pub(crate) async fn finish<S: AdmissionSurface>(
             creq.body
         }
         BodyPlan::Middleware { .. } => creq.body,
+        BodyPlan::Sign { limit, sign } => {
+            if creq.body.len() > limit {
+                return Err(Refusal::json(
+                    413,
+                    "sigv4_body_too_large",
+                    &format!("request body exceeds the SigV4 signing limit ({limit} bytes)"),
+                ));
+            }
+            signature = sign(&creq.body)?;
+            creq.body
+        }
     };
     // The head is written without framing: the loop adds Content-Length.
-    let head = surface.head(&req2, &outbound, &upgrade);
+    let mut head = surface.head(&req2, &outbound, &upgrade);
+    super::append_fields(&mut head, &signature);
     Ok(Finished {
         head,
         body,

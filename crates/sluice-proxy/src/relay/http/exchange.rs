@@ -88,6 +88,13 @@ pub enum BodyPlan {
     /// credentials and returns the head (no framing fields, no final blank
     /// line) and the body to send. Nothing is dialled or written before.
     Middleware { limit: usize },
+    /// SigV4 over the body (`credential_signing`): read the whole body
+    /// first (at most `limit` bytes; more is refused, `413
+    /// sigv4_body_too_large`), then `sign` it. `head` carries no framing
+    /// fields and no final blank line, as for [`BodyPlan::Buffer`]; the
+    /// fields `sign` returns (the signature) are appended to it, then
+    /// `Content-Length`. Nothing is dialled or written before.
+    Sign { limit: usize, sign: BodySigner },
 }
 
 impl BodyPlan {
@@ -98,7 +105,20 @@ impl BodyPlan {
     pub fn answers_continue(&self) -> bool {
         matches!(
             self,
-            Self::Buffer { .. } | Self::Middleware { .. } | Self::Stream { guard: true }
+            Self::Buffer { .. }
+                | Self::Middleware { .. }
+                | Self::Sign { .. }
+                | Self::Stream { guard: true }
+        )
+    }
+
+    /// Whether the loop reads the whole body before the head goes out (the
+    /// head then carries no framing fields and no final blank line).
+    #[must_use]
+    pub fn buffers(&self) -> bool {
+        matches!(
+            self,
+            Self::Buffer { .. } | Self::Middleware { .. } | Self::Sign { .. }
         )
     }
 }
@@ -114,6 +134,10 @@ impl std::fmt::Debug for BodyPlan {
             Self::Middleware { limit } => {
                 f.debug_struct("Middleware").field("limit", limit).finish()
             }
+            Self::Sign { limit, .. } => f
+                .debug_struct("Sign")
+                .field("limit", limit)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -121,6 +145,10 @@ impl std::fmt::Debug for BodyPlan {
 /// Rewrites or checks a buffered body: `Ok(None)` keeps it, `Ok(Some)`
 /// replaces it, `Err(response)` refuses the request with that response.
 pub type BodyTransform = Box<dyn FnOnce(&[u8]) -> Result<Option<Vec<u8>>, Refusal> + Send>;
+
+/// Signs a buffered body: the header fields to append to the head, or
+/// `Err(response)` to refuse the request with that response.
+pub type BodySigner = Box<dyn FnOnce(&[u8]) -> Result<Vec<(String, Vec<u8>)>, Refusal> + Send>;
 
 /// How one request loop ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -331,6 +359,43 @@ where
                     }
                 }
             }
+            BodyPlan::Sign { limit, sign } => {
+                if continue_expected {
+                    let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+                    let _ = client.flush().await;
+                }
+                let body = match read_body(req.framing, client, buf, limit, limits.body_idle).await
+                {
+                    Ok(b) => b,
+                    Err(BodyError::TooLarge(_)) => {
+                        let response = Refusal::json(
+                            413,
+                            "sigv4_body_too_large",
+                            &format!(
+                                "request body exceeds the SigV4 signing limit ({limit} bytes)"
+                            ),
+                        );
+                        super::answer_and_close(client, &response.http1()).await;
+                        return LoopEnd::Answered;
+                    }
+                    Err(e) => {
+                        return reject(client, policy, RejectCause::Body(e.to_string())).await
+                    }
+                };
+                match sign(&body) {
+                    Ok(fields) => {
+                        append_fields(&mut head, &fields);
+                        head.extend_from_slice(
+                            format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes(),
+                        );
+                        (Some(body), false)
+                    }
+                    Err(response) => {
+                        super::answer_and_close(client, &response.http1()).await;
+                        return LoopEnd::Answered;
+                    }
+                }
+            }
         };
         if buffered.is_none() && guard && req.framing != super::BodyFraming::None {
             // Read the body ahead (up to 256 KiB, nothing consumed): a marker
@@ -463,6 +528,16 @@ where
             Err(HeadError::Closed) => return LoopEnd::ClientDone,
             Err(e) => return reject(client, policy, RejectCause::Head(e)).await,
         };
+    }
+}
+
+/// Appends `name: value` lines to a head that has no final blank line yet.
+pub(crate) fn append_fields(head: &mut Vec<u8>, fields: &[(String, Vec<u8>)]) {
+    for (name, value) in fields {
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value);
+        head.extend_from_slice(b"\r\n");
     }
 }
 

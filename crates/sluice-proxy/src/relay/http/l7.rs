@@ -81,17 +81,14 @@ pub(crate) enum L7Outcome {
 impl L7Outcome {
     /// Whether the governing endpoint (or, for L4 routes, the matched one)
     /// opted in to request-body credential rewriting.
-    pub(crate) fn body_rewrite(&self, decision: &Allowed) -> bool {
-        let endpoint = match self {
-            Self::Allow { endpoint } | Self::Audit { endpoint, .. } => Some(*endpoint),
-            _ => Some(decision.permit().endpoint),
-        };
-        endpoint.is_some_and(|id| {
-            decision
-                .snapshot
-                .endpoint(id)
-                .request_body_credential_rewrite
-        })
+    /// The endpoint whose options govern this request (credential body
+    /// rewrite, `credential_signing`): the matched L7 endpoint, else the
+    /// connection's.
+    pub(crate) fn governing_endpoint(&self, decision: &Allowed) -> EndpointId {
+        match self {
+            Self::Allow { endpoint } | Self::Audit { endpoint, .. } => *endpoint,
+            _ => decision.permit().endpoint,
+        }
     }
 
     /// The word used in events (`allow`, `audit`, `deny`).
@@ -490,14 +487,16 @@ pub(crate) async fn admitted(
     target: &CanonicalTarget<'_>,
     outcome: &L7Outcome,
 ) -> Result<(crate::relay::credentials::Outbound, super::Upgrade), Refusal> {
-    let opt_in = outcome.body_rewrite(decision);
+    let endpoint = decision
+        .snapshot
+        .endpoint(outcome.governing_endpoint(decision));
     let mut outbound = crate::relay::credentials::prepare(
         shared,
         decision,
         req,
         &target.path,
         target.query,
-        opt_in,
+        endpoint,
     )
     .await?;
     if let L7Outcome::Inspect { endpoint } = outcome {

@@ -21,8 +21,9 @@ pub(crate) use ws_policy::WsTextPolicy;
 pub use body::{fuzzing as body_fuzzing, BodyFraming};
 pub(crate) use body::{read_body, BodyError};
 pub use close::answer_and_close;
+pub(crate) use exchange::append_fields;
 pub use exchange::{
-    request_loop, Admission, BodyPlan, BodyTransform, DialFailure, LoopEnd, LoopLimits,
+    request_loop, Admission, BodyPlan, BodySigner, BodyTransform, DialFailure, LoopEnd, LoopLimits,
     RejectCause, RequestPolicy, Upgrade, UpstreamKey,
 };
 pub use head::{read_head, HeadError, HeadLimits};

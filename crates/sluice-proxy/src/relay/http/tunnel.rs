@@ -5,9 +5,7 @@
 use tokio::net::TcpStream;
 
 use super::admission::{self, AdmissionSurface, Step};
-use super::exchange::{
-    Admission, BodyPlan, DialFailure, RejectCause, RequestPolicy, Upgrade, UpstreamKey,
-};
+use super::exchange::{Admission, DialFailure, RejectCause, RequestPolicy, Upgrade, UpstreamKey};
 use super::l7::L7Outcome;
 use super::request::RequestHead;
 use super::HeadError;
@@ -93,10 +91,7 @@ impl AdmissionSurface for TunnelStep<'_> {
     }
 
     fn head(&self, req: &RequestHead, outbound: &Outbound, _upgrade: &Upgrade) -> Vec<u8> {
-        let buffered = matches!(
-            outbound.body,
-            BodyPlan::Buffer { .. } | BodyPlan::Middleware { .. }
-        );
+        let buffered = outbound.body.buffers();
         let mut headers = std::borrow::Cow::Borrowed(&outbound.headers);
         if let Some(host) = &self.host_value {
             // HTTP/1.0 without `Host`: name the tunnel's authority, so that a
