@@ -302,3 +302,117 @@ fn sigv4_boto3_without_session_token() {
 fn sigv4_boto3_with_session_token() {
     check("sigv4-token", true);
 }
+
+/// The whole cloud-SDK path inside `sluice run`: boto3 finds no keys in its
+/// environment, takes placeholder credentials from the IMDSv2 loopback
+/// (`metadata: aws`), signs with them, and sluice re-signs with the real
+/// ones; the stub verifies each signature with botocore and the real
+/// secret. The sandbox never holds a real key.
+#[test]
+fn boto3_in_sluice_run_lists_a_bucket_with_imds_credentials() {
+    let dir = TempDir::new("sigv4-imds");
+    let ns = Netns::new();
+    let pki = test_pki(&dir, "upstream", &["s3.test"]);
+    let keys = dir.path("keys.json");
+    std::fs::write(
+        &keys,
+        serde_json::json!({"access_key_id": REAL_KEY_ID, "secret_access_key": REAL_SECRET})
+            .to_string(),
+    )
+    .unwrap();
+    ns.start_script(
+        "s3_stub.py",
+        443,
+        &dir.path("s3.jsonl"),
+        &[&pki.cert, &pki.key, &keys],
+    );
+    let policy = r#"version: 1
+network_policies:
+  s3:
+    endpoints:
+      - host: s3.test
+        port: 443
+        protocol: rest
+        enforcement: enforce
+        access: full
+        credential_signing: sigv4
+        signing_service: s3
+    binaries: [ { path: "/**" } ]
+providers:
+  aws:
+    metadata: aws
+    metadata_region: eu-west-1
+    credentials:
+      AWS_ACCESS_KEY_ID: { env: REAL_AWS_KEY }
+      AWS_SECRET_ACCESS_KEY: { env: REAL_AWS_SECRET }
+    endpoints: [ { host: s3.test, port: 443 } ]
+"#;
+    let agent = dir.path("agent.py");
+    std::fs::write(
+        &agent,
+        r#"
+import os, boto3
+from botocore.config import Config
+print("env_key=%s" % os.environ.get("AWS_ACCESS_KEY_ID", "unset"))
+session = boto3.Session()
+creds = session.get_credentials()
+print("method=%s" % creds.method)
+print("sandbox_key=%s" % creds.get_frozen_credentials().access_key)
+c = session.client("s3", endpoint_url="https://s3.test", region_name="eu-west-1",
+                   config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+c.put_object(Bucket="bucket", Key="from-imds.txt", Body=b"hello from the sandbox")
+print("keys=%s" % ",".join(o["Key"] for o in c.list_objects_v2(Bucket="bucket")["Contents"]))
+"#,
+    )
+    .unwrap();
+    let add_host = format!("s3.test={}", ns.ns_ip);
+    let ca = pki.ca.display().to_string();
+    let out = crate::run::sluice_run(
+        &dir,
+        policy,
+        &["--add-host", &add_host, "--upstream-ca", &ca],
+        &format!(
+            "AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_FILE=/nonexistent {} {} 2>&1",
+            sluice_test_support::sandbox_python(),
+            agent.display()
+        ),
+    )
+    .env("REAL_AWS_KEY", REAL_KEY_ID)
+    .env("REAL_AWS_SECRET", REAL_SECRET)
+    .env_remove("AWS_ACCESS_KEY_ID")
+    .env_remove("AWS_SECRET_ACCESS_KEY")
+    .env_remove("AWS_SESSION_TOKEN")
+    .env_remove("AWS_PROFILE")
+    .output()
+    .expect("sluice run");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let ctx = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    let value = |k: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} missing\n{ctx}"))
+            .to_owned()
+    };
+    assert!(out.status.success(), "{ctx}");
+    assert_eq!(value("env_key"), "unset");
+    assert_eq!(value("method"), "iam-role", "credentials came from IMDSv2");
+    assert_eq!(value("sandbox_key"), "sluice:resolve:env:AWS_ACCESS_KEY_ID");
+    assert_eq!(value("keys"), "from-imds.txt", "{ctx}");
+    let seen = recorded(&dir.path("s3.jsonl"));
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    for r in &seen {
+        assert_eq!(r["verified"], true, "{r}");
+        assert_eq!(r["access_key_id"], REAL_KEY_ID, "{r}");
+        assert_eq!(
+            r["session_token"],
+            serde_json::Value::Null,
+            "placeholder token dropped: {r}"
+        );
+    }
+    let log = std::fs::read_to_string(dir.path("audit.jsonl")).expect("audit log");
+    for secret in [REAL_KEY_ID, REAL_SECRET] {
+        assert!(!log.contains(secret) && !stdout.contains(secret) && !stderr.contains(secret));
+    }
+}
