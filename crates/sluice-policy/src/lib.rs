@@ -8,6 +8,7 @@
 //! they find and report each as `FILE:LINE:COL: message` ([`Diagnostic`]).
 #![forbid(unsafe_code)]
 
+pub mod amend;
 mod compile;
 mod credentials;
 mod dto;
