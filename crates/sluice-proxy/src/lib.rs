@@ -6,12 +6,14 @@
 //! → `relay` (own the bytes).
 //!
 //! `server` owns listeners and the accept loop; `policy_store` publishes
-//! policy generations; `audit` turns outcomes into OCSF events.
+//! policy generations; `audit` turns outcomes into OCSF events; `denials`
+//! keeps the most recent denials for `policy.local` and the console.
 #![forbid(unsafe_code)]
 
 pub mod adapter;
 pub mod addr_class;
 pub mod audit;
+pub mod denials;
 pub mod destination;
 pub mod egress;
 pub mod policy_store;

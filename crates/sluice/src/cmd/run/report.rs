@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::sync::Mutex;
 
-use sluice_policy::suggest::{self, Denied, DeniedRequest};
-use sluice_telemetry::{denial_line, Disposition, OcsfEvent};
+use sluice_policy::suggest::{self, Denied};
+use sluice_proxy::denials::classify;
+use sluice_telemetry::OcsfEvent;
 
 /// How much goes to stderr while CMD runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,154 +34,6 @@ struct Tally {
 pub(super) struct Reporter {
     verbosity: Verbosity,
     tally: Mutex<Tally>,
-}
-
-/// One decision as the reporter sees it.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct Line {
-    pub(super) allowed: bool,
-    /// `CONNECT host:port`, `GET host:port/path`, `direct connection to ip:port`.
-    pub(super) what: String,
-    /// `host:port` (the summary key).
-    pub(super) destination: String,
-    /// `(binary name, pid as CMD sees it)`.
-    pub(super) who: Option<(String, u64)>,
-    pub(super) reason: Option<String>,
-    pub(super) suggestion: Option<Denied>,
-}
-
-/// The compact reason of a denial: the event's status detail, or the `reason=`
-/// part of an L7 message.
-fn reason_of(e: &OcsfEvent) -> Option<String> {
-    let text = e.status_detail_text().map(str::to_owned).or_else(|| {
-        e.message_text()
-            .and_then(|m| m.split_once(" reason=").map(|(_, r)| r.to_owned()))
-    })?;
-    let first = text.lines().next().unwrap_or_default();
-    if first.len() <= 200 {
-        return Some(first.to_owned());
-    }
-    let mut cut = 200;
-    while !first.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    Some(format!("{}…", &first[..cut]))
-}
-
-/// The decision an event records, if it is one the terminal cares about: an
-/// allowed or denied connection or request (not closes, findings, loads).
-#[must_use]
-pub(super) fn classify(e: &OcsfEvent) -> Option<Line> {
-    if !e.is_traffic() {
-        return None;
-    }
-    let allowed = match e.disposition_value()? {
-        Disposition::Allowed => true,
-        Disposition::Blocked => false,
-        _ => return None,
-    };
-    let message = e.message_text().unwrap_or_default();
-    if message.starts_with("CONNECT closed") || message.starts_with("CONNECT tunnel closed") {
-        return None;
-    }
-    let (host, port) = e.destination_host_port()?;
-    let destination = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
-    let (rule, engine) = e.rule().unwrap_or(("-", "-"));
-    let dns_query = e
-        .unmapped_value("dns_query")
-        .and_then(serde_json::Value::as_str);
-    let transparent = e.unmapped_value("transparent.synthetic_ip").is_some();
-    let what = if let Some(name) = dns_query {
-        format!("DNS query for {name}")
-    } else if engine == "nftables" {
-        format!("direct connection to {destination}")
-    } else if let Some((method, path)) = e.http_method_path() {
-        format!("{method} {destination}{path}")
-    } else if let Some(protocol) = e
-        .unmapped_value("processor.protocol")
-        .and_then(serde_json::Value::as_str)
-    {
-        // One message of a native protocol session (a Redis command, a SQL
-        // statement): the connection itself stays open.
-        let summary = e
-            .unmapped_value("processor.summary")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or_default();
-        format!("{protocol} {summary} to {destination}")
-    } else if transparent {
-        format!("connection to {destination} (by its synthetic address)")
-    } else {
-        format!("CONNECT {destination}")
-    };
-    let who = e.actor().map(|p| {
-        let name = p.path.rsplit('/').next().unwrap_or(&p.path).to_owned();
-        let pid = e
-            .unmapped_value("sandbox_pid")
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(u64::from(p.pid));
-        (name, pid)
-    });
-    let binary = e.actor().map(|p| p.path.clone());
-    let suggestion = match (allowed, engine) {
-        (false, "opa") => Some(Denied {
-            host: host.clone(),
-            port,
-            binary,
-            request: None,
-        }),
-        (false, "l7") => e.http_method_path().map(|(method, path)| Denied {
-            host: host.clone(),
-            port,
-            binary,
-            request: Some(DeniedRequest {
-                policy: rule.to_owned(),
-                method: method.to_owned(),
-                path: path.to_owned(),
-            }),
-        }),
-        _ => None,
-    };
-    let reason = if dns_query.is_some() {
-        Some("names are resolved by the proxy (use HTTP_PROXY/HTTPS_PROXY)".to_owned())
-    } else if engine == "nftables" {
-        Some("bypassed the proxy (use HTTP_PROXY/HTTPS_PROXY)".to_owned())
-    } else if allowed {
-        None
-    } else {
-        reason_of(e)
-    };
-    Some(Line {
-        allowed,
-        what,
-        destination,
-        who,
-        reason,
-        suggestion,
-    })
-}
-
-impl Line {
-    /// `sluice: denied CONNECT example.com:443 (curl, pid 12): reason` (the
-    /// same words as the `hint` of an HTTP denial body).
-    pub(super) fn render(&self) -> String {
-        let who = self.who.as_ref().map(|(n, p)| (n.as_str(), *p));
-        if self.allowed {
-            let mut out = format!("sluice: allowed {}", self.what);
-            if let Some((name, pid)) = who {
-                out.push_str(&format!(" ({name}, pid {pid})"));
-            }
-            out
-        } else {
-            format!(
-                "sluice: {}",
-                denial_line(&self.what, who, self.reason.as_deref())
-            )
-        }
-    }
 }
 
 impl Reporter {
