@@ -186,7 +186,9 @@ impl PostgresStore {
                     self.target, self.timeouts.connect
                 ))
             })?
-            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.target)))?;
+            .map_err(|e| {
+                StoreError::Unavailable(format!("{}: {}", self.target, with_causes(&e)))
+            })?;
         // The connection task ends when the socket closes; the client then
         // reports `is_closed` and the next call reconnects.
         tokio::spawn(async move {
@@ -461,5 +463,21 @@ fn describe(config: &Config) -> String {
 }
 
 fn pg_error(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::Unavailable(with_causes(&e))
+}
+
+/// `e` and its causes, `: `-separated (tokio-postgres keeps the I/O or
+/// server error as the source, not in its own message).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
