@@ -15,7 +15,8 @@ pub enum StoreSpec {
         /// The database file.
         path: PathBuf,
     },
-    /// A PostgreSQL database shared by several gateways.
+    /// A PostgreSQL database shared by several gateways, over plain TCP
+    /// (no TLS yet: `sslmode=require` is refused, see [`crate::PostgresStore`]).
     Postgres {
         /// `postgres://user:password@host:port/db`: holds a secret, so
         /// this type's `Debug` prints no URL.
