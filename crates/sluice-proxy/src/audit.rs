@@ -920,4 +920,38 @@ impl Audit {
             .status_detail(reason.to_owned()),
         );
     }
+
+    /// A step of the proposal loop (Device Config State Change 5019):
+    /// `what` is PROPOSED, APPROVED, REJECTED, APPLIED or APPLY_FAILED.
+    pub fn proposal_event(
+        &self,
+        what: &str,
+        id: &str,
+        actor: &str,
+        rules: Option<&str>,
+        reason: Option<&str>,
+    ) {
+        let failed = what == "APPLY_FAILED";
+        let mut e = OcsfEvent::new(EventClass::DeviceConfigStateChange, Activity::Other)
+            .status(if failed {
+                Status::Failure
+            } else {
+                Status::Success
+            })
+            .severity(if failed {
+                Severity::Medium
+            } else {
+                Severity::Informational
+            })
+            .message(format!(
+                "CONFIG {what} proposal {id} ({}) by {actor}",
+                rules.unwrap_or("-")
+            ))
+            .unmapped("proposal_id", id.into())
+            .unmapped("actor", actor.into());
+        if let Some(r) = reason {
+            e = e.status_detail(r.to_owned());
+        }
+        self.sink.emit(&e);
+    }
 }

@@ -17,6 +17,7 @@ pub mod denials;
 pub mod destination;
 pub mod egress;
 pub mod policy_store;
+pub mod proposals;
 pub mod refusal;
 pub mod relay;
 pub mod server;

@@ -95,17 +95,68 @@ impl PolicyStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let next = self.generation() + 1;
         let loaded = sluice_policy::load_file(path, next).map_err(ReloadError::Invalid)?;
+        self.run_checks(&loaded)?;
+        self.current.store(Arc::new(loaded.snapshot));
+        self.generation_tx.send_replace(next);
+        Ok((next, loaded.notices))
+    }
+
+    /// The policy file's text as it is now.
+    ///
+    /// # Errors
+    /// [`ReloadError::NoFile`] without a file, [`ReloadError::Io`] when it cannot be read.
+    pub fn read_text(&self) -> Result<String, ReloadError> {
+        let path = self.path.as_deref().ok_or(ReloadError::NoFile)?;
+        std::fs::read_to_string(path).map_err(|e| ReloadError::Io(e.to_string()))
+    }
+
+    /// Validates `text` exactly as a reload of it would be (the loader and
+    /// every reload check), without publishing anything. `origin` names the
+    /// text in located errors.
+    ///
+    /// # Errors
+    /// The load diagnostics or a check's refusal.
+    pub fn validate_text(&self, text: &str, origin: &str) -> Result<Loaded, ReloadError> {
+        let loaded = sluice_policy::load_str(text, origin, self.generation() + 1)
+            .map_err(ReloadError::Invalid)?;
+        self.run_checks(&loaded)?;
+        Ok(loaded)
+    }
+
+    fn run_checks(&self, loaded: &Loaded) -> Result<(), ReloadError> {
         for check in self
             .checks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
         {
-            check(&loaded).map_err(ReloadError::Refused)?;
+            check(loaded).map_err(ReloadError::Refused)?;
         }
+        Ok(())
+    }
+
+    /// Replaces the policy file with `text` and publishes it as the next
+    /// generation, only if `text` passes everything a reload checks. The
+    /// file is written next to the old one and renamed over it (same mode),
+    /// so a reader never sees half a file; on any failure the old file and
+    /// policy stay in force.
+    ///
+    /// # Errors
+    /// [`ReloadError`] naming what failed; nothing changed then.
+    pub fn apply_text(&self, text: &str) -> Result<u64, ReloadError> {
+        let path = self.path.as_deref().ok_or(ReloadError::NoFile)?;
+        let _guard = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let next = self.generation() + 1;
+        let origin = path.display().to_string();
+        let loaded = sluice_policy::load_str(text, &origin, next).map_err(ReloadError::Invalid)?;
+        self.run_checks(&loaded)?;
+        write_atomically(path, text).map_err(|e| ReloadError::Io(e.to_string()))?;
         self.current.store(Arc::new(loaded.snapshot));
         self.generation_tx.send_replace(next);
-        Ok((next, loaded.notices))
+        Ok(next)
     }
 
     /// Publish a snapshot directly (tests and embedding). Its generation
@@ -132,4 +183,31 @@ pub enum ReloadError {
     /// The policy is valid but the running mode refuses it.
     #[error("policy refused, keeping the last good policy: {0}")]
     Refused(String),
+    /// The file could not be read or written.
+    #[error("policy file: {0}")]
+    Io(String),
+}
+
+/// Writes `text` to a temporary file beside `path` (same permissions as
+/// `path`), syncs it and renames it over `path`.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let name = path
+        .file_name()
+        .map_or_else(|| "policy".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{name}.sluice-{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            f.set_permissions(meta.permissions())?;
+        }
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
