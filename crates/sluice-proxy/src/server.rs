@@ -31,6 +31,9 @@ pub struct ProxyConfig {
     pub upstream_tls: Arc<UpstreamTls>,
     /// Middleware services and plans (prepared for every policy that loads).
     pub middleware: Arc<crate::relay::middleware::MiddlewareRuntime>,
+    /// The proposal loop behind `policy.local` (`None`: its proposal routes
+    /// answer 503).
+    pub proposals: Option<Arc<crate::proposals::ProposalService>>,
 }
 
 /// Accept-queue length asked of the kernel (capped by `net.core.somaxconn`,
@@ -88,6 +91,7 @@ impl Proxy {
                 tokens,
                 middleware: config.middleware,
             },
+            proposals: config.proposals,
             identity_mode: config.identity_mode,
             identity: config.identity,
             limits: config.limits,

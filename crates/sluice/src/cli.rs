@@ -224,6 +224,24 @@ pub(crate) struct ServeArgs {
     /// webpki roots.
     #[arg(long = "middleware-ca", value_name = "PEM")]
     pub(crate) middleware_ca: Option<PathBuf>,
+    /// Where policy proposals are queued: `postgres://USER:PASS@HOST:PORT/DB`
+    /// (shared by several gateways), default an SQLite file in the state dir.
+    #[arg(long, value_name = "URL")]
+    pub(crate) store: Option<String>,
+    /// Serve the operator console on ADDR (a loopback address unless
+    /// --console-public): proposals, approvals, live denials.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) console: Option<SocketAddr>,
+    /// Read the console's access token from FILE instead of making one.
+    #[arg(long, value_name = "FILE", requires = "console")]
+    pub(crate) console_token_file: Option<PathBuf>,
+    /// Allow --console on a non-loopback address.
+    #[arg(long, requires = "console")]
+    pub(crate) console_public: bool,
+    /// This gateway's name in proposals' history (default: the host name;
+    /// `run`: the sandbox namespace).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) gateway_name: Option<String>,
 }
 
 fn parse_middleware(s: &str) -> Result<Registration, String> {

@@ -75,4 +75,6 @@ pub struct Shared {
     pub(crate) identity: Option<Arc<dyn IdentityResolver>>,
     pub(crate) limits: Limits,
     pub(crate) leaf_cache: Arc<LeafCache>,
+    /// The proposal loop behind `policy.local`.
+    pub(crate) proposals: Option<Arc<crate::proposals::ProposalService>>,
 }

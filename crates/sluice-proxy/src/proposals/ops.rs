@@ -159,7 +159,9 @@ mod tests {
         assert_eq!(b.rules[0].name, "docs");
         let b = parse(&json!({"operations": [{"addRule": {"rule": rule()}}]})).expect("valid");
         assert_eq!(b.rules[0].name, "allow_api_example_test_443");
-        assert!(change_yaml(&b.rules).starts_with("network_policies:\n  allow_api_example_test_443:\n"));
+        assert!(
+            change_yaml(&b.rules).starts_with("network_policies:\n  allow_api_example_test_443:\n")
+        );
     }
 
     #[test]

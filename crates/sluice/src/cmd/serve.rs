@@ -9,10 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use sluice_proposals::StoreSpec;
 use sluice_proxy::audit::Audit;
+use sluice_proxy::denials::DenialLog;
 use sluice_proxy::destination::Resolver;
 use sluice_proxy::egress::{IdentityMode, IdentityResolver, ProcessIdentity};
 use sluice_proxy::policy_store::PolicyStore;
+use sluice_proxy::proposals::ProposalService;
 use sluice_proxy::relay::middleware::MiddlewareRuntime;
 use sluice_proxy::relay::tls::{LeafCache, SandboxCa, UpstreamTls, DEFAULT_LEAF_CACHE_CAPACITY};
 use sluice_proxy::server::{reload_and_audit, watch_policy_file, Limits, Proxy, ProxyConfig};
@@ -66,6 +69,10 @@ pub(crate) struct Prepared {
     pub(crate) secret_sources: sluice_policy::SecretSources,
     /// The audit file, when the log goes to one.
     pub(crate) audit_path: Option<PathBuf>,
+    /// The most recent denials (for `policy.local` and the console).
+    pub(crate) denials: DenialLog,
+    /// Where proposals are queued (`--store`, else SQLite in the state dir).
+    pub(crate) store_spec: StoreSpec,
 }
 
 /// Where the audit log goes when `--audit-log` is not given, and who else sees
@@ -146,10 +153,20 @@ pub(crate) fn prepare(
             (sink, Some(path))
         }
     };
-    let sink = match audit_options.observer {
-        Some(observer) => sink.with_observer(observer),
-        None => sink,
+    // Every event goes to the denial log too (and to `run`'s reporter).
+    let denials = DenialLog::new();
+    let observer: sluice_telemetry::EventObserver = {
+        let (log, also) = (denials.clone(), audit_options.observer);
+        Arc::new(move |e: &sluice_telemetry::OcsfEvent| {
+            log.observe(e);
+            if let Some(also) = &also {
+                also(e);
+            }
+        })
     };
+    let sink = sink.with_observer(observer);
+    let store_spec = StoreSpec::parse(args.store.as_deref(), &state_dir)
+        .map_err(|e| anyhow::anyhow!("--store: {e}"))?;
     let audit = Audit::new(sink);
     let identity_mode = match args.identity {
         IdentityArg::Required => IdentityMode::Required,
@@ -199,6 +216,8 @@ pub(crate) fn prepare(
         upstream_tls,
         // Replaced in `start` once the registered services are described.
         middleware: Arc::new(MiddlewareRuntime::builtin_only()),
+        // Set in `start` once the store is open.
+        proposals: None,
     };
     let generation = loaded.snapshot.generation();
     // A provider served by the metadata loopback hands its placeholders out
@@ -223,6 +242,8 @@ pub(crate) fn prepare(
         credential_names,
         secret_sources,
         audit_path,
+        denials,
+        store_spec,
     })
 }
 
@@ -279,9 +300,13 @@ pub(crate) async fn start(
         mut config,
         generation,
         identity_mode,
+        denials,
+        store_spec,
         ..
     } = prepared;
     config.middleware = middleware_runtime(args, &store).await?;
+    let proposals = proposal_service(args, &store_spec, &store, &audit, denials).await?;
+    config.proposals = Some(Arc::clone(&proposals));
     let mut proxy = Proxy::bind(listen, Arc::clone(&store), config)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -300,6 +325,18 @@ pub(crate) async fn start(
             identity_mode.as_str()
         );
     }
+    if let Some(listen) = args.console {
+        let console = sluice_console::start(
+            sluice_console::ConsoleConfig {
+                listen,
+                token_file: args.console_token_file.clone(),
+            },
+            Arc::clone(&proposals),
+        )
+        .await?;
+        eprintln!("console: {}", console.url);
+    }
+    tokio::spawn(Arc::clone(&proposals).sync_forever());
     tokio::spawn(proxy.run());
     tokio::spawn(watch_policy_file(
         store,
@@ -308,6 +345,43 @@ pub(crate) async fn start(
         Duration::from_millis(args.policy_poll_ms.max(50)),
     ));
     Ok(addr)
+}
+
+/// The proposal store (`--store`, else SQLite in the state dir) and this
+/// gateway's proposal loop. A store that cannot be opened stops the start.
+async fn proposal_service(
+    args: &ServeArgs,
+    spec: &StoreSpec,
+    policy: &Arc<PolicyStore>,
+    audit: &Audit,
+    denials: DenialLog,
+) -> anyhow::Result<Arc<ProposalService>> {
+    if args.console.is_some_and(|a| !a.ip().is_loopback()) && !args.console_public {
+        anyhow::bail!(
+            "--console {}: not a loopback address (add --console-public to serve it there)",
+            args.console.map_or_else(String::new, |a| a.to_string())
+        );
+    }
+    let store = sluice_proposals::open(spec)
+        .await
+        .map_err(|e| anyhow::anyhow!("proposal store: {e}"))?;
+    let gateway = args.gateway_name.clone().unwrap_or_else(host_name);
+    Ok(ProposalService::new(
+        store,
+        Arc::clone(policy),
+        audit.clone(),
+        denials,
+        gateway,
+    ))
+}
+
+/// The machine's host name, or `sluice`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "sluice".into())
 }
 
 /// SIGHUP: reload the policy and record the outcome.

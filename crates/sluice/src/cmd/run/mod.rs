@@ -65,7 +65,7 @@ const KILL_GRACE: Duration = Duration::from_secs(10);
 
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let RunArgs {
-        serve: sargs,
+        serve: mut sargs,
         user,
         allow_readable_secret_files,
         suggest_policy,
@@ -192,6 +192,10 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     let dns_port = dns.is_some().then_some(dns_addr.port());
     listeners.extend(dns);
+    // Proposals from this sandbox carry its namespace name unless told otherwise.
+    if sargs.gateway_name.is_none() {
+        sargs.gateway_name = Some(netns.name.clone());
+    }
     let proxy_addr = runtime.block_on(serve::start(prepared, &sargs, listen, false, listeners))?;
 
     Ruleset {
