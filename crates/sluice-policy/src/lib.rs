@@ -27,6 +27,7 @@ mod model;
 mod overlap;
 pub mod placeholder;
 mod provider;
+pub mod redact;
 pub mod request;
 mod rules;
 mod secret;

@@ -71,6 +71,15 @@ impl Refusal {
         }
     }
 
+    /// `status` with a JSON object body as given (a local service's answer).
+    pub fn object(status: u16, body: Map<String, Value>) -> Self {
+        Self {
+            status,
+            body: Body::Json(body),
+            policy: None,
+        }
+    }
+
     /// `status` with no body.
     pub const fn empty(status: u16) -> Self {
         Self {

@@ -28,6 +28,52 @@ pub(crate) enum Command {
     Ca(CaArgs),
     /// Run CMD in a network namespace whose only way out is sluice.
     Run(RunArgs),
+    /// The policy proposals queue: list, show, approve or reject (every
+    /// gateway on the store applies an approval to its own policy).
+    Proposals(ProposalsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProposalsArgs {
+    #[command(subcommand)]
+    pub(crate) action: ProposalsAction,
+    /// The store: `postgres://...`, default the SQLite file in the state dir.
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) store: Option<String>,
+    /// State directory of the gateway whose SQLite store is meant.
+    #[arg(long, global = true)]
+    pub(crate) state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ProposalsAction {
+    /// Proposals as JSON lines, newest first.
+    List {
+        /// Only this status: pending, approved or rejected.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One proposal as JSON.
+    Show { id: String },
+    /// Approve a pending proposal.
+    Approve {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who decides (recorded in the history).
+        #[arg(long, default_value = "cli")]
+        actor: String,
+    },
+    /// Reject a pending proposal.
+    Reject {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long, default_value = "cli")]
+        actor: String,
+    },
 }
 
 #[derive(Debug, Args)]

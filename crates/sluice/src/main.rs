@@ -47,6 +47,7 @@ fn main() -> ExitCode {
         cli::Command::Explain(args) => cmd::explain::run(&args),
         cli::Command::Ca(args) => cmd::ca::run(&args),
         cli::Command::Run(args) => cmd::run::run(args),
+        cli::Command::Proposals(args) => cmd::proposals::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use sluice_telemetry::{redact_path, Activity, EventClass};
 use tokio::net::TcpStream;
 
-use super::Shared;
+use super::{policy_local, Shared};
 use crate::destination::{self, UpstreamConnector};
 use crate::egress::{Allowed, EgressIntent, IdentityEvidence, Surface, Target};
 use crate::refusal::{
@@ -61,6 +61,7 @@ pub(super) async fn handle(
         cached: None,
         upgraded: None,
         pending: None,
+        local: None,
     };
     let limits = shared.limits.loop_limits();
     request_loop(&mut client, &mut buf, first, &mut policy, &limits).await;
@@ -155,6 +156,8 @@ struct ForwardPolicy<'a> {
     /// The admitted request's middleware stages, with its target and
     /// event path, until the body is read.
     pending: Option<(Box<PendingMiddleware>, Target, String)>,
+    /// The path and query of a request to `policy.local`, until its body is read.
+    local: Option<String>,
 }
 
 /// `http://authority/path?query` split into its parts.
@@ -400,10 +403,37 @@ impl RequestPolicy for ForwardPolicy<'_> {
 
     async fn admit(&mut self, req: &RequestHead) -> Admission {
         self.current = None;
+        self.local = None;
         match parse_absolute(&req.target) {
+            Ok(t) if policy_local::names_policy_local(&t.target) => {
+                if t.target.port != 80 {
+                    return Admission::Respond {
+                        response: policy_local::wrong_scheme(),
+                    };
+                }
+                self.local = Some(t.path_and_query);
+                Admission::Local {
+                    limit: policy_local::MAX_BODY,
+                }
+            }
             Ok(t) => self.decide(req, t).await,
+            Err(TargetRefusal::Https)
+                if req.target.get(8..).is_some_and(|r| {
+                    r.to_ascii_lowercase()
+                        .starts_with(policy_local::POLICY_HOST)
+                }) =>
+            {
+                Admission::Respond {
+                    response: policy_local::wrong_scheme(),
+                }
+            }
             Err(refusal) => self.refuse(req, &refusal),
         }
+    }
+
+    async fn answer_locally(&mut self, req: &RequestHead, body: Vec<u8>) -> Refusal {
+        let path = self.local.take().unwrap_or_default();
+        policy_local::answer(self.shared, req, &path, body, self.peer, &self.identity).await
     }
 
     async fn dial(&mut self, connector: &UpstreamConnector) -> Result<UpstreamStream, DialFailure> {

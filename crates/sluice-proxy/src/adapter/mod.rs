@@ -8,6 +8,7 @@ mod inference;
 mod listener;
 pub mod metadata;
 pub mod policy_dns;
+mod policy_local;
 mod shared;
 
 mod transparent;

@@ -80,6 +80,10 @@ pub struct ProposalService {
     denials: DenialLog,
     /// This gateway's name: the actor of its `applied` history entries.
     gateway: String,
+    /// When this gateway started (unix ms): approvals made before are not
+    /// applied by the fleet sync (a gateway started later has its policy
+    /// file from wherever it came from).
+    started_ms: u64,
 }
 
 impl std::fmt::Debug for ProposalService {
@@ -106,12 +110,16 @@ impl ProposalService {
         denials: DenialLog,
         gateway: String,
     ) -> Arc<Self> {
+        let started_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         Arc::new(Self {
             store,
             policy,
             audit,
             denials,
             gateway,
+            started_ms,
         })
     }
 
@@ -325,7 +333,13 @@ impl ProposalService {
                                 h.actor == self.gateway
                                     && matches!(h.action, Action::Applied | Action::ApplyFailed)
                             });
-                            if !done {
+                            let approved_at = p
+                                .history
+                                .iter()
+                                .rev()
+                                .find(|h| h.action == Action::Approved)
+                                .map_or(0, |h| h.at_ms);
+                            if !done && approved_at >= self.started_ms {
                                 self.apply(p).await;
                             }
                         }

@@ -4,5 +4,6 @@ pub(crate) mod ca;
 pub(crate) mod check;
 pub(crate) mod explain;
 pub(crate) mod fd_limit;
+pub(crate) mod proposals;
 pub(crate) mod run;
 pub(crate) mod serve;

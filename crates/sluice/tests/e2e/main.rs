@@ -18,6 +18,7 @@ mod l7;
 mod metadata;
 mod middleware;
 mod pipelining;
+mod policy_local;
 mod postgres;
 mod protocols;
 mod protocols_tls;

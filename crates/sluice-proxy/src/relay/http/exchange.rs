@@ -40,6 +40,10 @@ pub enum Admission {
     },
     /// Answer locally with `response` and close the client connection.
     Respond { response: Refusal },
+    /// A local service (`policy.local`): read the whole body (at most
+    /// `limit` bytes; more is `413`), then answer with
+    /// [`RequestPolicy::answer_locally`] and close. Nothing is dialled.
+    Local { limit: usize },
 }
 
 /// What an admitted request may upgrade to.
@@ -200,6 +204,16 @@ pub trait RequestPolicy: Send {
         &self,
         upstream_ip: Option<std::net::IpAddr>,
     ) -> impl Future<Output = ()> + Send + '_;
+    /// For a request admitted with [`Admission::Local`]: the answer of the
+    /// local service to `req` with its whole `body`.
+    fn answer_locally(
+        &mut self,
+        req: &RequestHead,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Refusal> + Send {
+        let _ = (req, body);
+        async { Refusal::json(404, "not_found", "no local service here") }
+    }
     /// For a request admitted with [`BodyPlan::Middleware`]: run the
     /// middleware stages over `body`, then credentials, and return the head
     /// (no framing, no final blank line), the body to send and the upgrade
@@ -267,6 +281,27 @@ where
     loop {
         let (key, connector, mut head, body, mut upgrade) = match policy.admit(&req).await {
             Admission::Respond { response } => {
+                super::answer_and_close(client, &response.http1()).await;
+                return LoopEnd::Answered;
+            }
+            Admission::Local { limit } => {
+                if req
+                    .header("expect")
+                    .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
+                {
+                    let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+                    let _ = client.flush().await;
+                }
+                let response =
+                    match read_body(req.framing, client, buf, limit, limits.body_idle).await {
+                        Ok(body) => policy.answer_locally(&req, body).await,
+                        Err(BodyError::TooLarge(_)) => Refusal::json(
+                            413,
+                            "payload_too_large",
+                            &format!("request body exceeds {limit} bytes"),
+                        ),
+                        Err(e) => Refusal::json(400, "bad_request", &e.to_string()),
+                    };
                 super::answer_and_close(client, &response.http1()).await;
                 return LoopEnd::Answered;
             }

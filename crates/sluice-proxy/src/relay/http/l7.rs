@@ -433,7 +433,8 @@ pub(crate) fn deny_response(
         .field("path", path.as_str())
         .field("host", host.as_str())
         .field("port", target.port)
-        .field("next_steps", serde_json::Value::Array(Vec::new()))
+        .field("next_steps", policy_local_next_steps())
+        .field("agent_guidance", AGENT_GUIDANCE)
         .hint(&hint)
         .policy(Some(decision.policy_key()));
     if let Some(b) = binary {
@@ -441,6 +442,19 @@ pub(crate) fn deny_response(
         refusal = refusal.field("binary", b);
     }
     refusal.field("rule_missing", rule_missing)
+}
+
+/// What a denied agent can do next: read its policy and recent denials, and
+/// propose a rule (`policy.local`, answered by sluice itself).
+const AGENT_GUIDANCE: &str = "This request is not allowed by the sandbox policy. Read the policy (GET http://policy.local/v1/policy/current) and recent denials (GET http://policy.local/v1/denials?last=5); if the access is needed, POST a proposal with addRule operations to http://policy.local/v1/proposals and wait for an operator's decision (GET http://policy.local/v1/proposals/{id}/wait?timeout=60).";
+
+fn policy_local_next_steps() -> serde_json::Value {
+    serde_json::json!([
+        {"action": "inspect_policy", "method": "GET", "url": "http://policy.local/v1/policy/current"},
+        {"action": "inspect_recent_denials", "method": "GET", "url": "http://policy.local/v1/denials?last=5"},
+        {"action": "submit_proposal", "method": "POST", "url": "http://policy.local/v1/proposals", "body_type": "PolicyMergeOperation"},
+        {"action": "wait_for_decision", "method": "GET", "url": "http://policy.local/v1/proposals/{id}/wait?timeout=60"},
+    ])
 }
 
 /// The response for an outcome that must not be forwarded, with its event;

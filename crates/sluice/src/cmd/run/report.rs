@@ -142,7 +142,7 @@ impl Reporter {
 
 #[cfg(test)]
 mod tests {
-    use sluice_telemetry::{Action, Activity, EventClass, ProcessInfo};
+    use sluice_telemetry::{Action, Activity, Disposition, EventClass, ProcessInfo};
 
     use super::*;
 
