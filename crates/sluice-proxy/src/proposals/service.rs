@@ -340,6 +340,19 @@ impl ProposalService {
                                 .find(|h| h.action == Action::Approved)
                                 .map_or(0, |h| h.at_ms);
                             if !done && approved_at >= self.started_ms {
+                                // Decided elsewhere (another gateway's console,
+                                // `sluice proposals`): recorded here too.
+                                if let Some(h) =
+                                    p.history.iter().rev().find(|h| h.action == Action::Approved)
+                                {
+                                    self.audit.proposal_event(
+                                        "APPROVED",
+                                        p.id.as_str(),
+                                        &h.actor,
+                                        p.rule_name.as_deref(),
+                                        h.reason.as_deref(),
+                                    );
+                                }
                                 self.apply(p).await;
                             }
                         }
