@@ -151,7 +151,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
     secure(route(state, req).await)
 }
 
-fn header_str<'a>(req: &'a Request<Incoming>, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(req: &Request<Incoming>, name: header::HeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 

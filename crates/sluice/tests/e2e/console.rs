@@ -196,7 +196,11 @@ fn console_in_headless_chromium() {
     println!("console screenshot: {}", shot.display());
     eprintln!("browser saw: {seen:#}");
 
-    assert_eq!(seen["url_after_login"], format!("http://{console}/"), "the token leaves the URL");
+    assert_eq!(
+        seen["url_after_login"],
+        format!("http://{console}/"),
+        "the token leaves the URL"
+    );
     assert_eq!(seen["live_denial"], true);
     assert_eq!(seen["pending_after_propose"], 2);
     assert!(
@@ -224,7 +228,10 @@ fn console_in_headless_chromium() {
     assert_eq!(seen["post_no_csrf"], 403);
     assert_eq!(seen["post_evil_origin"], 403);
     assert_eq!(seen["post_no_cookie"], 401);
-    assert_eq!(seen["pending_after_refusals"], 0, "refused POSTs changed nothing");
+    assert_eq!(
+        seen["pending_after_refusals"], 0,
+        "refused POSTs changed nothing"
+    );
     assert_eq!(seen["page_without_session"], 401);
     assert!(
         std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000),
