@@ -187,9 +187,31 @@ impl State {
     }
 }
 
-/// The `token` query parameter.
-fn query_token(query: &str) -> Option<&str> {
-    query.split('&').find_map(|kv| kv.strip_prefix("token="))
+/// The `token` query parameter, percent-decoded (`None` when absent or
+/// not valid percent-encoded UTF-8).
+fn query_token(query: &str) -> Option<String> {
+    let raw = query.split('&').find_map(|kv| kv.strip_prefix("token="))?;
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = raw.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
@@ -270,7 +292,12 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
 /// `GET /`: the page for a session; `?token=` opens one; otherwise the
 /// "token required" page.
 fn index(state: &State, req: &Request<Incoming>) -> Response<Body> {
-    if let Some(token) = req.uri().query().and_then(query_token) {
+    let given = req
+        .uri()
+        .query()
+        .filter(|q| q.split('&').any(|kv| kv.starts_with("token=")))
+        .map(|q| query_token(q).unwrap_or_default());
+    if let Some(token) = given {
         if !ct_eq(token.as_bytes(), state.token.as_bytes()) {
             return respond(
                 StatusCode::UNAUTHORIZED,
@@ -323,5 +350,18 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
             "the body is larger than 64 KiB or broken",
         )),
         Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_token;
+
+    #[test]
+    fn token_parameter() {
+        assert_eq!(query_token("token=abc").as_deref(), Some("abc"));
+        assert_eq!(query_token("x=1&token=a%2Bb%25").as_deref(), Some("a+b%"));
+        assert_eq!(query_token("token=a%2"), None);
+        assert_eq!(query_token("x=1"), None);
     }
 }
