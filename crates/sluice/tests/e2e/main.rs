@@ -10,6 +10,7 @@ mod attacks;
 mod bulk;
 mod check;
 mod clients;
+mod console;
 mod credentials;
 mod harness;
 mod identity;
