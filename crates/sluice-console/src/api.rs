@@ -11,7 +11,6 @@ use sluice_proposals::{Action, Origin, Proposal, ProposalId, Status, MAX_REASON}
 use sluice_proxy::denials::DenialRecord;
 use sluice_proxy::proposals::{DecideError, SubmitError};
 
-use crate::redact;
 use crate::server::{error, json, Body, State};
 
 /// Pending proposals listed.
@@ -54,7 +53,9 @@ pub(crate) async fn state(s: &State) -> Response<Body> {
     let policy = s.service.policy();
     let generation = policy.generation();
     let text = match policy.read_text() {
-        Ok(t) => redact::policy_text(&t),
+        Ok(t) => sluice_policy::redact::redact_secret_sources(&t).unwrap_or_else(|_| {
+            "# the policy file is not valid YAML now; it is not shown\n".to_owned()
+        }),
         Err(e) => format!("# the policy file cannot be read: {e}\n"),
     };
     let denials: Vec<Value> = s

@@ -11,7 +11,6 @@
 mod api;
 mod auth;
 mod events;
-mod redact;
 mod server;
 
 use std::net::SocketAddr;

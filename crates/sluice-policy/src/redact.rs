@@ -7,47 +7,56 @@ use serde_yaml::Value;
 
 const REDACTED: &str = "[redacted]";
 
-/// `src` re-serialized with secret sources redacted: provider credentials,
-/// token-grant client ids/secrets/assertions, and inference route keys.
+/// Keys whose values are secret sources wherever they appear
+/// (`credentials` maps names to sources: the names stay).
+const SECRET_KEYS: &[&str] = &[
+    "api_key",
+    "client_id",
+    "client_secret",
+    "assertion",
+    "password",
+    "secret",
+    "token",
+];
+
+/// `src` re-serialized with secret sources redacted: every value under a
+/// `credentials` mapping (names kept), and every value of a key that names
+/// a secret (`api_key`, `client_id`, `client_secret`, `assertion`,
+/// `password`, `secret`, `token`), wherever they are. Comments are lost.
 ///
 /// # Errors
 /// The YAML error when `src` does not parse.
 pub fn redact_secret_sources(src: &str) -> Result<String, String> {
     let mut doc: Value = serde_yaml::from_str(src).map_err(|e| e.to_string())?;
-    if let Some(providers) = doc.get_mut("providers").and_then(Value::as_mapping_mut) {
-        for (_, provider) in providers.iter_mut() {
-            if let Some(creds) = provider
-                .get_mut("credentials")
-                .and_then(Value::as_mapping_mut)
-            {
-                for (_, source) in creds.iter_mut() {
-                    *source = Value::String(REDACTED.into());
-                }
-            }
-            if let Some(grant) = provider
-                .get_mut("token_grant")
-                .and_then(Value::as_mapping_mut)
-            {
-                for key in ["client_id", "client_secret", "assertion"] {
-                    if let Some(v) = grant.get_mut(key) {
-                        *v = Value::String(REDACTED.into());
-                    }
-                }
-            }
-        }
-    }
-    if let Some(routes) = doc
-        .get_mut("inference")
-        .and_then(|i| i.get_mut("routes"))
-        .and_then(Value::as_sequence_mut)
-    {
-        for route in routes {
-            if let Some(k) = route.get_mut("api_key") {
-                *k = Value::String(REDACTED.into());
-            }
-        }
-    }
+    redact(&mut doc);
     serde_yaml::to_string(&doc).map_err(|e| e.to_string())
+}
+
+fn redact(v: &mut Value) {
+    match v {
+        Value::Mapping(m) => {
+            for (k, val) in m.iter_mut() {
+                match k.as_str() {
+                    Some("credentials") => {
+                        if let Value::Mapping(creds) = val {
+                            for (_, source) in creds.iter_mut() {
+                                *source = Value::String(REDACTED.into());
+                            }
+                        } else {
+                            *val = Value::String(REDACTED.into());
+                        }
+                    }
+                    Some(key) if SECRET_KEYS.contains(&key) => {
+                        *val = Value::String(REDACTED.into());
+                    }
+                    _ => redact(val),
+                }
+            }
+        }
+        Value::Sequence(s) => s.iter_mut().for_each(redact),
+        Value::Tagged(t) => redact(&mut t.value),
+        _ => {}
+    }
 }
 
 #[cfg(test)]

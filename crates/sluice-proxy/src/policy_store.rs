@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use sha2::Digest as _;
 use sluice_policy::{LoadError, Loaded, Notice, PolicySnapshot};
 use tokio::sync::watch;
 
@@ -21,6 +22,10 @@ pub struct PolicyStore {
     /// Serializes reloads so generations are strictly increasing.
     reload_lock: Mutex<()>,
     checks: Mutex<Vec<ReloadCheck>>,
+    /// SHA-256 of the text [`PolicyStore::apply_text`] last wrote and
+    /// published: the file watcher's next look at that same file is not a
+    /// new generation.
+    applied: Mutex<Option<[u8; 32]>>,
 }
 
 impl std::fmt::Debug for PolicyStore {
@@ -44,6 +49,7 @@ impl PolicyStore {
             path,
             reload_lock: Mutex::new(()),
             checks: Mutex::new(Vec::new()),
+            applied: Mutex::new(None),
         })
     }
 
@@ -93,6 +99,17 @@ impl PolicyStore {
             .reload_lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let written_by_us = std::fs::read(path).is_ok_and(|bytes| {
+            let digest: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+            self.applied
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take_if(|h| *h == digest)
+                .is_some()
+        });
+        if written_by_us {
+            return Err(ReloadError::Unchanged);
+        }
         let next = self.generation() + 1;
         let loaded = sluice_policy::load_file(path, next).map_err(ReloadError::Invalid)?;
         self.run_checks(&loaded)?;
@@ -154,6 +171,11 @@ impl PolicyStore {
         let loaded = sluice_policy::load_str(text, &origin, next).map_err(ReloadError::Invalid)?;
         self.run_checks(&loaded)?;
         write_atomically(path, text).map_err(|e| ReloadError::Io(e.to_string()))?;
+        *self
+            .applied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(sha2::Sha256::digest(text.as_bytes()).into());
         self.current.store(Arc::new(loaded.snapshot));
         self.generation_tx.send_replace(next);
         Ok(next)
@@ -186,6 +208,9 @@ pub enum ReloadError {
     /// The file could not be read or written.
     #[error("policy file: {0}")]
     Io(String),
+    /// The file is exactly what sluice itself last wrote and published.
+    #[error("the policy file is the one in force")]
+    Unchanged,
 }
 
 /// Writes `text` to a temporary file beside `path` (same permissions as
@@ -210,4 +235,43 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1: &str = "version: 1\nnetwork_policies: {}\n";
+    const V2: &str = "version: 1\n# two\nnetwork_policies:\n  a:\n    endpoints: [ { host: a.test, port: 443 } ]\n";
+
+    #[test]
+    fn apply_text_writes_validates_and_publishes_once() {
+        let dir = sluice_test_support::TempDir::new("policy-store-apply");
+        let path = dir.path("policy.yaml");
+        std::fs::write(&path, V1).expect("write");
+        let loaded = sluice_policy::load_file(&path, 1).expect("v1");
+        let store = PolicyStore::new(loaded.snapshot, Some(path.clone()));
+        // Invalid text: nothing written, nothing published.
+        assert!(matches!(
+            store.apply_text("version: 2\n"),
+            Err(ReloadError::Invalid(_))
+        ));
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), V1);
+        assert_eq!(store.generation(), 1);
+        // Valid text: the file and the generation move together.
+        assert_eq!(store.apply_text(V2).expect("applied"), 2);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), V2);
+        assert_eq!(store.snapshot().policies().len(), 1);
+        // The watcher's look at the same file is not a new generation...
+        assert!(matches!(store.reload(), Err(ReloadError::Unchanged)));
+        assert_eq!(store.generation(), 2);
+        // ...but an edit after it is.
+        std::fs::write(&path, V1).expect("write");
+        assert_eq!(store.reload().expect("reloaded").0, 3);
+        assert!(!dir.root().read_dir().expect("dir").any(|e| e
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".tmp")));
+    }
 }

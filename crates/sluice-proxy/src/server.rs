@@ -156,6 +156,7 @@ pub fn reload_and_audit(store: &PolicyStore, audit: &Audit, identity_mode: Ident
             tracing::warn!(generation = kept, error = %why, "Policy reload refused; keeping last good policy");
             audit.policy_rejected(kept, &source, &why);
         }
+        Err(ReloadError::Unchanged) => {}
         Err(e) => tracing::warn!(error = %e, "Policy reload failed"),
     }
 }
