@@ -11,7 +11,6 @@ use serde::Deserialize;
 
 use crate::dto::SecretSourceDto;
 use crate::error::Ctx;
-use crate::host::parse_ip_literal;
 use crate::location::{join, join_idx};
 use crate::provider::read_secret;
 use crate::secret::{Secret, SecretSource};
@@ -403,87 +402,28 @@ fn parse_timeout(v: &serde_yaml::Value) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Parses a backend base URL. Plain http is allowed only for loopback
-/// hosts; no user info, query or fragment.
+/// Parses a backend base URL (see [`crate::url`]), which also has no
+/// query, is not `inference.local` and has a normalized path.
 fn parse_endpoint(url: &str) -> Result<InferenceEndpoint, String> {
-    if url.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return Err(format!(
-            "endpoint `{url}` must not contain whitespace or control characters"
-        ));
-    }
-    let lower = url.to_ascii_lowercase();
-    let (https, rest) = if lower.starts_with("https://") {
-        (true, &url[8..])
-    } else if lower.starts_with("http://") {
-        (false, &url[7..])
-    } else {
-        return Err(format!("endpoint `{url}` must be an absolute http(s) URL"));
-    };
-    if rest.contains(['?', '#']) {
+    let u = crate::url::parse_http_url("endpoint", url)?;
+    if u.rest.contains('?') {
         return Err(format!(
             "endpoint `{url}` must not have a query or fragment"
         ));
     }
-    let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
-    if authority.contains('@') {
-        return Err(format!(
-            "endpoint `{url}` must not contain user information"
-        ));
-    }
-    let (host, port) = if let Some(r) = authority.strip_prefix('[') {
-        match r.split_once(']') {
-            Some((h, p)) if p.is_empty() || p.starts_with(':') => (h, p.strip_prefix(':')),
-            _ => return Err(format!("endpoint `{url}` has an invalid host")),
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    let ip = parse_ip_literal(host);
-    let host_ok = !host.is_empty()
-        && if authority.starts_with('[') {
-            ip.is_some_and(|i| i.is_ipv6())
-        } else {
-            host.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-        };
-    if !host_ok {
-        return Err(format!("endpoint `{url}` has an invalid host"));
-    }
-    let port = match port {
-        None => {
-            if https {
-                443
-            } else {
-                80
-            }
-        }
-        Some(p) => match p.parse::<u16>() {
-            Ok(n) if n > 0 => n,
-            _ => return Err(format!("endpoint `{url}` has an invalid port")),
-        },
-    };
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || ip.is_some_and(|i| crate::host::normalize_ip(i).is_loopback());
-    if !https && !loopback {
-        return Err(format!(
-            "endpoint `{url}` must use https (http is allowed only for loopback hosts)"
-        ));
-    }
-    if host.eq_ignore_ascii_case("inference.local") {
+    if u.host.eq_ignore_ascii_case("inference.local") {
         return Err(format!(
             "endpoint `{url}` must not point at inference.local itself"
         ));
     }
+    let path = u.rest;
     if path.contains("/../") || path.ends_with("/..") || path.contains("/./") {
         return Err(format!("endpoint `{url}` must have a normalized path"));
     }
     Ok(InferenceEndpoint {
-        https,
-        host: Arc::from(host.to_ascii_lowercase()),
-        port,
+        https: u.https,
+        host: Arc::from(u.host.to_ascii_lowercase()),
+        port: u.port.unwrap_or(if u.https { 443 } else { 80 }),
         base_path: Arc::from(path.trim_end_matches('/')),
     })
 }

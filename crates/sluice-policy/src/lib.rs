@@ -33,6 +33,7 @@ mod rules;
 mod secret;
 mod snapshot;
 pub mod suggest;
+mod url;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -4,7 +4,6 @@
 //! binding rule.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +11,7 @@ use std::time::Duration;
 use crate::dto::{ProviderDto, ProviderEndpointDto, SecretSourceDto, TokenGrantDto};
 use crate::endpoint::{compile_path_glob, compile_ports};
 use crate::error::Ctx;
-use crate::host::{parse_host, parse_ip_literal};
+use crate::host::parse_host;
 use crate::location::{join, join_idx};
 use crate::metadata::compile_metadata;
 use crate::model::{
@@ -172,79 +171,9 @@ fn compile_endpoint(
     })
 }
 
-/// Whether `host` (from a URL authority, brackets removed) is loopback.
-fn is_loopback(host: &str) -> bool {
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    match parse_ip_literal(host) {
-        Some(IpAddr::V4(v4)) => v4.is_loopback(),
-        Some(IpAddr::V6(v6)) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-        None => false,
-    }
-}
-
-/// Validates an absolute http(s) URL; http only for loopback hosts.
+/// Validates a token grant's absolute http(s) URL (http only for loopback hosts).
 fn check_token_endpoint(url: &str) -> Result<(), String> {
-    if url.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return Err(format!(
-            "token_endpoint `{url}` must not contain whitespace or control characters"
-        ));
-    }
-    let lower = url.to_ascii_lowercase();
-    let (https, rest) = if lower.starts_with("https://") {
-        (true, &url[8..])
-    } else if lower.starts_with("http://") {
-        (false, &url[7..])
-    } else {
-        return Err(format!(
-            "token_endpoint `{url}` must be an absolute http(s) URL"
-        ));
-    };
-    if url.contains('#') {
-        return Err(format!("token_endpoint `{url}` must not have a fragment"));
-    }
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    if authority.contains('@') {
-        return Err(format!(
-            "token_endpoint `{url}` must not contain user information"
-        ));
-    }
-    let (host, port) = if let Some(r) = authority.strip_prefix('[') {
-        match r.split_once(']') {
-            Some((h, p)) if p.is_empty() || p.starts_with(':') => (h, p.strip_prefix(':')),
-            _ => return Err(format!("token_endpoint `{url}` has an invalid host")),
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    let host_ok = !host.is_empty()
-        && if authority.starts_with('[') {
-            matches!(parse_ip_literal(host), Some(IpAddr::V6(_)))
-        } else {
-            host.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-        };
-    if !host_ok {
-        return Err(format!("token_endpoint `{url}` has an invalid host"));
-    }
-    if let Some(p) = port {
-        if !matches!(p.parse::<u16>(), Ok(n) if n > 0) {
-            return Err(format!("token_endpoint `{url}` has an invalid port"));
-        }
-    }
-    if !https && !is_loopback(host) {
-        return Err(format!(
-            "token_endpoint `{url}` must use https (http is allowed only for loopback hosts)"
-        ));
-    }
-    Ok(())
+    crate::url::parse_http_url("token_endpoint", url).map(|_| ())
 }
 
 /// RFC 6749 scope-token characters.

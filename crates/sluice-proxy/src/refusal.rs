@@ -173,6 +173,18 @@ impl Refusal {
     }
 }
 
+/// Bytes a client sent after `CONNECT` before its `200` (they cannot be
+/// classified or inspected).
+pub fn early_tunnel_data() -> Refusal {
+    json_error(
+        400,
+        "early_tunnel_data",
+        "data sent before the tunnel was established",
+        None,
+        None,
+    )
+}
+
 /// An oversized initial head.
 pub const HEAD_TOO_LARGE: Refusal = Refusal::empty(431);
 /// A malformed head.

@@ -57,13 +57,7 @@ pub(super) async fn handle(
     let skip = opened.decision.permit().tls == TlsMode::Skip;
     if !leftover.is_empty() && !skip {
         // Bytes before the `200` cannot be classified or inspected.
-        let response = json_error(
-            400,
-            "early_tunnel_data",
-            "data sent before the tunnel was established",
-            None,
-            None,
-        );
+        let response = crate::refusal::early_tunnel_data();
         answer_and_close(&mut client, &response.http1()).await;
         return;
     }

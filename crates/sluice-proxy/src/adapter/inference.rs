@@ -36,13 +36,7 @@ pub(super) async fn handle(
     peer: SocketAddr,
 ) {
     if early {
-        let response = json_error(
-            400,
-            "early_tunnel_data",
-            "data sent before the tunnel was established",
-            None,
-            None,
-        );
+        let response = crate::refusal::early_tunnel_data();
         return answer_and_close(&mut client, &response.http1()).await;
     }
     let host = Host::Name(Arc::from(INFERENCE_HOST));

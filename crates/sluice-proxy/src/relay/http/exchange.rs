@@ -263,6 +263,16 @@ enum Exchanged {
     },
 }
 
+/// Answers `Expect: 100-continue` (when `expected`) before the loop reads
+/// a body itself; flushed, since the client may send the body only once it
+/// has this.
+async fn answer_continue<C: AsyncWrite + Unpin>(client: &mut C, expected: bool) {
+    if expected {
+        let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        let _ = client.flush().await;
+    }
+}
+
 /// Run the request loop on a client connection whose first request has
 /// already been parsed (and consumed from `buf`).
 pub async fn request_loop<C, P>(
@@ -285,13 +295,11 @@ where
                 return LoopEnd::Answered;
             }
             Admission::Local { limit } => {
-                if req
-                    .header("expect")
-                    .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
-                {
-                    let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
-                    let _ = client.flush().await;
-                }
+                let expects = req.framing != super::BodyFraming::None
+                    && req
+                        .header("expect")
+                        .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
+                answer_continue(client, expects).await;
                 let response =
                     match read_body(req.framing, client, buf, limit, limits.body_idle).await {
                         Ok(body) => policy.answer_locally(&req, body).await,
@@ -324,11 +332,7 @@ where
                 transform,
                 on_error,
             } => {
-                if continue_expected {
-                    // Flushed: the client may send the body only once it has this.
-                    let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
-                    let _ = client.flush().await;
-                }
+                answer_continue(client, continue_expected).await;
                 let raw = match read_body(req.framing, client, buf, limit, limits.body_idle).await {
                     Ok(b) => b,
                     Err(e) => match on_error {
@@ -356,10 +360,7 @@ where
                 (Some(body), false)
             }
             BodyPlan::Middleware { limit } => {
-                if continue_expected {
-                    let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
-                    let _ = client.flush().await;
-                }
+                answer_continue(client, continue_expected).await;
                 let raw = match read_body(req.framing, client, buf, limit, limits.body_idle).await {
                     Ok(b) => b,
                     Err(BodyError::TooLarge(_)) => {
@@ -395,10 +396,7 @@ where
                 }
             }
             BodyPlan::Sign { limit, sign } => {
-                if continue_expected {
-                    let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
-                    let _ = client.flush().await;
-                }
+                answer_continue(client, continue_expected).await;
                 let body = match read_body(req.framing, client, buf, limit, limits.body_idle).await
                 {
                     Ok(b) => b,
@@ -436,9 +434,7 @@ where
             // Read the body ahead (up to 256 KiB, nothing consumed): a marker
             // or malformed framing in it is refused before the upstream is
             // dialled. A longer body is checked further as it streams.
-            if continue_expected {
-                let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
-            }
+            answer_continue(client, continue_expected).await;
             match prefetch(req.framing, client, buf, PREFETCH_LIMIT, limits.body_idle).await {
                 Ok(_) => {}
                 Err(BodyError::Marker) => return refuse_marker(client, policy, &req).await,
