@@ -342,8 +342,11 @@ impl ProposalService {
                             if !done && approved_at >= self.started_ms {
                                 // Decided elsewhere (another gateway's console,
                                 // `sluice proposals`): recorded here too.
-                                if let Some(h) =
-                                    p.history.iter().rev().find(|h| h.action == Action::Approved)
+                                if let Some(h) = p
+                                    .history
+                                    .iter()
+                                    .rev()
+                                    .find(|h| h.action == Action::Approved)
                                 {
                                     self.audit.proposal_event(
                                         "APPROVED",

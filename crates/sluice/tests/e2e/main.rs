@@ -11,6 +11,7 @@ mod bulk;
 mod check;
 mod clients;
 mod credentials;
+mod h2;
 mod harness;
 mod identity;
 mod inference;
