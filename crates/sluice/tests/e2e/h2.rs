@@ -277,3 +277,122 @@ fn grpcio_unary_streaming_deny_and_metadata_credentials() {
         "the secret never reaches the audit log"
     );
 }
+
+/// Raw HTTP/2 through CONNECT and TLS (ALPN `h2`): `flood` is `reset`
+/// (HEADERS then RST_STREAM, 20 000 streams: CVE-2023-44487) or
+/// `continuation` (HEADERS without END_HEADERS, then CONTINUATION frames
+/// without end, 16 KiB of header block each, up to 64 MiB). Prints how it
+/// ended: `goaway`, `closed` (reset/EOF before everything was sent) or `done`.
+const FLOOD_CLIENT: &str = r#"
+import socket, ssl, struct, sys
+proxy_port, ca, flood = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+s = socket.create_connection(("127.0.0.1", proxy_port), timeout=30)
+s.sendall(b"CONNECT rest.test:8443 HTTP/1.1\r\nHost: rest.test:8443\r\n\r\n")
+resp = b""
+while b"\r\n\r\n" not in resp:
+    resp += s.recv(1)
+assert b" 200 " in resp, resp
+ctx = ssl.create_default_context(cafile=ca)
+ctx.set_alpn_protocols(["h2"])
+t = ctx.wrap_socket(s, server_hostname="rest.test")
+assert t.selected_alpn_protocol() == "h2", t.selected_alpn_protocol()
+def frame(kind, flags, stream, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+auth = b"rest.test:8443"
+# :method GET, :scheme https, :path /denied (literal, name index 4), :authority (literal, name index 1)
+block = b"\x82\x87\x04\x07/denied\x01" + bytes([len(auth)]) + auth
+t.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0))
+ended = "done"
+try:
+    if flood == "reset":
+        batch = b""
+        for i in range(20000):
+            sid = 2 * i + 1
+            batch += frame(1, 0x4, sid, block) + frame(3, 0, sid, struct.pack(">I", 8))
+            if len(batch) > 64 * 1024:
+                t.sendall(batch)
+                batch = b""
+        t.sendall(batch)
+    else:
+        filler = b"\x40\x03x-a" + b"\x7f\x81\x7f" + b"a" * 16254
+        assert len(filler) <= 16384
+        t.sendall(frame(1, 0x1, 1, block))
+        for i in range(4096):
+            t.sendall(frame(9, 0, 1, filler))
+except (BrokenPipeError, ConnectionResetError, ssl.SSLError, socket.timeout, OSError):
+    ended = "closed"
+t.settimeout(10)
+data = b""
+try:
+    while True:
+        chunk = t.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > 8 * 1024 * 1024:
+            break
+except Exception:
+    pass
+# Walk the frames the server sent: any GOAWAY?
+i = 0
+while i + 9 <= len(data):
+    n = int.from_bytes(data[i:i+3], "big")
+    if data[i+3] == 7:
+        ended = "goaway" if ended == "done" else ended + "+goaway"
+        break
+    i += 9 + n
+print(ended)
+"#;
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn rapid_reset_and_continuation_floods_stay_bounded() {
+    let s = setup("h2-flood");
+    let port = s.sluice.addr.port().to_string();
+    let before = rss_kib(s.sluice.pid());
+    for flood in ["reset", "continuation"] {
+        let out = Python::inline(FLOOD_CLIENT)
+            .args([port.as_str(), s.ca.to_str().unwrap(), flood])
+            .stdout();
+        let ended = out.trim();
+        eprintln!("{flood} flood: {ended}");
+        // The continuation flood must be cut off by sluice (the header list
+        // limit); the reset flood either ends in GOAWAY or is absorbed.
+        if flood == "continuation" {
+            assert!(
+                ended.contains("goaway") || ended.contains("closed"),
+                "{flood}: {ended}"
+            );
+        } else if flood == "reset" {
+            assert!(ended.contains("goaway"), "{flood}: {ended}");
+        } else {
+            assert!(!ended.is_empty(), "{flood}: {ended}");
+        }
+        let grown = rss_kib(s.sluice.pid()).saturating_sub(before);
+        assert!(grown < 64 * 1024, "{flood}: sluice grew by {grown} KiB");
+    }
+    // Nothing of the floods reached the upstream, and sluice still serves.
+    let seen = recorded(&s.dir.path("rest.jsonl"));
+    assert!(seen.is_empty(), "{seen:?}");
+    let w = "%{http_code} %{http_version}";
+    let out = curl_h2(
+        &s,
+        &[
+            "-w",
+            w,
+            "-o",
+            "/dev/null",
+            "https://rest.test:8443/allowed/after",
+        ],
+    );
+    assert_eq!(out.trim(), "200 2");
+}

@@ -63,6 +63,19 @@ pub fn request_head<'a>(
     if scheme.is_some_and(|s| !s.eq_ignore_ascii_case("https")) {
         return Err(MapError::BadScheme);
     }
+    // The pieces go into one HTTP/1.1 head: none may carry a line break,
+    // whitespace or a control byte that would make it say something else.
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    if !token(method) {
+        return Err(MapError::Parse(ParseError::Syntax("invalid method".into())));
+    }
+    if authority.is_some_and(|a| a.bytes().any(|b| b <= b' ' || b >= 0x7f)) {
+        return Err(MapError::Parse(ParseError::ControlByte));
+    }
     let path = path.filter(|p| p.starts_with('/') && p.len() <= MAX_PATH);
     let Some(path) = path else {
         return Err(MapError::BadPath);
@@ -239,6 +252,16 @@ mod tests {
         assert!(map("GET", Some("a"), "/", &[("x", b"a\r\nb: c")], false).is_err());
         assert!(map("GET", Some("a"), "/", &[("x:y", b"v")], false).is_err());
         assert!(map("GET", Some("a"), "/a b", &[], false).is_err());
+        assert!(map("GET", Some("a\r\nx: y"), "/", &[], false).is_err());
+        assert!(map(
+            "GET /x HTTP/1.1\r\nHost: e\r\n\r\nGET",
+            Some("a"),
+            "/",
+            &[],
+            false
+        )
+        .is_err());
+        assert!(map("", Some("a"), "/", &[], false).is_err());
         // No authority: no Host (the tunnel check refuses it).
         let h = map("GET", None, "/", &[], false).unwrap();
         assert_eq!(h.header("host"), None);
