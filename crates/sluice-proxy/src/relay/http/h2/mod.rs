@@ -122,7 +122,7 @@ pub(crate) async fn serve<IO>(
         .max_send_buf_size(256 * 1024);
     let conn = builder.serve_connection(TokioIo::new(activity.meter(io)), service);
     tokio::pin!(conn);
-    let revoked = crate::relay::revoke::revoked(&revoke_ctx, &revoke_decision, None);
+    let revoked = no_longer_allowed(&revoke_ctx, &revoke_decision);
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
@@ -136,6 +136,29 @@ pub(crate) async fn serve<IO>(
     // Idle or revoked: GOAWAY, and let streams in flight finish briefly.
     conn.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+}
+
+/// Completes when a newer generation no longer allows the tunnel's intent
+/// (re-authorized from scratch). Destinations are re-judged per stream:
+/// every admission refreshes the decision and re-validates its connector.
+async fn no_longer_allowed(ctx: &RelayContext, decision: &Allowed) {
+    let mut rx = ctx.authorizer.subscribe();
+    rx.mark_unchanged();
+    let mut checked = decision.generation();
+    loop {
+        let current = ctx.authorizer.generation();
+        if current != checked {
+            checked = current;
+            if let Err(denied) = ctx.authorizer.authorize(decision.intent.clone()) {
+                ctx.audit
+                    .tunnel_revoked(decision, denied.generation(), &denied.deny_reason());
+                return;
+            }
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 impl Tunnel {
