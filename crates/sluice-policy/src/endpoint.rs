@@ -25,6 +25,7 @@ fn parse_protocol(s: &str) -> Option<Protocol> {
         "graphql" => Protocol::Graphql,
         "json-rpc" => Protocol::JsonRpc,
         "mcp" => Protocol::Mcp,
+        "grpc" => Protocol::Grpc,
         "sql" => Protocol::Sql,
         "redis" => Protocol::Redis,
         "postgres" => Protocol::Postgres,

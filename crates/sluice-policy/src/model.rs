@@ -78,6 +78,9 @@ pub enum Protocol {
     Graphql,
     JsonRpc,
     Mcp,
+    /// `grpc`: gRPC over HTTP/2; rules name `package.Service/Method` globs
+    /// (compiled to `POST /package.Service/Method` REST rules).
+    Grpc,
     /// `sql`: audit-only, not implemented.
     Sql,
     /// `redis`: RESP2/RESP3 commands, through the Redis processor.
@@ -98,6 +101,7 @@ impl Protocol {
             Self::Graphql => "graphql",
             Self::JsonRpc => "json-rpc",
             Self::Mcp => "mcp",
+            Self::Grpc => "grpc",
             Self::Sql => "sql",
             Self::Redis => "redis",
             Self::Postgres => "postgres",

@@ -127,6 +127,7 @@ pub(crate) fn compile_rule(
         Protocol::Websocket => (&["method", "path", "query"], "websocket"),
         Protocol::Graphql => (&["operation_type", "operation_name", "fields"], "graphql"),
         Protocol::JsonRpc => (&["method"], "json-rpc"),
+        Protocol::Grpc => (&["method"], "grpc"),
         Protocol::Mcp => (&["method", "tool", "params", "arguments"], "mcp"),
         Protocol::Sql => (&["command"], "sql"),
         Protocol::Redis => (&["command", "key"], "redis"),
@@ -157,6 +158,7 @@ pub(crate) fn compile_rule(
             Some(m) => rule.method = Some(Arc::from(m)),
         },
         Protocol::Mcp => mcp_rule(ctx, path, b, env, &mut rule),
+        Protocol::Grpc => grpc_rule(ctx, path, b, &mut rule),
         Protocol::Sql => match b.command.as_deref() {
             Some(c) if !c.is_empty() => rule.command = Some(Arc::from(c.to_ascii_uppercase())),
             _ => ctx.err(path, "sql rule requires a non-empty `command`"),
@@ -166,6 +168,41 @@ pub(crate) fn compile_rule(
         Protocol::L4 | Protocol::Tcp => {}
     }
     (ctx.errors.len() == errors_before).then_some(rule)
+}
+
+/// Longest gRPC method glob accepted.
+const MAX_GRPC_METHOD: usize = 512;
+
+/// `method: "package.Service/Method"` (globs on either side of the `/`):
+/// gRPC calls are `POST /package.Service/Method`, so the rule compiles to
+/// that REST rule and is evaluated like one (`*` stays within the service
+/// or the method name; `**` spans both).
+fn grpc_rule(ctx: &mut Ctx, path: &str, b: &RuleBodyDto, rule: &mut L7Rule) {
+    let Some(m) = b.method.as_deref() else {
+        ctx.err(
+            path,
+            "grpc rule requires `method` (`package.Service/Method`)",
+        );
+        return;
+    };
+    let at = join(path, "method");
+    let valid_part = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'*' | b'?'))
+    };
+    let shape_ok = m == "**"
+        || m.split_once('/')
+            .is_some_and(|(svc, meth)| valid_part(svc) && valid_part(meth) && !meth.contains('.'));
+    if m.len() > MAX_GRPC_METHOD || !shape_ok {
+        ctx.err(
+            &at,
+            format!("grpc method `{m}` must be `package.Service/Method` (letters, digits, `_`, `.`, globs `*` `?`; `**` for every method)"),
+        );
+        return;
+    }
+    rule.method = Some(Arc::from("POST"));
+    rule.path = Some(glob(ctx, &at, &format!("/{m}"), b'/'));
 }
 
 /// Postgres statement kinds a rule may name.
@@ -512,6 +549,7 @@ pub(crate) fn preset_rules(access: &str, protocol: Protocol) -> Result<Vec<L7Rul
             .map(rest)
             .to_vec(),
         (Protocol::Rest | Protocol::Websocket, "full") => vec![rest("*")],
+        (Protocol::Grpc, "full") => vec![rest("POST")],
         (Protocol::Websocket, "read-only") => vec![rest("GET")],
         // Binary messages are writes too (OpenShell relays them uninspected).
         (Protocol::Websocket, "read-write") => ["GET", "WEBSOCKET_TEXT", "WEBSOCKET_BINARY"]

@@ -139,6 +139,34 @@ impl Refusal {
         }
     }
 
+    /// What any HTTP renderer needs: the content type (if any), the body
+    /// bytes and the policy named in `X-Sluice-Policy` (HTTP/2 streams).
+    pub fn rendered(&self) -> (Option<&'static str>, Vec<u8>, Option<&str>) {
+        let (content_type, body) = match &self.body {
+            Body::Empty => (None, Vec::new()),
+            Body::Text(t) => (None, t.as_bytes().to_vec()),
+            Body::Json(map) => (
+                Some("application/json"),
+                Value::Object(map.clone()).to_string().into_bytes(),
+            ),
+        };
+        (content_type, body, self.policy.as_deref())
+    }
+
+    /// The `detail` field of a JSON body (the text body otherwise), for
+    /// protocols that carry one message (`grpc-message`).
+    pub fn detail(&self) -> &str {
+        match &self.body {
+            Body::Json(map) => map
+                .get("detail")
+                .and_then(Value::as_str)
+                .or_else(|| map.get("error").and_then(Value::as_str))
+                .unwrap_or_default(),
+            Body::Text(t) => t,
+            Body::Empty => "",
+        }
+    }
+
     /// The refusal as an HTTP/1.1 response that closes the connection.
     pub fn http1(&self) -> Vec<u8> {
         let (content_type, body) = match &self.body {

@@ -82,7 +82,7 @@ impl Proxy {
             },
         );
         let shared = Arc::new(Shared {
-            relay: RelayContext {
+            relay: Arc::new(RelayContext {
                 authorizer,
                 resolver: config.resolver,
                 audit: config.audit,
@@ -90,7 +90,7 @@ impl Proxy {
                 upstream_tls: config.upstream_tls,
                 tokens,
                 middleware: config.middleware,
-            },
+            }),
             proposals: config.proposals,
             identity_mode: config.identity_mode,
             identity: config.identity,

@@ -70,7 +70,7 @@ impl Limits {
 pub struct Shared {
     /// Everything the relays need (authorizer, resolver, audit, dialer, TLS
     /// trust, token grants).
-    pub(crate) relay: RelayContext,
+    pub(crate) relay: Arc<RelayContext>,
     pub(crate) identity_mode: IdentityMode,
     pub(crate) identity: Option<Arc<dyn IdentityResolver>>,
     pub(crate) limits: Limits,

@@ -20,6 +20,7 @@ use super::Shared;
 use crate::destination::{self, UpstreamConnector};
 use crate::egress::{Allowed, EgressIntent};
 use crate::refusal::{destination_refused, json_error, Refusal};
+use crate::relay::http::h2::{self as http2, H2Limits};
 use crate::relay::http::tunnel::TunnelPolicy;
 use crate::relay::http::{
     answer_and_close, read_head, request_loop, HeadError, RejectCause, RequestHead, RequestPolicy,
@@ -28,7 +29,7 @@ use crate::relay::processor::{self, ProcessorLimits, ProcessorSession};
 use crate::relay::revoke::revoked;
 use crate::relay::stream::ClientStream;
 use crate::relay::tcp::{self, TunnelEnd};
-use crate::relay::tls::{peek_classify, TunnelProtocol};
+use crate::relay::tls::{peek_classify, TunnelProtocol, ALPN_H2};
 
 /// How many times a decision is re-made when the generation moves under it.
 const MAX_REAUTHORIZE: usize = 4;
@@ -158,10 +159,15 @@ pub(super) async fn serve(
     };
     match peek_classify(&client, wait).await {
         TunnelProtocol::Tls => {
-            let Ok(config) = shared
-                .leaf_cache
-                .server_config(&opened.decision.intent.target.host)
-            else {
+            // Inspected tunnels offer `h2` too: every stream is admitted
+            // like an HTTP/1.1 request (`relay::http::h2`).
+            let host = &opened.decision.intent.target.host;
+            let config = if opened.inspected {
+                shared.leaf_cache.server_config_h2(host)
+            } else {
+                shared.leaf_cache.server_config(host)
+            };
+            let Ok(config) = config else {
                 shared.relay.audit.tunnel_rejected(
                     &opened.decision,
                     format!(
@@ -174,6 +180,9 @@ pub(super) async fn serve(
             };
             let accept = accept_tls(client, config, expect_sni);
             match tokio::time::timeout(CLIENT_HANDSHAKE, accept).await {
+                Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(ALPN_H2) => {
+                    h2(shared, tls, opened).await;
+                }
                 Ok(Ok(tls)) => http(shared, ClientStream::Tls(Box::new(tls)), opened, true).await,
                 Ok(Err(e)) => shared.relay.audit.tunnel_rejected(
                     &opened.decision,
@@ -314,6 +323,28 @@ async fn raw(shared: &Shared, client: TcpStream, opened: Opened, initial: &[u8])
         .relay
         .audit
         .tunnel_closed(&decision, stats.to_upstream, stats.to_client, reason);
+}
+
+/// HTTP/2 inside a terminated tunnel: each stream admitted like a request
+/// of the HTTP/1.1 loop.
+async fn h2(shared: &Shared, tls: TlsStream<TcpStream>, opened: Opened) {
+    let limits = H2Limits {
+        idle: shared.limits.tunnel_idle,
+        body_idle: shared.limits.body_idle,
+    };
+    let Opened {
+        decision,
+        connector,
+        ..
+    } = opened;
+    http2::serve(
+        std::sync::Arc::clone(&shared.relay),
+        decision,
+        connector,
+        tls,
+        limits,
+    )
+    .await;
 }
 
 /// HTTP inside the tunnel: the shared request loop with tunnel admission.

@@ -146,8 +146,8 @@ fn common_clients_work_inside_sluice_run_with_zero_flags() {
     assert_eq!(r.value("curl"), "200", "{ctx}");
     assert_eq!(
         r.value("curl_h2"),
-        "200 http/1.1",
-        "h2 offered, 1.1 agreed: {ctx}"
+        "200 http/2",
+        "h2 offered and agreed on the inspected tunnel (issue 20): {ctx}"
     );
     assert_eq!(
         r.value("wget_rc"),

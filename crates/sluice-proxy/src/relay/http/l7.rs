@@ -171,7 +171,9 @@ pub(crate) fn evaluate(
         },
     };
     match selected.protocol {
-        Protocol::Rest => soften(verdict.allowed, false, verdict.reason, verdict.rule),
+        Protocol::Rest | Protocol::Grpc => {
+            soften(verdict.allowed, false, verdict.reason, verdict.rule)
+        }
         Protocol::Websocket => {
             if !is_websocket_upgrade(req) {
                 return L7Outcome::Deny {

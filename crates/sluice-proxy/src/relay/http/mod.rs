@@ -9,6 +9,7 @@ mod body;
 mod close;
 mod exchange;
 mod guard;
+pub mod h2;
 mod head;
 pub(crate) mod l7;
 mod request;

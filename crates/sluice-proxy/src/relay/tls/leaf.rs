@@ -18,8 +18,11 @@ use crate::egress::Host;
 /// Default number of hosts whose server configuration is kept.
 pub const DEFAULT_LEAF_CACHE_CAPACITY: usize = 256;
 
-/// The only ALPN protocol offered to workloads (HTTP/2 is never negotiated).
+/// The ALPN protocol offered to workloads on every terminated tunnel.
 pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+/// HTTP/2, offered first on tunnels to inspected HTTP endpoints
+/// ([`LeafCache::server_config_h2`]).
+pub const ALPN_H2: &[u8] = b"h2";
 
 /// Thread-safe LRU of client-facing TLS server configurations by host.
 pub struct LeafCache {
@@ -121,6 +124,17 @@ impl LeafCache {
         self.misses.fetch_add(1, Ordering::Relaxed);
         let config = Arc::new(self.mint(host)?);
         Ok(self.lock().insert(host, config, self.capacity))
+    }
+
+    /// [`Self::server_config`] offering `h2` then `http/1.1` (inspected
+    /// HTTP tunnels: each HTTP/2 stream is admitted like an HTTP/1.1 request).
+    ///
+    /// # Errors
+    /// As [`Self::server_config`].
+    pub fn server_config_h2(&self, host: &Host) -> Result<Arc<ServerConfig>, CaError> {
+        let mut config = (*self.server_config(host)?).clone();
+        config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
+        Ok(Arc::new(config))
     }
 
     fn mint(&self, host: &Host) -> Result<ServerConfig, CaError> {

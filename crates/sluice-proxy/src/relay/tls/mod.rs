@@ -24,7 +24,7 @@ pub use classify::{
     classify, peek_classify, TunnelProtocol, DEFAULT_PEEK_WAIT, HTTP1_METHODS, HTTP2_PREFACE,
     PEEK_LIMIT, PEEK_POLL,
 };
-pub use leaf::{LeafCache, ALPN_HTTP1, DEFAULT_LEAF_CACHE_CAPACITY};
+pub use leaf::{LeafCache, ALPN_H2, ALPN_HTTP1, DEFAULT_LEAF_CACHE_CAPACITY};
 pub use trust::{
     java_key_store, subject_hash, write_trust_files, TrustError, TrustFiles,
     JAVA_TRUST_STORE_PASSWORD,

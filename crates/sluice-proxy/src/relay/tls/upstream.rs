@@ -16,7 +16,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::ca::system_bundle_path;
-use super::leaf::ALPN_HTTP1;
+use super::leaf::{ALPN_H2, ALPN_HTTP1};
 use crate::egress::Host;
 
 /// Why the upstream TLS client could not be configured.
@@ -66,6 +66,8 @@ pub enum UpstreamTlsError {
 #[derive(Clone)]
 pub struct UpstreamTls {
     connector: TlsConnector,
+    /// The same configuration offering `h2, http/1.1`.
+    h2_connector: TlsConnector,
     /// The same configuration, for connectors that offer another ALPN protocol.
     config: Arc<ClientConfig>,
     roots: usize,
@@ -104,8 +106,11 @@ impl UpstreamTls {
                 .with_root_certificates(roots)
                 .with_no_client_auth();
         config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+        let mut h2 = config.clone();
+        h2.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
         let config = Arc::new(config);
         Ok(Self {
+            h2_connector: TlsConnector::from(Arc::new(h2)),
             connector: TlsConnector::from(Arc::clone(&config)),
             config,
             roots: count,
@@ -150,6 +155,20 @@ impl UpstreamTls {
         let mut config = (*self.config).clone();
         config.alpn_protocols = vec![alpn.to_vec()];
         handshake(&TlsConnector::from(Arc::new(config)), host, stream, timeout).await
+    }
+
+    /// [`Self::connect`] offering `h2` then `http/1.1` (HTTP/2 tunnels);
+    /// the caller reads the upstream's choice from the session.
+    ///
+    /// # Errors
+    /// As [`Self::connect`].
+    pub(crate) async fn connect_h2(
+        &self,
+        host: &Host,
+        stream: TcpStream,
+        timeout: Duration,
+    ) -> Result<TlsStream<TcpStream>, UpstreamTlsError> {
+        handshake(&self.h2_connector, host, stream, timeout).await
     }
 }
 
