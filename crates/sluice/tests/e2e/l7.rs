@@ -149,7 +149,12 @@ fn rest_verdicts_through_terminated_tls_with_curl() {
         &["--cacert", ca, "-X", "POST", "-d", "x", "-D", "-"],
     );
     assert_eq!(r.status, 403, "{r:?}");
-    assert!(r.body.contains("X-Sluice-Policy: secure"), "{r:?}");
+    assert!(
+        r.body
+            .to_ascii_lowercase()
+            .contains("x-sluice-policy: secure"),
+        "{r:?}"
+    );
     let body = body_json(&r.body);
     assert_eq!(body["error"], "policy_denied");
     assert_eq!(body["layer"], "l7");
