@@ -17,8 +17,11 @@ use crate::relay::http::{DialFailure, UpstreamKey};
 use crate::relay::tls::ALPN_H2;
 use crate::relay::RelayContext;
 
-/// Idle HTTP/1.1 connections kept per tunnel.
-const MAX_IDLE_H1: usize = 8;
+/// Idle HTTP/1.1 connections kept per tunnel: as many as the client may
+/// have streams in flight, so a client that keeps 32 streams busy reuses 32
+/// upstream connections instead of dialling (and shaking hands) for most
+/// requests.
+const MAX_IDLE_H1: usize = super::MAX_CONCURRENT_STREAMS as usize;
 /// Largest response header list accepted from an HTTP/2 upstream.
 const MAX_RESPONSE_HEADER_LIST: u32 = 64 * 1024;
 
