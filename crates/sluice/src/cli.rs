@@ -37,8 +37,15 @@ pub(crate) enum Command {
 pub(crate) struct ProposalsArgs {
     #[command(subcommand)]
     pub(crate) action: ProposalsAction,
-    /// The store: `postgres://...`, default the SQLite file in the state dir.
-    #[arg(long, global = true, value_name = "URL")]
+    /// The store: `postgres://...`, default the SQLite file in the state dir
+    /// (or `SLUICE_STORE`, which keeps a password out of the process list).
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "SLUICE_STORE",
+        hide_env_values = true
+    )]
     pub(crate) store: Option<String>,
     /// State directory of the gateway whose SQLite store is meant.
     #[arg(long, global = true)]
@@ -272,7 +279,8 @@ pub(crate) struct ServeArgs {
     pub(crate) middleware_ca: Option<PathBuf>,
     /// Where policy proposals are queued: `postgres://USER:PASS@HOST:PORT/DB`
     /// (shared by several gateways), default an SQLite file in the state dir.
-    #[arg(long, value_name = "URL")]
+    /// `SLUICE_STORE` works too and keeps a password out of the process list.
+    #[arg(long, value_name = "URL", env = "SLUICE_STORE", hide_env_values = true)]
     pub(crate) store: Option<String>,
     /// Serve the operator console on ADDR (a loopback address unless
     /// --console-public): proposals, approvals, live denials.

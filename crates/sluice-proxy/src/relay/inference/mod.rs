@@ -326,8 +326,10 @@ fn upstream_request(
     for (name, value) in &outbound.headers {
         let name = http::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| "invalid header name".to_owned())?;
-        let value = http::HeaderValue::from_bytes(value)
+        let mut value = http::HeaderValue::from_bytes(value)
             .map_err(|_| format!("invalid value for header {name}"))?;
+        // The route's key: never shown by a Debug print of the request.
+        value.set_sensitive(name == route.auth_style.header_name());
         builder = builder.header(name, value);
     }
     builder

@@ -43,6 +43,10 @@ const PROXY_VARS: [&str; 7] = [
     "grpc_proxy",
 ];
 
+/// sluice's own settings that may carry secrets (`SLUICE_STORE`: a
+/// PostgreSQL URL with its password): never CMD's.
+const SLUICE_ONLY: [&str; 1] = ["SLUICE_STORE"];
+
 /// Whether `haystack` contains `needle` (bytes).
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
@@ -68,7 +72,9 @@ pub(super) fn inherited(
     let mut kept = Vec::new();
     let mut removed = Vec::new();
     for (name, value) in caller {
-        let named = name.to_str().is_some_and(|n| secrets.env.contains(n));
+        let named = name
+            .to_str()
+            .is_some_and(|n| secrets.env.contains(n) || SLUICE_ONLY.contains(&n));
         if named || carries_secret(&value, secrets) {
             removed.push(name.to_string_lossy().into_owned());
         } else {
@@ -232,11 +238,12 @@ mod tests {
             ("SHORTISH", "a short value"),
             ("HTTPS_PROXY", "http://elsewhere:1"),
             ("JAVA_TOOL_OPTIONS", "-Xmx64m"),
+            ("SLUICE_STORE", "postgres://gw:pw@db/q"),
         ]
         .map(|(k, v)| (OsString::from(k), OsString::from(v)));
         let (kept, mut removed) = inherited(caller.into_iter(), &secrets);
         removed.sort();
-        assert_eq!(removed, ["COPY", "HOST_GH_SECRET"]);
+        assert_eq!(removed, ["COPY", "HOST_GH_SECRET", "SLUICE_STORE"]);
         assert_eq!(
             get(&kept, "SHORTISH"),
             Some("a short value"),
