@@ -73,6 +73,8 @@ pub(crate) fn load(
     let recording = Recording::new(secrets);
     let snapshot = compile(&mut ctx, &dto, generation, &recording);
     if ctx.errors.is_empty() {
+        let requirements = crate::capability::requirements(&ctx.locs, &file, &snapshot);
+        let snapshot = snapshot.with_requirements(requirements);
         let mut notices = ctx.notices;
         notices.sort_by_key(|n| (n.line, n.col));
         Ok(Loaded {

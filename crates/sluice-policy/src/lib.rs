@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod amend;
+pub mod capability;
 mod compile;
 mod credentials;
 mod dto;
@@ -38,6 +39,7 @@ mod url;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use capability::{Capabilities, Need, Requirement, RuntimeMode};
 pub use error::{Diagnostic, LoadError, Loaded, Notice, NoticeLevel};
 pub use host::normalize_ip;
 pub use inference::{AuthStyle, InferenceEndpoint, InferenceProtocol, InferenceRoute};

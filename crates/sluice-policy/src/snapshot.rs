@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::capability::Requirement;
 use crate::index::HostIndex;
 use crate::inference::InferenceRoute;
 use crate::model::{
@@ -26,6 +27,8 @@ pub struct PolicySnapshot {
     credentials: Arc<HashMap<Arc<str>, (usize, usize)>>,
     /// Routes of `inference.local`, in policy order.
     inference: Arc<[InferenceRoute]>,
+    /// What the policy needs from the runtime, located in its source.
+    requirements: Arc<[Requirement]>,
 }
 
 impl fmt::Debug for PolicySnapshot {
@@ -71,7 +74,23 @@ impl PolicySnapshot {
             providers: Arc::from(Vec::new()),
             credentials: Arc::new(HashMap::new()),
             inference: Arc::from(Vec::new()),
+            requirements: Arc::from(Vec::new()),
         }
+    }
+
+    /// Attaches the located requirements found by the loader.
+    pub(crate) fn with_requirements(mut self, requirements: Vec<Requirement>) -> Self {
+        self.requirements = requirements.into();
+        self
+    }
+
+    /// What this policy needs from the runtime that enforces it (process
+    /// identity for `binaries`, transparent capture for `protocol: tcp`, ...),
+    /// each with the location of the node that needs it. Check them with
+    /// [`Capabilities::check`](crate::capability::Capabilities::check).
+    #[must_use]
+    pub fn requirements(&self) -> &[Requirement] {
+        &self.requirements
     }
 
     /// Attaches the compiled `inference` routes.

@@ -201,16 +201,28 @@ impl Audit {
     }
 
     /// A policy load or reload (5019), successful or refused.
-    pub fn policy_loaded(&self, generation: u64, source: &str, identity_mode: &str) {
-        self.sink.emit(
-            &OcsfEvent::new(EventClass::DeviceConfigStateChange, Activity::Log)
-                .status(Status::Success)
-                .message(format!(
-                    "Policy loaded: generation {generation} from {source}"
-                ))
-                .policy_generation(generation)
-                .unmapped("identity_mode", identity_mode.into()),
-        );
+    /// A policy generation went into force. `capabilities`: what the runtime
+    /// mode declared it enforces (`unmapped.runtime_mode`, `unmapped.capabilities`).
+    pub fn policy_loaded(
+        &self,
+        generation: u64,
+        source: &str,
+        identity_mode: &str,
+        capabilities: Option<&sluice_policy::Capabilities>,
+    ) {
+        let mut event = OcsfEvent::new(EventClass::DeviceConfigStateChange, Activity::Log)
+            .status(Status::Success)
+            .message(format!(
+                "Policy loaded: generation {generation} from {source}"
+            ))
+            .policy_generation(generation)
+            .unmapped("identity_mode", identity_mode.into());
+        if let Some(caps) = capabilities {
+            event = event
+                .unmapped("runtime_mode", caps.mode.as_str().into())
+                .unmapped("capabilities", caps.names().into());
+        }
+        self.sink.emit(&event);
     }
 
     pub fn policy_rejected(&self, kept_generation: u64, source: &str, errors: &str) {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use sha2::Digest as _;
-use sluice_policy::{LoadError, Loaded, Notice, PolicySnapshot};
+use sluice_policy::{Capabilities, LoadError, Loaded, Notice, PolicySnapshot};
 use tokio::sync::watch;
 
 /// A check every reloaded policy must pass before it is published (e.g.
@@ -26,6 +26,8 @@ pub struct PolicyStore {
     /// published: the file watcher's next look at that same file is not a
     /// new generation.
     applied: Mutex<Option<[u8; 32]>>,
+    /// What the runtime can enforce; every later policy must need no more.
+    capabilities: Mutex<Option<Capabilities>>,
 }
 
 impl std::fmt::Debug for PolicyStore {
@@ -50,6 +52,7 @@ impl PolicyStore {
             reload_lock: Mutex::new(()),
             checks: Mutex::new(Vec::new()),
             applied: Mutex::new(None),
+            capabilities: Mutex::new(None),
         })
     }
 
@@ -60,6 +63,31 @@ impl PolicyStore {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(check);
+    }
+
+    /// Declares what the runtime enforcing this store can do. The policy in
+    /// force must need no more (checked now); every later reload, validation
+    /// and applied proposal is checked the same way, with located errors.
+    ///
+    /// # Errors
+    /// The policy in force needs something the runtime cannot do: one
+    /// located diagnostic per unmet requirement. Nothing is recorded then.
+    pub fn set_capabilities(&self, capabilities: Capabilities) -> Result<(), LoadError> {
+        capabilities.check(self.snapshot().requirements())?;
+        *self
+            .capabilities
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(capabilities);
+        Ok(())
+    }
+
+    /// What the runtime declared it can enforce ([`Self::set_capabilities`]).
+    #[must_use]
+    pub fn capabilities(&self) -> Option<Capabilities> {
+        self.capabilities
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The snapshot in force now.
@@ -141,6 +169,15 @@ impl PolicyStore {
     }
 
     fn run_checks(&self, loaded: &Loaded) -> Result<(), ReloadError> {
+        if let Some(caps) = self
+            .capabilities
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            caps.check(loaded.snapshot.requirements())
+                .map_err(ReloadError::Invalid)?;
+        }
         for check in self
             .checks
             .lock()

@@ -144,7 +144,12 @@ pub fn reload_and_audit(store: &PolicyStore, audit: &Audit, identity_mode: Ident
                 tracing::info!(notice = %n, "Policy notice");
             }
             tracing::info!(generation, policy.source = %source, "Policy reloaded");
-            audit.policy_loaded(generation, &source, identity_mode.as_str());
+            audit.policy_loaded(
+                generation,
+                &source,
+                identity_mode.as_str(),
+                store.capabilities().as_ref(),
+            );
         }
         Err(ReloadError::Invalid(e)) => {
             let kept = store.generation();

@@ -300,6 +300,7 @@ impl ProposalService {
                     .map(|p| p.display().to_string())
                     .unwrap_or_default(),
                 "proposal",
+                self.policy.capabilities().as_ref(),
             );
         }
         self.audit.proposal_event(

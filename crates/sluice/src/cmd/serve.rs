@@ -16,7 +16,8 @@ use sluice_proxy::destination::Resolver;
 use sluice_proxy::egress::{IdentityMode, IdentityResolver, ProcessIdentity};
 use sluice_proxy::policy_store::PolicyStore;
 use sluice_proxy::proposals::ProposalService;
-use sluice_proxy::relay::middleware::MiddlewareRuntime;
+use sluice_policy::{Capabilities, RuntimeMode};
+use sluice_proxy::relay::middleware::{available_middleware, MiddlewareRuntime};
 use sluice_proxy::relay::tls::{LeafCache, SandboxCa, UpstreamTls, DEFAULT_LEAF_CACHE_CAPACITY};
 use sluice_proxy::server::{reload_and_audit, watch_policy_file, Limits, Proxy, ProxyConfig};
 use sluice_telemetry::{AuditFormat, AuditSink};
@@ -85,6 +86,27 @@ pub(crate) struct AuditOptions {
     pub(crate) observer: Option<sluice_telemetry::EventObserver>,
 }
 
+/// The runtime mode `prepare` builds for, and what it adds to `serve`'s own
+/// capabilities (the capability contract: a policy that needs more is refused).
+pub(crate) struct ModeOptions {
+    pub(crate) mode: RuntimeMode,
+    /// Policy DNS and a transparent listener receive native TCP.
+    pub(crate) transparent_capture: bool,
+    /// The metadata loopback is served to the workload.
+    pub(crate) metadata_loopback: bool,
+}
+
+impl ModeOptions {
+    /// Plain `sluice serve`: an explicit proxy only.
+    pub(crate) fn serve() -> Self {
+        Self {
+            mode: RuntimeMode::Serve,
+            transparent_capture: false,
+            metadata_loopback: false,
+        }
+    }
+}
+
 /// Size bound of `run`'s default audit file (one older file is kept beside it).
 const RUN_AUDIT_MAX_BYTES: u64 = 64 << 20;
 
@@ -110,6 +132,7 @@ pub(crate) fn prepare(
     args: &ServeArgs,
     identity: Option<ProcfsResolver>,
     audit_options: AuditOptions,
+    mode: ModeOptions,
 ) -> anyhow::Result<Prepared> {
     let loaded = match sluice_policy::load_file(&args.policy, 1) {
         Ok(l) => l,
@@ -232,6 +255,22 @@ pub(crate) fn prepare(
         .collect();
     let secret_sources = loaded.secret_sources;
     let store = PolicyStore::new(loaded.snapshot, Some(args.policy.clone()));
+    let capabilities = Capabilities {
+        mode: mode.mode,
+        process_identity: identity_mode == IdentityMode::Required,
+        transparent_capture: mode.transparent_capture,
+        metadata_loopback: mode.metadata_loopback,
+        middleware: available_middleware(args.middleware.iter().map(|r| r.name.as_str())),
+        ..Capabilities::new(mode.mode)
+    };
+    if let Err(e) = store.set_capabilities(capabilities) {
+        eprintln!("{e}");
+        anyhow::bail!(
+            "policy {} needs what `sluice {}` cannot enforce",
+            args.policy.display(),
+            mode.mode.as_str()
+        );
+    }
     Ok(Prepared {
         store,
         audit,
@@ -314,14 +353,19 @@ pub(crate) async fn start(
         proxy = proxy.with_listener(listener);
     }
     let addr = proxy.local_addr()?;
+    let capabilities = store.capabilities();
     audit.policy_loaded(
         generation,
         &args.policy.display().to_string(),
         identity_mode.as_str(),
+        capabilities.as_ref(),
     );
     if announce {
+        let enforces = capabilities.as_ref().map_or_else(String::new, |c| {
+            format!("; {} mode enforces {}", c.mode.as_str(), c.names().join(", "))
+        });
         eprintln!(
-            "sluice: listening on {addr} (policy generation {generation}, identity {})",
+            "sluice: listening on {addr} (policy generation {generation}, identity {}{enforces})",
             identity_mode.as_str()
         );
     }
@@ -392,7 +436,7 @@ pub(crate) async fn reload(store: &Arc<PolicyStore>, audit: &Audit, identity_mod
 }
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let prepared = prepare(&args, None, AuditOptions::default())?;
+    let prepared = prepare(&args, None, AuditOptions::default(), ModeOptions::serve())?;
     let (store, audit, identity_mode) = (
         Arc::clone(&prepared.store),
         prepared.audit.clone(),

@@ -119,7 +119,6 @@ fn policy(endpoints: &[&str]) -> String {
     for e in endpoints {
         s.push_str(&format!("      - {e}\n"));
     }
-    s.push_str("    binaries: [ { path: /usr/bin/curl } ]\n");
     s
 }
 

@@ -28,7 +28,6 @@ network_policies:
         rules:
           - allow: { method: POST, path: "/upload/**" }
           - allow: { method: GET, path: "/download/*" }
-    binaries: [ { path: /usr/bin/curl } ]
 "#;
 
 struct Bulk {

@@ -69,7 +69,6 @@ impl TokenServer {
 }
 
 fn policy(token_port: u16) -> String {
-    let me = std::env::current_exe().unwrap();
     format!(
         r#"version: 1
 network_policies:
@@ -83,7 +82,6 @@ network_policies:
       - {{ host: rec.test, port: 9000, protocol: rest, enforcement: enforce, access: full }}
       - {{ host: granted.test, port: 8080, protocol: rest, enforcement: enforce, access: full }}
       - {{ host: unbound.test, port: 8080 }}
-    binaries: [ {{ path: /usr/bin/curl }}, {{ path: "/usr/**" }}, {{ path: "{me}" }} ]
 providers:
   svc:
     credentials:
@@ -104,7 +102,6 @@ providers:
       client_id: {{ env: E2E_CLIENT_ID }}
       client_secret: {{ env: E2E_CLIENT_SECRET }}
 "#,
-        me = me.display()
     )
 }
 

@@ -14,7 +14,6 @@ use sluice_test_support::{recorded, test_pki, Netns, Python, TempDir};
 const TOKEN: &str = "grpc-s3cr3t-77e1";
 
 fn policy() -> String {
-    let me = std::env::current_exe().unwrap();
     format!(
         r#"version: 1
 network_policies:
@@ -27,7 +26,6 @@ network_policies:
         rules:
           - allow: {{ method: GET, path: "/allowed/**" }}
           - allow: {{ method: POST, path: "/upload" }}
-    binaries: [ {{ path: "/usr/**" }}, {{ path: "{me}" }} ]
   greeter:
     endpoints:
       - host: grpc.test
@@ -39,7 +37,6 @@ network_policies:
           - allow: {{ method: "admin.*/*" }}
         deny_rules:
           - {{ method: "admin.*/Delete*" }}
-    binaries: [ {{ path: "/usr/**" }}, {{ path: "{me}" }} ]
 providers:
   grpc:
     credentials:
@@ -47,7 +44,6 @@ providers:
     endpoints:
       - {{ host: grpc.test, port: 9443 }}
 "#,
-        me = me.display()
     )
 }
 

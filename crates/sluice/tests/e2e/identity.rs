@@ -13,6 +13,9 @@ network_policies:
       - { path: /usr/bin/curl }
 "#;
 
+/// The `binaries` block of [`CURL_ONLY`].
+const BINARIES: &str = "    binaries:\n      - { path: /usr/bin/curl }\n";
+
 /// Python (a real second binary) making a CONNECT and a forward request.
 fn python_requests(proxy: &str) -> (String, String) {
     let script = r#"
@@ -87,8 +90,11 @@ fn binaries_allow_curl_and_deny_python_naming_it() {
     assert_eq!(paths, ["/from-curl", "/from-curl-tunnel"]);
 }
 
+/// `--identity endpoint-only` cannot enforce `binaries`: a policy with them
+/// is refused at start and at reload (located), never loaded and ignored;
+/// without them the mode serves every client.
 #[test]
-fn endpoint_only_mode_ignores_binaries() {
+fn endpoint_only_mode_refuses_binary_rules() {
     let dir = TempDir::new("endpoint-only");
     let ns = Netns::new();
     let record = dir.path("upstream.jsonl");
@@ -96,7 +102,30 @@ fn endpoint_only_mode_ignores_binaries() {
     let mut args = add_hosts(&ns);
     args.extend(["--identity".to_owned(), "endpoint-only".to_owned()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let sluice = Sluice::start(&dir, CURL_ONLY, &args);
+
+    let policy = dir.path("refused.yaml");
+    std::fs::write(&policy, CURL_ONLY).expect("policy");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--policy"])
+        .arg(&policy)
+        .arg("--state-dir")
+        .arg(dir.path("state"))
+        .args(&args)
+        .output()
+        .expect("sluice serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let line = binaries_line(CURL_ONLY);
+    assert!(
+        stderr.contains(&format!(
+            "refused.yaml:{line}:5: network_policies.curl_only.binaries: needs process identity, which `sluice serve` cannot enforce here (run with `--identity required`, or remove `binaries`)"
+        )),
+        "{stderr}"
+    );
+    assert!(std::fs::read_to_string(&record).unwrap_or_default().is_empty());
+
+    let open = CURL_ONLY.replace(BINARIES, "");
+    let sluice = Sluice::start(&dir, &open, &args);
     let (connect, forward) = python_requests(&sluice.proxy_url());
     assert!(connect.starts_with("HTTP/1.1 200 "), "{connect}");
     assert!(forward.starts_with("200 "), "{forward}");
@@ -107,4 +136,34 @@ fn endpoint_only_mode_ignores_binaries() {
     );
     let cfg = sluice.wait_event("Policy loaded");
     assert_eq!(cfg["unmapped"]["identity_mode"], "endpoint-only");
+    assert_eq!(cfg["unmapped"]["runtime_mode"], "serve");
+    assert!(
+        !cfg["unmapped"]["capabilities"]
+            .as_array()
+            .expect("capabilities")
+            .iter()
+            .any(|c| c == "process-identity"),
+        "{cfg}"
+    );
+
+    // A reload that adds `binaries` is refused; the open policy stays.
+    std::fs::write(&sluice.policy, CURL_ONLY).expect("policy");
+    let rejected = sluice.wait_event("Policy reload rejected");
+    assert!(
+        rejected["status_detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("needs process identity")),
+        "{rejected}"
+    );
+    let (connect, _) = python_requests(&sluice.proxy_url());
+    assert!(connect.starts_with("HTTP/1.1 200 "), "{connect}");
+}
+
+/// The 1-based line of the `binaries:` key in `policy`.
+fn binaries_line(policy: &str) -> usize {
+    policy
+        .lines()
+        .position(|l| l.trim_start().starts_with("binaries"))
+        .map(|i| i + 1)
+        .expect("binaries in the policy")
 }

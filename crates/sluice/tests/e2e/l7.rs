@@ -9,7 +9,6 @@ use crate::harness::{curl, sluice_cmd, tunnel, Sluice};
 use sluice_test_support::{recorded, test_pki, Netns, Python, TempDir};
 
 fn policy() -> String {
-    let me = std::env::current_exe().unwrap();
     format!(
         r#"version: 1
 network_policies:
@@ -38,9 +37,7 @@ network_policies:
       - {{ host: rec.test, port: 9000 }}
       - {{ host: rec-l7.test, port: 9000, protocol: rest, enforcement: enforce, access: full }}
       - {{ host: skip.test, port: 9000, tls: skip }}
-    binaries: [ {{ path: /usr/bin/curl }}, {{ path: "/root/**" }}, {{ path: "/usr/**" }}, {{ path: "{me}" }} ]
 "#,
-        me = me.display()
     )
 }
 

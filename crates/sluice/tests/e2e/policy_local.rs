@@ -119,7 +119,8 @@ fn an_agent_proposes_waits_and_is_released_by_approval() {
         .iter()
         .map(|h| format!("{h}={}", ns.ns_ip))
         .collect();
-    let mut args = vec!["--identity", "endpoint-only"];
+    // Identity required (the default): the agent's proposals carry `binaries`.
+    let mut args: Vec<&str> = Vec::new();
     for h in &hosts {
         args.extend(["--add-host", h.as_str()]);
     }
@@ -210,8 +211,6 @@ fn two_gateways_share_a_postgres_queue() {
     let (dir_a, dir_b) = (TempDir::new("gw-a"), TempDir::new("gw-b"));
     let args = |name: &'static str| -> Vec<String> {
         [
-            "--identity",
-            "endpoint-only",
             "--add-host",
             &host,
             "--store",

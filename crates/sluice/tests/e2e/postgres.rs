@@ -22,6 +22,11 @@ const MD5_SECRET: &str = "pg-md5-s3cret-4410";
 const PLACEHOLDER: &str = "sluice:resolve:env:DB_PASSWORD";
 const MD5_PLACEHOLDER: &str = "sluice:resolve:env:MD5_PASSWORD";
 
+/// [`policy`] for `--identity endpoint-only`, which cannot enforce `binaries`.
+fn endpoint_only_policy(enforcement: &str) -> String {
+    policy(enforcement).replace("    binaries: [ { path: \"/usr/**\" }, { path: \"/opt/**\" } ]\n", "")
+}
+
 fn policy(enforcement: &str) -> String {
     format!(
         r#"version: 1
@@ -123,7 +128,7 @@ impl Db {
             "--upstream-ca",
             &ca,
         ];
-        Sluice::start_with_env(&self.dir, &policy(enforcement), &args, &SECRETS_ENV)
+        Sluice::start_with_env(&self.dir, &endpoint_only_policy(enforcement), &args, &SECRETS_ENV)
     }
 }
 
@@ -381,7 +386,7 @@ with psycopg.connect(dsn, autocommit=True) as c:
     let ca = db.pki.ca.display().to_string();
     let audit_sluice = Sluice::start_with_env(
         &dir2,
-        &policy("audit"),
+        &endpoint_only_policy("audit"),
         &[
             "--identity",
             "endpoint-only",
@@ -694,7 +699,7 @@ except psycopg.OperationalError as e:
     out.read_line(&mut line).expect("first line");
     assert_eq!(line.trim(), "first=ada");
     sluice.replace_policy(
-        &policy("enforce").replace("db.demo.internal", "other.demo.internal"),
+        &endpoint_only_policy("enforce").replace("db.demo.internal", "other.demo.internal"),
         2,
     );
     sluice.wait_event("policy no longer allows this session");

@@ -6,7 +6,6 @@ use crate::harness::{mcp_sdk_calls_are_enforced, sluice_cmd, Sluice};
 use sluice_test_support::{recorded, test_pki, Netns, Python, TempDir};
 
 fn policy() -> String {
-    let me = std::env::current_exe().unwrap();
     let gql = r#"
         protocol: graphql
         enforcement: enforce
@@ -61,9 +60,7 @@ network_policies:
         deny_rules:
           - {{ method: WEBSOCKET_TEXT, path: /forbidden }}
       - {{ host: wsro.test, port: 8765, protocol: websocket, enforcement: enforce, access: read-only }}
-    binaries: [ {{ path: /usr/bin/curl }}, {{ path: "{me}" }} ]
 "#,
-        me = me.display()
     )
 }
 

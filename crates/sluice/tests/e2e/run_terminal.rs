@@ -239,7 +239,9 @@ network_policies:
 fn serve_pretty_log_is_one_human_line_per_event() {
     use std::io::{BufRead as _, BufReader, Read as _, Write as _};
     let dir = TempDir::new("term-pretty");
-    std::fs::write(dir.path("policy.yaml"), POLICY).expect("policy");
+    // Endpoint-only identity cannot enforce `binaries`: the policy has none.
+    let policy = POLICY.replace("    binaries:\n      - { path: /usr/bin/curl }\n", "");
+    std::fs::write(dir.path("policy.yaml"), policy).expect("policy");
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["serve", "--listen", "127.0.0.1:0", "--audit-log", "-"])
         .args([

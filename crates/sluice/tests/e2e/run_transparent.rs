@@ -174,10 +174,30 @@ fn redis_cli_reaches_redis_by_name_and_everything_else_is_refused() {
 /// fails at the lookup (and nothing is captured).
 #[test]
 fn transparent_off_refuses_every_name() {
+    // `protocol: tcp` cannot be enforced without transparent capture: the
+    // run is refused before CMD starts, at the endpoint's `protocol`.
     let dir = TempDir::new("transparent-off");
+    let r = crate::run::sluice_run(&dir, REDIS_POLICY, &["--transparent", "off"], "echo started=yes\n")
+        .output()
+        .expect("sluice run");
+    let out = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(!r.status.success(), "{out}");
+    assert!(!out.contains("started=yes"), "{out}");
+    assert!(
+        out.contains("network_policies.cache.endpoints[0].protocol: needs transparent capture, which `sluice run` cannot enforce here (drop `--transparent off`)"),
+        "{out}"
+    );
+
+    // Without such endpoints, every name is refused by policy DNS.
+    let dir = TempDir::new("transparent-off-rest");
+    let policy = REDIS_POLICY.replace("protocol: tcp", "protocol: rest, access: read-only");
     let script = "echo lookup=$(getent hosts cache.demo.internal >/dev/null && echo found || echo refused)\n\
                   echo status=$(dig +tries=1 +time=2 cache.demo.internal A | grep -o 'status: [A-Z]*')\n";
-    let r = run_to_end(&dir, REDIS_POLICY, &["--transparent", "off"], script);
+    let r = run_to_end(&dir, &policy, &["--transparent", "off"], script);
     let out = format!("{}\n{}", r.stdout, r.stderr);
     assert_eq!(r.status.code(), Some(0), "{out}");
     assert_eq!(r.value("lookup"), "refused", "{out}");

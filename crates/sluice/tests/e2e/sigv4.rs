@@ -13,7 +13,6 @@ const REAL_SECRET: &str = "rEaL/SeCrEt+kEy/0123456789abcdefGHIJKLMN";
 const REAL_TOKEN: &str = "FwoGZXIvYXdzEREAL//session+token=";
 
 fn policy(with_token: bool) -> String {
-    let me = std::env::current_exe().unwrap();
     let token = if with_token {
         "\n      AWS_SESSION_TOKEN: { env: REAL_AWS_TOKEN }"
     } else {
@@ -44,7 +43,6 @@ network_policies:
         protocol: rest
         enforcement: enforce
         access: full
-    binaries: [ {{ path: "/usr/**" }}, {{ path: "{me}" }} ]
 providers:
   aws:
     credentials:
@@ -55,7 +53,6 @@ providers:
       - {{ host: s3.test, port: 443, path: "/bucket/**" }}
       - {{ host: sts.test, port: 443 }}
 "#,
-        me = me.display()
     )
 }
 

@@ -17,7 +17,7 @@ pub(crate) mod runtime;
 pub(crate) mod stage;
 pub(crate) mod ws;
 
-pub use runtime::MiddlewareRuntime;
+pub use runtime::{available as available_middleware, MiddlewareRuntime};
 
 /// Who is asking, as the stages see it (no secrets: ids and paths only).
 pub(crate) fn request_context(decision: &crate::egress::Allowed) -> proto::RequestContext {

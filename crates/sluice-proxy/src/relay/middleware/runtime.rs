@@ -51,6 +51,16 @@ impl std::fmt::Debug for MiddlewareRuntime {
     }
 }
 
+/// The built-ins followed by `registered` (names of `--middleware`
+/// registrations): what a policy's `network_middlewares` may name.
+pub fn available<'a>(registered: impl Iterator<Item = &'a str>) -> Vec<Arc<str>> {
+    let mut out: Vec<Arc<str>> = builtin::BUILTINS.iter().map(|n| Arc::from(*n)).collect();
+    let mut services: Vec<Arc<str>> = registered.map(Arc::from).collect();
+    services.sort();
+    out.extend(services);
+    out
+}
+
 /// Plans kept (in force + loading).
 const KEPT_PLANS: usize = 2;
 
@@ -62,6 +72,13 @@ impl MiddlewareRuntime {
             services: HashMap::new(),
             plans: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The implementations a policy can name: the built-ins and every
+    /// registered service (for the capability contract).
+    #[must_use]
+    pub fn implementations(&self) -> Vec<Arc<str>> {
+        available(self.services.keys().map(AsRef::as_ref))
     }
 
     /// Connects to and describes every registration (`--middleware`).

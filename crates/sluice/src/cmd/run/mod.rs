@@ -108,6 +108,11 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             file_by_default: true,
             observer: Some(observer),
         },
+        serve::ModeOptions {
+            mode: sluice_policy::RuntimeMode::Run,
+            transparent_capture: transparent != TransparentMode::Off,
+            metadata_loopback: true,
+        },
     )?;
     let audit_where = prepared
         .audit_path

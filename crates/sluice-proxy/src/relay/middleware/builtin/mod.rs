@@ -28,6 +28,9 @@ use super::stage::{HttpStage, StageError, StageFuture, WsSession, WsStage};
 /// The built-in names, for messages.
 const NAMES: &str = "sluice/regex, sluice/secrets, sluice/size";
 
+/// Every built-in implementation name.
+pub(crate) const BUILTINS: [&str; 3] = [regex::NAME, secrets::NAME, size::NAME];
+
 /// Whether `name` is in the built-in namespace.
 pub(crate) fn is_builtin(name: &str) -> bool {
     name.starts_with("sluice/")
