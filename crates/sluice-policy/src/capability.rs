@@ -168,7 +168,7 @@ impl Capabilities {
                 line: r.line,
                 col: r.col,
                 message: format!(
-                    "{}: needs {}, which `sluice {}` cannot enforce here ({})",
+                    "{}: needs {}, which {} cannot enforce ({})",
                     r.path,
                     r.need,
                     self.mode_label(),
@@ -186,8 +186,10 @@ impl Capabilities {
 
     fn mode_label(&self) -> &'static str {
         match self.mode {
-            RuntimeMode::Library => "library",
-            m => m.as_str(),
+            RuntimeMode::Serve => "`sluice serve`",
+            RuntimeMode::Run => "`sluice run`",
+            RuntimeMode::Sidecar => "the sidecar",
+            RuntimeMode::Library => "an embedded gateway",
         }
     }
 

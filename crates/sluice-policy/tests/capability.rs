@@ -66,11 +66,7 @@ fn requirements_are_recorded_with_their_locations() {
                 "network_policies.tools.endpoints[3].protocol",
                 10
             ),
-            (
-                Need::ProcessIdentity,
-                "network_policies.tools.binaries",
-                11
-            ),
+            (Need::ProcessIdentity, "network_policies.tools.binaries", 11),
             (
                 Need::Middleware("acme/dlp".into()),
                 "network_middlewares.redact.middleware",
@@ -101,7 +97,7 @@ fn each_mode_refuses_what_it_cannot_enforce() {
                 ..everything.clone()
             },
             vec![11],
-            "caps.yaml:11:5: network_policies.tools.binaries: needs process identity, which `sluice run` cannot enforce here (run with `--identity required`, or remove `binaries`)",
+            "caps.yaml:11:5: network_policies.tools.binaries: needs process identity, which `sluice run` cannot enforce (run with `--identity required`, or remove `binaries`)",
         ),
         (
             Capabilities {
@@ -111,7 +107,7 @@ fn each_mode_refuses_what_it_cannot_enforce() {
                 ..everything.clone()
             },
             vec![8, 23],
-            "caps.yaml:8:19: network_policies.tools.endpoints[1].protocol: needs transparent capture, which `sluice serve` cannot enforce here (use `sluice run`, or the sidecar listeners",
+            "caps.yaml:8:19: network_policies.tools.endpoints[1].protocol: needs transparent capture, which `sluice serve` cannot enforce (use `sluice run`, or the sidecar listeners",
         ),
         (
             Capabilities {
@@ -119,7 +115,7 @@ fn each_mode_refuses_what_it_cannot_enforce() {
                 ..everything.clone()
             },
             vec![18],
-            "needs middleware `acme/dlp`, which `sluice run` cannot enforce here (register it with `--middleware acme/dlp=URL`; available: sluice/regex)",
+            "needs middleware `acme/dlp`, which `sluice run` cannot enforce (register it with `--middleware acme/dlp=URL`; available: sluice/regex)",
         ),
         (
             Capabilities {

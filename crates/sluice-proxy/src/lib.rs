@@ -5,7 +5,9 @@
 //! → `destination` (resolve, SSRF rules, pin → [`destination::UpstreamConnector`])
 //! → `relay` (own the bytes).
 //!
-//! `server` owns listeners and the accept loop; `policy_store` publishes
+//! [`gateway`] embeds the whole pipeline in another program (a policy
+//! source, an audit sink, an identity provider). `server` owns listeners
+//! and the accept loop; `policy_store` publishes
 //! policy generations; `audit` turns outcomes into OCSF events; `denials`
 //! keeps the most recent denials for `policy.local` and the console.
 #![forbid(unsafe_code)]
@@ -16,6 +18,7 @@ pub mod audit;
 pub mod denials;
 pub mod destination;
 pub mod egress;
+pub mod gateway;
 pub mod policy_store;
 pub mod proposals;
 pub mod refusal;

@@ -218,6 +218,25 @@ impl PolicyStore {
         Ok(next)
     }
 
+    /// Publishes `text` (named `origin` in messages) as the next generation,
+    /// only if it passes everything a reload checks. For policies held in
+    /// memory by an embedding program; nothing is written.
+    ///
+    /// # Errors
+    /// [`ReloadError`] naming what failed; nothing changed then.
+    pub fn replace_text(&self, text: &str, origin: &str) -> Result<u64, ReloadError> {
+        let _guard = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let next = self.generation() + 1;
+        let loaded = sluice_policy::load_str(text, origin, next).map_err(ReloadError::Invalid)?;
+        self.run_checks(&loaded)?;
+        self.current.store(Arc::new(loaded.snapshot));
+        self.generation_tx.send_replace(next);
+        Ok(next)
+    }
+
     /// Publish a snapshot directly (tests and embedding). Its generation
     /// must be newer than the current one.
     pub fn publish(&self, snapshot: PolicySnapshot) {

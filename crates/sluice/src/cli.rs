@@ -174,7 +174,8 @@ pub(crate) enum LogFormat {
 pub(crate) enum IdentityArg {
     /// Resolve the client process; deny when it cannot be resolved.
     Required,
-    /// Ignore `binaries`; identity is recorded as intentionally unavailable.
+    /// Decide by endpoint only; a policy with `binaries` is refused (they
+    /// could not be enforced). Identity is recorded as intentionally unavailable.
     EndpointOnly,
 }
 
@@ -308,6 +309,28 @@ pub(crate) struct CheckArgs {
     /// Policy files to validate.
     #[arg(required = true)]
     pub(crate) files: Vec<PathBuf>,
+    /// Also check that the runtime mode can enforce everything the policy
+    /// asks for (the capability contract): `serve`, `run` or `sidecar`.
+    #[arg(long, value_enum)]
+    pub(crate) mode: Option<ModeArg>,
+    /// With `--mode`: the identity setting the policy will run under.
+    #[arg(long, value_enum, default_value = "required", requires = "mode")]
+    pub(crate) identity: IdentityArg,
+    /// With `--mode`: a middleware service name that will be registered
+    /// (`--middleware NAME=URL` on the gateway). Repeatable.
+    #[arg(long = "middleware", value_name = "NAME", requires = "mode")]
+    pub(crate) middleware: Vec<String>,
+}
+
+/// `sluice check --mode` values: the runtime modes the binary ships.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ModeArg {
+    /// `sluice serve`: explicit proxy only.
+    Serve,
+    /// `sluice run`: transparent capture (default `--transparent tcp`) and the metadata loopback.
+    Run,
+    /// `sluice serve` with the sidecar listeners (`--dns-listen`, `--transparent-listen`).
+    Sidecar,
 }
 
 #[derive(Debug, Args)]

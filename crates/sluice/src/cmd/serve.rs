@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use sluice_policy::{Capabilities, RuntimeMode};
 use sluice_proposals::StoreSpec;
 use sluice_proxy::audit::Audit;
 use sluice_proxy::denials::DenialLog;
@@ -16,7 +17,6 @@ use sluice_proxy::destination::Resolver;
 use sluice_proxy::egress::{IdentityMode, IdentityResolver, ProcessIdentity};
 use sluice_proxy::policy_store::PolicyStore;
 use sluice_proxy::proposals::ProposalService;
-use sluice_policy::{Capabilities, RuntimeMode};
 use sluice_proxy::relay::middleware::{available_middleware, MiddlewareRuntime};
 use sluice_proxy::relay::tls::{LeafCache, SandboxCa, UpstreamTls, DEFAULT_LEAF_CACHE_CAPACITY};
 use sluice_proxy::server::{reload_and_audit, watch_policy_file, Limits, Proxy, ProxyConfig};
@@ -362,7 +362,11 @@ pub(crate) async fn start(
     );
     if announce {
         let enforces = capabilities.as_ref().map_or_else(String::new, |c| {
-            format!("; {} mode enforces {}", c.mode.as_str(), c.names().join(", "))
+            format!(
+                "; {} mode enforces {}",
+                c.mode.as_str(),
+                c.names().join(", ")
+            )
         });
         eprintln!(
             "sluice: listening on {addr} (policy generation {generation}, identity {}{enforces})",

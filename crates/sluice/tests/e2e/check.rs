@@ -223,3 +223,109 @@ fn explain_evaluates_bodies_like_the_relay() {
     ]);
     assert!(get.contains("accept POST only"), "{get}");
 }
+
+/// A policy with one of each thing a runtime mode may not be able to
+/// enforce: `binaries` (line 6), `protocol: tcp` (line 5), a middleware
+/// (line 10) and a metadata provider (line 15).
+const NEEDY: &str = "version: 1
+network_policies:
+  tools:
+    endpoints:
+      - { host: cache.example.com, port: 6379, protocol: tcp }
+    binaries: [ { path: /usr/bin/redis-cli } ]
+network_middlewares:
+  dlp:
+    order: 1
+    middleware: acme/dlp
+    endpoints: { include: [cache.example.com] }
+providers:
+  gcp:
+    credentials: { GCP_ADC_ACCESS_TOKEN: { env: E2E_CAPS_TOKEN } }
+    metadata: gce
+    endpoints: [ { host: storage.example.com, port: 443 } ]
+";
+
+fn sluice_with_token(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env("E2E_CAPS_TOKEN", "ya29.caps-test")
+        .output()
+        .expect("run sluice");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// The capability contract offline (`check --mode`) and at `serve`'s start:
+/// each mode refuses, located, what it cannot enforce.
+#[test]
+fn each_mode_refuses_what_it_cannot_enforce() {
+    let dir = sluice_test_support::TempDir::new("caps");
+    let file = dir.path("needy.yaml");
+    std::fs::write(&file, NEEDY).expect("policy");
+    let f = file.to_str().expect("utf-8 path");
+
+    let (code, out) = sluice_with_token(&["check", f]);
+    assert_eq!(code, 0, "valid without --mode: {out}");
+    let (code, out) = sluice_with_token(&["check", "--mode", "run", "--middleware", "acme/dlp", f]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("enforceable by run"), "{out}");
+
+    // (args, the located lines expected, lines that must not appear)
+    let cases: [(&[&str], &[&str], &[&str]); 3] = [
+        (
+            &["--mode", "run"],
+            &["needy.yaml:10:17: network_middlewares.dlp.middleware: needs middleware `acme/dlp`, which `sluice run` cannot enforce (register it with `--middleware acme/dlp=URL`; available: sluice/regex, sluice/secrets, sluice/size)"],
+            &["needs process identity", "needs transparent capture"],
+        ),
+        (
+            &["--mode", "serve", "--middleware", "acme/dlp"],
+            &[
+                "needy.yaml:5:58: network_policies.tools.endpoints[0].protocol: needs transparent capture, which `sluice serve` cannot enforce",
+                "needy.yaml:15:15: providers.gcp.metadata: needs the metadata loopback",
+            ],
+            &["needs process identity", "needs middleware"],
+        ),
+        (
+            &["--mode", "sidecar", "--identity", "endpoint-only", "--middleware", "acme/dlp"],
+            &[
+                "needy.yaml:6:5: network_policies.tools.binaries: needs process identity, which the sidecar cannot enforce (run with `--identity required`, or remove `binaries`)",
+                "needy.yaml:15:15: providers.gcp.metadata",
+            ],
+            &["needs transparent capture"],
+        ),
+    ];
+    for (args, expected, absent) in cases {
+        let all: Vec<&str> = std::iter::once("check")
+            .chain(args.iter().copied())
+            .chain([f])
+            .collect();
+        let (code, out) = sluice_with_token(&all);
+        assert_eq!(code, 1, "{args:?}: {out}");
+        for e in expected {
+            assert!(out.contains(e), "{args:?}: {e}\n{out}");
+        }
+        for a in absent {
+            assert!(!out.contains(a), "{args:?}: {a}\n{out}");
+        }
+    }
+
+    // `serve` itself refuses to start on it, with the same located errors.
+    let (code, out) = sluice_with_token(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--middleware",
+        "acme/dlp=http://127.0.0.1:9",
+        "--state-dir",
+        dir.path("state").to_str().expect("utf-8"),
+        "--policy",
+        f,
+    ]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("needy.yaml:5:58: network_policies.tools.endpoints[0].protocol: needs transparent capture"),
+        "{out}"
+    );
+    assert!(!out.contains("listening on"), "{out}");
+}

@@ -14,8 +14,7 @@ use sluice_test_support::{recorded, test_pki, Netns, Python, TempDir};
 const TOKEN: &str = "grpc-s3cr3t-77e1";
 
 fn policy() -> String {
-    format!(
-        r#"version: 1
+    r#"version: 1
 network_policies:
   rest:
     endpoints:
@@ -24,8 +23,8 @@ network_policies:
         protocol: rest
         enforcement: enforce
         rules:
-          - allow: {{ method: GET, path: "/allowed/**" }}
-          - allow: {{ method: POST, path: "/upload" }}
+          - allow: { method: GET, path: "/allowed/**" }
+          - allow: { method: POST, path: "/upload" }
   greeter:
     endpoints:
       - host: grpc.test
@@ -33,18 +32,18 @@ network_policies:
         protocol: grpc
         enforcement: enforce
         rules:
-          - allow: {{ method: "helloworld.Greeter/*" }}
-          - allow: {{ method: "admin.*/*" }}
+          - allow: { method: "helloworld.Greeter/*" }
+          - allow: { method: "admin.*/*" }
         deny_rules:
-          - {{ method: "admin.*/Delete*" }}
+          - { method: "admin.*/Delete*" }
 providers:
   grpc:
     credentials:
-      GRPC_TOKEN: {{ env: E2E_GRPC_TOKEN }}
+      GRPC_TOKEN: { env: E2E_GRPC_TOKEN }
     endpoints:
-      - {{ host: grpc.test, port: 9443 }}
-"#,
-    )
+      - { host: grpc.test, port: 9443 }
+"#
+    .to_owned()
 }
 
 struct Setup {

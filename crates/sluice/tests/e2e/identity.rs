@@ -118,11 +118,13 @@ fn endpoint_only_mode_refuses_binary_rules() {
     let line = binaries_line(CURL_ONLY);
     assert!(
         stderr.contains(&format!(
-            "refused.yaml:{line}:5: network_policies.curl_only.binaries: needs process identity, which `sluice serve` cannot enforce here (run with `--identity required`, or remove `binaries`)"
+            "refused.yaml:{line}:5: network_policies.curl_only.binaries: needs process identity, which `sluice serve` cannot enforce (run with `--identity required`, or remove `binaries`)"
         )),
         "{stderr}"
     );
-    assert!(std::fs::read_to_string(&record).unwrap_or_default().is_empty());
+    assert!(std::fs::read_to_string(&record)
+        .unwrap_or_default()
+        .is_empty());
 
     let open = CURL_ONLY.replace(BINARIES, "");
     let sluice = Sluice::start(&dir, &open, &args);

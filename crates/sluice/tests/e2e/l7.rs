@@ -9,8 +9,7 @@ use crate::harness::{curl, sluice_cmd, tunnel, Sluice};
 use sluice_test_support::{recorded, test_pki, Netns, Python, TempDir};
 
 fn policy() -> String {
-    format!(
-        r#"version: 1
+    r#"version: 1
 network_policies:
   secure:
     endpoints:
@@ -19,26 +18,26 @@ network_policies:
         protocol: rest
         enforcement: enforce
         rules:
-          - allow: {{ method: GET, path: "/allowed/**" }}
-          - allow: {{ method: POST, path: /post-ok }}
+          - allow: { method: GET, path: "/allowed/**" }
+          - allow: { method: POST, path: /post-ok }
         deny_rules:
-          - {{ method: GET, path: /allowed/secret }}
+          - { method: GET, path: /allowed/secret }
       - host: plain.test
         port: 8080
         protocol: rest
         enforcement: enforce
         rules:
-          - allow: {{ method: GET, path: "/allowed/**" }}
-          - allow: {{ method: POST, path: /post-ok }}
+          - allow: { method: GET, path: "/allowed/**" }
+          - allow: { method: POST, path: /post-ok }
         deny_rules:
-          - {{ method: GET, path: /allowed/secret }}
-      - {{ host: audited.test, port: 8443, protocol: rest, enforcement: audit, access: read-only }}
-      - {{ host: badname.test, port: 8443 }}
-      - {{ host: rec.test, port: 9000 }}
-      - {{ host: rec-l7.test, port: 9000, protocol: rest, enforcement: enforce, access: full }}
-      - {{ host: skip.test, port: 9000, tls: skip }}
-"#,
-    )
+          - { method: GET, path: /allowed/secret }
+      - { host: audited.test, port: 8443, protocol: rest, enforcement: audit, access: read-only }
+      - { host: badname.test, port: 8443 }
+      - { host: rec.test, port: 9000 }
+      - { host: rec-l7.test, port: 9000, protocol: rest, enforcement: enforce, access: full }
+      - { host: skip.test, port: 9000, tls: skip }
+"#
+    .to_owned()
 }
 
 struct Setup {

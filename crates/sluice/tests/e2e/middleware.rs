@@ -478,7 +478,7 @@ fn unregistered_or_rejected_middleware_refuses_the_policy() {
         (
             with("nosuch", "{}"),
             // The capability contract, located at the `middleware:` value.
-            "policy.yaml:8:17: network_middlewares.m.middleware: needs middleware `nosuch`, which `sluice serve` cannot enforce here (register it with `--middleware nosuch=URL`; available: sluice/regex, sluice/secrets, sluice/size, testmw)",
+            "policy.yaml:8:17: network_middlewares.m.middleware: needs middleware `nosuch`, which `sluice serve` cannot enforce (register it with `--middleware nosuch=URL`; available: sluice/regex, sluice/secrets, sluice/size, testmw)",
         ),
         (
             with("testmw", "{ reject: true }"),

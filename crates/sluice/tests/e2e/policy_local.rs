@@ -210,17 +210,10 @@ fn two_gateways_share_a_postgres_queue() {
     let host = format!("api.test={}", ns.ns_ip);
     let (dir_a, dir_b) = (TempDir::new("gw-a"), TempDir::new("gw-b"));
     let args = |name: &'static str| -> Vec<String> {
-        [
-            "--add-host",
-            &host,
-            "--store",
-            &url,
-            "--gateway-name",
-            name,
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect()
+        ["--add-host", &host, "--store", &url, "--gateway-name", name]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
     };
     let (args_a, args_b) = (args("gw-a"), args("gw-b"));
     let plain = "version: 1\nnetwork_policies: {}\n";

@@ -24,7 +24,10 @@ const MD5_PLACEHOLDER: &str = "sluice:resolve:env:MD5_PASSWORD";
 
 /// [`policy`] for `--identity endpoint-only`, which cannot enforce `binaries`.
 fn endpoint_only_policy(enforcement: &str) -> String {
-    policy(enforcement).replace("    binaries: [ { path: \"/usr/**\" }, { path: \"/opt/**\" } ]\n", "")
+    policy(enforcement).replace(
+        "    binaries: [ { path: \"/usr/**\" }, { path: \"/opt/**\" } ]\n",
+        "",
+    )
 }
 
 fn policy(enforcement: &str) -> String {
@@ -128,7 +131,12 @@ impl Db {
             "--upstream-ca",
             &ca,
         ];
-        Sluice::start_with_env(&self.dir, &endpoint_only_policy(enforcement), &args, &SECRETS_ENV)
+        Sluice::start_with_env(
+            &self.dir,
+            &endpoint_only_policy(enforcement),
+            &args,
+            &SECRETS_ENV,
+        )
     }
 }
 

@@ -177,9 +177,14 @@ fn transparent_off_refuses_every_name() {
     // `protocol: tcp` cannot be enforced without transparent capture: the
     // run is refused before CMD starts, at the endpoint's `protocol`.
     let dir = TempDir::new("transparent-off");
-    let r = crate::run::sluice_run(&dir, REDIS_POLICY, &["--transparent", "off"], "echo started=yes\n")
-        .output()
-        .expect("sluice run");
+    let r = sluice_run(
+        &dir,
+        REDIS_POLICY,
+        &["--transparent", "off"],
+        "echo started=yes\n",
+    )
+    .output()
+    .expect("sluice run");
     let out = format!(
         "{}\n{}",
         String::from_utf8_lossy(&r.stdout),
@@ -188,7 +193,7 @@ fn transparent_off_refuses_every_name() {
     assert!(!r.status.success(), "{out}");
     assert!(!out.contains("started=yes"), "{out}");
     assert!(
-        out.contains("network_policies.cache.endpoints[0].protocol: needs transparent capture, which `sluice run` cannot enforce here (drop `--transparent off`)"),
+        out.contains("network_policies.cache.endpoints[0].protocol: needs transparent capture, which `sluice run` cannot enforce (drop `--transparent off`)"),
         "{out}"
     );
 
