@@ -102,6 +102,10 @@ fn current(service: &ProposalService) -> Refusal {
                 "policy_yaml": redacted,
                 "generation": service.policy().generation(),
                 "policy_hash": policy_hash(&text),
+                // What this gateway enforces: an agent proposing a rule
+                // learns whether, e.g., `binaries` or `protocol: tcp` can work here.
+                "runtime_mode": service.policy().capabilities().map(|c| c.mode.as_str()),
+                "capabilities": service.policy().capabilities().map(|c| c.names()),
             })),
         ),
         Err(_) => Refusal::json(

@@ -61,6 +61,7 @@ out("l7_denied", r.status_code)
 out("next_steps", ",".join(s["url"] for s in r.json()["next_steps"]))
 cur = get("http://policy.local/v1/policy/current").json()
 out("generation", cur["generation"])
+out("enforces", "%s %s" % (cur["runtime_mode"], ",".join(cur["capabilities"][:1])))
 out("redacted", "[redacted]" in cur["policy_yaml"] and "PL_DEMO_SECRET" not in cur["policy_yaml"])
 d = get("http://policy.local/v1/denials?last=5").json()
 out("denial0", d["denials"][0])
@@ -142,6 +143,7 @@ fn an_agent_proposes_waits_and_is_released_by_approval() {
     assert_eq!(get("l7_denied"), "403");
     assert!(get("next_steps").contains("http://policy.local/v1/proposals"));
     assert_eq!(get("generation"), "1");
+    assert_eq!(get("enforces"), "serve process-identity");
     assert_eq!(get("redacted"), "True");
     assert!(
         get("denial0").starts_with("denied GET docs.test:8080/secret"),
