@@ -5,10 +5,10 @@ use std::sync::Arc;
 use crate::credentials::check_signing_providers;
 use crate::dto::PolicyFile;
 use crate::endpoint::compile_endpoint;
-use crate::error::{Ctx, Diagnostic, LoadError, Loaded};
+use crate::error::{Ctx, LoadError, Loaded};
 use crate::glob::unsupported_glob_syntax;
 use crate::inference::compile_inference;
-use crate::location::{join, join_idx, LocationIndex};
+use crate::location::{join, join_idx, yaml_error, LocationIndex};
 use crate::middleware::compile_middlewares;
 use crate::model::{BinaryMatcher, EndpointId, Glob, NetworkPolicy, PolicyId};
 use crate::overlap::check_ambiguity;
@@ -18,33 +18,6 @@ use crate::snapshot::PolicySnapshot;
 
 const STATIC_SECTIONS: [&str; 3] = ["filesystem_policy", "landlock", "process"];
 const EXTENSION_SECTIONS: [&str; 1] = ["runtime"];
-
-/// Removes serde_yaml/libyaml " at line N column M" fragments (the location
-/// is reported separately).
-fn strip_location(msg: &str) -> String {
-    let mut out = String::with_capacity(msg.len());
-    let mut rest = msg;
-    while let Some(i) = rest.find(" at line ") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 9..];
-        let mut words = after.splitn(4, ' ');
-        let is_loc = words
-            .next()
-            .is_some_and(|w| w.bytes().all(|b| b.is_ascii_digit()))
-            && words.next() == Some("column");
-        let col = words.next().unwrap_or("");
-        let digits = col.bytes().take_while(u8::is_ascii_digit).count();
-        if is_loc && digits > 0 {
-            let skip = after.find("column ").map_or(0, |c| c + 7 + digits);
-            rest = &after[skip..];
-        } else {
-            out.push_str(" at line ");
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    out
-}
 
 /// Parses, validates and compiles `src`. `origin` names the file in messages.
 pub(crate) fn load(
@@ -57,15 +30,8 @@ pub(crate) fn load(
     let dto: PolicyFile = match serde_yaml::from_str(src) {
         Ok(d) => d,
         Err(e) => {
-            let (line, col) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-            let full = e.to_string();
             return Err(LoadError {
-                diagnostics: vec![Diagnostic {
-                    file,
-                    line,
-                    col,
-                    message: strip_location(&full),
-                }],
+                diagnostics: vec![yaml_error(&file, &e)],
             });
         }
     };
@@ -257,7 +223,7 @@ fn check_middleware_coverage(
 
 #[cfg(test)]
 mod tests {
-    use super::strip_location;
+    use crate::location::strip_location;
 
     #[test]
     fn strips_serde_location_suffix() {

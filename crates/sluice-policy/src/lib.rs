@@ -21,7 +21,7 @@ mod index;
 mod inference;
 mod ips;
 mod l7;
-mod location;
+pub mod location;
 mod metadata;
 mod middleware;
 mod model;

@@ -1,15 +1,20 @@
 //! A YAML path → (line, column) index built from yaml-rust2's marked event
 //! stream. Paths look like `network_policies.github.endpoints[0].host`; the
-//! document root is the empty path.
+//! document root is the empty path. Public so that other YAML inputs of the
+//! product (`sluice test` case files) report `FILE:LINE:COL: message` the
+//! same way the policy does.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
+use crate::error::Diagnostic;
+
 /// 1-based (line, column) positions of every node, keyed by path.
 #[derive(Debug, Default)]
-pub(crate) struct LocationIndex {
+pub struct LocationIndex {
     values: HashMap<String, (usize, usize)>,
     keys: HashMap<String, (usize, usize)>,
 }
@@ -17,7 +22,8 @@ pub(crate) struct LocationIndex {
 impl LocationIndex {
     /// Builds the index. A document yaml-rust2 cannot parse yields an empty
     /// index (serde_yaml reports the syntax error itself).
-    pub(crate) fn build(src: &str) -> Self {
+    #[must_use]
+    pub fn build(src: &str) -> Self {
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(src);
         if parser.load(&mut builder, false).is_err() {
@@ -27,7 +33,8 @@ impl LocationIndex {
     }
 
     /// Position of the value at `path`, or of its nearest recorded ancestor.
-    pub(crate) fn value(&self, path: &str) -> (usize, usize) {
+    #[must_use]
+    pub fn value(&self, path: &str) -> (usize, usize) {
         let mut p = path;
         loop {
             if let Some(pos) = self.values.get(p) {
@@ -42,12 +49,54 @@ impl LocationIndex {
 
     /// Position of the mapping key for `path`; the value position if `path`
     /// is a sequence element or unknown.
-    pub(crate) fn key(&self, path: &str) -> (usize, usize) {
+    #[must_use]
+    pub fn key(&self, path: &str) -> (usize, usize) {
         self.keys
             .get(path)
             .copied()
             .unwrap_or_else(|| self.value(path))
     }
+}
+
+/// A serde_yaml error (syntax, type, unknown or missing field) as one
+/// diagnostic at the parser's own location, without the " at line N column
+/// M" fragment in the message.
+#[must_use]
+pub fn yaml_error(file: &Arc<str>, e: &serde_yaml::Error) -> Diagnostic {
+    let (line, col) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+    Diagnostic {
+        file: Arc::clone(file),
+        line,
+        col,
+        message: strip_location(&e.to_string()),
+    }
+}
+
+/// Removes serde_yaml/libyaml " at line N column M" fragments (the location
+/// is reported separately).
+pub(crate) fn strip_location(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find(" at line ") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 9..];
+        let mut words = after.splitn(4, ' ');
+        let is_loc = words
+            .next()
+            .is_some_and(|w| w.bytes().all(|b| b.is_ascii_digit()))
+            && words.next() == Some("column");
+        let col = words.next().unwrap_or("");
+        let digits = col.bytes().take_while(u8::is_ascii_digit).count();
+        if is_loc && digits > 0 {
+            let skip = after.find("column ").map_or(0, |c| c + 7 + digits);
+            rest = &after[skip..];
+        } else {
+            out.push_str(" at line ");
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The parent of a path: strips a trailing `[i]` or `.key`.

@@ -24,6 +24,11 @@ pub(crate) enum Command {
     Check(CheckArgs),
     /// Print the decision a policy would make for a hypothetical request, as JSON.
     Explain(ExplainArgs),
+    /// Run decision test cases (intent → expected decision) against a policy.
+    ///
+    /// Exit 0 when every case passes, 1 when any fails, 2 when the cases
+    /// cannot be run (invalid policy or cases file).
+    Test(TestArgs),
     /// The sandbox CA used for TLS termination.
     Ca(CaArgs),
     /// Run CMD in a network namespace whose only way out is sluice.
@@ -361,4 +366,27 @@ pub(crate) struct ExplainArgs {
     pub(crate) host: String,
     /// Destination port.
     pub(crate) port: u16,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TestArgs {
+    /// Cases file (YAML): `cases:`, each with name, host, port, expect
+    /// (allow|deny) and optionally binary, ancestors, method, path, body,
+    /// content_type, policy.
+    pub(crate) cases: PathBuf,
+    /// Policy file.
+    #[arg(long)]
+    pub(crate) policy: PathBuf,
+    /// Output: one line per case and a summary, or a JSON array of results.
+    #[arg(long, value_enum, default_value = "text")]
+    pub(crate) format: TestFormat,
+}
+
+/// `sluice test --format` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TestFormat {
+    /// `ok   NAME` / `FAIL NAME: why`, then `N passed, M failed`.
+    Text,
+    /// An array of result objects.
+    Json,
 }

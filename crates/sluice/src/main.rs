@@ -45,6 +45,7 @@ fn main() -> ExitCode {
         cli::Command::Serve(args) => cmd::serve::run(args),
         cli::Command::Check(args) => cmd::check::run(&args),
         cli::Command::Explain(args) => cmd::explain::run(&args),
+        cli::Command::Test(args) => cmd::test::run(&args),
         cli::Command::Ca(args) => cmd::ca::run(&args),
         cli::Command::Run(args) => cmd::run::run(args),
         cli::Command::Proposals(args) => cmd::proposals::run(&args),

@@ -1,9 +1,12 @@
-//! One module per subcommand.
+//! One module per subcommand, plus the decision `explain` and `test` share.
 
 pub(crate) mod ca;
+pub(crate) mod cases;
 pub(crate) mod check;
+pub(crate) mod decide;
 pub(crate) mod explain;
 pub(crate) mod fd_limit;
 pub(crate) mod proposals;
 pub(crate) mod run;
 pub(crate) mod serve;
+pub(crate) mod test;

@@ -21,6 +21,7 @@ mod metadata;
 mod middleware;
 mod pipelining;
 mod policy_local;
+mod policy_test;
 mod postgres;
 mod protocols;
 mod protocols_tls;
