@@ -1,5 +1,7 @@
 //! `sluice serve`: load the policy, bind, accept; SIGHUP and file changes
-//! reload; SIGINT/SIGTERM flush the audit log and exit.
+//! reload; SIGINT/SIGTERM flush the audit log and exit. As a Kubernetes
+//! sidecar it also serves policy DNS and the transparent listener in the pod's
+//! namespace (`--dns-listen`, `--transparent-listen`; see `super::capture`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -22,7 +24,7 @@ use sluice_proxy::server::{reload_and_audit, watch_policy_file, Limits, Proxy, P
 use sluice_telemetry::{AuditFormat, AuditSink};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::cli::{IdentityArg, LogFormat, ServeArgs};
+use crate::cli::{IdentityArg, LogFormat, ServeArgs, ServeCmdArgs};
 
 /// Process identity over `/proc` (the sandbox crate), behind the proxy's trait.
 /// `serve` anchors at sluice's own view; `run` at the sandboxed child, once it exists.
@@ -391,7 +393,11 @@ pub(crate) async fn reload(store: &Arc<PolicyStore>, audit: &Audit, identity_mod
         tokio::task::spawn_blocking(move || reload_and_audit(&store, &audit, identity_mode)).await;
 }
 
-pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: ServeCmdArgs) -> anyhow::Result<ExitCode> {
+    let ServeCmdArgs {
+        serve: args,
+        sidecar,
+    } = cmd;
     let prepared = prepare(&args, None, AuditOptions::default())?;
     let (store, audit, identity_mode) = (
         Arc::clone(&prepared.store),
@@ -407,7 +413,11 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        start(prepared, &args, args.listen, true, Vec::new()).await?;
+        let (extra, lines) = super::capture::sidecar_listeners(&sidecar, &audit, &store).await?;
+        start(prepared, &args, args.listen, true, extra).await?;
+        for line in lines {
+            eprintln!("{line}");
+        }
         loop {
             tokio::select! {
                 _ = hup.recv() => reload(&store, &audit, identity_mode).await,

@@ -30,5 +30,6 @@ mod run;
 mod run_confine;
 mod run_terminal;
 mod run_transparent;
+mod sidecar;
 mod sigv4;
 mod ssrf;
