@@ -12,6 +12,7 @@ mod check;
 mod clients;
 mod console;
 mod credentials;
+mod deploy;
 mod h2;
 mod harness;
 mod identity;

@@ -317,3 +317,96 @@ fn configmap_symlink_swap_reloads_the_policy() {
     assert!(policy.contains("allowed2.test"));
     assert!(!sluice.stderr().contains("rejected"), "{}", sluice.stderr());
 }
+
+/// What `--identity required` needs of the sidecar's securityContext, with
+/// the workload's processes visible (shareProcessNamespace): naming the
+/// client means reading the workload's `/proc/PID/fd`, which takes
+/// CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH when sluice is another user.
+/// Kubernetes gives a non-root container no effective capability, so the
+/// sidecar runs as uid 0 with exactly those two (the manifests' default), or
+/// as a non-root user with `--identity endpoint-only`.
+#[test]
+fn identity_in_a_pod_needs_sys_ptrace_and_dac_read_search() {
+    const NON_ROOT: &[&str] = &[
+        "setpriv",
+        "--reuid",
+        "65532",
+        "--regid",
+        "65532",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+    ];
+    let record = TempDir::new("sidecar-identity");
+    let outside = Netns::new();
+    outside.start_upstream(8080, &record.path("upstream.jsonl"));
+    let pod = outside.attach_pod();
+    let host = format!("allowed.test={}", outside.ns_ip);
+    let cases: [(&str, &[&str], &str, &str); 4] = [
+        ("non-root, no capability", NON_ROOT, "required", "403"),
+        (
+            "uid 0, SYS_PTRACE only",
+            &[
+                "setpriv",
+                "--inh-caps=-all,+sys_ptrace",
+                "--bounding-set=-all,+sys_ptrace",
+            ],
+            "required",
+            "403",
+        ),
+        (
+            "uid 0, SYS_PTRACE and DAC_READ_SEARCH",
+            &[
+                "setpriv",
+                "--inh-caps=-all,+sys_ptrace,+dac_read_search",
+                "--bounding-set=-all,+sys_ptrace,+dac_read_search",
+            ],
+            "required",
+            "200",
+        ),
+        ("non-root, endpoint-only", NON_ROOT, "endpoint-only", "200"),
+    ];
+    for (i, (what, context, identity, expect)) in cases.into_iter().enumerate() {
+        let dir = TempDir::new("sidecar-identity");
+        if context == NON_ROOT {
+            // What an emptyDir gives a non-root sidecar: its own files.
+            std::fs::create_dir(dir.path("state")).expect("state dir");
+            std::fs::write(dir.path("audit.jsonl"), "").expect("audit file");
+            for p in ["state", "audit.jsonl"] {
+                std::os::unix::fs::chown(dir.path(p), Some(65532), Some(65532)).expect("chown");
+            }
+        }
+        let prefix: Vec<&str> = ["ip", "netns", "exec", pod.name.as_str()]
+            .into_iter()
+            .chain(context.iter().copied())
+            .collect();
+        let listen = format!("127.0.0.1:{}", 3128 + i);
+        let sluice = Sluice::launch(
+            &dir,
+            POLICY,
+            &prefix,
+            &listen,
+            &[
+                "--no-system-dns",
+                "--add-host",
+                &host,
+                "--identity",
+                identity,
+            ],
+            &[],
+        );
+        let out = as_workload(
+            &pod,
+            &format!(
+                "curl -s -o /dev/null -w '%{{http_code}}' -x http://{listen} http://allowed.test:8080/x"
+            ),
+        );
+        assert_eq!(
+            out.trim(),
+            expect,
+            "{what}: {out}\n{}\n{:#?}",
+            sluice.stderr(),
+            sluice.events()
+        );
+    }
+}
