@@ -410,3 +410,49 @@ fn identity_in_a_pod_needs_sys_ptrace_and_dac_read_search() {
         );
     }
 }
+
+/// `sluice ca init --export DIR` (the `sluice-ca` init container): the
+/// public trust files for the workload's volume, world-readable, and never
+/// the key, which stays in the state directory.
+#[test]
+fn ca_init_exports_the_trust_files_and_never_the_key() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new("ca-export");
+    let (state, trust) = (dir.path("state"), dir.path("trust"));
+    let out = crate::harness::sluice_cmd(&[
+        "ca",
+        "init",
+        "--state-dir",
+        &state.display().to_string(),
+        "--export",
+        &trust.display().to_string(),
+    ]);
+    assert!(out.contains("ca-bundle.pem"), "{out}");
+    let ca = std::fs::read_to_string(state.join("ca.pem")).expect("the CA in the state dir");
+    assert!(state.join("ca-key.pem").exists());
+    assert_eq!(
+        std::fs::read_to_string(trust.join("ca.pem")).expect("exported ca.pem"),
+        ca
+    );
+    assert!(std::fs::read_to_string(trust.join("ca-bundle.pem"))
+        .expect("bundle")
+        .ends_with(&ca));
+    assert!(trust.join("java-cacerts.jks").is_file());
+    assert!(trust.join("certs").is_dir());
+    let mut files = vec![trust.clone()];
+    while let Some(p) = files.pop() {
+        let meta = std::fs::metadata(&p).expect("stat");
+        if meta.is_dir() {
+            assert_eq!(meta.permissions().mode() & 0o777, 0o755, "{}", p.display());
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(meta.permissions().mode() & 0o777, 0o644, "{}", p.display());
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains("PRIVATE KEY"),
+                "{} holds a key",
+                p.display()
+            );
+        }
+    }
+}
