@@ -208,7 +208,12 @@ impl Capabilities {
             (Need::TransparentCapture, RuntimeMode::Run) => {
                 "drop `--transparent off`".into()
             }
-            (Need::TransparentCapture, _) => "this mode has no transparent listener".into(),
+            (Need::TransparentCapture, RuntimeMode::Sidecar) => {
+                "give `--transparent-listen`, and not `--transparent off`".into()
+            }
+            (Need::TransparentCapture, RuntimeMode::Library) => {
+                "an embedded gateway has no transparent listener".into()
+            }
             (Need::MetadataLoopback, _) => {
                 "the metadata loopback is served only inside `sluice run`".into()
             }

@@ -46,6 +46,21 @@ impl ChildIdentity {
         Self::default()
     }
 
+    /// An identity anchored at this process's own view from the start
+    /// (`/proc/self/net`, ancestry to PID 1): `sluice serve` as a Kubernetes
+    /// sidecar, whose workload shares its network namespace (and, with
+    /// `shareProcessNamespace`, its PID namespace).
+    #[must_use]
+    pub fn own_view() -> Self {
+        let cell = OnceLock::new();
+        let _ = cell.set(
+            ProcfsIdentity::new("/proc", None)
+                .with_socket_diag()
+                .skip_process(std::process::id()),
+        );
+        Self(cell)
+    }
+
     /// Anchors lookups at `pid` (its `/proc/<pid>/net` view; ancestry stops there);
     /// sockets are looked up by sock_diag in the namespace at `ns_path` (the child's,
     /// which it may not have joined yet). Only the first call has an effect.

@@ -1,4 +1,5 @@
-//! Linux substrate for `sluice run`, and peer process identity.
+//! Linux substrate for `sluice run` and `sluice sidecar-init`, and peer process
+//! identity.
 //!
 //! Everything that touches the Linux kernel directly on behalf of `sluice run`:
 //!
@@ -16,6 +17,8 @@
 //! - [`transparent`]: the transparent TCP listener, bound inside the sandbox namespace,
 //!   that receives connections the ruleset redirected from synthetic policy-DNS
 //!   addresses, and their original destination (`SO_ORIGINAL_DST`).
+//! - [`sidecar`]: the Kubernetes shape's fence, an nftables table in the pod's own
+//!   namespace that sends the workload's sockets to the `sluice serve` sidecar.
 //!
 //! This is the only crate in the workspace allowed `unsafe`, and only inside the
 //! private `sys` module (netlink and raw sockets, `setns`, the transparent listener's TCP
@@ -31,6 +34,7 @@ pub mod netfilter;
 mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod sidecar;
 #[allow(unsafe_code)]
 mod sys;
 pub mod tools;

@@ -1,4 +1,5 @@
-//! Preconditions of `sluice run`: trusted tool paths and effective capabilities.
+//! Preconditions of `sluice run` and `sluice sidecar-init`: trusted tool paths
+//! and effective capabilities.
 
 use std::path::PathBuf;
 
@@ -6,9 +7,11 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SandboxError {
-    /// A capability the run needs is not in the effective set.
-    #[error("sluice run needs {cap} ({why}); run it as root or grant {cap}")]
+    /// A capability the command needs is not in the effective set.
+    #[error("sluice {command} needs {cap} ({why}); run it as root or grant {cap}")]
     MissingCapability {
+        /// The subcommand (`run`, `sidecar-init`).
+        command: &'static str,
         /// The capability's name, e.g. `CAP_NET_ADMIN`.
         cap: &'static str,
         /// What it is needed for.
@@ -16,9 +19,11 @@ pub enum SandboxError {
     },
     /// A required tool is not installed in a trusted directory.
     #[error(
-        "sluice run needs `{tool}` ({package}), not found in /usr/sbin, /sbin, /usr/bin or /bin"
+        "sluice {command} needs `{tool}` ({package}), not found in /usr/sbin, /sbin, /usr/bin or /bin"
     )]
     MissingTool {
+        /// The subcommand (`run`, `sidecar-init`).
+        command: &'static str,
         /// Tool name.
         tool: &'static str,
         /// The Debian package that provides it.
@@ -65,10 +70,12 @@ impl Tools {
     /// [`SandboxError::MissingTool`] naming the tool and its package.
     pub fn find() -> Result<Self, SandboxError> {
         let ip = trusted_tool("ip").ok_or(SandboxError::MissingTool {
+            command: "run",
             tool: "ip",
             package: "iproute2",
         })?;
         let nft = trusted_tool("nft").ok_or(SandboxError::MissingTool {
+            command: "run",
             tool: "nft",
             package: "nftables",
         })?;
@@ -103,22 +110,48 @@ pub fn check_capabilities() -> Result<(), SandboxError> {
     check_caps_in(&status)
 }
 
+/// Checks that `sluice sidecar-init` may install its nftables table in the
+/// current network namespace: CAP_NET_ADMIN.
+///
+/// # Errors
+/// [`SandboxError::MissingCapability`] for CAP_NET_ADMIN.
+pub fn check_sidecar_capabilities() -> Result<(), SandboxError> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| SandboxError::Other(format!("reading /proc/self/status: {e}")))?;
+    check_sidecar_caps_in(&status)
+}
+
+fn check_sidecar_caps_in(status: &str) -> Result<(), SandboxError> {
+    let caps = effective_caps(status).unwrap_or(0);
+    if caps & (1 << CAP_NET_ADMIN) == 0 {
+        return Err(SandboxError::MissingCapability {
+            command: "sidecar-init",
+            cap: "CAP_NET_ADMIN",
+            why: "installing the pod's nftables table; in Kubernetes: securityContext.capabilities.add [NET_ADMIN]",
+        });
+    }
+    Ok(())
+}
+
 fn check_caps_in(status: &str) -> Result<(), SandboxError> {
     let caps = effective_caps(status).unwrap_or(0);
     if caps & (1 << CAP_NET_ADMIN) == 0 {
         return Err(SandboxError::MissingCapability {
+            command: "run",
             cap: "CAP_NET_ADMIN",
             why: "veth pair, routes, nftables and NFLOG in the sandbox namespace",
         });
     }
     if caps & (1 << CAP_SYS_ADMIN) == 0 {
         return Err(SandboxError::MissingCapability {
+            command: "run",
             cap: "CAP_SYS_ADMIN",
             why: "creating and entering the network namespace and the resolv.conf bind mount",
         });
     }
     if caps & (1 << CAP_NET_RAW) == 0 {
         return Err(SandboxError::MissingCapability {
+            command: "run",
             cap: "CAP_NET_RAW",
             why: "the bypass monitor's raw socket that makes refused connections fail fast",
         });
@@ -130,6 +163,7 @@ fn check_caps_in(status: &str) -> Result<(), SandboxError> {
     ] {
         if caps & (1 << bit) == 0 {
             return Err(SandboxError::MissingCapability {
+                command: "run",
                 cap,
                 why: "dropping CMD's user, groups and capabilities",
             });
@@ -157,5 +191,17 @@ mod tests {
         let err = check_caps_in(no_setpcap).unwrap_err().to_string();
         assert!(err.contains("CAP_SETPCAP"), "{err}");
         assert!(check_caps_in("CapEff:\t000001ffffffffff\n").is_ok());
+    }
+
+    #[test]
+    fn sidecar_init_needs_only_net_admin() {
+        let err = check_sidecar_caps_in("CapEff:\t0000000000000000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sluice sidecar-init needs CAP_NET_ADMIN"),
+            "{err}"
+        );
+        assert!(check_sidecar_caps_in("CapEff:\t0000000000001000\n").is_ok());
     }
 }

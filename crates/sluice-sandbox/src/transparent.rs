@@ -41,6 +41,16 @@ pub fn bind_in_netns(ns_path: &Path, addr: SocketAddr) -> io::Result<TcpListener
     sys::in_netns(ns_path, move || sys::tcp_listener(addr, BACKLOG))
 }
 
+/// [`bind_in_netns`] in this process's own network namespace: for `sluice serve`
+/// as a Kubernetes sidecar, which shares the pod's namespace (and so its conntrack
+/// table) with the workload whose connections the pod's fence redirects.
+///
+/// # Errors
+/// The socket calls (e.g. `EADDRINUSE`, `EADDRNOTAVAIL` for `[::1]` without IPv6).
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    sys::tcp_listener(addr, BACKLOG)
+}
+
 /// The destination the client originally dialled, before the namespace's NAT
 /// redirected the connection to the transparent listener (`SO_ORIGINAL_DST`, or
 /// `IP6T_SO_ORIGINAL_DST` for IPv6; the family is the socket's own). `stream` is a

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-pub use netns::Netns;
+pub use netns::{Netns, PodNetns};
 pub use pki::{test_pki, TestPki};
 pub use postgres::{postgres_bin, start_postgres, PgServer, PgTls, PG_SUPERUSER_PASSWORD};
 pub use python::{py_script, sandbox_python, Python, PYTHON3};

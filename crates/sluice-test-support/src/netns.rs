@@ -223,6 +223,107 @@ impl Netns {
     }
 }
 
+/// A second namespace whose only way out is a [`Netns`] (a Kubernetes pod
+/// behind its node, in the sidecar tests): its own veth pair to that
+/// namespace, its default route through it, loopback up. What still runs in it
+/// is killed, and it is deleted, on drop.
+pub struct PodNetns {
+    /// The namespace name (`ip netns exec NAME ...`).
+    pub name: String,
+    /// The pod's address.
+    pub ip: String,
+    /// The outer namespace's address on the pod's link (its default gateway).
+    pub gateway: String,
+}
+
+impl Netns {
+    /// A [`PodNetns`] behind this namespace. Its link is a /30 in another /24
+    /// than this namespace's, so the two never overlap in here.
+    pub fn attach_pod(&self) -> PodNetns {
+        let tag = self.name.trim_start_matches("slt-");
+        let octets: Vec<u8> = self
+            .ns_ip
+            .split('.')
+            .map(|o| o.parse().expect("an IPv4 address"))
+            .collect();
+        let (b, c, d) = (octets[1], octets[2] ^ 1, octets[3] & !3);
+        let (gateway, ip) = (
+            format!("10.{b}.{c}.{}", d + 1),
+            format!("10.{b}.{c}.{}", d + 2),
+        );
+        let pod = PodNetns {
+            name: format!("slp-{tag}"),
+            ip,
+            gateway,
+        };
+        let (outer_if, pod_if) = (format!("slo{tag}"), format!("slq{tag}"));
+        run("ip", &["netns", "add", &pod.name]);
+        run(
+            "ip",
+            &[
+                "-n", &self.name, "link", "add", &outer_if, "type", "veth", "peer", "name",
+                &pod_if, "netns", &pod.name,
+            ],
+        );
+        let (outer, inner) = (format!("{}/30", pod.gateway), format!("{}/30", pod.ip));
+        run(
+            "ip",
+            &["-n", &self.name, "addr", "add", &outer, "dev", &outer_if],
+        );
+        run("ip", &["-n", &self.name, "link", "set", &outer_if, "up"]);
+        run(
+            "ip",
+            &["-n", &pod.name, "addr", "add", &inner, "dev", &pod_if],
+        );
+        run("ip", &["-n", &pod.name, "link", "set", &pod_if, "up"]);
+        run("ip", &["-n", &pod.name, "link", "set", "lo", "up"]);
+        run(
+            "ip",
+            &[
+                "-n",
+                &pod.name,
+                "route",
+                "add",
+                "default",
+                "via",
+                &pod.gateway,
+            ],
+        );
+        pod
+    }
+}
+
+impl PodNetns {
+    /// Names `resolver` in the pod's `resolv.conf` (`ip netns exec` mounts
+    /// `/etc/netns/NAME/resolv.conf` over `/etc/resolv.conf`).
+    pub fn set_resolver(&self, resolver: &str) {
+        let dir = Path::new("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&dir).expect("create /etc/netns/NAME");
+        std::fs::write(
+            dir.join("resolv.conf"),
+            format!("nameserver {resolver}\noptions timeout:2 attempts:1\n"),
+        )
+        .expect("write the pod's resolv.conf");
+    }
+}
+
+impl Drop for PodNetns {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.name));
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let upstreams = self.upstreams.get_mut().unwrap_or_else(|e| e.into_inner());

@@ -19,7 +19,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the proxy (CONNECT and forward HTTP) on a policy file.
-    Serve(ServeArgs),
+    Serve(ServeCmdArgs),
     /// Validate policy files; errors as FILE:LINE:COL: message.
     Check(CheckArgs),
     /// Print the decision a policy would make for a hypothetical request, as JSON.
@@ -36,6 +36,101 @@ pub(crate) enum Command {
     /// The policy proposals queue: list, show, approve or reject (every
     /// gateway on the store applies an approval to its own policy).
     Proposals(ProposalsArgs),
+    /// Install the pod's egress fence (nftables, in the current network
+    /// namespace) for the Kubernetes sidecar shape: run it in an init
+    /// container with NET_ADMIN.
+    SidecarInit(SidecarInitArgs),
+}
+
+/// `sluice serve`: the proxy, and the sidecar listeners of the Kubernetes shape.
+#[derive(Debug, Args)]
+pub(crate) struct ServeCmdArgs {
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
+    #[command(flatten)]
+    pub(crate) sidecar: SidecarListenArgs,
+}
+
+/// What `serve` answers besides the proxy when it runs as a pod's sidecar
+/// (what `run` serves inside its sandbox).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Sidecar listeners (Kubernetes; see docs/kubernetes.md)")]
+pub(crate) struct SidecarListenArgs {
+    /// Serve policy DNS (UDP and TCP) on ADDR, e.g. 127.0.0.1:5353, where the
+    /// pod's fence redirects the workload's DNS; a loopback address also
+    /// listens on the other family's loopback, same port, when it can.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) dns_listen: Option<SocketAddr>,
+    /// Serve the transparent listener on ADDR, e.g. 127.0.0.1:15001, where the
+    /// pod's fence redirects TCP to synthetic addresses (needs --dns-listen,
+    /// whose answers they are); loopback also on the other family, as above.
+    #[arg(long, value_name = "ADDR", requires = "dns_listen")]
+    pub(crate) transparent_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub(crate) capture: CaptureArgs,
+}
+
+/// Policy DNS's synthetic addresses (`run`; `serve` with --transparent-listen).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CaptureArgs {
+    /// Which endpoint names policy DNS answers with synthetic addresses, so
+    /// proxy-unaware clients reach them through transparent capture: `tcp`
+    /// (endpoints with `protocol: tcp`, `redis` or `postgres`), `all` (every endpoint name; TLS is
+    /// terminated where the endpoint is inspected), `off` (every query
+    /// refused).
+    #[arg(long, value_name = "tcp|all|off", default_value = "tcp", value_parser = parse_transparent)]
+    pub(crate) transparent: TransparentMode,
+    /// IPv4 pool of synthetic addresses.
+    #[arg(long, value_name = "CIDR", default_value = DEFAULT_POOL_V4)]
+    pub(crate) synthetic_v4: ipnet::Ipv4Net,
+    /// IPv6 pool of synthetic addresses.
+    #[arg(long, value_name = "CIDR", default_value = DEFAULT_POOL_V6)]
+    pub(crate) synthetic_v6: ipnet::Ipv6Net,
+    /// Lifetime of a synthetic address (DNS TTL, 1-30 s); a connection to it
+    /// after that is refused until the name is resolved again.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=30))]
+    pub(crate) synthetic_ttl: u64,
+}
+
+/// `sluice sidecar-init`: the pod's fence.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("fenced").required(true).args(["workload_uid", "exclude_uid"])))]
+pub(crate) struct SidecarInitArgs {
+    /// Fence the sockets of this UID, the workload's (repeatable).
+    #[arg(long, value_name = "UID")]
+    pub(crate) workload_uid: Vec<u32>,
+    /// Instead of --workload-uid: fence the sockets of every UID except this
+    /// one (sluice's; repeatable, e.g. for another trusted sidecar).
+    #[arg(long, value_name = "UID", conflicts_with = "workload_uid")]
+    pub(crate) exclude_uid: Vec<u32>,
+    /// Port of `sluice serve --listen` on the pod's loopback (HTTP_PROXY).
+    #[arg(long, value_name = "PORT", default_value_t = 3128)]
+    pub(crate) proxy_port: u16,
+    /// Port of `sluice serve --dns-listen` on the pod's loopback: DNS (UDP and
+    /// TCP port 53, to any address) is redirected there.
+    #[arg(long, value_name = "PORT", default_value_t = 5353)]
+    pub(crate) dns_port: u16,
+    /// Port of `sluice serve --transparent-listen` on the pod's loopback: TCP
+    /// to the synthetic pools is redirected there.
+    #[arg(long, value_name = "PORT", default_value_t = 15001)]
+    pub(crate) transparent_port: u16,
+    /// No transparent capture (and no DNS redirect): the workload reaches the
+    /// network only through HTTP(S)_PROXY; its DNS is fenced.
+    #[arg(long)]
+    pub(crate) proxy_only: bool,
+    /// IPv4 pool of synthetic addresses (as given to `sluice serve`).
+    #[arg(long, value_name = "CIDR", default_value = DEFAULT_POOL_V4)]
+    pub(crate) synthetic_v4: ipnet::Ipv4Net,
+    /// IPv6 pool of synthetic addresses (as given to `sluice serve`).
+    #[arg(long, value_name = "CIDR", default_value = DEFAULT_POOL_V6)]
+    pub(crate) synthetic_v6: ipnet::Ipv6Net,
+    /// A loopback TCP port the fenced sockets may also reach (the workload's
+    /// own local servers; repeatable). Every other loopback port is fenced.
+    #[arg(long, value_name = "PORT")]
+    pub(crate) allow_loopback_port: Vec<u16>,
+    /// Print the nftables script instead of installing it.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -104,23 +199,8 @@ pub(crate) struct RunArgs {
     /// have allowed this run's denials) to FILE.
     #[arg(long, value_name = "FILE")]
     pub(crate) suggest_policy: Option<PathBuf>,
-    /// Which endpoint names policy DNS answers with synthetic addresses, so
-    /// proxy-unaware clients reach them through transparent capture: `tcp`
-    /// (endpoints with `protocol: tcp`, `redis` or `postgres`), `all` (every endpoint name; TLS is
-    /// terminated where the endpoint is inspected), `off` (every query
-    /// refused).
-    #[arg(long, value_name = "tcp|all|off", default_value = "tcp", value_parser = parse_transparent)]
-    pub(crate) transparent: TransparentMode,
-    /// IPv4 pool of synthetic addresses.
-    #[arg(long, value_name = "CIDR", default_value = DEFAULT_POOL_V4)]
-    pub(crate) synthetic_v4: ipnet::Ipv4Net,
-    /// IPv6 pool of synthetic addresses.
-    #[arg(long, value_name = "CIDR", default_value = DEFAULT_POOL_V6)]
-    pub(crate) synthetic_v6: ipnet::Ipv6Net,
-    /// Lifetime of a synthetic address (DNS TTL, 1-30 s); a connection to it
-    /// after that is refused until the name is resolved again.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=30))]
-    pub(crate) synthetic_ttl: u64,
+    #[command(flatten)]
+    pub(crate) capture: CaptureArgs,
     /// The command to run inside the sandbox, after `--`.
     #[arg(last = true, required = true)]
     pub(crate) cmd: Vec<String>,
@@ -138,7 +218,13 @@ pub(crate) struct CaArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum CaAction {
     /// Create the CA if it does not exist yet, and print where it is.
-    Init,
+    Init {
+        /// Also write the public trust files workloads read into DIR (mode
+        /// 0644; never the key): `ca.pem` (the CA), `ca-bundle.pem` (system
+        /// roots + the CA), `certs/` (hashed) and `java-cacerts.jks`.
+        #[arg(long, value_name = "DIR")]
+        export: Option<PathBuf>,
+    },
     /// Print the CA certificate (PEM); with --bundle, system roots followed by the CA.
     Show {
         #[arg(long)]

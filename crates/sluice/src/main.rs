@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     // Quiet by default: warnings only; -v raises it (run: -vv, since its -v is
     // about allowed connections); SLUICE_LOG or RUST_LOG override.
     let level = match &cli.command {
-        cli::Command::Serve(a) => ["warn", "info", "debug"][usize::from(a.verbose.min(2))],
+        cli::Command::Serve(a) => ["warn", "info", "debug"][usize::from(a.serve.verbose.min(2))],
         cli::Command::Run(a) => {
             ["warn", "warn", "info", "debug"][usize::from(a.serve.verbose.min(3))]
         }
@@ -49,6 +49,7 @@ fn main() -> ExitCode {
         cli::Command::Ca(args) => cmd::ca::run(&args),
         cli::Command::Run(args) => cmd::run::run(args),
         cli::Command::Proposals(args) => cmd::proposals::run(&args),
+        cli::Command::SidecarInit(args) => cmd::sidecar_init::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,7 @@
 //! One module per subcommand, plus the decision `explain` and `test` share.
 
 pub(crate) mod ca;
+pub(crate) mod capture;
 pub(crate) mod cases;
 pub(crate) mod check;
 pub(crate) mod decide;
@@ -9,4 +10,5 @@ pub(crate) mod fd_limit;
 pub(crate) mod proposals;
 pub(crate) mod run;
 pub(crate) mod serve;
+pub(crate) mod sidecar_init;
 pub(crate) mod test;

@@ -1,5 +1,7 @@
 //! `sluice serve`: load the policy, bind, accept; SIGHUP and file changes
-//! reload; SIGINT/SIGTERM flush the audit log and exit.
+//! reload; SIGINT/SIGTERM flush the audit log and exit. As a Kubernetes
+//! sidecar it also serves policy DNS and the transparent listener in the pod's
+//! namespace (`--dns-listen`, `--transparent-listen`; see `super::capture`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -11,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sluice_policy::{Capabilities, RuntimeMode};
 use sluice_proposals::StoreSpec;
+use sluice_proxy::adapter::policy_dns::eligible::TransparentMode;
 use sluice_proxy::audit::Audit;
 use sluice_proxy::denials::DenialLog;
 use sluice_proxy::destination::Resolver;
@@ -23,7 +26,7 @@ use sluice_proxy::server::{reload_and_audit, watch_policy_file, Limits, Proxy, P
 use sluice_telemetry::{AuditFormat, AuditSink};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::cli::{IdentityArg, LogFormat, ServeArgs};
+use crate::cli::{IdentityArg, LogFormat, ServeArgs, ServeCmdArgs};
 
 /// Process identity over `/proc` (the sandbox crate), behind the proxy's trait.
 /// `serve` anchors at sluice's own view; `run` at the sandboxed child, once it exists.
@@ -439,8 +442,22 @@ pub(crate) async fn reload(store: &Arc<PolicyStore>, audit: &Audit, identity_mod
         tokio::task::spawn_blocking(move || reload_and_audit(&store, &audit, identity_mode)).await;
 }
 
-pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let prepared = prepare(&args, None, AuditOptions::default(), ModeOptions::serve())?;
+pub(crate) fn run(cmd: ServeCmdArgs) -> anyhow::Result<ExitCode> {
+    let ServeCmdArgs {
+        serve: args,
+        sidecar,
+    } = cmd;
+    let mode = if sidecar.dns_listen.is_some() || sidecar.transparent_listen.is_some() {
+        ModeOptions {
+            mode: RuntimeMode::Sidecar,
+            transparent_capture: sidecar.transparent_listen.is_some()
+                && sidecar.capture.transparent != TransparentMode::Off,
+            metadata_loopback: false,
+        }
+    } else {
+        ModeOptions::serve()
+    };
+    let prepared = prepare(&args, None, AuditOptions::default(), mode)?;
     let (store, audit, identity_mode) = (
         Arc::clone(&prepared.store),
         prepared.audit.clone(),
@@ -455,7 +472,11 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        start(prepared, &args, args.listen, true, Vec::new()).await?;
+        let (extra, lines) = super::capture::sidecar_listeners(&sidecar, &audit, &store).await?;
+        start(prepared, &args, args.listen, true, extra).await?;
+        for line in lines {
+            eprintln!("{line}");
+        }
         loop {
             tokio::select! {
                 _ = hup.recv() => reload(&store, &audit, identity_mode).await,

@@ -218,6 +218,34 @@ mod tests {
 
     use super::*;
 
+    /// The Kubernetes shape gives the workload the same variables
+    /// (`deploy/`, docs/kubernetes.md): the manifest and the chart's helper
+    /// name every one.
+    #[test]
+    fn kubernetes_workloads_get_the_same_variables() {
+        let manifest = include_str!("../../../../../deploy/kubernetes/deployment.yaml");
+        let chart = include_str!("../../../../../deploy/helm/sluice/templates/_helpers.tpl");
+        let names = PROXY_VARS
+            .iter()
+            .chain(CA_VARS.iter())
+            .chain(["NO_PROXY", "no_proxy", "NODE_USE_ENV_PROXY", "SSL_CERT_DIR"].iter());
+        for name in names {
+            assert!(
+                manifest.contains(&format!("name: {name},"))
+                    || manifest.contains(&format!("name: {name}\n")),
+                "deploy/kubernetes/deployment.yaml lacks {name}"
+            );
+            assert!(
+                chart.contains(&format!("\"{name}\"")) || chart.contains(&format!("name: {name},")),
+                "the chart's sluice.workloadEnv lacks {name}"
+            );
+        }
+        assert!(
+            manifest.contains("name: JAVA_TOOL_OPTIONS")
+                && chart.contains("name: JAVA_TOOL_OPTIONS")
+        );
+    }
+
     fn get<'a>(env: &'a [(OsString, OsString)], k: &str) -> Option<&'a str> {
         env.iter()
             .find(|(n, _)| n == k)

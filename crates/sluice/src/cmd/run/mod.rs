@@ -21,7 +21,6 @@
 //!    exits with CMD's status (128 + signal number when CMD was killed by a signal).
 
 mod env;
-mod events;
 mod report;
 mod secrets;
 
@@ -35,24 +34,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use sluice_policy::MetadataKind;
-use sluice_proxy::adapter::policy_dns::eligible::TransparentMode;
-use sluice_proxy::adapter::policy_dns::synthetic::{MappingTable, DEFAULT_CAPACITY};
-use sluice_proxy::adapter::policy_dns::{PolicyDns, QueryObserver, RefusedQuery, Synthetic};
-use sluice_proxy::adapter::{
-    Listener, MetadataListener, OriginalDst, PolicyDnsListener, TransparentListener,
-};
+use sluice_proxy::adapter::policy_dns::Synthetic;
+use sluice_proxy::adapter::{Listener, MetadataListener};
 use sluice_proxy::audit::Audit;
 use sluice_proxy::policy_store::PolicyStore;
 use sluice_proxy::relay::tls::{write_trust_files, TrustFiles};
 use sluice_sandbox::bypass::{BypassMonitor, ChildIdentity, FlowReporter, MonitorConfig};
 use sluice_sandbox::confine::{self, BindMount, InitSpec, SandboxUser};
-use sluice_sandbox::netfilter::{Flow, L4};
 use sluice_sandbox::netns::{SandboxNetns, SubnetPool};
 use sluice_sandbox::nft::{Capture, Ruleset};
 use sluice_sandbox::tools::{check_capabilities, Tools};
 use sluice_sandbox::{send_signal, Signal};
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::capture::{self, events};
 use super::serve;
 use crate::cli::RunArgs;
 use report::{Reporter, Verbosity};
@@ -69,10 +64,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         user,
         allow_readable_secret_files,
         suggest_policy,
-        transparent,
-        synthetic_v4,
-        synthetic_v6,
-        synthetic_ttl,
+        capture: capture_args,
         cmd,
     } = args;
     let verbosity = match (sargs.quiet, sargs.verbose) {
@@ -110,7 +102,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         serve::ModeOptions {
             mode: sluice_policy::RuntimeMode::Run,
-            transparent_capture: transparent != TransparentMode::Off,
+            transparent_capture: capture_args.transparent
+                != sluice_proxy::adapter::policy_dns::eligible::TransparentMode::Off,
             metadata_loopback: true,
         },
     )?;
@@ -159,22 +152,14 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let listen = SocketAddr::new(netns.host_ip.into(), sargs.listen.port());
     let monitor_config = MonitorConfig::default();
     let dns_addr = SocketAddr::new(netns.host_ip.into(), 53);
-    let synthetic = (transparent != TransparentMode::Off).then(|| Synthetic {
-        mode: transparent,
-        table: Arc::new(MappingTable::new(
-            synthetic_v4,
-            synthetic_v6,
-            Duration::from_secs(synthetic_ttl),
-            DEFAULT_CAPACITY,
-        )),
-    });
+    let synthetic = capture::synthetic(&capture_args);
     let mut listeners: Vec<Box<dyn Listener>> = Vec::new();
-    let capture = match &synthetic {
+    let capture_rules = match &synthetic {
         Some(s) => {
-            let (listener, capture) = transparent_capture(&runtime, &netns, s.clone())
+            let (listener, rules) = transparent_capture(&runtime, &netns, s.clone())
                 .context("starting the transparent listener (CMD was not started)")?;
             listeners.push(listener);
-            Some(capture)
+            Some(rules)
         }
         None => None,
     };
@@ -184,17 +169,23 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .context("starting the metadata loopback (CMD was not started)")?;
         listeners.push(listener);
     }
-    let dns = policy_dns(
-        &runtime,
-        dns_addr,
-        Arc::new(FlowReporter::new(
-            Arc::clone(&child_identity),
-            monitor_config.max_per_sec,
-        )),
-        &audit,
-        &store,
-        synthetic,
-    );
+    // If the resolver address cannot be bound, the ruleset refuses DNS like
+    // any other UDP.
+    let dns = runtime
+        .block_on(capture::policy_dns(
+            dns_addr,
+            Arc::new(FlowReporter::new(
+                Arc::clone(&child_identity),
+                monitor_config.max_per_sec,
+            )),
+            &audit,
+            &store,
+            synthetic,
+        ))
+        .inspect_err(|e| {
+            tracing::warn!(addr = %dns_addr, error = %e, "Policy DNS not started; DNS queries are refused by the firewall");
+        })
+        .ok();
     let dns_port = dns.is_some().then_some(dns_addr.port());
     listeners.extend(dns);
     // Proposals from this sandbox carry its namespace name unless told otherwise.
@@ -209,7 +200,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         proxy_port: proxy_addr.port(),
         log_group: monitor_config.log_group,
         dns_port,
-        capture,
+        capture: capture_rules,
     }
     .install(&netns, &tools.nft)
     .context("installing the nftables ruleset (CMD was not started)")?;
@@ -280,55 +271,6 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(exit_code(status)))
 }
 
-/// Policy DNS on the sandbox's resolver address (`resolv.conf` names it): every
-/// query is refused at once and its sender named while its socket is still
-/// open. The listener (served by the proxy with its other surfaces), or `None`
-/// if the address cannot be bound (then the ruleset refuses DNS like any other
-/// UDP).
-fn policy_dns(
-    runtime: &tokio::runtime::Runtime,
-    addr: SocketAddr,
-    reporter: Arc<FlowReporter>,
-    audit: &Audit,
-    store: &Arc<PolicyStore>,
-    synthetic: Option<Synthetic>,
-) -> Option<Box<dyn Listener>> {
-    let dns = match runtime.block_on(PolicyDns::bind(addr)) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::warn!(%addr, error = %e, "Policy DNS not started; DNS queries are refused by the firewall");
-            return None;
-        }
-    };
-    let (audit, store) = (audit.clone(), Arc::clone(store));
-    let observer: QueryObserver = Arc::new(move |q: RefusedQuery| {
-        // Over the rate limit: no attribution, the answer goes out at once.
-        if !reporter.admit() {
-            return Box::pin(async {});
-        }
-        let (reporter, audit, store) = (Arc::clone(&reporter), audit.clone(), Arc::clone(&store));
-        let flow = Flow {
-            proto: if q.tcp { L4::Tcp } else { L4::Udp },
-            src: q.peer,
-            dst: q.local,
-        };
-        // Attribution reads /proc: off the async workers. The answer waits for
-        // it, so the resolver's socket is still there to be found.
-        let lookup = tokio::task::spawn_blocking(move || {
-            let event = reporter.attribute(flow);
-            events::bypass_events(&audit, &store, &event, Some(&q.name));
-        });
-        Box::pin(async move {
-            let _ = lookup.await;
-        })
-    });
-    let listener = PolicyDnsListener::new(dns, observer);
-    Some(Box::new(match synthetic {
-        Some(s) => listener.with_synthetic(s),
-        None => listener,
-    }))
-}
-
 /// The transparent listener: sockets inside the sandbox namespace (so the
 /// firewall's redirect and `SO_ORIGINAL_DST` meet in one conntrack table) on
 /// `127.0.0.1` and, when the namespace has IPv6, `[::1]`, one port; and the
@@ -340,7 +282,14 @@ fn transparent_capture(
 ) -> anyhow::Result<(Box<dyn Listener>, Capture)> {
     use sluice_sandbox::transparent::bind_in_netns;
     let (v4_pool, v6_pool) = synthetic.table.pools();
-    check_pool(v4_pool.into(), netns)?;
+    capture::check_pool(
+        v4_pool.into(),
+        &[
+            netns.host_ip.into(),
+            netns.ns_ip.into(),
+            std::net::Ipv4Addr::LOCALHOST.into(),
+        ],
+    )?;
     let ns = netns.ns_path();
     let v4 = bind_in_netns(&ns, SocketAddr::from(([127, 0, 0, 1], 0)))?;
     let port = v4.local_addr()?.port();
@@ -360,22 +309,14 @@ fn transparent_capture(
             None
         }
     };
-    let capture = Capture {
+    let rules = Capture {
         v4: v4_pool,
         v6: v6.is_some().then_some(v6_pool),
         port,
     };
     let _enter = runtime.enter();
-    let mut sockets = vec![tokio::net::TcpListener::from_std(v4)?];
-    if let Some(l) = v6 {
-        sockets.push(tokio::net::TcpListener::from_std(l)?);
-    }
-    let original_dst: OriginalDst =
-        Arc::new(|s: &tokio::net::TcpStream| sluice_sandbox::transparent::original_dst(s));
-    Ok((
-        Box::new(TransparentListener::new(sockets, synthetic, original_dst)),
-        capture,
-    ))
+    let sockets = std::iter::once(v4).chain(v6).collect();
+    Ok((capture::transparent_listener(sockets, synthetic)?, rules))
 }
 
 /// The metadata services the loaded policy asks for (`providers.*.metadata`),
@@ -419,22 +360,6 @@ fn metadata_listener(
         Arc::clone(store),
         audit.clone(),
     )))
-}
-
-/// A synthetic pool must not cover the run's own addresses or loopback.
-fn check_pool(pool: ipnet::IpNet, netns: &SandboxNetns) -> anyhow::Result<()> {
-    let ours = [
-        std::net::IpAddr::from(netns.host_ip),
-        std::net::IpAddr::from(netns.ns_ip),
-        std::net::IpAddr::from([127, 0, 0, 1]),
-    ];
-    if let Some(ip) = ours.iter().find(|ip| pool.contains(*ip)) {
-        anyhow::bail!("synthetic pool {pool} contains {ip}, an address the sandbox needs");
-    }
-    if pool.prefix_len() > pool.max_prefix_len().saturating_sub(4) {
-        anyhow::bail!("synthetic pool {pool} is too small (at least 16 addresses)");
-    }
-    Ok(())
 }
 
 /// `--suggest-policy FILE`: the policy with every suggestion applied, checked by

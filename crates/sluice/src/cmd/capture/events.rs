@@ -1,4 +1,5 @@
-//! The audit events of bypass attempts reported by the NFLOG monitor.
+//! The audit events of bypass attempts: packets the NFLOG monitor saw refused
+//! (`run`), and DNS queries policy DNS refused (`run`, and `serve` as a sidecar).
 
 use sluice_proxy::audit::Audit;
 use sluice_proxy::policy_store::PolicyStore;
@@ -10,7 +11,7 @@ use sluice_telemetry::{
 /// The OCSF pair for one bypass attempt (facts §9.2): 4001 Refuse + 2004 finding.
 /// `query`: the name of a DNS query that policy DNS refused (the flow is then
 /// the query's), recorded as `unmapped.dns_query`.
-pub(super) fn bypass_events(
+pub(crate) fn bypass_events(
     audit: &Audit,
     store: &PolicyStore,
     e: &BypassEvent,
