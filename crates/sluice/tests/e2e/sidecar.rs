@@ -29,6 +29,17 @@ network_policies:
       - { path: /usr/bin/redis-cli }
 "#;
 
+/// [`POLICY`] without the `protocol: tcp` endpoint, for a `serve` without
+/// the sidecar listeners (which cannot enforce `protocol: tcp`).
+const WEB_POLICY: &str = r#"version: 1
+network_policies:
+  web:
+    endpoints:
+      - { host: allowed.test, port: 8080 }
+    binaries:
+      - { path: /usr/bin/curl }
+"#;
+
 /// `key=value` lines of `text`: the value of `key` (empty when missing).
 fn value(text: &str, key: &str) -> String {
     text.lines()
@@ -140,6 +151,15 @@ fn pod_fence_sends_the_workload_through_sluice_and_leaves_other_uids_alone() {
         started.contains("policy DNS on 127.0.0.1:5353 and [::1]:5353")
             && started.contains("transparent capture on 127.0.0.1:15001 and [::1]:15001")
     });
+    // The capability contract: the sidecar declares transparent capture
+    // (which the `protocol: tcp` endpoint needs) and process identity.
+    let loaded = sluice.wait_event("Policy loaded");
+    assert_eq!(loaded["unmapped"]["runtime_mode"], "sidecar", "{loaded}");
+    let caps = loaded["unmapped"]["capabilities"].to_string();
+    assert!(
+        caps.contains("process-identity") && caps.contains("transparent-capture"),
+        "{caps}"
+    );
 
     let script = format!(
         "P=http://127.0.0.1:3128\n\
@@ -297,13 +317,13 @@ fn configmap_symlink_swap_reloads_the_policy() {
     symlink("..2024_01_01_00_00_00.1", dir.path("..data")).expect("..data");
     symlink("..data/policy.yaml", dir.path("policy.yaml")).expect("policy.yaml");
     // The harness writes policy.yaml through the links, as the kubelet did.
-    let sluice = Sluice::start(&dir, POLICY, &[]);
+    let sluice = Sluice::start(&dir, WEB_POLICY, &[]);
     sluice.wait_event("Policy loaded: generation 1");
     // The watcher takes its first stamp just after the start line; a change
     // before that would be its baseline.
     std::thread::sleep(std::time::Duration::from_millis(500));
 
-    let next = POLICY.replace("allowed.test", "allowed2.test");
+    let next = WEB_POLICY.replace("allowed.test", "allowed2.test");
     let new_dir = dir.path("..2024_01_01_00_01_00.2");
     std::fs::create_dir(&new_dir).expect("new data dir");
     std::fs::write(new_dir.join("policy.yaml"), &next).expect("new policy");
@@ -381,9 +401,15 @@ fn identity_in_a_pod_needs_sys_ptrace_and_dac_read_search() {
             .chain(context.iter().copied())
             .collect();
         let listen = format!("127.0.0.1:{}", 3128 + i);
+        // Endpoint-only identity cannot enforce `binaries`: none then.
+        let policy = if identity == "endpoint-only" {
+            WEB_POLICY.replace("    binaries:\n      - { path: /usr/bin/curl }\n", "")
+        } else {
+            WEB_POLICY.to_owned()
+        };
         let sluice = Sluice::launch(
             &dir,
-            POLICY,
+            &policy,
             &prefix,
             &listen,
             &[
