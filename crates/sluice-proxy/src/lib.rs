@@ -7,7 +7,8 @@
 //!
 //! `server` owns listeners and the accept loop; `policy_store` publishes
 //! policy generations; `audit` turns outcomes into OCSF events; `denials`
-//! keeps the most recent denials for `policy.local` and the console.
+//! keeps the most recent denials for `policy.local` and the console;
+//! `metrics` holds the counters every stage updates (`--metrics ADDR`).
 #![forbid(unsafe_code)]
 
 pub mod adapter;
@@ -16,6 +17,7 @@ pub mod audit;
 pub mod denials;
 pub mod destination;
 pub mod egress;
+pub mod metrics;
 pub mod policy_store;
 pub mod proposals;
 pub mod refusal;
