@@ -311,3 +311,83 @@ fn metrics_count_real_traffic_and_parse() {
         10.0
     );
 }
+
+/// `sluice run --metrics`: policy DNS answers and refusals, and a captured
+/// (transparent) connection, counted while CMD runs.
+#[test]
+fn run_counts_policy_dns_and_transparent_connections() {
+    use std::io::BufRead as _;
+    let dir = TempDir::new("metrics-run");
+    let ns = Netns::new();
+    ns.start_redis(6379);
+    let policy = "version: 1\nnetwork_policies:\n  cache:\n    endpoints:\n      - { host: cache.demo.internal, port: 6379, protocol: tcp }\n    binaries:\n      - { path: /usr/bin/redis-cli }\n";
+    let host = format!("cache.demo.internal={}", ns.ns_ip);
+    // One A query answered, one refused, one captured connection; then CMD
+    // stays a while so the test can scrape.
+    let script = "unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy\n\
+        ip=$(dig +short +tries=1 +time=2 cache.demo.internal A)\n\
+        echo refused=$(dig +tries=1 +time=2 exfil.attacker.example A | grep -o 'status: [A-Z]*')\n\
+        echo ping=$(redis-cli -h $ip -p 6379 PING)\n\
+        sleep 6\n";
+    let mut child = crate::run::sluice_run(
+        &dir,
+        policy,
+        &[
+            "--identity",
+            "endpoint-only",
+            "--add-host",
+            &host,
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        script,
+    )
+    .spawn()
+    .expect("start sluice run");
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let sink = std::sync::Arc::clone(&stderr);
+    std::thread::spawn(move || {
+        for line in reader.lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    let mut addr: Option<SocketAddr> = None;
+    eventually("the metrics line on stderr", || {
+        addr = stderr.lock().unwrap().lines().find_map(|l| {
+            l.strip_prefix("metrics: http://")?
+                .strip_suffix("/metrics")?
+                .parse()
+                .ok()
+        });
+        addr.is_some()
+    });
+    let addr = addr.unwrap();
+    eventually("DNS and the captured connection counted", || {
+        let (m, _) = scrape(addr);
+        m.get("sluice_decisions_total{surface=\"transparent\",outcome=\"allow\"}") == 1.0
+            && m.get("sluice_open_tunnels{surface=\"transparent\"}") == 0.0
+            && m.get("sluice_open_connections{surface=\"transparent\"}") == 0.0
+    });
+    let (m, text) = scrape(addr);
+    assert_eq!(
+        m.get("sluice_dns_queries_total{answer=\"answered\"}"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(m.get("sluice_dns_queries_total{answer=\"refused\"}"), 1.0);
+    assert_eq!(
+        m.get("sluice_decisions_total{surface=\"transparent\",outcome=\"deny\"}"),
+        0.0
+    );
+    assert!(m.get("sluice_relayed_bytes_total{direction=\"to_client\"}") >= 7.0);
+    assert_eq!(get(addr, "GET", "/readyz").0, 200);
+    parse_with_prometheus_client(&text);
+    let out = child.wait_with_output().expect("wait for sluice run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", stderr.lock().unwrap());
+    assert!(stdout.contains("refused=status: REFUSED"), "{stdout}");
+    assert!(stdout.contains("ping=PONG"), "{stdout}");
+}
