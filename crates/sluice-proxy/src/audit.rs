@@ -11,11 +11,14 @@ use sluice_telemetry::{
 
 use crate::destination::DestinationDenial;
 use crate::egress::{EgressDecision, EgressIntent, Host};
+use crate::metrics::{DecisionSurface, L7Protocol, L7Verdict, Metrics, Outcome, ReloadOutcome};
 
-/// Where pipeline events go.
+/// Where pipeline events go, and the metrics handle that travels with them
+/// (every outcome that is audited is counted here, so both agree).
 #[derive(Clone)]
 pub struct Audit {
     sink: AuditSink,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Audit {
@@ -118,9 +121,27 @@ pub(crate) struct InferenceCall {
 }
 
 impl Audit {
+    /// Events to `sink`, metrics disabled.
     #[must_use]
     pub fn new(sink: AuditSink) -> Self {
-        Self { sink }
+        Self {
+            sink,
+            metrics: Metrics::disabled(),
+        }
+    }
+
+    /// The same, counting into `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The metrics handle (for the counters no event carries: latencies,
+    /// open connections, bytes of HTTP exchanges).
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The underlying sink (for flushing at shutdown).
@@ -200,8 +221,7 @@ impl Audit {
         );
     }
 
-    /// A policy load or reload (5019), successful or refused.
-    /// A policy generation went into force. `capabilities`: what the runtime
+    /// A policy generation went into force (5019). `capabilities`: what the runtime
     /// mode declared it enforces (`unmapped.runtime_mode`, `unmapped.capabilities`).
     pub fn policy_loaded(
         &self,
@@ -210,6 +230,7 @@ impl Audit {
         identity_mode: &str,
         capabilities: Option<&sluice_policy::Capabilities>,
     ) {
+        self.metrics.policy_generation(generation);
         let mut event = OcsfEvent::new(EventClass::DeviceConfigStateChange, Activity::Log)
             .status(Status::Success)
             .message(format!(
@@ -225,7 +246,10 @@ impl Audit {
         self.sink.emit(&event);
     }
 
+    /// A reload refused (invalid file or a failed reload check): counted as
+    /// a refused reload.
     pub fn policy_rejected(&self, kept_generation: u64, source: &str, errors: &str) {
+        self.metrics.policy_reload(ReloadOutcome::Refused);
         self.sink.emit(
             &OcsfEvent::new(EventClass::DeviceConfigStateChange, Activity::Log)
                 .status(Status::Failure)
@@ -318,6 +342,18 @@ impl Audit {
         reason: &str,
         creds: &[Arc<str>],
     ) {
+        let verdict = match word {
+            "allow" => Some(L7Verdict::Allow),
+            "deny" => Some(L7Verdict::Deny),
+            "audit" => Some(L7Verdict::Audit),
+            _ => None,
+        };
+        if let Some(v) = verdict {
+            let protocol = d
+                .permit()
+                .map_or(L7Protocol::Other, |p| L7Protocol::of(p.protocol));
+            self.metrics.l7_verdict(protocol, v);
+        }
         let t = &d.intent.target;
         let path = redact_path(&sluice_policy::placeholder::scrub(path));
         let label = if d.intent.surface.is_tunnel() {
@@ -411,11 +447,17 @@ impl Audit {
         audit_only: bool,
     ) {
         let t = &d.intent.target;
-        let word = match (verdict.allowed, audit_only) {
-            (true, _) => "allow",
-            (false, true) => "audit",
-            (false, false) => "deny",
+        let (word, counted) = match (verdict.allowed, audit_only) {
+            (true, _) => ("allow", L7Verdict::Allow),
+            (false, true) => ("audit", L7Verdict::Audit),
+            (false, false) => ("deny", L7Verdict::Deny),
         };
+        let counted_protocol = match protocol {
+            "redis" => L7Protocol::Redis,
+            "postgres" => L7Protocol::Postgres,
+            _ => L7Protocol::Other,
+        };
+        self.metrics.l7_verdict(counted_protocol, counted);
         let mut e = base(
             EventClass::NetworkActivity,
             Activity::Traffic,
@@ -451,6 +493,10 @@ impl Audit {
         path: &str,
         r: &StageReport,
     ) {
+        // A stage skipped before it ran (body over its limit) took no time.
+        if r.failure != Some("payload_too_large") {
+            self.metrics.middleware(r.latency);
+        }
         let t = &d.intent.target;
         let path = redact_path(&sluice_policy::placeholder::scrub(path));
         let e = base(
@@ -584,6 +630,7 @@ impl Audit {
         to_client: u64,
         reason: &str,
     ) {
+        self.metrics.relayed(to_upstream, to_client);
         let t = &d.intent.target;
         self.sink.emit(
             &base(
@@ -784,6 +831,10 @@ impl Audit {
         reason: &str,
         generation: u64,
     ) {
+        let ok = (200..300).contains(&status);
+        let outcome = if ok { Outcome::Allow } else { Outcome::Deny };
+        self.metrics
+            .decision(DecisionSurface::Metadata, outcome, None);
         let path = redact_path(&sluice_policy::placeholder::scrub(path));
         let method: String = method.chars().take(16).collect();
         let host = local.ip().to_string();
@@ -796,7 +847,7 @@ impl Audit {
             .http_status(status)
             .message(format!("METADATA {service} {method} {path} -> {status}"))
             .unmapped("metadata.service", service.into());
-        let e = if (200..300).contains(&status) {
+        let e = if ok {
             allowed(e)
         } else {
             denied(e).severity(Severity::Low).status_detail(reason)
@@ -871,6 +922,8 @@ impl Audit {
     /// One model call (API Activity 6003): model, route (as provider),
     /// latency and token counts.
     pub(crate) fn inference_call(&self, c: &InferenceCall) {
+        self.metrics
+            .decision(DecisionSurface::Inference, Outcome::Allow, None);
         let model = c.model.as_deref().unwrap_or("unknown");
         let tokens = |n: Option<u64>| n.map_or_else(|| "?".to_owned(), |n| n.to_string());
         let ok = c.error.is_none() && c.status.is_some_and(|s| s < 400);
@@ -922,6 +975,8 @@ impl Audit {
     /// A request to `inference.local` refused before any backend was
     /// contacted (Network Activity, open refused).
     pub(crate) fn inference_denied(&self, peer: SocketAddr, reason: &str) {
+        self.metrics
+            .decision(DecisionSurface::Inference, Outcome::Deny, None);
         self.sink.emit(
             &denied(
                 OcsfEvent::new(EventClass::NetworkActivity, Activity::Open)

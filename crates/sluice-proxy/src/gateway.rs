@@ -102,6 +102,7 @@ use sluice_telemetry::AuditSink;
 use crate::audit::Audit;
 use crate::destination::Resolver;
 use crate::egress::{IdentityMode, IdentityResolver};
+use crate::metrics::Metrics;
 use crate::policy_store::{PolicyStore, ReloadError};
 use crate::relay::middleware::{available_middleware, MiddlewareRuntime};
 use crate::relay::tls::{
@@ -177,6 +178,7 @@ pub struct GatewayBuilder {
     system_dns: bool,
     upstream_ca: Vec<PathBuf>,
     limits: Limits,
+    metrics: Metrics,
 }
 
 impl GatewayBuilder {
@@ -223,6 +225,15 @@ impl GatewayBuilder {
         self
     }
 
+    /// Counters every stage updates (default: disabled). Pass
+    /// [`Metrics::enabled`] and keep a clone to export them
+    /// ([`Metrics::encode`] renders Prometheus text); the gateway marks
+    /// them ready once it is bound.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     /// Size, time and connection limits (default [`Limits::default`]).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -260,7 +271,7 @@ impl GatewayBuilder {
             .set_capabilities(capabilities)
             .map_err(GatewayError::Capability)?;
         let ca = Arc::new(SandboxCa::load_or_create(&self.state_dir)?);
-        let audit = Audit::new(self.audit);
+        let audit = Audit::new(self.audit).with_metrics(self.metrics.clone());
         let config = ProxyConfig {
             identity_mode,
             identity: self.identity,
@@ -294,6 +305,7 @@ impl GatewayBuilder {
             addr: self.listen,
             source,
         })?;
+        self.metrics.set_ready();
         let capabilities = store.capabilities();
         audit.policy_loaded(
             store.generation(),
@@ -363,6 +375,7 @@ impl Gateway {
             system_dns: true,
             upstream_ca: Vec::new(),
             limits: Limits::default(),
+            metrics: Metrics::disabled(),
         }
     }
 

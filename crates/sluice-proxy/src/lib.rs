@@ -9,7 +9,8 @@
 //! source, an audit sink, an identity provider). `server` owns listeners
 //! and the accept loop; `policy_store` publishes
 //! policy generations; `audit` turns outcomes into OCSF events; `denials`
-//! keeps the most recent denials for `policy.local` and the console.
+//! keeps the most recent denials for `policy.local` and the console;
+//! `metrics` holds the counters every stage updates (`--metrics ADDR`).
 #![forbid(unsafe_code)]
 
 pub mod adapter;
@@ -19,6 +20,7 @@ pub mod denials;
 pub mod destination;
 pub mod egress;
 pub mod gateway;
+pub mod metrics;
 pub mod policy_store;
 pub mod proposals;
 pub mod refusal;

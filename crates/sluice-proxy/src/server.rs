@@ -11,6 +11,7 @@ use crate::adapter::{HttpProxyListener, Listener, Shared};
 use crate::audit::Audit;
 use crate::destination::Resolver;
 use crate::egress::{AuthorizeContext, Authorizer, IdentityMode, IdentityResolver};
+use crate::metrics::ReloadOutcome;
 use crate::policy_store::{PolicyStore, ReloadError};
 use crate::relay::credentials::token_grant::TokenGrants;
 use crate::relay::tls::{LeafCache, UpstreamTls};
@@ -73,7 +74,8 @@ impl Proxy {
         config: ProxyConfig,
     ) -> std::io::Result<Self> {
         let listener = listen(addr)?;
-        let tokens = TokenGrants::new(config.resolver.clone(), Arc::clone(&config.upstream_tls));
+        let tokens = TokenGrants::new(config.resolver.clone(), Arc::clone(&config.upstream_tls))
+            .with_metrics(config.audit.metrics().clone());
         let authorizer = Authorizer::new(
             store,
             AuthorizeContext {
@@ -140,6 +142,7 @@ pub fn reload_and_audit(store: &PolicyStore, audit: &Audit, identity_mode: Ident
         .unwrap_or_default();
     match store.reload() {
         Ok((generation, notices)) => {
+            audit.metrics().policy_reload(ReloadOutcome::Applied);
             for n in &notices {
                 tracing::info!(notice = %n, "Policy notice");
             }
@@ -162,7 +165,10 @@ pub fn reload_and_audit(store: &PolicyStore, audit: &Audit, identity_mode: Ident
             audit.policy_rejected(kept, &source, &why);
         }
         Err(ReloadError::Unchanged) => {}
-        Err(e) => tracing::warn!(error = %e, "Policy reload failed"),
+        Err(e) => {
+            audit.metrics().policy_reload(ReloadOutcome::Refused);
+            tracing::warn!(error = %e, "Policy reload failed");
+        }
     }
 }
 

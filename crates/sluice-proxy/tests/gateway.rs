@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use sluice_proxy::egress::{IdentityResolver, ProcessIdentity};
 use sluice_proxy::gateway::{Gateway, GatewayError, PolicySource};
+use sluice_proxy::metrics::Metrics;
 use sluice_telemetry::AuditSink;
 use sluice_test_support::{recorded, Netns, TempDir};
 
@@ -70,6 +71,7 @@ async fn an_embedded_gateway_enforces_and_replaces_its_policy() {
 
     let (sink, events) = AuditSink::memory();
     let supervisor = Arc::new(Supervisor(AtomicUsize::new(0)));
+    let metrics = Metrics::enabled();
     let gateway = Gateway::builder(
         PolicySource::text(policy("api.test"), "embedded.yaml"),
         dir.path("state"),
@@ -77,6 +79,7 @@ async fn an_embedded_gateway_enforces_and_replaces_its_policy() {
     .listen("127.0.0.1:0".parse().expect("addr"))
     .audit(sink)
     .identity(supervisor.clone())
+    .metrics(metrics.clone())
     .add_host("api.test", ip)
     .add_host("other.test", ip)
     .system_dns(false)
@@ -144,6 +147,16 @@ async fn an_embedded_gateway_enforces_and_replaces_its_policy() {
         })
         .expect("policy loaded event");
     assert_eq!(loaded["unmapped"]["runtime_mode"], "library");
+    // The embedder's counters: two allowed and two denied forward requests.
+    let text = metrics.encode();
+    for line in [
+        "sluice_decisions_total{surface=\"forward_http\",outcome=\"allow\"} 2",
+        "sluice_decisions_total{surface=\"forward_http\",outcome=\"deny\"} 2",
+        "sluice_policy_generation 2",
+        "sluice_ready 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
     assert_eq!(loaded["unmapped"]["capabilities"][0], "process-identity");
     served.abort();
 }

@@ -384,6 +384,11 @@ pub(crate) struct ServeArgs {
     /// Allow --console on a non-loopback address.
     #[arg(long, requires = "console")]
     pub(crate) console_public: bool,
+    /// Serve Prometheus metrics on ADDR (`GET /metrics`), with liveness
+    /// (`/healthz`) and readiness (`/readyz`) probes. No authentication;
+    /// nothing secret is exposed. Port 0 picks a free port (printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics: Option<SocketAddr>,
     /// This gateway's name in proposals' history (default: the host name;
     /// `run`: the sandbox namespace).
     #[arg(long, value_name = "NAME")]

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use sluice_telemetry::{redact_path, Activity, EventClass};
@@ -13,6 +14,7 @@ use tokio::net::TcpStream;
 use super::{policy_local, Shared};
 use crate::destination::{self, UpstreamConnector};
 use crate::egress::{Allowed, EgressIntent, IdentityEvidence, Surface, Target};
+use crate::metrics::Outcome;
 use crate::refusal::{
     destination_refused, json_error, Refusal, BAD_REQUEST, HEAD_TOO_LARGE, REQUEST_TIMEOUT,
     USE_CONNECT,
@@ -76,6 +78,30 @@ struct ForwardStep<'s> {
     target: &'s Target,
     /// The request's path for events (query-free).
     path: &'s str,
+    /// Time spent validating the destination (metrics; `None` when not
+    /// validated or not timed).
+    validation: Option<Duration>,
+    /// The destination was refused (the decision is a deny).
+    destination_denied: bool,
+}
+
+impl ForwardStep<'_> {
+    /// Destination validation, timed for the decision latency metric.
+    async fn validate(
+        &mut self,
+        decision: &Allowed,
+    ) -> Result<UpstreamConnector, destination::DestinationDenial> {
+        let clock = self.ctx.audit.metrics().stopwatch();
+        let permit = decision.permit();
+        let result = destination::validate(
+            &permit.destination,
+            &decision.intent.target,
+            &self.ctx.resolver,
+        )
+        .await;
+        self.validation = clock.elapsed();
+        result
+    }
 }
 
 impl AdmissionSurface for ForwardStep<'_> {
@@ -101,10 +127,10 @@ impl AdmissionSurface for ForwardStep<'_> {
         };
         let connector = match self.cached.take() {
             Some((k, c)) if k == key => c,
-            _ => match destination::validate(&permit.destination, target, &self.ctx.resolver).await
-            {
+            _ => match self.validate(decision).await {
                 Ok(c) => c,
                 Err(denial) => {
+                    self.destination_denied = true;
                     self.ctx.audit.destination_denied(
                         decision,
                         &denial,
@@ -306,10 +332,17 @@ impl ForwardPolicy<'_> {
             client: self.peer,
             identity: self.identity.clone(),
         };
+        let metrics = shared.relay.audit.metrics();
         for _ in 0..MAX_REAUTHORIZE {
+            let clock = metrics.stopwatch();
             let decision = match shared.relay.authorizer.authorize(intent.clone()) {
                 Ok(allowed) => allowed,
                 Err(denied) => {
+                    metrics.decision(
+                        Surface::ForwardHttp.metric(),
+                        Outcome::Deny,
+                        clock.elapsed(),
+                    );
                     shared
                         .relay
                         .audit
@@ -326,15 +359,29 @@ impl ForwardPolicy<'_> {
                     };
                 }
             };
+            let authorized = clock.elapsed();
             let mut step = ForwardStep {
                 ctx: &shared.relay,
                 cached: &mut self.cached,
                 target: &t.target,
                 path: &path,
+                validation: None,
+                destination_denied: false,
             };
-            match admission::admit(&shared.relay, &decision, req, &t.path_and_query, &mut step)
-                .await
-            {
+            let step_result =
+                admission::admit(&shared.relay, &decision, req, &t.path_and_query, &mut step).await;
+            if !matches!(step_result, Step::Reauthorize) {
+                // A request refused by request-level rules was allowed at the
+                // endpoint: it counts as allowed here (and in the L7 verdicts).
+                let outcome = if step.destination_denied {
+                    Outcome::Deny
+                } else {
+                    Outcome::Allow
+                };
+                let took = authorized.map(|a| a + step.validation.unwrap_or_default());
+                metrics.decision(Surface::ForwardHttp.metric(), outcome, took);
+            }
+            match step_result {
                 Step::Admitted(a) => {
                     let a = *a;
                     self.pending = a.middleware.map(|m| (m, t.target.clone(), path.clone()));
@@ -351,6 +398,7 @@ impl ForwardPolicy<'_> {
                 Step::Refused(response) => return Admission::Respond { response },
             }
         }
+        metrics.decision(Surface::ForwardHttp.metric(), Outcome::Deny, None);
         let detail = format!("{} {}{path} not permitted by policy", req.method, t.target);
         Admission::Respond {
             response: json_error(403, "policy_denied", &detail, None, None),
@@ -359,6 +407,10 @@ impl ForwardPolicy<'_> {
 }
 
 impl RequestPolicy for ForwardPolicy<'_> {
+    fn metrics(&self) -> &crate::metrics::Metrics {
+        self.shared.relay.audit.metrics()
+    }
+
     async fn finish_middleware(
         &mut self,
         req: &RequestHead,
@@ -374,6 +426,8 @@ impl RequestPolicy for ForwardPolicy<'_> {
             cached: &mut self.cached,
             target: &target,
             path: &path,
+            validation: None,
+            destination_denied: false,
         };
         let decision = current.0.clone();
         let f = admission::finish(

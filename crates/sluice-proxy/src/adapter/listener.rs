@@ -14,6 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::policy_dns::{DnsService, PolicyDns, QueryObserver, Synthetic};
 use super::Shared;
+use crate::metrics::ConnectionSurface;
 
 /// A bound surface and the adapter that serves it.
 pub trait Listener: Send + 'static {
@@ -64,9 +65,14 @@ impl Listener for HttpProxyListener {
             accept_forever(&listener, permits, |stream, peer, permit| {
                 let local = stream.local_addr().unwrap_or(fallback);
                 let shared = Arc::clone(&shared);
+                let open = shared
+                    .relay
+                    .audit
+                    .metrics()
+                    .connection(ConnectionSurface::HttpProxy);
                 tokio::spawn(async move {
                     super::serve_connection(shared, stream, peer, local).await;
-                    drop(permit);
+                    drop((permit, open));
                 });
             })
             .await;
@@ -145,7 +151,8 @@ impl Listener for PolicyDnsListener {
                 shared.relay.audit.clone(),
             )
         });
-        let service = Arc::new(DnsService::new(self.observer, synthetic));
+        let metrics = shared.relay.audit.metrics().clone();
+        let service = Arc::new(DnsService::new(self.observer, synthetic, metrics));
         Box::pin(self.dns.serve(service))
     }
 }

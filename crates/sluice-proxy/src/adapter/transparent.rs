@@ -25,6 +25,7 @@ use super::policy_dns::synthetic::MappingError;
 use super::policy_dns::Synthetic;
 use super::{tunnel, Listener, Shared};
 use crate::egress::{EgressIntent, Surface, Target};
+use crate::metrics::ConnectionSurface;
 
 /// Reads the address a redirected connection was originally sent to.
 pub type OriginalDst = Arc<dyn Fn(&TcpStream) -> std::io::Result<SocketAddr> + Send + Sync>;
@@ -108,9 +109,14 @@ async fn accept_loop(
 ) {
     super::listener::accept_forever(&listener, permits, |stream, peer, permit| {
         let (shared, capture) = (Arc::clone(&shared), Arc::clone(&capture));
+        let open = shared
+            .relay
+            .audit
+            .metrics()
+            .connection(ConnectionSurface::Transparent);
         tokio::spawn(async move {
             handle(&shared, &capture, stream, peer).await;
-            drop(permit);
+            drop((permit, open));
         });
     })
     .await;

@@ -18,7 +18,8 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use super::Shared;
 use crate::destination::{self, UpstreamConnector};
-use crate::egress::{Allowed, EgressIntent};
+use crate::egress::{Allowed, EgressIntent, Surface};
+use crate::metrics::{OpenGuard, Outcome, TunnelSurface};
 use crate::refusal::{destination_refused, json_error, Refusal};
 use crate::relay::http::h2::{self as http2, H2Limits};
 use crate::relay::http::tunnel::TunnelPolicy;
@@ -51,11 +52,18 @@ pub(super) struct Opened {
 /// Authorize and validate, re-deciding from scratch whenever the generation
 /// moved before the tunnel starts. A refusal is audited here; the caller
 /// renders it in its own protocol.
+///
+/// Each call counts one decision in the metrics (re-deciding after the
+/// generation moved counts once), timed over authorize and validation only.
 pub(super) async fn open(shared: &Shared, intent: EgressIntent) -> Result<Opened, Refusal> {
+    let metrics = shared.relay.audit.metrics();
+    let surface = intent.surface.metric();
     for _ in 0..MAX_REAUTHORIZE {
+        let clock = metrics.stopwatch();
         let decision = match shared.relay.authorizer.authorize(intent.clone()) {
             Ok(allowed) => allowed,
             Err(denied) => {
+                metrics.decision(surface, Outcome::Deny, clock.elapsed());
                 shared.relay.audit.connect_denied(&denied);
                 let target = &denied.intent.target;
                 let what = format!("{} {target}", denied.intent.surface.label());
@@ -78,6 +86,7 @@ pub(super) async fn open(shared: &Shared, intent: EgressIntent) -> Result<Opened
         {
             Ok(c) => c,
             Err(denial) => {
+                metrics.decision(surface, Outcome::Deny, clock.elapsed());
                 shared
                     .relay
                     .audit
@@ -94,6 +103,7 @@ pub(super) async fn open(shared: &Shared, intent: EgressIntent) -> Result<Opened
         if shared.relay.authorizer.generation() != decision.generation() {
             continue;
         }
+        let took = clock.elapsed();
         let inspected = has_l7_routes(&decision.snapshot, &permit.routes);
         // Inspected routes dial on the first admitted request; L4 routes dial now.
         let upstream = if inspected {
@@ -102,6 +112,7 @@ pub(super) async fn open(shared: &Shared, intent: EgressIntent) -> Result<Opened
             match connector.connect(shared.limits.dial_timeout).await {
                 Ok(s) => Some(s),
                 Err(e) => {
+                    metrics.decision(surface, Outcome::Allow, took);
                     shared.relay.audit.upstream_unreachable(&decision, &e);
                     let detail = format!("connection to {target} failed");
                     return Err(json_error(
@@ -117,6 +128,7 @@ pub(super) async fn open(shared: &Shared, intent: EgressIntent) -> Result<Opened
         if shared.relay.authorizer.generation() != decision.generation() {
             continue;
         }
+        metrics.decision(surface, Outcome::Allow, took);
         return Ok(Opened {
             decision,
             connector,
@@ -124,6 +136,7 @@ pub(super) async fn open(shared: &Shared, intent: EgressIntent) -> Result<Opened
             inspected,
         });
     }
+    metrics.decision(surface, Outcome::Deny, None);
     let detail = format!(
         "{} {} not permitted because policy changed",
         intent.surface.label(),
@@ -143,6 +156,7 @@ pub(super) async fn serve(
     leftover: &[u8],
     expect_sni: Option<&str>,
 ) {
+    let _open = tunnel_gauge(shared, &opened);
     // `tls: skip` and `protocol: tcp` endpoints: bytes are copied, never read.
     let permit = opened.decision.permit();
     let skip = permit.tls == TlsMode::Skip || permit.protocol == Protocol::Tcp;
@@ -228,6 +242,16 @@ pub(super) async fn serve(
         }
         _ => raw(shared, client, opened, &[]).await,
     }
+}
+
+/// Counts the tunnel in `sluice_open_tunnels` until the guard drops.
+fn tunnel_gauge(shared: &Shared, opened: &Opened) -> Option<OpenGuard> {
+    let surface = match opened.decision.intent.surface {
+        Surface::Connect => TunnelSurface::Connect,
+        Surface::Transparent { .. } => TunnelSurface::Transparent,
+        Surface::ForwardHttp => return None,
+    };
+    Some(shared.relay.audit.metrics().tunnel(surface))
 }
 
 /// The client's TLS handshake with our leaf; with `expect_sni`, refused

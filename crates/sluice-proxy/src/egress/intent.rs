@@ -30,6 +30,17 @@ impl Surface {
         }
     }
 
+    /// The `surface` label of its decisions in the metrics.
+    #[must_use]
+    pub fn metric(self) -> crate::metrics::DecisionSurface {
+        use crate::metrics::DecisionSurface as M;
+        match self {
+            Self::Connect => M::Connect,
+            Self::ForwardHttp => M::ForwardHttp,
+            Self::Transparent { .. } => M::Transparent,
+        }
+    }
+
     /// Whether the client holds a byte stream to one authorized target (a
     /// CONNECT tunnel or a captured connection), rather than sending
     /// proxy-form requests.

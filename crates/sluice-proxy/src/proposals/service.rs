@@ -292,6 +292,9 @@ impl ProposalService {
             Err(why) => (Action::ApplyFailed, Some(why.clone()), "APPLY_FAILED"),
         };
         if let Ok(generation) = outcome {
+            self.audit
+                .metrics()
+                .policy_reload(crate::metrics::ReloadOutcome::Applied);
             self.audit.policy_loaded(
                 generation,
                 &self

@@ -18,6 +18,7 @@ use sluice_proxy::audit::Audit;
 use sluice_proxy::denials::DenialLog;
 use sluice_proxy::destination::Resolver;
 use sluice_proxy::egress::{IdentityMode, IdentityResolver, ProcessIdentity};
+use sluice_proxy::metrics::Metrics;
 use sluice_proxy::policy_store::PolicyStore;
 use sluice_proxy::proposals::ProposalService;
 use sluice_proxy::relay::middleware::{available_middleware, MiddlewareRuntime};
@@ -77,6 +78,8 @@ pub(crate) struct Prepared {
     pub(crate) denials: DenialLog,
     /// Where proposals are queued (`--store`, else SQLite in the state dir).
     pub(crate) store_spec: StoreSpec,
+    /// Counters for `--metrics` (disabled without it).
+    pub(crate) metrics: Metrics,
 }
 
 /// Where the audit log goes when `--audit-log` is not given, and who else sees
@@ -193,7 +196,12 @@ pub(crate) fn prepare(
     let sink = sink.with_observer(observer);
     let store_spec = StoreSpec::parse(args.store.as_deref(), &state_dir)
         .map_err(|e| anyhow::anyhow!("--store: {e}"))?;
-    let audit = Audit::new(sink);
+    let metrics = if args.metrics.is_some() {
+        Metrics::enabled()
+    } else {
+        Metrics::disabled()
+    };
+    let audit = Audit::new(sink).with_metrics(metrics.clone());
     let identity_mode = match args.identity {
         IdentityArg::Required => IdentityMode::Required,
         IdentityArg::EndpointOnly => IdentityMode::EndpointOnly,
@@ -286,6 +294,7 @@ pub(crate) fn prepare(
         audit_path,
         denials,
         store_spec,
+        metrics,
     })
 }
 
@@ -344,8 +353,22 @@ pub(crate) async fn start(
         identity_mode,
         denials,
         store_spec,
+        metrics,
         ..
     } = prepared;
+    // First, so that probes get an answer (503 on /readyz) while the
+    // middleware services are described and the listener is bound.
+    if let Some(listen) = args.metrics {
+        let listener = sluice_proxy::metrics::server::bind(listen)
+            .await
+            .with_context(|| format!("binding --metrics {listen}"))?;
+        let addr = listener.local_addr()?;
+        eprintln!("metrics: http://{addr}/metrics");
+        tokio::spawn(sluice_proxy::metrics::server::serve(
+            listener,
+            metrics.clone(),
+        ));
+    }
     config.middleware = middleware_runtime(args, &store).await?;
     let proposals = proposal_service(args, &store_spec, &store, &audit, denials).await?;
     config.proposals = Some(Arc::clone(&proposals));
@@ -363,6 +386,7 @@ pub(crate) async fn start(
         identity_mode.as_str(),
         capabilities.as_ref(),
     );
+    metrics.set_ready();
     if announce {
         let enforces = capabilities.as_ref().map_or_else(String::new, |c| {
             format!(

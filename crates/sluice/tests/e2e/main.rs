@@ -19,6 +19,7 @@ mod identity;
 mod inference;
 mod l7;
 mod metadata;
+mod metrics;
 mod middleware;
 mod pipelining;
 mod policy_local;

@@ -241,6 +241,9 @@ impl MetadataListener {
         accept_forever(&listener, permits, |stream, peer, permit| {
             let local = stream.local_addr().unwrap_or(fallback);
             let (service, store, audit) = (Arc::clone(&service), Arc::clone(&store), audit.clone());
+            let open = audit
+                .metrics()
+                .connection(crate::metrics::ConnectionSurface::Metadata);
             tokio::spawn(async move {
                 let conn = Conn {
                     kind,
@@ -250,7 +253,7 @@ impl MetadataListener {
                     audit: &audit,
                 };
                 conn.serve(&service, stream).await;
-                drop(permit);
+                drop((permit, open));
             });
         })
         .await;

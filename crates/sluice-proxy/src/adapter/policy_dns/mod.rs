@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 
 use crate::audit::Audit;
 use crate::egress::Authorizer;
+use crate::metrics::{DnsAnswer, Metrics};
 use answer::Answer;
 use eligible::{PolicyEligibility, TransparentMode};
 use synthetic::MappingTable;
@@ -73,6 +74,7 @@ pub struct Synthetic {
 /// the name eligible under the policy in force.
 pub(crate) struct DnsService {
     observer: QueryObserver,
+    metrics: Metrics,
     synthetic: Option<(Synthetic, Authorizer, Audit)>,
     logged: Mutex<(Instant, u32, u64)>,
     observing: Arc<Semaphore>,
@@ -82,9 +84,11 @@ impl DnsService {
     pub(crate) fn new(
         observer: QueryObserver,
         synthetic: Option<(Synthetic, Authorizer, Audit)>,
+        metrics: Metrics,
     ) -> Self {
         Self {
             observer,
+            metrics,
             synthetic,
             logged: Mutex::new((Instant::now(), 0, 0)),
             observing: Arc::new(Semaphore::new(MAX_OBSERVED)),
@@ -106,6 +110,11 @@ impl DnsService {
             }
             None => answer::refuse(query),
         };
+        self.metrics.dns(match answer {
+            Answer::Synthetic { .. } => DnsAnswer::Answered,
+            Answer::Refused { .. } => DnsAnswer::Refused,
+            Answer::Dropped => DnsAnswer::Dropped,
+        });
         match answer {
             Answer::Synthetic { wire, mapping } => {
                 if let (Some(m), Some((_, authorizer, audit))) = (mapping, &self.synthetic) {
@@ -386,7 +395,11 @@ pub(super) mod tests {
             let _ = tx.send(q);
             Box::pin(async {})
         });
-        let task = tokio::spawn(dns.serve(Arc::new(DnsService::new(observer, None))));
+        let task = tokio::spawn(dns.serve(Arc::new(DnsService::new(
+            observer,
+            None,
+            Metrics::disabled(),
+        ))));
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         client.connect(addr).await.unwrap();
         client.send(b"junk").await.unwrap();
@@ -419,7 +432,11 @@ pub(super) mod tests {
             .unwrap();
         let addr = dns.local_addr();
         let observer: QueryObserver = Arc::new(|_| Box::pin(async {}));
-        let task = tokio::spawn(dns.serve(Arc::new(DnsService::new(observer, None))));
+        let task = tokio::spawn(dns.serve(Arc::new(DnsService::new(
+            observer,
+            None,
+            Metrics::disabled(),
+        ))));
         let mut c = TcpStream::connect(addr).await.unwrap();
         for id in [1u16, 2] {
             let q = query("pypi.org.", RecordType::A, id);

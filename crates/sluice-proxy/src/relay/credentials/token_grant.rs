@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::destination::{Resolver, UpstreamConnector};
 use crate::egress::{Host, Target};
+use crate::metrics::{GrantOutcome, Metrics};
 use crate::relay::http::{read_head, HeadError, HeadLimits};
 use crate::relay::tls::{UpstreamTls, UpstreamTlsError};
 
@@ -104,6 +105,7 @@ pub(crate) struct TokenGrants {
     tls: Arc<UpstreamTls>,
     slots: Mutex<HashMap<CacheKey, Arc<Slot>>>,
     fetches: AtomicU64,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for TokenGrants {
@@ -124,7 +126,14 @@ impl TokenGrants {
             tls,
             slots: Mutex::new(HashMap::new()),
             fetches: AtomicU64::new(0),
+            metrics: Metrics::disabled(),
         }
+    }
+
+    /// Counting each fetch (a cache miss) in `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The header (name, value) to inject for `provider`, from cache or a
@@ -155,7 +164,13 @@ impl TokenGrants {
                 return Err(e.clone());
             }
         }
-        match self.fetch(grant).await {
+        let fetched = self.fetch(grant).await;
+        self.metrics.token_grant(if fetched.is_ok() {
+            GrantOutcome::Ok
+        } else {
+            GrantOutcome::Failed
+        });
+        match fetched {
             Ok(fetched) => {
                 tracing::debug!(
                     provider = %provider.key,

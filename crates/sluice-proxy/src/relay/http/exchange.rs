@@ -223,6 +223,8 @@ pub trait RequestPolicy: Send {
         req: &RequestHead,
         body: Vec<u8>,
     ) -> impl Future<Output = Result<(Vec<u8>, Vec<u8>, Upgrade), Refusal>> + Send;
+    /// Where the loop counts the bytes of completed exchanges.
+    fn metrics(&self) -> &crate::metrics::Metrics;
 }
 
 /// Why a request never reached policy.
@@ -254,7 +256,8 @@ struct Upstream {
 
 /// How one exchange ended.
 enum Exchanged {
-    Done(ResponseHead),
+    /// The response, and the bytes written (to the upstream, to the client).
+    Done(ResponseHead, (u64, u64)),
     /// `101` relayed; the connection now belongs to an upgraded relay.
     Upgraded {
         extensions: Option<String>,
@@ -471,7 +474,10 @@ where
             upgrade: !matches!(upgrade, Upgrade::No),
         };
         let resp = match exchange(client, buf, &mut up, &req, outgoing, limits).await {
-            Ok(Exchanged::Done(r)) => r,
+            Ok(Exchanged::Done(r, (to_upstream, to_client))) => {
+                policy.metrics().relayed(to_upstream, to_client);
+                r
+            }
             Ok(Exchanged::Upgraded {
                 extensions,
                 subprotocol,
@@ -645,6 +651,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let upgrade = out.upgrade;
+    let head_len = out.head.len() as u64;
     let (mut ur, mut uw) = tokio::io::split(&mut up.stream);
     uw.write_all(&out.head).await.map_err(ExchangeError::Io)?;
     let (mut cr, mut cw) = tokio::io::split(&mut *client);
@@ -677,11 +684,14 @@ where
     let mut ws_subprotocol: Option<String> = None;
     let (extensions, subprotocol) = (&mut ws_extensions, &mut ws_subprotocol);
     let relayed = std::sync::atomic::AtomicBool::new(false);
+    let mut response_heads = 0u64;
+    let heads = &mut response_heads;
     let read_response = async {
         loop {
             let n = read_head(&mut ur, ubuf, limits.response_head)
                 .await
                 .map_err(ExchangeError::ResponseHead)?;
+            *heads += n as u64;
             let raw = ubuf.split_to(n);
             let parsed = parse_response(&raw, &req.method).map_err(ExchangeError::BadResponse)?;
             if parsed.status == 101 && !upgrade {
@@ -727,7 +737,7 @@ where
     if let Err(ExchangeError::RequestBody(e)) = sent {
         return Err(ExchangeError::RequestBodyAfterResponse(e));
     }
-    sent?;
+    let sent = sent?;
     let resp = resp?;
     if resp.status == 101 {
         return Ok(Exchanged::Upgraded {
@@ -735,7 +745,7 @@ where
             subprotocol: ws_subprotocol,
         });
     }
-    copy_body(
+    let received = copy_body(
         resp.framing,
         &mut ur,
         ubuf,
@@ -746,7 +756,10 @@ where
     .await
     .map_err(ExchangeError::ResponseBody)?;
     cw.flush().await.map_err(ExchangeError::Io)?;
-    Ok(Exchanged::Done(resp))
+    Ok(Exchanged::Done(
+        resp,
+        (head_len + sent, response_heads + received),
+    ))
 }
 
 /// The value of a header in a raw response head (first occurrence).

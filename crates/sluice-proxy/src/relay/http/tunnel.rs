@@ -185,6 +185,10 @@ impl TunnelPolicy<'_> {
 }
 
 impl RequestPolicy for TunnelPolicy<'_> {
+    fn metrics(&self) -> &crate::metrics::Metrics {
+        self.shared.audit.metrics()
+    }
+
     fn failed(&mut self, req: &RequestHead, detail: &str) {
         if let Some((path, _, _)) = self.current.take() {
             self.shared

@@ -40,6 +40,7 @@ use super::request::RequestHead;
 use super::tunnel::TunnelPolicy;
 use crate::destination::UpstreamConnector;
 use crate::egress::Allowed;
+use crate::metrics::Metrics;
 use crate::refusal::{json_error, Refusal, BAD_REQUEST};
 use crate::relay::idle::Activity;
 use crate::relay::RelayContext;
@@ -266,7 +267,7 @@ impl Tunnel {
         match sent {
             Ok(resp) => {
                 policy.completed(&head, resp.status().as_u16());
-                client_response(resp, h2)
+                client_response(resp, h2, self.ctx.audit.metrics())
             }
             Err(e) => {
                 policy.failed(&head, &format!("upstream exchange failed: {e}"));
@@ -328,7 +329,8 @@ impl Tunnel {
                     rest: Some(body),
                     scan,
                 };
-                return Ok((head, body.boxed()));
+                let counted = body.map_frame(count_frames(self.ctx.audit.metrics(), true));
+                return Ok((head, counted.boxed()));
             }
             BodyPlan::Buffer {
                 limit,
@@ -390,6 +392,7 @@ impl Tunnel {
             head,
             Full::new(Bytes::from(bytes))
                 .map_err(|e| match e {})
+                .map_frame(count_frames(self.ctx.audit.metrics(), true))
                 .boxed(),
         ))
     }
@@ -498,7 +501,7 @@ fn upstream_request(
 
 /// The upstream's response for the client: connection-specific fields of an
 /// HTTP/1.1 upstream dropped, the body (and trailers) streamed as they come.
-fn client_response(resp: Response<Incoming>, h2: bool) -> Response<RespBody> {
+fn client_response(resp: Response<Incoming>, h2: bool, metrics: &Metrics) -> Response<RespBody> {
     let (mut parts, body) = resp.into_parts();
     if !h2 {
         let nominated: Vec<HeaderName> = parts
@@ -517,7 +520,29 @@ fn client_response(resp: Response<Incoming>, h2: bool) -> Response<RespBody> {
         }
     }
     parts.version = Version::HTTP_2;
-    Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+    let body = body
+        .map_err(BoxError::from)
+        .map_frame(count_frames(metrics, false));
+    Response::from_parts(parts, body.boxed())
+}
+
+/// Counts the data bytes of each frame that passes (`sluice_relayed_bytes_total`).
+fn count_frames(
+    metrics: &Metrics,
+    to_upstream: bool,
+) -> impl FnMut(Frame<Bytes>) -> Frame<Bytes> + Send + Sync + 'static {
+    let metrics = metrics.clone();
+    move |frame| {
+        if let Some(d) = frame.data_ref() {
+            let n = d.len() as u64;
+            if to_upstream {
+                metrics.relayed(n, 0);
+            } else {
+                metrics.relayed(0, n);
+            }
+        }
+        frame
+    }
 }
 
 /// A refusal on this stream only: JSON as on HTTP/1.1, or for a gRPC call a
