@@ -7,7 +7,9 @@ pub enum IdentityMode {
     /// Resolve the client process; deny on failure or ambiguity when policy names binaries.
     #[default]
     Required,
-    /// Ignore `binaries`; identity is recorded as intentionally unavailable.
+    /// Decide by endpoint only; identity is recorded as intentionally
+    /// unavailable. Runtimes refuse policies with `binaries` in this mode
+    /// (the capability contract), so none is ever loaded and ignored.
     EndpointOnly,
 }
 

@@ -11,8 +11,9 @@ use std::time::Duration;
 use crate::harness::{connect, curl, read_response, Sluice};
 use sluice_test_support::{eventually, Netns, Python, TempDir};
 
+/// The test's policy (for `--identity endpoint-only`, which cannot enforce
+/// `binaries`: it has none).
 fn policy(extra: &str) -> String {
-    let me = std::env::current_exe().unwrap();
     format!(
         r#"version: 1
 network_policies:
@@ -25,9 +26,7 @@ network_policies:
         enforcement: enforce
         rules:
           - allow: {{ method: GET, path: "/allowed/**" }}
-{extra}    binaries: [ {{ path: /usr/bin/curl }}, {{ path: "{me}" }} ]
-"#,
-        me = me.display()
+{extra}"#
     )
 }
 
@@ -320,7 +319,8 @@ fn run_counts_policy_dns_and_transparent_connections() {
     let dir = TempDir::new("metrics-run");
     let ns = Netns::new();
     ns.start_redis(6379);
-    let policy = "version: 1\nnetwork_policies:\n  cache:\n    endpoints:\n      - { host: cache.demo.internal, port: 6379, protocol: tcp }\n    binaries:\n      - { path: /usr/bin/redis-cli }\n";
+    // Endpoint-only identity: no `binaries` (they could not be enforced).
+    let policy = "version: 1\nnetwork_policies:\n  cache:\n    endpoints:\n      - { host: cache.demo.internal, port: 6379, protocol: tcp }\n";
     let host = format!("cache.demo.internal={}", ns.ns_ip);
     // One A query answered, one refused, one captured connection; then CMD
     // stays a while so the test can scrape.
