@@ -61,14 +61,17 @@ impl ChildIdentity {
         Self(cell)
     }
 
-    /// Anchors lookups at `pid` (its `/proc/<pid>/net` view; ancestry stops there);
+    /// Anchors lookups at `pid`, the init of the sandbox's PID namespace
+    /// (its `/proc/<pid>/net` view; ancestry stops there; owners are looked
+    /// for in its tree first, see [`ProcfsIdentity::namespace_init`]);
     /// sockets are looked up by sock_diag in the namespace at `ns_path` (the child's,
     /// which it may not have joined yet). Only the first call has an effect.
     pub fn set_child(&self, pid: u32, ns_path: &std::path::Path) {
         let _ = self.0.set(
             ProcfsIdentity::new("/proc", Some(pid))
                 .with_socket_diag_at(Some(ns_path))
-                .skip_process(std::process::id()),
+                .skip_process(std::process::id())
+                .namespace_init(),
         );
     }
 

@@ -80,6 +80,8 @@ pub struct ProcfsIdentity {
     diag: Option<diag::SockDiag>,
     /// A process step 2 never examines (the proxy itself).
     skip_pid: Option<u32>,
+    /// The anchor is the init of a PID namespace (see [`Self::namespace_init`]).
+    anchor_is_namespace_init: bool,
 }
 
 /// The per-owner part of an identity, before owners are compared.
@@ -112,7 +114,24 @@ impl ProcfsIdentity {
             cache: HashCache::default(),
             diag: None,
             skip_pid: None,
+            anchor_is_namespace_init: false,
         }
+    }
+
+    /// The anchor is the init (PID 1) of a PID namespace, as `sluice run`'s
+    /// sandbox init is: every process of that namespace descends from it
+    /// (orphans are reparented to it), so step 2 looks only at the anchor's
+    /// tree and the host-wide `/proc` scan runs only when no owner is found
+    /// there (a process that entered the namespace from outside). The cost
+    /// of a lookup then follows the sandbox's process count, not the host's.
+    /// What is given up: a host process sharing a socket with a sandbox
+    /// process is not seen (the sandboxed program cannot hand a socket to a
+    /// host process of its choosing; today's answer for that case was a
+    /// deny of the sandbox's own connection).
+    #[must_use]
+    pub fn namespace_init(mut self) -> Self {
+        self.anchor_is_namespace_init = self.anchor_pid.is_some();
+        self
     }
 
     /// Step 2 never examines `pid`: meant for the proxy's own pid, which holds
@@ -220,7 +239,13 @@ impl ProcfsIdentity {
 
     /// Every owner of socket `inode`, compared and reported (steps 2-4).
     fn identity_for_inode(&self, inode: u64) -> Result<ProcessIdentity, IdentityError> {
-        let owners = scan::find_owners(&self.proc_root, inode, self.anchor_pid, self.skip_pid)?;
+        let owners = scan::find_owners(
+            &self.proc_root,
+            inode,
+            self.anchor_pid,
+            self.skip_pid,
+            self.anchor_is_namespace_init,
+        )?;
 
         let mut identified: Vec<(u32, OwnerIdentity)> = Vec::with_capacity(owners.len());
         for &pid in &owners {

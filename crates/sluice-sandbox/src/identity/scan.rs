@@ -60,11 +60,15 @@ impl Scan<'_> {
 ///
 /// `skip` is never examined (the proxy itself: see
 /// [`ProcfsIdentity::skip_process`](super::ProcfsIdentity::skip_process)).
+/// `tree_is_complete`: the anchor is a PID namespace's init, so owners found
+/// in its tree are every owner in that namespace and the host-wide scan is
+/// skipped ([`ProcfsIdentity::namespace_init`](super::ProcfsIdentity::namespace_init)).
 pub(crate) fn find_owners(
     proc_root: &Path,
     inode: u64,
     anchor: Option<u32>,
     skip: Option<u32>,
+    tree_is_complete: bool,
 ) -> Result<Vec<u32>, IdentityError> {
     let mut scan = Scan {
         proc_root,
@@ -88,6 +92,9 @@ pub(crate) fn find_owners(
                     queue.push_back(child);
                 }
             }
+        }
+        if tree_is_complete && !scan.owners.is_empty() {
+            return Ok(scan.owners.into_iter().collect());
         }
     }
     let entries = read_dir(proc_root)?;
@@ -201,15 +208,67 @@ mod tests {
 
     #[test]
     fn missing_proc_root_is_an_error() {
-        let err = find_owners(Path::new("/nonexistent-proc-root"), 1, None, None)
+        let err = find_owners(Path::new("/nonexistent-proc-root"), 1, None, None, false)
             .expect_err("missing root must fail");
         assert!(matches!(err, IdentityError::ReadProc { .. }), "{err}");
+    }
+
+    /// One fake process: pid, its `children` file, its (fd, socket inode) links.
+    type FakeProcess = (u32, &'static str, &'static [(u32, u64)]);
+
+    /// A procfs-shaped tree: the anchor 10 with child 11 (holds socket 777),
+    /// and 99 outside the anchor's tree (holds 777 and 888).
+    fn fake_proc() -> std::path::PathBuf {
+        use std::os::unix::fs::symlink;
+        let root = std::env::temp_dir().join(format!(
+            "sluice-scan-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = fs::remove_dir_all(&root);
+        let tree: [FakeProcess; 3] = [
+            (10, "11", &[]),
+            (11, "", &[(3, 777)]),
+            (99, "", &[(4, 777), (5, 888)]),
+        ];
+        for (pid, children, fds) in tree {
+            let task = root.join(format!("{pid}/task/{pid}"));
+            fs::create_dir_all(&task).expect("task dir");
+            fs::write(task.join("children"), children).expect("children");
+            let fd_dir = root.join(format!("{pid}/fd"));
+            fs::create_dir_all(&fd_dir).expect("fd dir");
+            for (fd, inode) in fds {
+                symlink(format!("socket:[{inode}]"), fd_dir.join(fd.to_string())).expect("fd link");
+            }
+        }
+        root
+    }
+
+    #[test]
+    fn a_namespace_init_tree_is_searched_alone_when_it_has_the_owner() {
+        let root = fake_proc();
+        // (inode, tree_is_complete, owners found)
+        let cases: [(u64, bool, &[u32]); 4] = [
+            // Found in the sandbox's tree: the host is not scanned.
+            (777, true, &[11]),
+            // The old, host-wide answer: both holders.
+            (777, false, &[11, 99]),
+            // Nothing in the tree: the host scan still finds a holder that
+            // entered the namespace from outside.
+            (888, true, &[99]),
+            (888, false, &[99]),
+        ];
+        for (inode, complete, want) in cases {
+            let got = find_owners(&root, inode, Some(10), None, complete).expect("scan");
+            assert_eq!(got, want, "inode {inode}, tree_is_complete {complete}");
+        }
+        let _ = fs::remove_dir_all(&root);
     }
 
     #[test]
     fn own_stdin_pipe_is_not_a_socket_owner() {
         // Inode 0 is never a real socket inode.
-        let owners = find_owners(Path::new("/proc"), 0, Some(std::process::id()), None)
+        let owners = find_owners(Path::new("/proc"), 0, Some(std::process::id()), None, false)
             .expect("scan of real /proc");
         assert!(owners.is_empty(), "{owners:?}");
     }
