@@ -12,6 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::{Diagnostic, LoadError};
+use crate::model::MetadataKind;
 
 /// One thing a runtime must be able to do for a policy to mean what it says.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -24,8 +25,8 @@ pub enum Need {
     Processor(&'static str),
     /// A `network_middlewares` entry: its implementation must be registered.
     Middleware(Arc<str>),
-    /// `providers.*.metadata`: the cloud metadata loopback.
-    MetadataLoopback,
+    /// `providers.*.metadata`: the cloud metadata loopback of that kind.
+    MetadataLoopback(MetadataKind),
 }
 
 impl fmt::Display for Need {
@@ -35,7 +36,7 @@ impl fmt::Display for Need {
             Self::TransparentCapture => f.write_str("transparent capture"),
             Self::Processor(p) => write!(f, "the {p} processor"),
             Self::Middleware(m) => write!(f, "middleware `{m}`"),
-            Self::MetadataLoopback => f.write_str("the metadata loopback"),
+            Self::MetadataLoopback(kind) => write!(f, "the {} metadata loopback", kind.as_str()),
         }
     }
 }
@@ -94,8 +95,9 @@ pub struct Capabilities {
     pub process_identity: bool,
     /// Policy DNS and a transparent listener receive native TCP.
     pub transparent_capture: bool,
-    /// The metadata loopback is served to the workload.
-    pub metadata_loopback: bool,
+    /// The metadata loopbacks served to the workload (`sluice run` serves
+    /// the kinds its policy names when it starts).
+    pub metadata_loopback: Vec<MetadataKind>,
     /// Native protocol processors available (names as in [`PROCESSORS`]).
     pub processors: Vec<&'static str>,
     /// Middleware implementations that can be bound: the built-ins and
@@ -112,7 +114,7 @@ impl Capabilities {
             mode,
             process_identity: false,
             transparent_capture: false,
-            metadata_loopback: false,
+            metadata_loopback: Vec::new(),
             processors: PROCESSORS.to_vec(),
             middleware: Vec::new(),
         }
@@ -124,7 +126,7 @@ impl Capabilities {
         match need {
             Need::ProcessIdentity => self.process_identity,
             Need::TransparentCapture => self.transparent_capture,
-            Need::MetadataLoopback => self.metadata_loopback,
+            Need::MetadataLoopback(kind) => self.metadata_loopback.contains(kind),
             Need::Processor(p) => self.processors.contains(p),
             Need::Middleware(m) => self.middleware.iter().any(|r| r == m),
         }
@@ -141,8 +143,9 @@ impl Capabilities {
         if self.transparent_capture {
             out.push("transparent-capture".to_owned());
         }
-        if self.metadata_loopback {
-            out.push("metadata-loopback".to_owned());
+        if !self.metadata_loopback.is_empty() {
+            let kinds: Vec<&str> = self.metadata_loopback.iter().map(|k| k.as_str()).collect();
+            out.push(format!("metadata-loopback:{}", kinds.join(",")));
         }
         if !self.processors.is_empty() {
             out.push(format!("processors:{}", self.processors.join(",")));
@@ -214,7 +217,10 @@ impl Capabilities {
             (Need::TransparentCapture, RuntimeMode::Library) => {
                 "an embedded gateway has no transparent listener".into()
             }
-            (Need::MetadataLoopback, _) => {
+            (Need::MetadataLoopback(_), RuntimeMode::Run) => {
+                "`sluice run` starts the metadata services its policy names at start: restart it to add one".into()
+            }
+            (Need::MetadataLoopback(_), _) => {
                 "the metadata loopback is served only inside `sluice run`".into()
             }
             (Need::Processor(_), _) => "this build has no such processor".into(),
@@ -275,10 +281,10 @@ pub(crate) fn requirements(
         push(Need::Middleware(Arc::clone(&m.middleware)), path, at);
     }
     for p in snapshot.providers() {
-        if p.metadata.is_some() {
+        if let Some(meta) = &p.metadata {
             let path = format!("providers.{}.metadata", p.key);
             let at = locs.value(&path);
-            push(Need::MetadataLoopback, path, at);
+            push(Need::MetadataLoopback(meta.kind()), path, at);
         }
     }
     out.sort_by_key(|r| (r.line, r.col));

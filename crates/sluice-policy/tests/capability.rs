@@ -1,7 +1,7 @@
 //! The capability contract: located requirements recorded at load, and
 //! each mode's refusal of what it cannot enforce.
 
-use sluice_policy::{load_str_with, Capabilities, MemorySecrets, Need, RuntimeMode};
+use sluice_policy::{load_str_with, Capabilities, MemorySecrets, MetadataKind, Need, RuntimeMode};
 
 /// One node of each kind that needs something from the runtime; the line of
 /// each is asserted below.
@@ -72,7 +72,11 @@ fn requirements_are_recorded_with_their_locations() {
                 "network_middlewares.redact.middleware",
                 18
             ),
-            (Need::MetadataLoopback, "providers.gcp.metadata", 23),
+            (
+                Need::MetadataLoopback(MetadataKind::Gce),
+                "providers.gcp.metadata",
+                23
+            ),
         ]
     );
 }
@@ -83,7 +87,7 @@ fn each_mode_refuses_what_it_cannot_enforce() {
     let everything = Capabilities {
         process_identity: true,
         transparent_capture: true,
-        metadata_loopback: true,
+        metadata_loopback: vec![MetadataKind::Gce, MetadataKind::Aws],
         middleware: vec!["acme/dlp".into()],
         ..Capabilities::new(RuntimeMode::Run)
     };
@@ -103,7 +107,7 @@ fn each_mode_refuses_what_it_cannot_enforce() {
             Capabilities {
                 mode: RuntimeMode::Serve,
                 transparent_capture: false,
-                metadata_loopback: false,
+                metadata_loopback: Vec::new(),
                 ..everything.clone()
             },
             vec![8, 23],
@@ -116,6 +120,14 @@ fn each_mode_refuses_what_it_cannot_enforce() {
             },
             vec![18],
             "needs middleware `acme/dlp`, which `sluice run` cannot enforce (register it with `--middleware acme/dlp=URL`; available: sluice/regex)",
+        ),
+        (
+            Capabilities {
+                metadata_loopback: vec![MetadataKind::Aws],
+                ..everything.clone()
+            },
+            vec![23],
+            "providers.gcp.metadata: needs the gce metadata loopback, which `sluice run` cannot enforce (`sluice run` starts the metadata services its policy names at start: restart it to add one)",
         ),
         (
             Capabilities {

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use sluice_policy::{Capabilities, RuntimeMode};
+use sluice_policy::{Capabilities, MetadataKind, RuntimeMode};
 use sluice_proxy::relay::middleware::available_middleware;
 
 use crate::cli::{CheckArgs, IdentityArg, ModeArg};
@@ -18,7 +18,11 @@ fn capabilities(args: &CheckArgs) -> Option<Capabilities> {
     Some(Capabilities {
         process_identity: args.identity == IdentityArg::Required,
         transparent_capture: transparent,
-        metadata_loopback: metadata,
+        metadata_loopback: if metadata {
+            vec![MetadataKind::Gce, MetadataKind::Aws]
+        } else {
+            Vec::new()
+        },
         middleware: available_middleware(args.middleware.iter().map(String::as_str)),
         ..Capabilities::new(mode)
     })

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sluice_policy::{Capabilities, RuntimeMode};
+use sluice_policy::{Capabilities, MetadataKind, RuntimeMode};
 use sluice_proposals::StoreSpec;
 use sluice_proxy::adapter::policy_dns::eligible::TransparentMode;
 use sluice_proxy::audit::Audit;
@@ -98,7 +98,8 @@ pub(crate) struct ModeOptions {
     pub(crate) mode: RuntimeMode,
     /// Policy DNS and a transparent listener receive native TCP.
     pub(crate) transparent_capture: bool,
-    /// The metadata loopback is served to the workload.
+    /// The metadata loopback is served to the workload: the kinds the
+    /// policy names at start (`run` starts those services then).
     pub(crate) metadata_loopback: bool,
 }
 
@@ -270,7 +271,14 @@ pub(crate) fn prepare(
         mode: mode.mode,
         process_identity: identity_mode == IdentityMode::Required,
         transparent_capture: mode.transparent_capture,
-        metadata_loopback: mode.metadata_loopback,
+        metadata_loopback: if mode.metadata_loopback {
+            [MetadataKind::Gce, MetadataKind::Aws]
+                .into_iter()
+                .filter(|k| store.snapshot().metadata(*k).is_some())
+                .collect()
+        } else {
+            Vec::new()
+        },
         middleware: available_middleware(args.middleware.iter().map(|r| r.name.as_str())),
         ..Capabilities::new(mode.mode)
     };

@@ -282,7 +282,7 @@ fn each_mode_refuses_what_it_cannot_enforce() {
             &["--mode", "serve", "--middleware", "acme/dlp"],
             &[
                 "needy.yaml:5:58: network_policies.tools.endpoints[0].protocol: needs transparent capture, which `sluice serve` cannot enforce",
-                "needy.yaml:15:15: providers.gcp.metadata: needs the metadata loopback",
+                "needy.yaml:15:15: providers.gcp.metadata: needs the gce metadata loopback",
             ],
             &["needs process identity", "needs middleware"],
         ),

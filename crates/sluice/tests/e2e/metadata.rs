@@ -360,13 +360,21 @@ providers:
         )
     };
     let script = format!(
-        "{}echo phase=reload1\nsleep 1.5\n{}echo phase=reload2\nsleep 1.5\n{}",
+        "{}echo phase=reload0\nsleep 1.5\n{}echo phase=reload1\nsleep 1.5\n{}echo phase=reload2\nsleep 1.5\n{}",
         get("first"),
+        get("zero"),
         get("second"),
         get("third")
     );
+    // A reload that adds a metadata kind the run did not start with (aws)
+    // cannot be served: refused, located (the capability contract).
+    let with_aws = format!(
+        "{policy}  aws:\n    metadata: aws\n    credentials:\n      AWS_ACCESS_KEY_ID: {{ env: E2E_AWS_KEY }}\n      AWS_SECRET_ACCESS_KEY: {{ env: E2E_AWS_SECRET }}\n    endpoints: [ {{ host: storage.googleapis.test, port: 443 }} ]\n"
+    );
     let mut child = sluice_run(&dir, policy, &[], &script)
         .env("E2E_GCP_TOKEN", GCP_TOKEN)
+        .env("E2E_AWS_KEY", "AKIAE2EMETADATARELOAD")
+        .env("E2E_AWS_SECRET", "e2e-metadata-reload-secret")
         .spawn()
         .expect("sluice run");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
@@ -384,6 +392,7 @@ providers:
         }
         seen.push_str(&line);
         match line.trim() {
+            "phase=reload0" => reload(with_aws.clone()),
             "phase=reload1" => reload(policy.replace("first-project", "second-project")),
             "phase=reload2" => reload(
                 policy
@@ -400,6 +409,16 @@ providers:
     let out = format!("{seen}\n{stderr}");
     assert!(status.success(), "{out}");
     assert!(seen.contains("first=first-project 200"), "{out}");
+    assert!(
+        seen.contains("zero=first-project 200"),
+        "refused, kept: {out}"
+    );
+    let audit = std::fs::read_to_string(dir.path("audit.jsonl")).unwrap_or_default();
+    assert!(
+        audit.contains("Policy reload rejected")
+            && audit.contains("providers.aws.metadata: needs the aws metadata loopback, which `sluice run` cannot enforce"),
+        "{audit}"
+    );
     assert!(seen.contains("second=second-project 200"), "{out}");
     assert!(seen.contains("third="), "{out}");
     assert!(
