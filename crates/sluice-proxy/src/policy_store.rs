@@ -237,8 +237,9 @@ impl PolicyStore {
         Ok(next)
     }
 
-    /// Publish a snapshot directly (tests and embedding). Its generation
-    /// must be newer than the current one.
+    /// Publish a snapshot directly (tests). Its generation must be newer
+    /// than the current one. No check runs, the capability contract
+    /// included: embedding programs use [`Self::replace_text`].
     pub fn publish(&self, snapshot: PolicySnapshot) {
         let _guard = self
             .reload_lock

@@ -201,6 +201,19 @@ impl Ruleset {
     }
 }
 
+/// Asserts that `needles` occur in `script` in this order (the ruleset
+/// tests of `sluice run` and of the pod fence).
+#[cfg(test)]
+pub(crate) fn assert_in_order(script: &str, needles: &[&str]) {
+    let mut at = 0;
+    for needle in needles {
+        let pos = script[at..]
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} after byte {at} in\n{script}"));
+        at += pos + needle.len();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,17 +234,6 @@ mod tests {
             v4: "198.18.0.0/15".parse().unwrap(),
             v6: Some("fd23:6f70:656e::/48".parse().unwrap()),
             port: 15001,
-        }
-    }
-
-    /// Asserts that `needles` occur in `script` in this order.
-    fn assert_in_order(script: &str, needles: &[&str]) {
-        let mut at = 0;
-        for needle in needles {
-            let pos = script[at..]
-                .find(needle)
-                .unwrap_or_else(|| panic!("{needle:?} after byte {at} in\n{script}"));
-            at += pos + needle.len();
         }
     }
 

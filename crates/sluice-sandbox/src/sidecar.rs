@@ -313,6 +313,7 @@ pub fn route_local_v6(net: Ipv6Net) -> Result<(), SandboxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nft::assert_in_order;
 
     fn base() -> SidecarRuleset {
         SidecarRuleset {
@@ -325,17 +326,6 @@ mod tests {
                 port: 15001,
             }),
             loopback_ports: Vec::new(),
-        }
-    }
-
-    /// Asserts that `needles` occur in `script` in this order.
-    fn assert_in_order(script: &str, needles: &[&str]) {
-        let mut at = 0;
-        for needle in needles {
-            let pos = script[at..]
-                .find(needle)
-                .unwrap_or_else(|| panic!("{needle:?} after byte {at} in\n{script}"));
-            at += pos + needle.len();
         }
     }
 

@@ -307,20 +307,20 @@ impl PodNetns {
     }
 }
 
+/// Kills whatever still runs in namespace `name`, then deletes it.
+fn kill_all_and_delete(name: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", name]).status();
+}
+
 impl Drop for PodNetns {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.name));
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-KILL", pid]).status();
-            }
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        kill_all_and_delete(&self.name);
     }
 }
 
@@ -333,17 +333,7 @@ impl Drop for Netns {
         }
         // Daemons a server script started (e.g. redis-server behind a shell)
         // outlive their parent: whatever still runs in the namespace goes too.
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-KILL", pid]).status();
-            }
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        kill_all_and_delete(&self.name);
         let _ = Command::new("ip")
             .args(["link", "del", &self.host_if])
             .stderr(Stdio::null())
