@@ -23,6 +23,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::ebpf::ConnectMap;
 use crate::identity::{FlowProto, ProcessIdentity, ProcfsIdentity};
 use crate::netfilter::{self, Flow, Incoming, L4};
 use crate::netns::SandboxNetns;
@@ -56,6 +57,7 @@ impl ChildIdentity {
         let _ = cell.set(
             ProcfsIdentity::new("/proc", None)
                 .with_socket_diag()
+                .with_connect_map(ConnectMap::shared())
                 .skip_process(std::process::id()),
         );
         Self(cell)
@@ -70,6 +72,7 @@ impl ChildIdentity {
         let _ = self.0.set(
             ProcfsIdentity::new("/proc", Some(pid))
                 .with_socket_diag_at(Some(ns_path))
+                .with_connect_map(ConnectMap::shared())
                 .skip_process(std::process::id())
                 .namespace_init(),
         );

@@ -17,18 +17,21 @@
 //! - [`transparent`]: the transparent TCP listener, bound inside the sandbox namespace,
 //!   that receives connections the ruleset redirected from synthetic policy-DNS
 //!   addresses, and their original destination (`SO_ORIGINAL_DST`).
+//! - [`ebpf`]: the connect-time owner map, two small cgroup programs that record
+//!   which process connected each socket, so identity need not scan `/proc`.
 //! - [`sidecar`]: the Kubernetes shape's fence, an nftables table in the pod's own
 //!   namespace that sends the workload's sockets to the `sluice serve` sidecar.
 //!
 //! This is the only crate in the workspace allowed `unsafe`, and only inside the
 //! private `sys` module (netlink and raw sockets, `setns`, the transparent listener's TCP
-//! socket and `SO_ORIGINAL_DST`, `kill`); every block there carries
+//! socket and `SO_ORIGINAL_DST`, `kill`, `bpf(2)`); every block there carries
 //! a `// SAFETY:` comment. The crate root denies `unsafe` everywhere else.
 
 #![deny(unsafe_code)]
 
 pub mod bypass;
 pub mod confine;
+pub mod ebpf;
 pub mod identity;
 pub mod netfilter;
 mod netlink;

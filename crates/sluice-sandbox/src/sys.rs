@@ -3,7 +3,8 @@
 //! asked (`socket`, `bind`, `setns`), blocking send/receive with a timeout, a raw IPv4 socket to inject
 //! refusals, the transparent listener's TCP socket (`socket`, `setsockopt`, `bind`,
 //! `listen`) and its connections' original destination (`getsockname`, `getsockopt`
-//! `SO_ORIGINAL_DST`), and `kill`.
+//! `SO_ORIGINAL_DST`), `kill`, and `bpf(2)` for identity's connect-time owner map
+//! (create and read a map, load a program, link it to a cgroup).
 //!
 //! This is the only module in the workspace that contains `unsafe`. Every block is a
 //! direct libc call whose pointer arguments point at live, correctly sized local
@@ -457,6 +458,197 @@ pub(crate) fn original_dst(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
         }
         Ok(from_sockaddr_in6(&sa))
     }
+}
+
+// === bpf(2): the connect-time owner map (`crate::ebpf`) ===
+
+/// `enum bpf_cmd` values (`linux/bpf.h`).
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_LINK_CREATE: libc::c_long = 28;
+
+/// `union bpf_attr` for `BPF_MAP_CREATE` (the leading fields; the kernel treats the
+/// rest as zero).
+#[repr(C)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    numa_node: u32,
+    map_name: [u8; 16],
+}
+
+/// `union bpf_attr` for `BPF_MAP_*_ELEM`.
+#[repr(C)]
+struct MapElemAttr {
+    map_fd: u32,
+    pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// `union bpf_attr` for `BPF_PROG_LOAD`, up to `expected_attach_type`.
+#[repr(C)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// `union bpf_attr` for `BPF_LINK_CREATE` (no attach-type specific part).
+#[repr(C)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+}
+
+/// `bpf(cmd, attr, size_of::<A>())`; a non-negative result is a new descriptor
+/// for the commands that create one.
+fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a live, exclusively borrowed `#[repr(C)]` prefix of
+    // `union bpf_attr` and the size passed is its exact size (the kernel reads
+    // at most that many bytes and zero-fills the rest of its union). Pointers
+    // stored inside it were set by the callers below to live buffers of the
+    // lengths stated next to them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr).cast::<libc::c_void>(),
+            size_of::<A>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc)
+}
+
+/// Wraps a descriptor the kernel just returned from `bpf(2)`.
+fn bpf_fd(rc: libc::c_long) -> io::Result<OwnedFd> {
+    let raw = libc::c_int::try_from(rc).map_err(|_| io::Error::other("bpf: bad descriptor"))?;
+    // SAFETY: `raw` is a fresh descriptor (close-on-exec, as every bpf(2)
+    // descriptor is) that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+fn fd_u32(fd: &OwnedFd) -> u32 {
+    // Descriptors are non-negative.
+    fd.as_raw_fd().unsigned_abs()
+}
+
+/// `BPF_MAP_CREATE`.
+pub(crate) fn bpf_map_create(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    name: [u8; 16],
+) -> io::Result<OwnedFd> {
+    let mut attr = MapCreateAttr {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        map_flags: 0,
+        inner_map_fd: 0,
+        numa_node: 0,
+        map_name: name,
+    };
+    bpf_fd(bpf(BPF_MAP_CREATE, &mut attr)?)
+}
+
+/// `BPF_MAP_LOOKUP_ELEM` on a map with u64 keys and values; `None` when absent.
+pub(crate) fn bpf_map_lookup_u64(map: &OwnedFd, key: u64) -> io::Result<Option<u64>> {
+    let mut value = 0u64;
+    let mut attr = MapElemAttr {
+        map_fd: fd_u32(map),
+        pad: 0,
+        // Both point at live u64s; the map's key and value sizes are 8 (checked
+        // by the kernel against the map, which the caller created so).
+        key: std::ptr::from_ref(&key) as u64,
+        value: std::ptr::from_mut(&mut value) as u64,
+        flags: 0,
+    };
+    match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+        Ok(_) => Ok(Some(value)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `BPF_PROG_LOAD` of `insns` (8-byte `struct bpf_insn`s). On a verifier
+/// rejection the error carries the end of the verifier's log.
+pub(crate) fn bpf_prog_load(
+    prog_type: u32,
+    expected_attach_type: u32,
+    insns: &[[u8; 8]],
+    license: &std::ffi::CStr,
+    name: [u8; 16],
+) -> io::Result<OwnedFd> {
+    let mut log = vec![0u8; 64 * 1024];
+    let mut attr = ProgLoadAttr {
+        prog_type,
+        insn_cnt: u32::try_from(insns.len()).map_err(|_| io::Error::other("program too long"))?,
+        // `insns` is a live slice of `insn_cnt` 8-byte instructions.
+        insns: insns.as_ptr() as u64,
+        // A live NUL-terminated string.
+        license: license.as_ptr() as u64,
+        log_level: 1,
+        // A live, writable buffer of `log_size` bytes.
+        log_size: u32::try_from(log.len()).unwrap_or(u32::MAX),
+        log_buf: log.as_mut_ptr() as u64,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name: name,
+        prog_ifindex: 0,
+        expected_attach_type,
+    };
+    match bpf(BPF_PROG_LOAD, &mut attr) {
+        Ok(rc) => bpf_fd(rc),
+        Err(e) => {
+            let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+            let text = String::from_utf8_lossy(&log[..end]);
+            let tail: String = text.lines().rev().take(8).collect::<Vec<_>>().join(" | ");
+            if tail.is_empty() {
+                Err(e)
+            } else {
+                Err(io::Error::new(e.kind(), format!("{e}; verifier: {tail}")))
+            }
+        }
+    }
+}
+
+/// `BPF_LINK_CREATE`: attaches `prog` to the cgroup open at `cgroup`. The link
+/// lives as long as its descriptor: closing it (or exiting) detaches the program.
+pub(crate) fn bpf_link_create(
+    prog: &OwnedFd,
+    cgroup: &impl AsRawFd,
+    attach_type: u32,
+) -> io::Result<OwnedFd> {
+    let mut attr = LinkCreateAttr {
+        prog_fd: fd_u32(prog),
+        target_fd: cgroup.as_raw_fd().unsigned_abs(),
+        attach_type,
+        flags: 0,
+    };
+    bpf_fd(bpf(BPF_LINK_CREATE, &mut attr)?)
 }
 
 #[cfg(test)]

@@ -44,8 +44,14 @@ pub(crate) struct SockDiag {
 /// What the kernel said about a 4-tuple.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Lookup {
-    /// An established socket with this inode.
-    Inode(u64),
+    /// An established socket: its inode, and its cookie (the kernel's
+    /// boot-unique socket id, what BPF's `bpf_get_socket_cookie` returns).
+    Socket {
+        /// `socket:[inode]` in `/proc/PID/fd`.
+        inode: u64,
+        /// `idiag_cookie`.
+        cookie: u64,
+    },
     /// No established socket with a real inode has this 4-tuple.
     NotFound,
 }
@@ -147,8 +153,14 @@ fn answer(data: &[u8], seq: u32) -> io::Result<Option<Lookup>> {
                 let body = msg.body().get(..MSG_LEN).ok_or_else(malformed)?;
                 let state = body[1];
                 let inode = u32_at(body, 68).ok_or_else(malformed)?;
+                // inet_diag_sockid.idiag_cookie[2] at 44: low word, high word.
+                let lo = u32_at(body, 44).ok_or_else(malformed)?;
+                let hi = u32_at(body, 48).ok_or_else(malformed)?;
                 Ok(Some(if state == TCP_ESTABLISHED && inode != 0 {
-                    Lookup::Inode(u64::from(inode))
+                    Lookup::Socket {
+                        inode: u64::from(inode),
+                        cookie: u64::from(hi) << 32 | u64::from(lo),
+                    }
                 } else {
                     Lookup::NotFound
                 }))
@@ -175,7 +187,7 @@ mod tests {
             client.local_addr().expect("src"),
             client.peer_addr().expect("dst"),
         );
-        let Lookup::Inode(inode) = diag.tcp_inode(src, dst).expect("lookup") else {
+        let Lookup::Socket { inode, cookie } = diag.tcp_inode(src, dst).expect("lookup") else {
             panic!("live socket not found");
         };
         // The inode is the one behind the client's descriptor.
@@ -185,11 +197,16 @@ mod tests {
         ))
         .expect("fd link");
         assert_eq!(link.to_string_lossy(), format!("socket:[{inode}]"));
+        assert_ne!(cookie, 0);
         // The same tuple reversed is the server side, a different socket.
-        assert_ne!(
-            diag.tcp_inode(dst, src).expect("lookup"),
-            Lookup::Inode(inode)
-        );
+        let Lookup::Socket {
+            inode: other,
+            cookie: other_cookie,
+        } = diag.tcp_inode(dst, src).expect("lookup")
+        else {
+            panic!("server side not found");
+        };
+        assert_ne!((other, other_cookie), (inode, cookie));
         // A port nobody uses.
         let mut gone = src;
         gone.set_port(1);

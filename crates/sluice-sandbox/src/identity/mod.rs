@@ -6,7 +6,9 @@
 //!    find the ESTABLISHED socket whose local end is the connection's peer and whose
 //!    remote end is the proxy; take its inode.
 //! 2. Find **every** process with a descriptor for `socket:[inode]` (descendants of the
-//!    anchor first, then a full `/proc` scan).
+//!    anchor first, then a full `/proc` scan). With the connect-time map
+//!    ([`ProcfsIdentity::with_connect_map`]), start from the process that connected the
+//!    socket instead and look only at its tree; the scan remains the fallback.
 //! 3. For each owner read its exe (`/proc/<pid>/exe`), the SHA-256 of the running binary,
 //!    and its `PPid` chain of ancestor exes (up to the anchor or PID 1, depth ≤ 64).
 //! 4. If owners disagree on (exe, hash, ancestors) the connection is ambiguous and must be
@@ -23,8 +25,11 @@ mod scan;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use error::IdentityError;
+
+use crate::ebpf::ConnectMap;
 
 use exe::{process_exists, read_cmdline, read_exe, read_ns_pid, read_ppid, ExeInfo, HashCache};
 use parse::{cmdline_abs_paths, find_established_inode, find_flow_inode, WordOrder};
@@ -82,6 +87,26 @@ pub struct ProcfsIdentity {
     skip_pid: Option<u32>,
     /// The anchor is the init of a PID namespace (see [`Self::namespace_init`]).
     anchor_is_namespace_init: bool,
+    /// Who connected each socket, recorded by the kernel (see [`Self::with_connect_map`]).
+    connect_map: Option<Arc<ConnectMap>>,
+}
+
+/// How step 2 found a socket's owners (logged at debug as `identity.via`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// From the connecting process recorded by the connect-time map.
+    ConnectMap,
+    /// The `/proc` scan (anchor tree, then host).
+    Scan,
+}
+
+impl Via {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::ConnectMap => "connect-map",
+            Self::Scan => "scan",
+        }
+    }
 }
 
 /// The per-owner part of an identity, before owners are compared.
@@ -115,7 +140,30 @@ impl ProcfsIdentity {
             diag: None,
             skip_pid: None,
             anchor_is_namespace_init: false,
+            connect_map: None,
         }
+    }
+
+    /// Step 2 from the process that called `connect(2)` on the socket, as
+    /// recorded by the kernel in `map` ([`ConnectMap`], keyed by the socket
+    /// cookie sock_diag reports): that process is checked to still hold the
+    /// socket, then its tree is searched for other holders (from its topmost
+    /// parent still holding it, every descendant), and the owners are
+    /// compared as always. No entry, a connector that exited or no longer
+    /// holds the socket, or no sock_diag answer: the `/proc` scan, as
+    /// without a map. `None` leaves the resolver as it is.
+    ///
+    /// What is given up against the scan: a holder outside that tree is not
+    /// seen, i.e. a process that received the socket over `SCM_RIGHTS` (or
+    /// `pidfd_getfd`) after it was connected, or a sibling that inherited it
+    /// when the common parent has since closed it or exited (the scan sees
+    /// such a holder only if it exists at the moment of the lookup).
+    #[must_use]
+    pub fn with_connect_map(mut self, map: Option<Arc<ConnectMap>>) -> Self {
+        if map.is_some() {
+            self.connect_map = map;
+        }
+        self
     }
 
     /// The anchor is the init (PID 1) of a PID namespace, as `sluice run`'s
@@ -190,8 +238,19 @@ impl ProcfsIdentity {
         peer: SocketAddr,
         local: SocketAddr,
     ) -> Result<ProcessIdentity, IdentityError> {
-        let inode = self.find_inode(peer, local)?;
-        self.identity_for_inode(inode)
+        self.resolve_via(peer, local).map(|(identity, _)| identity)
+    }
+
+    /// [`resolve`](Self::resolve), and how the owners were found
+    /// (`"connect-map"` or `"scan"`).
+    pub(crate) fn resolve_via(
+        &self,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<(ProcessIdentity, &'static str), IdentityError> {
+        let (inode, cookie) = self.find_inode(peer, local)?;
+        self.identity_for_socket(inode, cookie)
+            .map(|(identity, via)| (identity, via.as_str()))
     }
 
     /// Identifies the process owning the sandbox side of an outgoing flow
@@ -218,7 +277,11 @@ impl ProcfsIdentity {
                 Err(source) => return Err(IdentityError::ReadProc { path, source }),
             };
             match find_flow_inode(&text, WordOrder::NATIVE, local, remote, wildcard) {
-                Ok(Some(inode)) => return self.identity_for_inode(inode),
+                Ok(Some(inode)) => {
+                    return self
+                        .identity_for_socket(inode, None)
+                        .map(|(identity, _)| identity)
+                }
                 Ok(None) => {}
                 Err(line) => return Err(IdentityError::Malformed { path, line }),
             }
@@ -237,15 +300,65 @@ impl ProcfsIdentity {
         self.proc_root.join(ns).join("net")
     }
 
-    /// Every owner of socket `inode`, compared and reported (steps 2-4).
-    fn identity_for_inode(&self, inode: u64) -> Result<ProcessIdentity, IdentityError> {
-        let owners = scan::find_owners(
+    /// The owners of socket `inode` from its connector, when the map knows it.
+    fn connect_map_owners(&self, inode: u64, cookie: Option<u64>) -> Option<Vec<u32>> {
+        let (map, cookie) = (self.connect_map.as_ref()?, cookie?);
+        let connector = match map.connector(cookie) {
+            Ok(Some(pid)) => pid,
+            Ok(None) => {
+                tracing::debug!(inode, "socket not in the connect-time map");
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "connect-time map lookup failed");
+                return None;
+            }
+        };
+        match scan::find_owners_from_connector(
             &self.proc_root,
             inode,
+            connector,
             self.anchor_pid,
             self.skip_pid,
-            self.anchor_is_namespace_init,
-        )?;
+        ) {
+            Ok(Some(owners)) => Some(owners),
+            Ok(None) => {
+                tracing::debug!(inode, connector, "connector no longer holds the socket");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, inode, connector, "connector tree unreadable");
+                None
+            }
+        }
+    }
+
+    /// Every owner of socket `inode`, compared and reported (steps 2-4).
+    /// `cookie`: the socket's cookie, when sock_diag found it.
+    fn identity_for_socket(
+        &self,
+        inode: u64,
+        cookie: Option<u64>,
+    ) -> Result<(ProcessIdentity, Via), IdentityError> {
+        let (owners, via) = match self.connect_map_owners(inode, cookie) {
+            Some(owners) => (owners, Via::ConnectMap),
+            None => (
+                scan::find_owners(
+                    &self.proc_root,
+                    inode,
+                    self.anchor_pid,
+                    self.skip_pid,
+                    self.anchor_is_namespace_init,
+                )?,
+                Via::Scan,
+            ),
+        };
+        tracing::debug!(
+            inode,
+            ?owners,
+            identity.via = %via.as_str(),
+            "Socket owners found"
+        );
 
         let mut identified: Vec<(u32, OwnerIdentity)> = Vec::with_capacity(owners.len());
         for &pid in &owners {
@@ -272,7 +385,7 @@ impl ProcfsIdentity {
         exclude.extend(first.ancestors.iter().map(|a| a.path.as_str()));
         let cmdline_paths = cmdline_abs_paths(&read_cmdline(&self.proc_root, *first_pid), &exclude);
 
-        Ok(ProcessIdentity {
+        let identity = ProcessIdentity {
             pid: *first_pid,
             exe: first.exe.path.clone(),
             exe_sha256: first.exe.sha256.clone(),
@@ -282,14 +395,20 @@ impl ProcfsIdentity {
             cmdline_paths,
             owners,
             sandbox_pid: read_ns_pid(&self.proc_root, *first_pid),
-        })
+        };
+        Ok((identity, via))
     }
 
-    /// The inode of the client-side socket in the anchor's network namespace.
-    fn find_inode(&self, peer: SocketAddr, local: SocketAddr) -> Result<u64, IdentityError> {
+    /// The inode of the client-side socket in the anchor's network namespace,
+    /// and its cookie when sock_diag answered.
+    fn find_inode(
+        &self,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<(u64, Option<u64>), IdentityError> {
         if let Some(diag) = &self.diag {
             match diag.tcp_inode(peer, local) {
-                Ok(diag::Lookup::Inode(inode)) => return Ok(inode),
+                Ok(diag::Lookup::Socket { inode, cookie }) => return Ok((inode, Some(cookie))),
                 // Rare (the client already closed, or it is in another
                 // namespace): the table has the last word.
                 Ok(diag::Lookup::NotFound) => {}
@@ -306,7 +425,7 @@ impl ProcfsIdentity {
                 Err(source) => return Err(IdentityError::ReadProc { path, source }),
             };
             match find_established_inode(&text, WordOrder::NATIVE, peer, local) {
-                Ok(Some(inode)) => return Ok(inode),
+                Ok(Some(inode)) => return Ok((inode, None)),
                 Ok(None) => {}
                 Err(line) => return Err(IdentityError::Malformed { path, line }),
             }
@@ -372,6 +491,17 @@ fn read_table(path: &std::path::Path) -> io::Result<String> {
         return Err(io::Error::other("socket table too large"));
     }
     Ok(text)
+}
+
+/// Test helper: sock_diag's (inode, cookie) for a TCP socket of this
+/// process's network namespace.
+#[cfg(test)]
+pub(crate) fn test_diag() -> impl Fn(SocketAddr, SocketAddr) -> Option<(u64, u64)> {
+    let diag = diag::SockDiag::open().expect("sock_diag socket");
+    move |src, dst| match diag.tcp_inode(src, dst) {
+        Ok(diag::Lookup::Socket { inode, cookie }) => Some((inode, cookie)),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use nix::fcntl::{readlinkat, OFlag};
 use nix::sys::stat::Mode;
 
 use super::error::IdentityError;
+use super::exe::read_ppid;
 use super::parse::{parse_pid_list, parse_socket_inode};
 
 /// At most this many processes are examined per lookup (BFS and full scan together).
@@ -107,6 +108,69 @@ pub(crate) fn find_owners(
         scan.visit(pid)?;
     }
     Ok(scan.owners.into_iter().collect())
+}
+
+/// The owners of `inode` found from `connector`, the process that called
+/// `connect(2)` on it (the connect-time map's answer): `None` when the
+/// connector no longer holds the socket (the caller then runs
+/// [`find_owners`]).
+///
+/// The socket can have reached other processes only by fork inheritance
+/// (or descriptor passing, not followed here): from the connector, walk up
+/// its parents while they still hold the socket (it was created before a
+/// fork and connected by the child), stopping at `stop` (the anchor) or PID 1,
+/// then visit every descendant of the topmost holder breadth-first. The cost
+/// follows that process tree, not the host's process count. `skip` is never
+/// examined, as in [`find_owners`].
+pub(crate) fn find_owners_from_connector(
+    proc_root: &Path,
+    inode: u64,
+    connector: u32,
+    stop: Option<u32>,
+    skip: Option<u32>,
+) -> Result<Option<Vec<u32>>, IdentityError> {
+    if Some(connector) == skip || !holds_inode(proc_root, connector, inode)? {
+        return Ok(None);
+    }
+    let mut top = connector;
+    for _ in 0..super::MAX_ANCESTOR_DEPTH {
+        if Some(top) == stop || top <= 1 {
+            break;
+        }
+        let Ok(parent) = read_ppid(proc_root, top) else {
+            break;
+        };
+        if parent <= 1 || Some(parent) == skip || !holds_inode(proc_root, parent, inode)? {
+            break;
+        }
+        top = parent;
+    }
+    let mut scan = Scan {
+        proc_root,
+        inode,
+        visited: HashSet::new(),
+        owners: BTreeSet::new(),
+    };
+    if let Some(pid) = skip {
+        scan.visited.insert(pid);
+    }
+    let mut queue = VecDeque::from([top]);
+    while let Some(pid) = queue.pop_front() {
+        if !scan.visit(pid)? {
+            continue;
+        }
+        for child in children_of(proc_root, pid) {
+            if !scan.visited.contains(&child) && queue.len() < MAX_PIDS {
+                queue.push_back(child);
+            }
+        }
+    }
+    // The connector was seen holding the socket a moment ago; should it have
+    // closed it meanwhile, the full lookup decides.
+    if scan.owners.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(scan.owners.into_iter().collect()))
 }
 
 fn read_dir(path: &Path) -> Result<fs::ReadDir, IdentityError> {
@@ -261,6 +325,63 @@ mod tests {
         for (inode, complete, want) in cases {
             let got = find_owners(&root, inode, Some(10), None, complete).expect("scan");
             assert_eq!(got, want, "inode {inode}, tree_is_complete {complete}");
+        }
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_connector_tree_is_searched_from_its_topmost_holding_parent() {
+        use std::os::unix::fs::symlink;
+        let root = std::env::temp_dir().join(format!("sluice-scan-conn-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        // (pid, ppid, children, sockets held): 20 a shell; 21 created socket
+        // 555 and forked 22 (which connected it) and 24; 23 is 22's child;
+        // 30 is unrelated and also holds 555 (received over SCM_RIGHTS, say).
+        let tree: [(u32, u32, &str, &[u64]); 6] = [
+            (20, 1, "21", &[]),
+            (21, 20, "22 24", &[555]),
+            (22, 21, "23", &[555, 666]),
+            (23, 22, "", &[555]),
+            (24, 21, "", &[555]),
+            (30, 1, "", &[555]),
+        ];
+        for (pid, ppid, children, sockets) in tree {
+            let task = root.join(format!("{pid}/task/{pid}"));
+            fs::create_dir_all(&task).expect("task dir");
+            fs::write(task.join("children"), children).expect("children");
+            fs::write(
+                root.join(format!("{pid}/status")),
+                format!("Name:\tx\nPPid:\t{ppid}\n"),
+            )
+            .expect("status");
+            let fd_dir = root.join(format!("{pid}/fd"));
+            fs::create_dir_all(&fd_dir).expect("fd dir");
+            for (fd, inode) in sockets.iter().enumerate() {
+                symlink(format!("socket:[{inode}]"), fd_dir.join(fd.to_string())).expect("link");
+            }
+        }
+        // (inode, connector, stop, skip, owners)
+        type Case = (u64, u32, Option<u32>, Option<u32>, Option<&'static [u32]>);
+        let cases: [Case; 6] = [
+            // Up to 21 (20 does not hold it), then 21's whole tree; not 30.
+            (555, 22, None, None, Some(&[21, 22, 23, 24])),
+            // The walk stops at the anchor.
+            (555, 22, Some(22), None, Some(&[22, 23])),
+            // The skipped process is neither a root nor an owner.
+            (555, 22, None, Some(21), Some(&[22, 23])),
+            (666, 22, None, None, Some(&[22])),
+            // The connector no longer holds it: the caller scans.
+            (666, 23, None, None, None),
+            (555, 22, None, Some(22), None),
+        ];
+        for (inode, connector, stop, skip, want) in cases {
+            let got =
+                find_owners_from_connector(&root, inode, connector, stop, skip).expect("scan");
+            assert_eq!(
+                got.as_deref(),
+                want,
+                "inode {inode} connector {connector} stop {stop:?} skip {skip:?}"
+            );
         }
         let _ = fs::remove_dir_all(&root);
     }

@@ -228,7 +228,9 @@ pub(crate) fn prepare(
     let identity: Option<Arc<dyn IdentityResolver>> = match identity_mode {
         IdentityMode::Required => Some(Arc::new(identity.unwrap_or_else(|| {
             ProcfsResolver::Host(
-                sluice_sandbox::ProcfsIdentity::new("/proc", None).with_socket_diag(),
+                sluice_sandbox::ProcfsIdentity::new("/proc", None)
+                    .with_socket_diag()
+                    .with_connect_map(sluice_sandbox::ebpf::ConnectMap::shared()),
             )
         }))),
         IdentityMode::EndpointOnly => None,

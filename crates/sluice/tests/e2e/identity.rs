@@ -169,3 +169,97 @@ fn binaries_line(policy: &str) -> usize {
         .map(|i| i + 1)
         .expect("binaries in the policy")
 }
+
+/// `identity.via` of `sluice serve`'s lookups: the connect-time eBPF map
+/// unless `SLUICE_IDENTITY_BPF=off` is set for the test run (the identity
+/// tests run against both paths that way), `None` when the map cannot be
+/// loaded here (not root).
+fn expected_identity_path() -> Option<&'static str> {
+    let off = std::env::var("SLUICE_IDENTITY_BPF").is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "off" | "0" | "false" | "no"
+        )
+    });
+    if off {
+        return Some("scan");
+    }
+    if !sluice_test_support::is_root() {
+        sluice_test_support::skip_or_fail("the connect-time identity map needs root");
+        return None;
+    }
+    Some("connect-map")
+}
+
+/// A client whose socket is shared with a different binary is denied on the
+/// connect-time map's path as on the scan's: Python connects, hands the
+/// connected socket to a `sleep` it spawns (fork inheritance), then sends its
+/// CONNECT. The same script without the child is allowed. The lookups went
+/// the expected way (`identity.via` in sluice's debug log).
+#[test]
+fn a_socket_shared_with_another_binary_is_denied_on_either_path() {
+    let python = python_exe();
+    let policy = CURL_ONLY.replace("/usr/bin/curl", &python);
+    let dir = TempDir::new("identity-shared");
+    let ns = Netns::new();
+    let record = dir.path("upstream.jsonl");
+    ns.start_upstream(8080, &record);
+    let args = add_hosts(&ns);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let sluice = Sluice::start_with_env(
+        &dir,
+        &policy,
+        &args,
+        &[("SLUICE_LOG", "info,sluice_sandbox::identity=debug")],
+    );
+    let script = r#"
+import socket, subprocess, sys
+host, port = sys.argv[1].split("//")[1].split(":")
+share = sys.argv[2] == "share"
+s = socket.create_connection((host, int(port)), timeout=5)
+child = None
+if share:
+    child = subprocess.Popen(["sleep", "5"], pass_fds=[s.fileno()])
+s.sendall(b"CONNECT exact.test:8080 HTTP/1.1\r\nHost: exact.test:8080\r\n\r\n")
+data = b""
+while b"\r\n\r\n" not in data:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+print(data.split(b"\r\n")[0].decode() + " | " + data.decode(errors="replace").replace("\r\n", " "))
+if child:
+    child.kill()
+    child.wait()
+"#;
+    let alone = Python::inline(script)
+        .args([sluice.proxy_url().as_str(), "alone"])
+        .stdout();
+    assert!(alone.starts_with("HTTP/1.1 200 "), "{alone}");
+    let shared = Python::inline(script)
+        .args([sluice.proxy_url().as_str(), "share"])
+        .stdout();
+    assert!(shared.starts_with("HTTP/1.1 403 "), "{shared}");
+    let ev = sluice.wait_event("CONNECT denied");
+    assert!(
+        ev["status_detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("ambiguous shared socket ownership")),
+        "{ev}"
+    );
+    let Some(via) = expected_identity_path() else {
+        return;
+    };
+    let log = sluice.stderr();
+    let decided: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Socket owners found"))
+        .collect();
+    assert_eq!(decided.len(), 2, "one lookup per connection: {log}");
+    for line in decided {
+        assert!(line.contains(&format!("identity.via={via}")), "{line}");
+    }
+    if via == "connect-map" {
+        assert!(log.contains("connect-time identity map loaded"), "{log}");
+    }
+}
