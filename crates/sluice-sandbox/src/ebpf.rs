@@ -73,7 +73,7 @@ impl ConnectMap {
                     );
                     return None;
                 }
-                match Self::load() {
+                match Self::load().and_then(|map| map.self_test().map(|()| map)) {
                     Ok(map) => {
                         tracing::info!(
                             entries = MAP_ENTRIES,
@@ -125,6 +125,30 @@ impl ConnectMap {
             links.push(sys::bpf_link_create(&prog, &cgroup, attach)?);
         }
         Ok(Self { map, _links: links })
+    }
+
+    /// Checks that the map names processes as this `/proc` does: connects a
+    /// loopback socket and expects this process's pid for its cookie. The
+    /// kernel records pids of the initial PID namespace; in another one (a
+    /// container) they are not this `/proc`'s pids, and the map is not used.
+    ///
+    /// # Errors
+    /// No loopback, or the map's answer is not this process.
+    pub fn self_test(&self) -> io::Result<()> {
+        use std::os::fd::AsFd as _;
+        let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+        // A loopback connection to our own listener, never an upstream dial.
+        #[allow(clippy::disallowed_methods)]
+        let client = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let cookie = sys::socket_cookie(client.as_fd())?;
+        match self.connector(cookie)? {
+            Some(pid) if pid == std::process::id() => Ok(()),
+            Some(pid) => Err(io::Error::other(format!(
+                "the kernel records pid {pid} for this process ({}): another PID namespace",
+                std::process::id()
+            ))),
+            None => Err(io::Error::other("a loopback connect was not recorded")),
+        }
     }
 
     /// The thread-group id (pid) of the process that connected the socket
@@ -291,6 +315,7 @@ mod tests {
                 ))
             }
         };
+        map.self_test().expect("the map records this process");
         let diag = crate::identity::test_diag();
         for bind in ["127.0.0.1:0", "[::1]:0"] {
             let Ok(l) = TcpListener::bind(bind) else {
@@ -304,6 +329,11 @@ mod tests {
                 client.peer_addr().expect("dst"),
             );
             let (_inode, cookie) = diag(src, dst).expect("sock_diag finds the client socket");
+            assert_eq!(
+                sys::socket_cookie(std::os::fd::AsFd::as_fd(&client)).expect("SO_COOKIE"),
+                cookie,
+                "sock_diag's cookie is the socket's"
+            );
             assert_eq!(
                 map.connector(cookie).expect("map lookup"),
                 Some(std::process::id()),

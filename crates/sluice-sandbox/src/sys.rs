@@ -635,6 +635,34 @@ pub(crate) fn bpf_prog_load(
     }
 }
 
+/// `SO_COOKIE` (`asm-generic/socket.h`; x86 and arm64 use the generic value).
+const SO_COOKIE: libc::c_int = 57;
+
+/// The socket's cookie (`getsockopt(SOL_SOCKET, SO_COOKIE)`), the id BPF's
+/// `bpf_get_socket_cookie` and sock_diag report.
+pub(crate) fn socket_cookie(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut cookie = 0u64;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `cookie` is a live, writable u64 and `len` holds its size; the
+    // kernel writes at most `len` bytes and stores the length it wrote.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_COOKIE,
+            std::ptr::from_mut(&mut cookie).cast::<libc::c_void>(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if len as usize != size_of::<u64>() {
+        return Err(io::Error::other("SO_COOKIE: unexpected length"));
+    }
+    Ok(cookie)
+}
+
 /// `BPF_LINK_CREATE`: attaches `prog` to the cgroup open at `cgroup`. The link
 /// lives as long as its descriptor: closing it (or exiting) detaches the program.
 pub(crate) fn bpf_link_create(
