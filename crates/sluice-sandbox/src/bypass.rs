@@ -38,7 +38,12 @@ pub const DEFAULT_MAX_PER_SEC: u32 = 10;
 /// Process identity anchored at the sandbox's child, set once the child exists.
 /// Shared by the proxy (connections arriving from the namespace) and the monitor.
 #[derive(Debug, Default)]
-pub struct ChildIdentity(OnceLock<ProcfsIdentity>);
+pub struct ChildIdentity {
+    cell: OnceLock<ProcfsIdentity>,
+    /// Loaded before the child exists, so that [`Self::set_child`] is quick
+    /// (the child may connect at once).
+    connect_map: Option<Arc<ConnectMap>>,
+}
 
 impl ChildIdentity {
     /// An identity with no child yet: every lookup fails (deny).
@@ -47,20 +52,31 @@ impl ChildIdentity {
         Self::default()
     }
 
+    /// [`new`](Self::new), with the connect-time map the child's lookups
+    /// will use ([`ProcfsIdentity::with_connect_map`]).
+    #[must_use]
+    pub fn with_connect_map(map: Option<Arc<ConnectMap>>) -> Self {
+        Self {
+            cell: OnceLock::new(),
+            connect_map: map,
+        }
+    }
+
     /// An identity anchored at this process's own view from the start
     /// (`/proc/self/net`, ancestry to PID 1): `sluice serve` as a Kubernetes
     /// sidecar, whose workload shares its network namespace (and, with
     /// `shareProcessNamespace`, its PID namespace).
     #[must_use]
     pub fn own_view() -> Self {
+        let connect_map = ConnectMap::shared();
         let cell = OnceLock::new();
         let _ = cell.set(
             ProcfsIdentity::new("/proc", None)
                 .with_socket_diag()
-                .with_connect_map(ConnectMap::shared())
+                .with_connect_map(connect_map.clone())
                 .skip_process(std::process::id()),
         );
-        Self(cell)
+        Self { cell, connect_map }
     }
 
     /// Anchors lookups at `pid`, the init of the sandbox's PID namespace
@@ -69,10 +85,10 @@ impl ChildIdentity {
     /// sockets are looked up by sock_diag in the namespace at `ns_path` (the child's,
     /// which it may not have joined yet). Only the first call has an effect.
     pub fn set_child(&self, pid: u32, ns_path: &std::path::Path) {
-        let _ = self.0.set(
+        let _ = self.cell.set(
             ProcfsIdentity::new("/proc", Some(pid))
                 .with_socket_diag_at(Some(ns_path))
-                .with_connect_map(ConnectMap::shared())
+                .with_connect_map(self.connect_map.clone())
                 .skip_process(std::process::id())
                 .namespace_init(),
         );
@@ -81,7 +97,7 @@ impl ChildIdentity {
     /// The anchored resolver, if the child has been spawned.
     #[must_use]
     pub fn get(&self) -> Option<&ProcfsIdentity> {
-        self.0.get()
+        self.cell.get()
     }
 }
 

@@ -88,7 +88,13 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Err(_) => SubnetPool::default(),
     };
 
-    let child_identity = Arc::new(ChildIdentity::new());
+    // The connect-time map is loaded now, before the child exists: it may
+    // connect as soon as it runs.
+    let connect_map = match sargs.identity {
+        crate::cli::IdentityArg::Required => sluice_sandbox::ebpf::ConnectMap::shared(),
+        crate::cli::IdentityArg::EndpointOnly => None,
+    };
+    let child_identity = Arc::new(ChildIdentity::with_connect_map(connect_map));
     let observer = {
         let reporter = Arc::clone(&reporter);
         Arc::new(move |e: &sluice_telemetry::OcsfEvent| reporter.observe(e))
