@@ -132,6 +132,9 @@ pub(crate) fn find_owners_from_connector(
     if Some(connector) == skip || !holds_inode(proc_root, connector, inode)? {
         return Ok(None);
     }
+    // The connector and the parents above it seen holding the socket: not
+    // read again below, only their children are.
+    let mut chain = vec![connector];
     let mut top = connector;
     for _ in 0..super::MAX_ANCESTOR_DEPTH {
         if Some(top) == stop || top <= 1 {
@@ -140,35 +143,42 @@ pub(crate) fn find_owners_from_connector(
         let Ok(parent) = read_ppid(proc_root, top) else {
             break;
         };
-        if parent <= 1 || Some(parent) == skip || !holds_inode(proc_root, parent, inode)? {
+        if parent <= 1
+            || Some(parent) == skip
+            || chain.contains(&parent)
+            || !holds_inode(proc_root, parent, inode)?
+        {
             break;
         }
+        chain.push(parent);
         top = parent;
     }
     let mut scan = Scan {
         proc_root,
         inode,
-        visited: HashSet::new(),
-        owners: BTreeSet::new(),
+        visited: chain.iter().copied().collect(),
+        owners: chain.iter().copied().collect(),
     };
     if let Some(pid) = skip {
         scan.visited.insert(pid);
     }
+    let mut expanded = HashSet::new();
     let mut queue = VecDeque::from([top]);
     while let Some(pid) = queue.pop_front() {
-        if !scan.visit(pid)? {
+        let fresh = if chain.contains(&pid) {
+            expanded.insert(pid)
+        } else {
+            scan.visit(pid)?
+        };
+        if !fresh {
             continue;
         }
         for child in children_of(proc_root, pid) {
-            if !scan.visited.contains(&child) && queue.len() < MAX_PIDS {
+            let pending = !scan.visited.contains(&child) || chain.contains(&child);
+            if pending && queue.len() < MAX_PIDS {
                 queue.push_back(child);
             }
         }
-    }
-    // The connector was seen holding the socket a moment ago; should it have
-    // closed it meanwhile, the full lookup decides.
-    if scan.owners.is_empty() {
-        return Ok(None);
     }
     Ok(Some(scan.owners.into_iter().collect()))
 }
