@@ -68,15 +68,20 @@ impl ChildIdentity {
     /// `shareProcessNamespace`, its PID namespace).
     #[must_use]
     pub fn own_view() -> Self {
-        let connect_map = ConnectMap::shared();
+        // No connect-time map: this view attributes refused flows
+        // (`resolve_flow`, found in the socket tables, which carry no
+        // cookie); the sidecar's proxy connections go through `serve`'s own
+        // resolver, which has the map.
         let cell = OnceLock::new();
         let _ = cell.set(
             ProcfsIdentity::new("/proc", None)
                 .with_socket_diag()
-                .with_connect_map(connect_map.clone())
                 .skip_process(std::process::id()),
         );
-        Self { cell, connect_map }
+        Self {
+            cell,
+            connect_map: None,
+        }
     }
 
     /// Anchors lookups at `pid`, the init of the sandbox's PID namespace
