@@ -518,9 +518,17 @@ struct LinkCreateAttr {
     flags: u32,
 }
 
+/// The `#[repr(C)]` prefixes of `union bpf_attr` above: the only types
+/// [`bpf`] accepts (sealed: nothing outside this module implements it).
+trait BpfAttr {}
+impl BpfAttr for MapCreateAttr {}
+impl BpfAttr for MapElemAttr {}
+impl BpfAttr for ProgLoadAttr {}
+impl BpfAttr for LinkCreateAttr {}
+
 /// `bpf(cmd, attr, size_of::<A>())`; a non-negative result is a new descriptor
 /// for the commands that create one.
-fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
+fn bpf<A: BpfAttr>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a live, exclusively borrowed `#[repr(C)]` prefix of
     // `union bpf_attr` and the size passed is its exact size (the kernel reads
     // at most that many bytes and zero-fills the rest of its union). Pointers
