@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use sha2::{Digest, Sha256};
 
 use super::error::IdentityError;
-use super::parse::{parse_ppid, strip_deleted_suffix, to_hex, DELETED_SUFFIX};
+use super::parse::{parse_ppid, parse_stat_ppid, strip_deleted_suffix, to_hex, DELETED_SUFFIX};
 
 /// Binaries larger than this are not hashed (fail closed).
 const MAX_EXE_BYTES: u64 = 4 << 30;
@@ -18,6 +18,8 @@ const MAX_EXE_BYTES: u64 = 4 << 30;
 const CACHE_CAPACITY: usize = 4_096;
 /// `/proc/<pid>/status` is a few KiB; cap the read anyway.
 const MAX_STATUS_BYTES: u64 = 64 << 10;
+/// `/proc/<pid>/stat` is one line of about 300 bytes.
+const MAX_STAT_BYTES: u64 = 4 << 10;
 /// Command lines are capped by the kernel's ARG_MAX; cap the read anyway.
 const MAX_CMDLINE_BYTES: u64 = 1 << 20;
 const HASH_CHUNK: usize = 64 << 10;
@@ -158,8 +160,18 @@ fn hash_file(mut file: File, expected_len: u64) -> io::Result<String> {
     Ok(to_hex(&hasher.finalize()))
 }
 
-/// Reads the `PPid:` of `pid`.
+/// Reads the parent pid of `pid` from `/proc/<pid>/stat` (the kernel renders
+/// it far more cheaply than `status`, and ancestry walks read it per
+/// ancestor on every new connection); `status`'s `PPid:` when `stat` does
+/// not parse.
 pub(crate) fn read_ppid(proc_root: &Path, pid: u32) -> Result<u32, IdentityError> {
+    let stat = pid_path(proc_root, pid, "stat");
+    if let Some(ppid) = read_capped(&stat, MAX_STAT_BYTES)
+        .ok()
+        .and_then(|text| parse_stat_ppid(&text))
+    {
+        return Ok(ppid);
+    }
     let path = pid_path(proc_root, pid, "status");
     let text = read_capped(&path, MAX_STATUS_BYTES).map_err(|source| IdentityError::ReadProc {
         path: path.clone(),

@@ -193,6 +193,16 @@ pub(crate) fn parse_ppid(status: &str) -> Option<u32> {
         .and_then(|rest| rest.trim().parse().ok())
 }
 
+/// The parent pid from `/proc/<pid>/stat` (`pid (comm) state ppid ...`):
+/// cheaper for the kernel to render than `status`. `comm` may hold spaces
+/// and parentheses, so the fields are read after the *last* `)`.
+pub(crate) fn parse_stat_ppid(stat: &str) -> Option<u32> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_ascii_whitespace();
+    let _state = fields.next()?;
+    fields.next()?.parse().ok()
+}
+
 /// Extracts the inode from an fd link text such as `socket:[12345]`.
 pub(crate) fn parse_socket_inode(link: &str) -> Option<u64> {
     let digits = link.strip_prefix("socket:[")?.strip_suffix(']')?;

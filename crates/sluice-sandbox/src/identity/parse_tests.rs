@@ -226,6 +226,24 @@ fn ppid_table() {
 }
 
 #[test]
+fn stat_ppid_table() {
+    let cases: &[(&str, Option<u32>)] = &[
+        ("42 (curl) S 7 42 42 0 -1 4194560 105 0 0 0\n", Some(7)),
+        ("1 (systemd) S 0 1 1 0 -1\n", Some(0)),
+        // A comm with spaces and parentheses: the fields follow the last `)`.
+        ("9 (a) b) c) R 3 9 9\n", Some(3)),
+        ("9 (x (S 1 2)) S 5 9\n", Some(5)),
+        ("9 (x) S -1 9\n", None),
+        ("9 (x) S\n", None),
+        ("9 x S 3\n", None),
+        ("", None),
+    ];
+    for (stat, want) in cases {
+        assert_eq!(parse_stat_ppid(stat), *want, "stat {stat:?}");
+    }
+}
+
+#[test]
 fn socket_inode_table() {
     let cases: &[(&str, Option<u64>)] = &[
         ("socket:[12345]", Some(12345)),
