@@ -12,9 +12,8 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use sluice_proxy::local_http::{self, Http1Bounds};
 use sluice_proxy::proposals::ProposalService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -63,39 +62,25 @@ impl std::fmt::Debug for State {
     }
 }
 
-/// Accepts connections until the runtime stops.
+/// Accepts connections until the runtime stops. No lifetime bound: the
+/// event streams are long-lived (their count has its own bound).
 pub(crate) async fn serve(listener: TcpListener, state: Arc<State>) {
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "console: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-            drop(stream);
-            continue;
-        };
+    let bounds = Http1Bounds {
+        name: "console",
+        max_connections: MAX_CONNECTIONS,
+        header_timeout: HEADER_TIMEOUT,
+        max_head: MAX_HEAD,
+        max_headers: MAX_HEADERS,
+        lifetime: None,
+    };
+    local_http::serve(listener, bounds, move || {
         let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let _permit = permit;
-            let svc = service_fn(move |req| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
-            });
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_HEAD)
-                .max_headers(MAX_HEADERS)
-                .keep_alive(true);
-            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
-        });
-    }
+        service_fn(move |req| {
+            let state = Arc::clone(&state);
+            async move { Ok::<_, Infallible>(handle(&state, req).await) }
+        })
+    })
+    .await;
 }
 
 /// A response with `body` and its content type.

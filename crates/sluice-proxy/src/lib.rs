@@ -20,6 +20,7 @@ pub mod denials;
 pub mod destination;
 pub mod egress;
 pub mod gateway;
+pub mod local_http;
 pub mod metrics;
 pub mod policy_store;
 pub mod proposals;

@@ -1,7 +1,7 @@
 //! The dependency arrows between the top-level modules of `sluice-proxy` run
 //! one way (issue 14): `gateway` → `server` → `adapter` → {`relay`, `proposals`} →
 //! {`audit`, `refusal`, `denials`}
-//! → `destination` → `egress` → {`addr_class`, `policy_store`, `metrics`}. This reads the
+//! → `destination` → `egress` → {`addr_class`, `policy_store`, `metrics`} → `local_http`. This reads the
 //! `crate::<module>` paths of every source file (comments aside) and fails on
 //! any arrow that points up a layer, and on a module nobody placed in a layer.
 
@@ -18,6 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["destination"],
     &["egress"],
     &["addr_class", "policy_store", "metrics"],
+    &["local_http"],
 ];
 
 fn rank(module: &str) -> Option<usize> {

@@ -8,20 +8,17 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use super::{Metrics, CONTENT_TYPE};
+use crate::local_http::{self, Http1Bounds};
 
 /// Connections served at once; further ones are closed at accept.
 pub const MAX_CONNECTIONS: usize = 16;
@@ -44,38 +41,22 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves `metrics` on `listener` until the runtime stops.
 pub async fn serve(listener: TcpListener, metrics: Metrics) {
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-            drop(stream);
-            continue;
-        };
+    let bounds = Http1Bounds {
+        name: "metrics",
+        max_connections: MAX_CONNECTIONS,
+        header_timeout: HEADER_TIMEOUT,
+        max_head: MAX_HEAD,
+        max_headers: MAX_HEADERS,
+        lifetime: Some(CONNECTION_LIFETIME),
+    };
+    local_http::serve(listener, bounds, move || {
         let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let svc = service_fn(move |req| {
-                let answer = handle(&metrics, &req);
-                async move { Ok::<_, Infallible>(answer) }
-            });
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_HEAD)
-                .max_headers(MAX_HEADERS)
-                .keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
-        });
-    }
+        service_fn(move |req| {
+            let answer = handle(&metrics, &req);
+            async move { Ok::<_, Infallible>(answer) }
+        })
+    })
+    .await;
 }
 
 fn respond(
