@@ -7,6 +7,7 @@
   const csrf = document.querySelector('meta[name="csrf-token"]').getAttribute("content");
   const MAX_DENIALS = 50;
   const pendingNodes = new Map(); // proposal id -> <li>, kept so typed reasons survive refreshes
+  const decidedNodes = new Map(); // proposal id -> { key, node }, kept so open details survive refreshes
   const denialSeqs = new Set();
 
   function $(id) { return document.getElementById(id); }
@@ -108,38 +109,67 @@
     return li;
   }
 
+  // Puts `nodes` in `ul` in this order, moving only nodes that are out of place:
+  // moving a node blurs what it contains, which would drop the keys of someone
+  // typing a reason when an event refreshes the page.
+  function placeInOrder(ul, nodes) {
+    let prev = null;
+    for (const node of nodes) {
+      const want = prev ? prev.nextSibling : ul.firstChild;
+      if (want !== node) ul.insertBefore(node, want);
+      prev = node;
+    }
+  }
+
   function renderPending(list) {
     const ul = $("pending");
     const ids = new Set(list.map((p) => p.id));
     for (const [id, node] of pendingNodes) {
       if (!ids.has(id)) { node.remove(); pendingNodes.delete(id); }
     }
-    for (const p of list) {
+    placeInOrder(ul, list.map((p) => { // the server's order (newest first)
       let node = pendingNodes.get(p.id);
       if (!node) { node = pendingItem(p); pendingNodes.set(p.id, node); }
-      ul.append(node); // keeps the server's order (newest first)
-    }
+      return node;
+    }));
     $("pending-count").textContent = list.length ? "(" + list.length + ")" : "";
     $("pending-empty").hidden = list.length > 0;
   }
 
+  function decidedItem(p) {
+    const history = el("ul", { class: "history" });
+    for (const h of p.history) {
+      history.append(el("li", {},
+        el("span", { class: h.action }, h.action), " by ", h.actor, " at ", when(h.at_ms),
+        h.reason ? ": " + h.reason : ""));
+    }
+    return el("li", { class: "decided", "data-proposal-id": p.id, "data-status": p.status },
+      el("h3", {}, p.id, " ", el("span", { class: "status-" + p.status }, p.status)),
+      field("proposed by", who(p.origin)),
+      field("rule", p.rule_name || ""),
+      el("details", {}, el("summary", {}, "change"), el("pre", { class: "change" }, p.change_yaml)),
+      history);
+  }
+
   function renderDecided(list) {
     const ul = $("decided");
-    ul.replaceChildren();
-    for (const p of list) {
-      const history = el("ul", { class: "history" });
-      for (const h of p.history) {
-        history.append(el("li", {},
-          el("span", { class: h.action }, h.action), " by ", h.actor, " at ", when(h.at_ms),
-          h.reason ? ": " + h.reason : ""));
-      }
-      ul.append(el("li", { class: "decided", "data-proposal-id": p.id, "data-status": p.status },
-        el("h3", {}, p.id, " ", el("span", { class: "status-" + p.status }, p.status)),
-        field("proposed by", who(p.origin)),
-        field("rule", p.rule_name || ""),
-        el("details", {}, el("summary", {}, "change"), el("pre", { class: "change" }, p.change_yaml)),
-        history));
+    const ids = new Set(list.map((p) => p.id));
+    for (const [id, entry] of decidedNodes) {
+      if (!ids.has(id)) { entry.node.remove(); decidedNodes.delete(id); }
     }
+    placeInOrder(ul, list.map((p) => { // the server's order
+      // A decided proposal changes only by its status and history; an unchanged
+      // one keeps its node (and whatever the reader opened in it).
+      const key = p.status + "/" + p.history.length;
+      let entry = decidedNodes.get(p.id);
+      if (!entry || entry.key !== key) {
+        const node = decidedItem(p);
+        if (entry) entry.node.replaceWith(node);
+        entry = { key, node };
+        decidedNodes.set(p.id, entry);
+      }
+      return entry.node;
+    }));
     $("decided-empty").hidden = list.length > 0;
   }
 

@@ -22,6 +22,7 @@ import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -36,7 +37,13 @@ for a in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usag
 driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=opts)
 out = {}
 try:
-    wait = WebDriverWait(driver, 20)
+    # The page re-renders lists when events arrive: an element found a moment
+    # ago may be replaced, so waits retry on stale references and texts are
+    # read in one step through `text_of`.
+    wait = WebDriverWait(driver, 20, ignored_exceptions=[StaleElementReferenceException])
+
+    def text_of(css):
+        return wait.until(lambda d: (d.find_element(By.CSS_SELECTOR, css).text,))[0]
     driver.get(url)
     out["url_after_login"] = driver.current_url
     wait.until(lambda d: d.find_element(By.ID, "live").text == "live")
@@ -72,9 +79,8 @@ try:
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR,
         '#decided li[data-proposal-id="%s"][data-status="approved"]' % approved_id))
     out["approved_id"] = approved_id
-    out["approve_notice"] = driver.find_element(By.ID, "notice").text
-    out["approved_history"] = driver.find_element(By.CSS_SELECTOR,
-        '#decided li[data-proposal-id="%s"] .history' % approved_id).text
+    out["approve_notice"] = text_of("#notice")
+    out["approved_history"] = text_of('#decided li[data-proposal-id="%s"] .history' % approved_id)
 
     li = pending("second.test")
     rejected_id = li.get_attribute("data-proposal-id")
@@ -85,12 +91,11 @@ try:
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR,
         '#decided li[data-proposal-id="%s"][data-status="rejected"]' % rejected_id))
     out["rejected_id"] = rejected_id
-    out["rejected_history"] = driver.find_element(By.CSS_SELECTOR,
-        '#decided li[data-proposal-id="%s"] .history' % rejected_id).text
-    wait.until(lambda d: "generation 2" in d.find_element(By.ID, "generation").text
-               or "generation 3" in d.find_element(By.ID, "generation").text)
-    out["generation_shown"] = driver.find_element(By.ID, "generation").text
-    out["policy_shown_has_rule"] = "first.test" in driver.find_element(By.ID, "policy").text
+    out["rejected_history"] = text_of('#decided li[data-proposal-id="%s"] .history' % rejected_id)
+    wait.until(lambda d: "generation 2" in text_of("#generation")
+               or "generation 3" in text_of("#generation"))
+    out["generation_shown"] = text_of("#generation")
+    out["policy_shown_has_rule"] = "first.test" in text_of("#policy")
     driver.save_screenshot(shot)
 
     # Cross-site requests: the session cookie alone is not enough.
