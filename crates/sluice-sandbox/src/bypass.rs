@@ -90,13 +90,13 @@ impl ChildIdentity {
     /// sockets are looked up by sock_diag in the namespace at `ns_path` (the child's,
     /// which it may not have joined yet). Only the first call has an effect.
     pub fn set_child(&self, pid: u32, ns_path: &std::path::Path) {
-        let _ = self.cell.set(
-            ProcfsIdentity::new("/proc", Some(pid))
-                .with_socket_diag_at(Some(ns_path))
-                .with_connect_map(self.connect_map.clone())
-                .skip_process(std::process::id())
-                .namespace_init(),
-        );
+        let identity = ProcfsIdentity::new("/proc", Some(pid))
+            .with_socket_diag_at(Some(ns_path))
+            .with_connect_map(self.connect_map.clone())
+            .skip_process(std::process::id())
+            .namespace_init();
+        identity.prehash_anchor();
+        let _ = self.cell.set(identity);
     }
 
     /// The anchored resolver, if the child has been spawned.

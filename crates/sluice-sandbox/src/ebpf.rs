@@ -14,6 +14,16 @@
 //! through BPF links, which the kernel detaches when their last descriptor
 //! closes: when sluice exits, however it exits, nothing is left behind.
 //!
+//! Beside it, the kernel counts process events (a process forked, a program
+//! executed, a task exited) from three raw tracepoints, and a
+//! `cgroup/sock_create` program records who created each socket and the fork
+//! count at that moment. A socket created and connected by one process while
+//! no process was forked anywhere is held by that process alone (a descriptor
+//! reaches another process by fork inheritance, or by passing it, which no
+//! path follows): its owner is known without reading `/proc`, and the
+//! identity computed for that process stays valid until the next process
+//! event ([`ProcessEvents`]).
+//!
 //! Loading needs root (CAP_BPF and CAP_SYS_ADMIN), a kernel with cgroup BPF
 //! links (5.7+) and a mounted cgroup2; any failure means "no map" and identity
 //! keeps its `/proc` lookup. `SLUICE_IDENTITY_BPF=off` forces that fallback.
@@ -32,14 +42,23 @@ pub const ENV_IDENTITY_BPF: &str = "SLUICE_IDENTITY_BPF";
 /// entry is 16 bytes of key and value.
 pub const MAP_ENTRIES: u32 = 65_536;
 
-/// `enum bpf_map_type`: `BPF_MAP_TYPE_LRU_HASH`.
+/// `enum bpf_map_type`: `BPF_MAP_TYPE_ARRAY`, `BPF_MAP_TYPE_LRU_HASH`.
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
-/// `enum bpf_prog_type`: `BPF_PROG_TYPE_CGROUP_SOCK_ADDR`.
+/// `enum bpf_prog_type`: `BPF_PROG_TYPE_CGROUP_SOCK`,
+/// `BPF_PROG_TYPE_RAW_TRACEPOINT`, `BPF_PROG_TYPE_CGROUP_SOCK_ADDR`.
+const BPF_PROG_TYPE_CGROUP_SOCK: u32 = 9;
+const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
 const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
-/// `enum bpf_attach_type`: `BPF_CGROUP_INET4_CONNECT`, `BPF_CGROUP_INET6_CONNECT`.
+/// `enum bpf_attach_type`: `BPF_CGROUP_INET_SOCK_CREATE`,
+/// `BPF_CGROUP_INET4_CONNECT`, `BPF_CGROUP_INET6_CONNECT`.
+const BPF_CGROUP_INET_SOCK_CREATE: u32 = 2;
 const BPF_CGROUP_INET4_CONNECT: u32 = 10;
 const BPF_CGROUP_INET6_CONNECT: u32 = 11;
+/// `CLONE_THREAD`: a new thread of the same process (shares its descriptors).
+const CLONE_THREAD: i32 = 0x0001_0000;
 /// Helper ids (`enum bpf_func_id`).
+const FN_MAP_LOOKUP_ELEM: i32 = 1;
 const FN_MAP_UPDATE_ELEM: i32 = 2;
 const FN_GET_CURRENT_PID_TGID: i32 = 14;
 const FN_GET_SOCKET_COOKIE: i32 = 46;
@@ -54,7 +73,47 @@ pub struct ConnectMap {
     map: OwnedFd,
     /// Dropping the links detaches the programs.
     _links: Vec<OwnedFd>,
+    /// Process events and socket creators, when the kernel allowed them.
+    tracking: Option<ProcessTracking>,
 }
+
+/// The process-event counters and the socket-creation map with the
+/// programs feeding them.
+#[derive(Debug)]
+struct ProcessTracking {
+    /// One entry: [`ProcessEvents`] as three u64 counters.
+    events: OwnedFd,
+    /// Socket cookie -> (creator's pid_tgid, fork count at creation).
+    created: OwnedFd,
+    _links: Vec<OwnedFd>,
+}
+
+/// Host-wide counts of process events since the programs were loaded. Any
+/// change between two readings means a process was forked, a program
+/// executed or a task exited in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessEvents {
+    /// New processes (`clone` without `CLONE_THREAD`, `fork`, `vfork`).
+    pub forks: u64,
+    /// `execve` calls that succeeded.
+    pub execs: u64,
+    /// Tasks (threads included) that exited.
+    pub exits: u64,
+}
+
+/// Who created a socket, as recorded when it was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketOrigin {
+    /// Thread-group id of the creating process.
+    pub creator: u32,
+    /// [`ProcessEvents::forks`] at that moment.
+    pub forks_at_creation: u64,
+}
+
+/// Offsets of the three counters in the events map's value.
+const FORKS_OFF: i16 = 0;
+const EXECS_OFF: i16 = 8;
+const EXITS_OFF: i16 = 16;
 
 impl ConnectMap {
     /// The process-wide map, loaded on first use unless
@@ -124,7 +183,55 @@ impl ConnectMap {
             // The link holds the program; its descriptor can go.
             links.push(sys::bpf_link_create(&prog, &cgroup, attach)?);
         }
-        Ok(Self { map, _links: links })
+        let tracking = match ProcessTracking::load(&cgroup) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::info!(error = %e, "process-event tracking unavailable; every lookup reads /proc");
+                None
+            }
+        };
+        Ok(Self {
+            map,
+            _links: links,
+            tracking,
+        })
+    }
+
+    /// The host's process-event counters now; `None` without tracking.
+    ///
+    /// # Errors
+    /// The `bpf(2)` error of the lookup.
+    pub fn process_events(&self) -> io::Result<Option<ProcessEvents>> {
+        let Some(t) = &self.tracking else {
+            return Ok(None);
+        };
+        Ok(
+            sys::bpf_map_lookup_u32_key::<3>(&t.events, 0)?.map(|[forks, execs, exits]| {
+                ProcessEvents {
+                    forks,
+                    execs,
+                    exits,
+                }
+            }),
+        )
+    }
+
+    /// Who created the socket with this cookie, if recorded.
+    ///
+    /// # Errors
+    /// The `bpf(2)` error of the lookup.
+    pub fn origin(&self, cookie: u64) -> io::Result<Option<SocketOrigin>> {
+        let Some(t) = &self.tracking else {
+            return Ok(None);
+        };
+        Ok(
+            sys::bpf_map_lookup_u64_pair(&t.created, cookie)?.map(|[pid_tgid, forks]| {
+                SocketOrigin {
+                    creator: (pid_tgid >> 32) as u32,
+                    forks_at_creation: forks,
+                }
+            }),
+        )
     }
 
     /// Checks that the map names processes as this `/proc` does: connects a
@@ -158,6 +265,63 @@ impl ConnectMap {
     /// The `bpf(2)` error of the lookup.
     pub fn connector(&self, cookie: u64) -> io::Result<Option<u32>> {
         Ok(sys::bpf_map_lookup_u64(&self.map, cookie)?.map(|pid_tgid| (pid_tgid >> 32) as u32))
+    }
+}
+
+impl ProcessTracking {
+    /// The counters, the three tracepoint programs and the socket-creation
+    /// program linked to the cgroup v2 root (`cgroup`).
+    fn load(cgroup: &std::fs::File) -> io::Result<Self> {
+        let events = sys::bpf_map_create(BPF_MAP_TYPE_ARRAY, 4, 24, 1, name(b"sluice_events"))?;
+        let created = sys::bpf_map_create(
+            BPF_MAP_TYPE_LRU_HASH,
+            8,
+            16,
+            MAP_ENTRIES,
+            name(b"sluice_created"),
+        )?;
+        let mut links = Vec::with_capacity(4);
+        for (tracepoint, offset, skip_threads, prog_name) in [
+            (c"task_newtask", FORKS_OFF, true, b"sluice_forks".as_slice()),
+            (
+                c"sched_process_exec",
+                EXECS_OFF,
+                false,
+                b"sluice_execs".as_slice(),
+            ),
+            (
+                c"sched_process_exit",
+                EXITS_OFF,
+                false,
+                b"sluice_exits".as_slice(),
+            ),
+        ] {
+            let prog = sys::bpf_prog_load(
+                BPF_PROG_TYPE_RAW_TRACEPOINT,
+                0,
+                &counter_program(&events, offset, skip_threads),
+                LICENSE,
+                name(prog_name),
+            )?;
+            links.push(sys::bpf_raw_tracepoint_open(&prog, tracepoint)?);
+        }
+        let prog = sys::bpf_prog_load(
+            BPF_PROG_TYPE_CGROUP_SOCK,
+            BPF_CGROUP_INET_SOCK_CREATE,
+            &creation_program(&events, &created),
+            LICENSE,
+            name(b"sluice_sock"),
+        )?;
+        links.push(sys::bpf_link_create(
+            &prog,
+            cgroup,
+            BPF_CGROUP_INET_SOCK_CREATE,
+        )?);
+        Ok(Self {
+            events,
+            created,
+            _links: links,
+        })
     }
 }
 
@@ -218,6 +382,12 @@ const MOV64_IMM: u8 = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
 const ADD64_IMM: u8 = 0x07; // BPF_ALU64 | BPF_ADD | BPF_K
 const STX_DW: u8 = 0x7b; // BPF_STX | BPF_MEM | BPF_DW
 const LD_IMM64: u8 = 0x18; // BPF_LD | BPF_IMM | BPF_DW (two slots)
+const ST_W: u8 = 0x62; // BPF_ST | BPF_MEM | BPF_W
+const LDX_DW: u8 = 0x79; // BPF_LDX | BPF_MEM | BPF_DW
+const AND64_IMM: u8 = 0x57; // BPF_ALU64 | BPF_AND | BPF_K
+const JEQ_IMM: u8 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+const JNE_IMM: u8 = 0x55; // BPF_JMP | BPF_JNE | BPF_K
+const ATOMIC_ADD_DW: u8 = 0xdb; // BPF_STX | BPF_ATOMIC | BPF_DW, imm BPF_ADD
 const CALL: u8 = 0x85; // BPF_JMP | BPF_CALL
 const EXIT: u8 = 0x95; // BPF_JMP | BPF_EXIT
 
@@ -256,9 +426,106 @@ fn program(map: &OwnedFd) -> Vec<[u8; 8]> {
     ]
 }
 
+/// `r{dst} = map` (two slots).
+fn ld_map(dst: u8, map: &OwnedFd) -> [[u8; 8]; 2] {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(map);
+    [
+        insn(LD_IMM64, dst, BPF_PSEUDO_MAP_FD, 0, fd),
+        insn(0, 0, 0, 0, 0),
+    ]
+}
+
+/// A raw tracepoint program adding 1 to the counter at `offset` of the
+/// events map; with `skip_threads` (for `task_newtask`, whose second
+/// argument is the clone flags) new threads are not counted.
+///
+/// ```text
+/// [r2 = *(u64 *)(r1 + 8) ; r2 &= CLONE_THREAD ; if r2 != 0 goto out]
+/// *(u32 *)(r10 - 4) = 0
+/// r1 = events ; r2 = r10 - 4
+/// r0 = bpf_map_lookup_elem(r1, r2)
+/// if r0 == 0 goto out
+/// r1 = 1 ; lock *(u64 *)(r0 + offset) += r1
+/// out: r0 = 0 ; exit
+/// ```
+fn counter_program(events: &OwnedFd, offset: i16, skip_threads: bool) -> Vec<[u8; 8]> {
+    let mut p = Vec::with_capacity(16);
+    if skip_threads {
+        p.push(insn(LDX_DW, 2, 1, 8, 0));
+        p.push(insn(AND64_IMM, 2, 0, 0, CLONE_THREAD));
+        // Over the 9 instructions below to `out`.
+        p.push(insn(JNE_IMM, 2, 0, 9, 0));
+    }
+    p.push(insn(ST_W, 10, 0, -4, 0));
+    p.extend(ld_map(1, events));
+    p.push(insn(MOV64_REG, 2, 10, 0, 0));
+    p.push(insn(ADD64_IMM, 2, 0, 0, -4));
+    p.push(insn(CALL, 0, 0, 0, FN_MAP_LOOKUP_ELEM));
+    p.push(insn(JEQ_IMM, 0, 0, 2, 0));
+    p.push(insn(MOV64_IMM, 1, 0, 0, 1));
+    p.push(insn(ATOMIC_ADD_DW, 0, 1, offset, 0));
+    // out:
+    p.push(insn(MOV64_IMM, 0, 0, 0, 0));
+    p.push(insn(EXIT, 0, 0, 0, 0));
+    p
+}
+
+/// The `cgroup/sock_create` program: records `cookie -> (pid_tgid, forks)`
+/// and allows the socket.
+///
+/// ```text
+/// r6 = r1                               ; ctx (struct bpf_sock *)
+/// *(u32 *)(r10 - 4) = 0
+/// r1 = events ; r2 = r10 - 4
+/// r0 = bpf_map_lookup_elem(r1, r2)
+/// r7 = -1                               ; no counter: never equal
+/// if r0 == 0 goto +1
+/// r7 = *(u64 *)(r0 + FORKS_OFF)
+/// *(u64 *)(r10 - 16) = r7               ; value.forks
+/// r0 = bpf_get_current_pid_tgid()
+/// *(u64 *)(r10 - 24) = r0               ; value.pid_tgid
+/// r1 = r6 ; r0 = bpf_get_socket_cookie(ctx)
+/// *(u64 *)(r10 - 32) = r0               ; key
+/// r1 = created ; r2 = r10 - 32 ; r3 = r10 - 24 ; r4 = BPF_ANY
+/// bpf_map_update_elem(r1, r2, r3, r4)
+/// r0 = 1 ; exit
+/// ```
+fn creation_program(events: &OwnedFd, created: &OwnedFd) -> Vec<[u8; 8]> {
+    let mut p = Vec::with_capacity(28);
+    p.push(insn(MOV64_REG, 6, 1, 0, 0));
+    p.push(insn(ST_W, 10, 0, -4, 0));
+    p.extend(ld_map(1, events));
+    p.push(insn(MOV64_REG, 2, 10, 0, 0));
+    p.push(insn(ADD64_IMM, 2, 0, 0, -4));
+    p.push(insn(CALL, 0, 0, 0, FN_MAP_LOOKUP_ELEM));
+    p.push(insn(MOV64_IMM, 7, 0, 0, -1));
+    p.push(insn(JEQ_IMM, 0, 0, 1, 0));
+    p.push(insn(LDX_DW, 7, 0, FORKS_OFF, 0));
+    p.push(insn(STX_DW, 10, 7, -16, 0));
+    p.push(insn(CALL, 0, 0, 0, FN_GET_CURRENT_PID_TGID));
+    p.push(insn(STX_DW, 10, 0, -24, 0));
+    p.push(insn(MOV64_REG, 1, 6, 0, 0));
+    p.push(insn(CALL, 0, 0, 0, FN_GET_SOCKET_COOKIE));
+    p.push(insn(STX_DW, 10, 0, -32, 0));
+    p.extend(ld_map(1, created));
+    p.push(insn(MOV64_REG, 2, 10, 0, 0));
+    p.push(insn(ADD64_IMM, 2, 0, 0, -32));
+    p.push(insn(MOV64_REG, 3, 10, 0, 0));
+    p.push(insn(ADD64_IMM, 3, 0, 0, -24));
+    p.push(insn(MOV64_IMM, 4, 0, 0, 0));
+    p.push(insn(CALL, 0, 0, 0, FN_MAP_UPDATE_ELEM));
+    p.push(insn(MOV64_IMM, 0, 0, 0, 1));
+    p.push(insn(EXIT, 0, 0, 0, 0));
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Held by tests that fork this process and by those whose sockets a
+    /// forked child would hold for a moment (until its exec closes them).
+    static FORKS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     #[test]
     fn instruction_encoding() {
@@ -347,8 +614,55 @@ mod tests {
 
     #[test]
     #[allow(clippy::disallowed_methods)] // test: dials its own local listener
+    fn counts_process_events_and_records_socket_creators() {
+        let map = match ConnectMap::load() {
+            Ok(map) => map,
+            Err(e) => {
+                return sluice_test_support::skip_or_fail(&format!(
+                    "cannot load the connect-time map (needs root, cgroup2): {e}"
+                ))
+            }
+        };
+        let events = |m: &ConnectMap| {
+            m.process_events()
+                .expect("events lookup")
+                .expect("process-event tracking loaded")
+        };
+        let before = events(&map);
+        // A thread is not a new process.
+        std::thread::spawn(|| ()).join().expect("thread");
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let cookie = sys::socket_cookie(std::os::fd::AsFd::as_fd(&socket)).expect("cookie");
+        let origin = map
+            .origin(cookie)
+            .expect("origin lookup")
+            .expect("recorded");
+        assert_eq!(origin.creator, std::process::id());
+        // Other tests of this binary may fork meanwhile: the count at
+        // creation lies between the two readings.
+        let mid = events(&map);
+        assert!((before.forks..=mid.forks).contains(&origin.forks_at_creation));
+        // A fork and an exec (`true`), then its exit.
+        let _forking = FORKS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let status = std::process::Command::new("true")
+            .status()
+            .expect("spawn true");
+        assert!(status.success());
+        let after = events(&map);
+        assert!(after.forks > mid.forks, "{mid:?} -> {after:?}");
+        assert!(after.execs > mid.execs, "{mid:?} -> {after:?}");
+        assert!(after.exits > mid.exits, "{mid:?} -> {after:?}");
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // test: dials its own local listener
     fn identity_resolves_through_the_map_and_scans_without_it() {
         use std::net::{TcpListener, TcpStream};
+        let _no_fork = FORKS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let map = match ConnectMap::load() {
             Ok(map) => Arc::new(map),
             Err(e) => {
@@ -374,11 +688,95 @@ mod tests {
         let (b, via_b) = without
             .resolve_via(peer, local)
             .expect("identified by the scan");
-        assert_eq!(via_a, "connect-map");
+        // A fork anywhere on the host since the socket was created means a
+        // search from the connector; none means the sole-holder proof.
+        assert!(["connect-map", "sole-holder"].contains(&via_a), "{via_a}");
         assert_eq!(via_b, "scan");
         // Same answer either way.
         assert_eq!(a, b);
         assert_eq!(a.pid, std::process::id());
         drop(client);
+    }
+
+    /// The sole-holder proof and the identity cache give the scan's answer;
+    /// a fork after the socket was created (the child inherits it) rules the
+    /// proof out. Other processes of the host fork at any time, so each
+    /// attempt uses a fresh socket until one goes through without a fork
+    /// anywhere (bounded).
+    #[test]
+    #[allow(clippy::disallowed_methods)] // test: dials its own local listener
+    fn sole_holder_and_cached_identities_match_the_scan() {
+        use std::net::{TcpListener, TcpStream};
+        let map = match ConnectMap::load() {
+            Ok(map) => Arc::new(map),
+            Err(e) => {
+                return sluice_test_support::skip_or_fail(&format!(
+                    "cannot load the connect-time map (needs root, cgroup2): {e}"
+                ))
+            }
+        };
+        let _no_fork = FORKS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let with = crate::ProcfsIdentity::new("/proc", None)
+            .with_socket_diag()
+            .with_connect_map(Some(map));
+        let scan = crate::ProcfsIdentity::new("/proc", None).with_socket_diag();
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..500 {
+            let client = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+            let (server, _) = l.accept().expect("accept");
+            let (peer, local) = (
+                server.peer_addr().expect("peer"),
+                server.local_addr().expect("local"),
+            );
+            let (a, via) = with.resolve_via(peer, local).expect("identified");
+            let cached = with.resolve_cached(peer, local);
+            let (b, _) = scan.resolve_via(peer, local).expect("scanned");
+            assert_eq!(a, b, "via {via}");
+            if let Some(c) = &cached {
+                assert_eq!(c, &b, "cached");
+            }
+            seen.insert(via);
+            if cached.is_some() {
+                seen.insert("cached");
+            }
+            drop(client);
+            if seen.contains("sole-holder") && seen.contains("cached") {
+                break;
+            }
+        }
+        assert!(
+            seen.contains("sole-holder") && seen.contains("cached"),
+            "no attempt went without a fork on the host: {seen:?}"
+        );
+
+        // A socket shared with a child forked after it was created.
+        let client = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (server, _) = l.accept().expect("accept");
+        let (peer, local) = (
+            server.peer_addr().expect("peer"),
+            server.local_addr().expect("local"),
+        );
+        // Kept across the child's exec.
+        nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&client),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .expect("clear FD_CLOEXEC");
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("spawn sleep");
+        // Until sleep runs: before its exec it is this test binary.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(with.resolve_cached(peer, local).is_none());
+        let err = with
+            .resolve_via(peer, local)
+            .expect_err("shared with sleep: ambiguous");
+        assert!(err.to_string().contains("ambiguous"), "{err}");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

@@ -466,6 +466,7 @@ pub(crate) fn original_dst(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 const BPF_LINK_CREATE: libc::c_long = 28;
 
 /// `union bpf_attr` for `BPF_MAP_CREATE` (the leading fields; the kernel treats the
@@ -518,6 +519,15 @@ struct LinkCreateAttr {
     flags: u32,
 }
 
+/// `union bpf_attr` for `BPF_RAW_TRACEPOINT_OPEN` (`struct raw_tracepoint`
+/// without the later cookie).
+#[repr(C)]
+struct RawTracepointAttr {
+    name: u64,
+    prog_fd: u32,
+    pad: u32,
+}
+
 /// The `#[repr(C)]` prefixes of `union bpf_attr` above: the only types
 /// [`bpf`] accepts (sealed: nothing outside this module implements it).
 trait BpfAttr {}
@@ -525,6 +535,7 @@ impl BpfAttr for MapCreateAttr {}
 impl BpfAttr for MapElemAttr {}
 impl BpfAttr for ProgLoadAttr {}
 impl BpfAttr for LinkCreateAttr {}
+impl BpfAttr for RawTracepointAttr {}
 
 /// `bpf(cmd, attr, size_of::<A>())`; a non-negative result is a new descriptor
 /// for the commands that create one.
@@ -599,6 +610,64 @@ pub(crate) fn bpf_map_lookup_u64(map: &OwnedFd, key: u64) -> io::Result<Option<u
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// `BPF_MAP_LOOKUP_ELEM` of a `u32` key in a map whose values are `N` u64s
+/// (an array map of counters); `None` when absent.
+pub(crate) fn bpf_map_lookup_u32_key<const N: usize>(
+    map: &OwnedFd,
+    key: u32,
+) -> io::Result<Option<[u64; N]>> {
+    let mut value = [0u64; N];
+    let mut attr = MapElemAttr {
+        map_fd: fd_u32(map),
+        pad: 0,
+        // A live u32 key and a live value of N u64s: the caller created the
+        // map with exactly these sizes (the kernel copies the map's sizes).
+        key: std::ptr::from_ref(&key) as u64,
+        value: value.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+        Ok(_) => Ok(Some(value)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `BPF_MAP_LOOKUP_ELEM` of a `u64` key in a map whose values are two u64s.
+pub(crate) fn bpf_map_lookup_u64_pair(map: &OwnedFd, key: u64) -> io::Result<Option<[u64; 2]>> {
+    let mut value = [0u64; 2];
+    let mut attr = MapElemAttr {
+        map_fd: fd_u32(map),
+        pad: 0,
+        // A live u64 key and a live 16-byte value: the caller created the map
+        // with these sizes.
+        key: std::ptr::from_ref(&key) as u64,
+        value: value.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+        Ok(_) => Ok(Some(value)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `BPF_RAW_TRACEPOINT_OPEN`: attaches `prog` (a raw tracepoint program) to
+/// the kernel tracepoint `name`. Attached for as long as the returned
+/// descriptor lives.
+pub(crate) fn bpf_raw_tracepoint_open(
+    prog: &OwnedFd,
+    name: &std::ffi::CStr,
+) -> io::Result<OwnedFd> {
+    let mut attr = RawTracepointAttr {
+        // A live NUL-terminated string.
+        name: name.as_ptr() as u64,
+        prog_fd: fd_u32(prog),
+        pad: 0,
+    };
+    bpf_fd(bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr)?)
 }
 
 /// `BPF_PROG_LOAD` of `insns` (8-byte `struct bpf_insn`s). On a verifier

@@ -108,6 +108,9 @@ async fn resolve_identity(
             "identity resolution is not available on this platform".into(),
         );
     };
+    if let Some(p) = resolver.resolve_cached(peer, local) {
+        return IdentityEvidence::Resolved(Arc::new(p));
+    }
     match tokio::task::spawn_blocking(move || resolver.resolve(peer, local)).await {
         Ok(Ok(p)) => IdentityEvidence::Resolved(Arc::new(p)),
         Ok(Err(reason)) => IdentityEvidence::Failed(reason.into()),

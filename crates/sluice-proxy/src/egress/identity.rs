@@ -47,6 +47,14 @@ pub trait IdentityResolver: Send + Sync + 'static {
     /// # Errors
     /// A human-readable reason when the owner cannot be found or is ambiguous.
     fn resolve(&self, peer: SocketAddr, local: SocketAddr) -> Result<ProcessIdentity, String>;
+
+    /// The answer when it is at hand without blocking work (a few system
+    /// calls at most, e.g. an identity cached since the last process event);
+    /// called on the async worker before [`resolve`](Self::resolve), which
+    /// runs when this gives `None` (the default).
+    fn resolve_cached(&self, _peer: SocketAddr, _local: SocketAddr) -> Option<ProcessIdentity> {
+        None
+    }
 }
 
 /// Identity as evidence for a decision.

@@ -5,7 +5,7 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use sha2::{Digest, Sha256};
 
@@ -59,24 +59,38 @@ impl FileKey {
 
 /// Bounded SHA-256 cache keyed by (dev, ino, size, mtime, ctime) of the running binary.
 /// Any write to the file changes mtime/ctime, so a modified binary is re-hashed.
+/// One hash per binary at a time: lookups that miss on a binary being hashed
+/// wait for that hash instead of reading the file again (a burst of new
+/// connections from one program would otherwise hash it once per connection).
 #[derive(Debug, Default)]
 pub(crate) struct HashCache {
-    entries: Mutex<HashMap<FileKey, String>>,
+    entries: Mutex<HashMap<FileKey, Arc<Mutex<Option<String>>>>>,
 }
 
 impl HashCache {
-    fn get(&self, key: &FileKey) -> Option<String> {
-        // A poisoned lock only means another thread panicked mid-insert of a plain map.
-        let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(key).cloned()
-    }
-
-    fn insert(&self, key: FileKey, digest: String) {
-        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= CACHE_CAPACITY {
-            map.clear();
+    /// The digest for `key`, computed by `hash` unless known (or being
+    /// computed by another thread, whose answer is then taken). A failed
+    /// hash is not remembered.
+    fn get_or_hash(
+        &self,
+        key: FileKey,
+        hash: impl FnOnce() -> io::Result<String>,
+    ) -> io::Result<String> {
+        let slot = {
+            // A poisoned lock only means another thread panicked mid-insert of a plain map.
+            let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+            if map.len() >= CACHE_CAPACITY && !map.contains_key(&key) {
+                map.clear();
+            }
+            Arc::clone(map.entry(key).or_default())
+        };
+        let mut digest = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(d) = digest.as_ref() {
+            return Ok(d.clone());
         }
-        map.insert(key, digest);
+        let d = hash()?;
+        *digest = Some(d.clone());
+        Ok(d)
     }
 
     #[cfg(test)]
@@ -123,11 +137,7 @@ pub(crate) fn read_exe(proc_root: &Path, pid: u32, cache: &HashCache) -> io::Res
             .unwrap_or(false);
     let path = strip_deleted_suffix(&target, literal_is_target).to_owned();
 
-    if let Some(sha256) = cache.get(&key) {
-        return Ok(ExeInfo { path, sha256 });
-    }
-    let sha256 = hash_file(file, meta.size())?;
-    cache.insert(key, sha256.clone());
+    let sha256 = cache.get_or_hash(key, || hash_file(file, meta.size()))?;
     Ok(ExeInfo { path, sha256 })
 }
 
@@ -279,8 +289,53 @@ mod tests {
                 ctime: 0,
                 ctime_nsec: 0,
             };
-            cache.insert(key, String::new());
+            cache.get_or_hash(key, || Ok(String::new())).expect("hash");
         }
         assert!(cache.len() <= CACHE_CAPACITY);
+    }
+
+    #[test]
+    fn concurrent_misses_hash_a_binary_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let cache = Arc::new(HashCache::default());
+        let hashed = Arc::new(AtomicUsize::new(0));
+        let key = FileKey {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime: 0,
+            mtime_nsec: 0,
+            ctime: 0,
+            ctime_nsec: 0,
+        };
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (cache, hashed) = (Arc::clone(&cache), Arc::clone(&hashed));
+                std::thread::spawn(move || {
+                    cache
+                        .get_or_hash(key, || {
+                            hashed.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                            Ok("digest".to_owned())
+                        })
+                        .expect("hash")
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().expect("thread"), "digest");
+        }
+        assert_eq!(hashed.load(Ordering::SeqCst), 1);
+        // A failure is not remembered.
+        let other = FileKey { ino: 9, ..key };
+        assert!(cache
+            .get_or_hash(other, || Err(io::Error::other("gone")))
+            .is_err());
+        assert_eq!(
+            cache
+                .get_or_hash(other, || Ok("later".to_owned()))
+                .expect("hash"),
+            "later"
+        );
     }
 }

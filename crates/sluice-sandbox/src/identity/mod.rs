@@ -16,6 +16,7 @@
 //!
 //! Everything is blocking file I/O on `/proc`; async callers use `spawn_blocking`.
 
+mod cache;
 mod diag;
 mod error;
 mod exe;
@@ -29,7 +30,9 @@ use std::sync::Arc;
 
 pub use error::IdentityError;
 
-use crate::ebpf::ConnectMap;
+use crate::ebpf::{ConnectMap, ProcessEvents};
+
+use cache::IdentityCache;
 
 use exe::{process_exists, read_cmdline, read_exe, read_ns_pid, read_ppid, ExeInfo, HashCache};
 use parse::{cmdline_abs_paths, find_established_inode, find_flow_inode, WordOrder};
@@ -80,7 +83,7 @@ pub enum FlowProto {
 pub struct ProcfsIdentity {
     proc_root: PathBuf,
     anchor_pid: Option<u32>,
-    cache: HashCache,
+    cache: Arc<HashCache>,
     /// Exact socket lookups (step 1) without reading the whole table.
     diag: Option<diag::SockDiag>,
     /// A process step 2 never examines (the proxy itself).
@@ -89,6 +92,8 @@ pub struct ProcfsIdentity {
     anchor_is_namespace_init: bool,
     /// Who connected each socket, recorded by the kernel (see [`Self::with_connect_map`]).
     connect_map: Option<Arc<ConnectMap>>,
+    /// Identities of sole holders, valid while no process event happened.
+    sole_identities: IdentityCache,
 }
 
 /// How step 2 found a socket's owners (logged at debug as `identity.via`).
@@ -96,6 +101,12 @@ pub struct ProcfsIdentity {
 enum Via {
     /// From the connecting process recorded by the connect-time map.
     ConnectMap,
+    /// The connector created the socket and no process was forked since:
+    /// it is the only holder, no `/proc` search needed.
+    SoleHolder,
+    /// As [`Self::SoleHolder`], and its identity was computed since the last
+    /// process event on the host: no `/proc` read at all.
+    Cached,
     /// The `/proc` scan (anchor tree, then host).
     Scan,
 }
@@ -104,6 +115,8 @@ impl Via {
     fn as_str(self) -> &'static str {
         match self {
             Self::ConnectMap => "connect-map",
+            Self::SoleHolder => "sole-holder",
+            Self::Cached => "cached",
             Self::Scan => "scan",
         }
     }
@@ -136,11 +149,12 @@ impl ProcfsIdentity {
         Self {
             proc_root: proc_root.into(),
             anchor_pid,
-            cache: HashCache::default(),
+            cache: Arc::default(),
             diag: None,
             skip_pid: None,
             anchor_is_namespace_init: false,
             connect_map: None,
+            sole_identities: IdentityCache::default(),
         }
     }
 
@@ -180,6 +194,26 @@ impl ProcfsIdentity {
     pub fn namespace_init(mut self) -> Self {
         self.anchor_is_namespace_init = self.anchor_pid.is_some();
         self
+    }
+
+    /// Hashes the anchor's binary on a background thread, so that the first
+    /// connections do not wait for it (every sandboxed process has the
+    /// anchor among its ancestors, and `sluice run`'s anchor is a large
+    /// binary). Without an anchor, or when reading it fails, nothing happens
+    /// (the first lookup hashes it, as always).
+    pub fn prehash_anchor(&self) {
+        let Some(pid) = self.anchor_pid else { return };
+        let (root, cache) = (self.proc_root.clone(), Arc::clone(&self.cache));
+        let spawned = std::thread::Builder::new()
+            .name("identity-prehash".into())
+            .spawn(move || {
+                if let Err(e) = read_exe(&root, pid, &cache) {
+                    tracing::debug!(pid, error = %e, "anchor binary not prehashed");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::debug!(error = %e, "no thread to prehash the anchor binary");
+        }
     }
 
     /// Step 2 never examines `pid`: meant for the proxy's own pid, which holds
@@ -239,6 +273,24 @@ impl ProcfsIdentity {
         local: SocketAddr,
     ) -> Result<ProcessIdentity, IdentityError> {
         self.resolve_via(peer, local).map(|(identity, _)| identity)
+    }
+
+    /// [`resolve`](Self::resolve) when its answer is at hand without reading
+    /// `/proc`: the socket's only holder (see
+    /// [`with_connect_map`](Self::with_connect_map)) has an identity computed
+    /// since the last process event on the host. A sock_diag round trip and
+    /// three map lookups, cheap enough for an async worker; `None` means ask
+    /// [`resolve`](Self::resolve) (off the async workers).
+    pub fn resolve_cached(&self, peer: SocketAddr, local: SocketAddr) -> Option<ProcessIdentity> {
+        self.connect_map.as_ref()?;
+        let diag = self.diag.as_ref()?;
+        let diag::Lookup::Socket { cookie, .. } = diag.tcp_inode(peer, local).ok()? else {
+            return None;
+        };
+        let (pid, events) = self.sole_holder(Some(cookie))?;
+        let identity = self.sole_identities.get(pid, events)?;
+        tracing::debug!(pid, identity.via = %Via::Cached.as_str(), "Socket owners found");
+        Some(ProcessIdentity::clone(&identity))
     }
 
     /// [`resolve`](Self::resolve), and how the owners were found
@@ -333,6 +385,23 @@ impl ProcfsIdentity {
         }
     }
 
+    /// The socket's only holder, when the kernel's records prove it: the
+    /// process that connected it also created it, and no process was forked
+    /// on the host since it was created (so no process inherited it; a
+    /// descriptor passed over a socket or taken with `pidfd_getfd` is not
+    /// followed on any path). With the event counts read first, which the
+    /// identity computed for that holder is then valid for.
+    fn sole_holder(&self, cookie: Option<u64>) -> Option<(u32, ProcessEvents)> {
+        let (map, cookie) = (self.connect_map.as_ref()?, cookie?);
+        let events = map.process_events().ok()??;
+        let connector = map.connector(cookie).ok()??;
+        let origin = map.origin(cookie).ok()??;
+        (origin.creator == connector
+            && origin.forks_at_creation == events.forks
+            && Some(connector) != self.skip_pid)
+            .then_some((connector, events))
+    }
+
     /// Every owner of socket `inode`, compared and reported (steps 2-4).
     /// `cookie`: the socket's cookie, when sock_diag found it.
     fn identity_for_socket(
@@ -340,18 +409,27 @@ impl ProcfsIdentity {
         inode: u64,
         cookie: Option<u64>,
     ) -> Result<(ProcessIdentity, Via), IdentityError> {
-        let (owners, via) = match self.connect_map_owners(inode, cookie) {
-            Some(owners) => (owners, Via::ConnectMap),
-            None => (
-                scan::find_owners(
-                    &self.proc_root,
-                    inode,
-                    self.anchor_pid,
-                    self.skip_pid,
-                    self.anchor_is_namespace_init,
-                )?,
-                Via::Scan,
-            ),
+        let sole = self.sole_holder(cookie);
+        if let Some((pid, events)) = sole {
+            if let Some(identity) = self.sole_identities.get(pid, events) {
+                return Ok((ProcessIdentity::clone(&identity), Via::Cached));
+            }
+        }
+        let (owners, via) = match sole {
+            Some((pid, _)) => (vec![pid], Via::SoleHolder),
+            None => match self.connect_map_owners(inode, cookie) {
+                Some(owners) => (owners, Via::ConnectMap),
+                None => (
+                    scan::find_owners(
+                        &self.proc_root,
+                        inode,
+                        self.anchor_pid,
+                        self.skip_pid,
+                        self.anchor_is_namespace_init,
+                    )?,
+                    Via::Scan,
+                ),
+            },
         };
         tracing::debug!(
             inode,
@@ -396,6 +474,10 @@ impl ProcfsIdentity {
             owners,
             sandbox_pid: read_ns_pid(&self.proc_root, *first_pid),
         };
+        if let Some((_, events)) = sole {
+            self.sole_identities
+                .insert(events, Arc::new(identity.clone()));
+        }
         Ok((identity, via))
     }
 

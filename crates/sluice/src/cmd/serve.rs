@@ -38,25 +38,40 @@ pub(crate) enum ProcfsResolver {
     Child(Arc<sluice_sandbox::bypass::ChildIdentity>),
 }
 
+impl ProcfsResolver {
+    fn procfs(&self) -> Option<&sluice_sandbox::ProcfsIdentity> {
+        match self {
+            Self::Host(p) => Some(p),
+            Self::Child(c) => c.get(),
+        }
+    }
+}
+
+/// The proxy's view of a `/proc` identity.
+fn proxy_identity(p: sluice_sandbox::ProcessIdentity) -> ProcessIdentity {
+    ProcessIdentity {
+        pid: p.pid,
+        exe: p.exe,
+        exe_sha256: p.exe_sha256,
+        ancestors: p.ancestors,
+        cmdline_paths: p.cmdline_paths,
+        sandbox_pid: p.sandbox_pid,
+    }
+}
+
 impl IdentityResolver for ProcfsResolver {
     fn resolve(&self, peer: SocketAddr, local: SocketAddr) -> Result<ProcessIdentity, String> {
-        let procfs = match self {
-            Self::Host(p) => p,
-            Self::Child(c) => c
-                .get()
-                .ok_or_else(|| "entrypoint process not yet spawned".to_owned())?,
-        };
-        procfs
+        self.procfs()
+            .ok_or_else(|| "entrypoint process not yet spawned".to_owned())?
             .resolve(peer, local)
-            .map(|p| ProcessIdentity {
-                pid: p.pid,
-                exe: p.exe,
-                exe_sha256: p.exe_sha256,
-                ancestors: p.ancestors,
-                cmdline_paths: p.cmdline_paths,
-                sandbox_pid: p.sandbox_pid,
-            })
+            .map(proxy_identity)
             .map_err(|e| e.to_string())
+    }
+
+    fn resolve_cached(&self, peer: SocketAddr, local: SocketAddr) -> Option<ProcessIdentity> {
+        self.procfs()?
+            .resolve_cached(peer, local)
+            .map(proxy_identity)
     }
 }
 
