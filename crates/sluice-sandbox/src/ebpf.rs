@@ -235,7 +235,8 @@ impl ConnectMap {
     }
 
     /// Checks that the map names processes as this `/proc` does: connects a
-    /// loopback socket and expects this process's pid for its cookie. The
+    /// loopback socket and expects this process's pid for its cookie (as its
+    /// connector and, with process tracking, its creator). The
     /// kernel records pids of the initial PID namespace; in another one (a
     /// container) they are not this `/proc`'s pids, and the map is not used.
     ///
@@ -249,13 +250,31 @@ impl ConnectMap {
         let client = std::net::TcpStream::connect(listener.local_addr()?)?;
         let cookie = sys::socket_cookie(client.as_fd())?;
         match self.connector(cookie)? {
-            Some(pid) if pid == std::process::id() => Ok(()),
-            Some(pid) => Err(io::Error::other(format!(
-                "the kernel records pid {pid} for this process ({}): another PID namespace",
-                std::process::id()
-            ))),
-            None => Err(io::Error::other("a loopback connect was not recorded")),
+            Some(pid) if pid == std::process::id() => {}
+            Some(pid) => {
+                return Err(io::Error::other(format!(
+                    "the kernel records pid {pid} for this process ({}): another PID namespace",
+                    std::process::id()
+                )))
+            }
+            None => return Err(io::Error::other("a loopback connect was not recorded")),
         }
+        // Process tracking, when loaded, must have recorded the same socket's
+        // creator as this process, and count.
+        if self.tracking.is_some() {
+            let origin = self.origin(cookie)?;
+            if origin.map(|o| o.creator) != Some(std::process::id()) {
+                return Err(io::Error::other(format!(
+                    "the socket's creator was recorded as {origin:?}, not this process"
+                )));
+            }
+            if self.process_events()?.is_none() {
+                return Err(io::Error::other(
+                    "the process-event counters are unreadable",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The thread-group id (pid) of the process that connected the socket
@@ -628,9 +647,19 @@ mod tests {
                 .expect("events lookup")
                 .expect("process-event tracking loaded")
         };
+        // A thread is not a new process: some attempt sees no fork while
+        // threads come and go (other processes of the host fork at any time;
+        // counting threads would move the count on every attempt).
+        let threads_uncounted = (0..200).any(|_| {
+            let before = events(&map);
+            for _ in 0..4 {
+                std::thread::spawn(|| ()).join().expect("thread");
+            }
+            let after = events(&map);
+            after.forks == before.forks && after.exits > before.exits
+        });
+        assert!(threads_uncounted, "thread creations move the fork count");
         let before = events(&map);
-        // A thread is not a new process.
-        std::thread::spawn(|| ()).join().expect("thread");
         let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let cookie = sys::socket_cookie(std::os::fd::AsFd::as_fd(&socket)).expect("cookie");
         let origin = map
