@@ -593,37 +593,19 @@ pub(crate) fn bpf_map_create(
     bpf_fd(bpf(BPF_MAP_CREATE, &mut attr)?)
 }
 
-/// `BPF_MAP_LOOKUP_ELEM` on a map with u64 keys and values; `None` when absent.
-pub(crate) fn bpf_map_lookup_u64(map: &OwnedFd, key: u64) -> io::Result<Option<u64>> {
-    let mut value = 0u64;
-    let mut attr = MapElemAttr {
-        map_fd: fd_u32(map),
-        pad: 0,
-        // Both point at live u64s; the map's key and value sizes are 8 (checked
-        // by the kernel against the map, which the caller created so).
-        key: std::ptr::from_ref(&key) as u64,
-        value: std::ptr::from_mut(&mut value) as u64,
-        flags: 0,
-    };
-    match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
-        Ok(_) => Ok(Some(value)),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// `BPF_MAP_LOOKUP_ELEM` of a `u32` key in a map whose values are `N` u64s
-/// (an array map of counters); `None` when absent.
-pub(crate) fn bpf_map_lookup_u32_key<const N: usize>(
+/// `BPF_MAP_LOOKUP_ELEM` of a `u32` or `u64` key (sealed: [`MapKey`]) in a
+/// map whose values are `N` u64s; `None` when absent.
+fn bpf_map_lookup<K: MapKey, const N: usize>(
     map: &OwnedFd,
-    key: u32,
+    key: K,
 ) -> io::Result<Option<[u64; N]>> {
     let mut value = [0u64; N];
     let mut attr = MapElemAttr {
         map_fd: fd_u32(map),
         pad: 0,
-        // A live u32 key and a live value of N u64s: the caller created the
-        // map with exactly these sizes (the kernel copies the map's sizes).
+        // A live key of the map's key size and a live value of N u64s: the
+        // callers below use the sizes the map was created with (the kernel
+        // copies exactly the map's sizes).
         key: std::ptr::from_ref(&key) as u64,
         value: value.as_mut_ptr() as u64,
         flags: 0,
@@ -635,23 +617,28 @@ pub(crate) fn bpf_map_lookup_u32_key<const N: usize>(
     }
 }
 
+/// Plain integer map keys [`bpf_map_lookup`] accepts.
+trait MapKey: Copy {}
+impl MapKey for u32 {}
+impl MapKey for u64 {}
+
+/// `BPF_MAP_LOOKUP_ELEM` on a map with u64 keys and values.
+pub(crate) fn bpf_map_lookup_u64(map: &OwnedFd, key: u64) -> io::Result<Option<u64>> {
+    Ok(bpf_map_lookup::<u64, 1>(map, key)?.map(|[v]| v))
+}
+
+/// `BPF_MAP_LOOKUP_ELEM` of a `u32` key in a map whose values are `N` u64s
+/// (an array map of counters).
+pub(crate) fn bpf_map_lookup_u32_key<const N: usize>(
+    map: &OwnedFd,
+    key: u32,
+) -> io::Result<Option<[u64; N]>> {
+    bpf_map_lookup(map, key)
+}
+
 /// `BPF_MAP_LOOKUP_ELEM` of a `u64` key in a map whose values are two u64s.
 pub(crate) fn bpf_map_lookup_u64_pair(map: &OwnedFd, key: u64) -> io::Result<Option<[u64; 2]>> {
-    let mut value = [0u64; 2];
-    let mut attr = MapElemAttr {
-        map_fd: fd_u32(map),
-        pad: 0,
-        // A live u64 key and a live 16-byte value: the caller created the map
-        // with these sizes.
-        key: std::ptr::from_ref(&key) as u64,
-        value: value.as_mut_ptr() as u64,
-        flags: 0,
-    };
-    match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
-        Ok(_) => Ok(Some(value)),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-        Err(e) => Err(e),
-    }
+    bpf_map_lookup(map, key)
 }
 
 /// `BPF_RAW_TRACEPOINT_OPEN`: attaches `prog` (a raw tracepoint program) to

@@ -8,13 +8,18 @@
 //! 2. Find **every** process with a descriptor for `socket:[inode]` (descendants of the
 //!    anchor first, then a full `/proc` scan). With the connect-time map
 //!    ([`ProcfsIdentity::with_connect_map`]), start from the process that connected the
-//!    socket instead and look only at its tree; the scan remains the fallback.
+//!    socket instead and look only at its tree; the scan remains the fallback. When the
+//!    kernel's records prove the connector the only holder (it created the socket and
+//!    no process was forked on the host since), there is nothing to search.
 //! 3. For each owner read its exe (`/proc/<pid>/exe`), the SHA-256 of the running binary,
 //!    and its `PPid` chain of ancestor exes (up to the anchor or PID 1, depth ≤ 64).
 //! 4. If owners disagree on (exe, hash, ancestors) the connection is ambiguous and must be
-//!    denied; otherwise the lowest pid is reported.
+//!    denied; otherwise the lowest pid is reported. A sole holder's identity is kept
+//!    (`cache.rs`) until the kernel counts a process event (fork, exec, exit).
 //!
-//! Everything is blocking file I/O on `/proc`; async callers use `spawn_blocking`.
+//! [`ProcfsIdentity::resolve`] is blocking file I/O on `/proc`; async callers use
+//! `spawn_blocking`. [`ProcfsIdentity::resolve_cached`] answers only from the kept
+//! identities (a netlink round trip and three map lookups) and may run on an async worker.
 
 mod cache;
 mod diag;
@@ -294,7 +299,7 @@ impl ProcfsIdentity {
     }
 
     /// [`resolve`](Self::resolve), and how the owners were found
-    /// (`"connect-map"` or `"scan"`).
+    /// (`"cached"`, `"sole-holder"`, `"connect-map"` or `"scan"`).
     pub(crate) fn resolve_via(
         &self,
         peer: SocketAddr,
