@@ -58,13 +58,13 @@ const BPF_CGROUP_INET6_CONNECT: u32 = 11;
 /// `CLONE_THREAD`: a new thread of the same process (shares its descriptors).
 const CLONE_THREAD: i32 = 0x0001_0000;
 /// Helper ids (`enum bpf_func_id`).
-const FN_MAP_LOOKUP_ELEM: i32 = 1;
+pub(crate) const FN_MAP_LOOKUP_ELEM: i32 = 1;
 const FN_MAP_UPDATE_ELEM: i32 = 2;
 const FN_GET_CURRENT_PID_TGID: i32 = 14;
-const FN_GET_SOCKET_COOKIE: i32 = 46;
+pub(crate) const FN_GET_SOCKET_COOKIE: i32 = 46;
 /// `BPF_PSEUDO_MAP_FD`: the 64-bit immediate is a map descriptor.
 const BPF_PSEUDO_MAP_FD: u8 = 1;
-const LICENSE: &CStr = c"GPL";
+pub(crate) const LICENSE: &CStr = c"GPL";
 
 /// The loaded map and programs, linked to the root cgroup for as long as
 /// this value lives.
@@ -386,7 +386,7 @@ fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
 // === the program ===
 
 /// One `struct bpf_insn`: opcode, dst and src registers, offset, immediate.
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
+pub(crate) fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
     let mut b = [0u8; 8];
     b[0] = code;
     b[1] = (dst & 0x0f) | ((src & 0x0f) << 4);
@@ -396,19 +396,19 @@ fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
 }
 
 // Opcodes (`BPF_CLASS | BPF_OP/SIZE | BPF_SRC/MODE`).
-const MOV64_REG: u8 = 0xbf; // BPF_ALU64 | BPF_MOV | BPF_X
-const MOV64_IMM: u8 = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
-const ADD64_IMM: u8 = 0x07; // BPF_ALU64 | BPF_ADD | BPF_K
-const STX_DW: u8 = 0x7b; // BPF_STX | BPF_MEM | BPF_DW
+pub(crate) const MOV64_REG: u8 = 0xbf; // BPF_ALU64 | BPF_MOV | BPF_X
+pub(crate) const MOV64_IMM: u8 = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
+pub(crate) const ADD64_IMM: u8 = 0x07; // BPF_ALU64 | BPF_ADD | BPF_K
+pub(crate) const STX_DW: u8 = 0x7b; // BPF_STX | BPF_MEM | BPF_DW
 const LD_IMM64: u8 = 0x18; // BPF_LD | BPF_IMM | BPF_DW (two slots)
 const ST_W: u8 = 0x62; // BPF_ST | BPF_MEM | BPF_W
-const LDX_DW: u8 = 0x79; // BPF_LDX | BPF_MEM | BPF_DW
+pub(crate) const LDX_DW: u8 = 0x79; // BPF_LDX | BPF_MEM | BPF_DW
 const AND64_IMM: u8 = 0x57; // BPF_ALU64 | BPF_AND | BPF_K
-const JEQ_IMM: u8 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+pub(crate) const JEQ_IMM: u8 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
 const JNE_IMM: u8 = 0x55; // BPF_JMP | BPF_JNE | BPF_K
-const ATOMIC_ADD_DW: u8 = 0xdb; // BPF_STX | BPF_ATOMIC | BPF_DW, imm BPF_ADD
-const CALL: u8 = 0x85; // BPF_JMP | BPF_CALL
-const EXIT: u8 = 0x95; // BPF_JMP | BPF_EXIT
+pub(crate) const ATOMIC_ADD_DW: u8 = 0xdb; // BPF_STX | BPF_ATOMIC | BPF_DW, imm BPF_ADD
+pub(crate) const CALL: u8 = 0x85; // BPF_JMP | BPF_CALL
+pub(crate) const EXIT: u8 = 0x95; // BPF_JMP | BPF_EXIT
 
 /// ```text
 /// r6 = r1                          ; ctx (struct bpf_sock_addr *)
@@ -446,7 +446,7 @@ fn program(map: &OwnedFd) -> Vec<[u8; 8]> {
 }
 
 /// `r{dst} = map` (two slots).
-fn ld_map(dst: u8, map: &OwnedFd) -> [[u8; 8]; 2] {
+pub(crate) fn ld_map(dst: u8, map: &OwnedFd) -> [[u8; 8]; 2] {
     let fd = std::os::fd::AsRawFd::as_raw_fd(map);
     [
         insn(LD_IMM64, dst, BPF_PSEUDO_MAP_FD, 0, fd),

@@ -38,6 +38,7 @@ mod netlink;
 pub mod netns;
 pub mod nft;
 pub mod sidecar;
+pub mod sockmap;
 #[allow(unsafe_code)]
 mod sys;
 pub mod tools;

@@ -4,7 +4,9 @@
 //! refusals, the transparent listener's TCP socket (`socket`, `setsockopt`, `bind`,
 //! `listen`) and its connections' original destination (`getsockname`, `getsockopt`
 //! `SO_ORIGINAL_DST`), `kill`, and `bpf(2)` for identity's connect-time owner map
-//! (create and read a map, load a program, link it to a cgroup).
+//! (create and read a map, load a program, link it to a cgroup) and for the measured
+//! sockmap redirect (`crate::sockmap`: update a map, attach a program to it, and a
+//! socket's sent-byte count from `TCP_INFO` and `SIOCOUTQ`).
 //!
 //! This is the only module in the workspace that contains `unsafe`. Every block is a
 //! direct libc call whose pointer arguments point at live, correctly sized local
@@ -465,7 +467,9 @@ pub(crate) fn original_dst(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
 /// `enum bpf_cmd` values (`linux/bpf.h`).
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_ATTACH: libc::c_long = 8;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 const BPF_LINK_CREATE: libc::c_long = 28;
 
@@ -519,6 +523,15 @@ struct LinkCreateAttr {
     flags: u32,
 }
 
+/// `union bpf_attr` for `BPF_PROG_ATTACH` (without the later replace fd).
+#[repr(C)]
+struct ProgAttachAttr {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+}
+
 /// `union bpf_attr` for `BPF_RAW_TRACEPOINT_OPEN` (`struct raw_tracepoint`
 /// without the later cookie).
 #[repr(C)]
@@ -535,6 +548,7 @@ impl BpfAttr for MapCreateAttr {}
 impl BpfAttr for MapElemAttr {}
 impl BpfAttr for ProgLoadAttr {}
 impl BpfAttr for LinkCreateAttr {}
+impl BpfAttr for ProgAttachAttr {}
 impl BpfAttr for RawTracepointAttr {}
 
 /// `bpf(cmd, attr, size_of::<A>())`; a non-negative result is a new descriptor
@@ -617,10 +631,84 @@ fn bpf_map_lookup<K: MapKey, const N: usize>(
     }
 }
 
-/// Plain integer map keys [`bpf_map_lookup`] accepts.
+/// Plain integer map keys [`bpf_map_lookup`] and [`bpf_map_update`] accept.
 trait MapKey: Copy {}
 impl MapKey for u32 {}
 impl MapKey for u64 {}
+
+/// Map values [`bpf_map_update`] accepts: u64s (a sockhash takes a socket
+/// descriptor as a u64).
+pub(crate) trait MapValue: Copy {}
+impl MapValue for u64 {}
+impl MapValue for [u64; 2] {}
+
+/// `BPF_MAP_UPDATE_ELEM` (`BPF_ANY`) of a `u64` key.
+pub(crate) fn bpf_map_update<V: MapValue>(map: &OwnedFd, key: u64, value: V) -> io::Result<()> {
+    let mut attr = MapElemAttr {
+        map_fd: fd_u32(map),
+        pad: 0,
+        // A live key and value of the sizes the callers created the map with
+        // (the kernel copies exactly the map's sizes).
+        key: std::ptr::from_ref(&key) as u64,
+        value: std::ptr::from_ref(&value) as u64,
+        flags: 0,
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+}
+
+/// `BPF_PROG_ATTACH` of `prog` to a map (`target`), e.g. an `sk_skb` verdict
+/// program to a sockhash. Attached until the map is destroyed.
+pub(crate) fn bpf_prog_attach(
+    prog: &OwnedFd,
+    target: &OwnedFd,
+    attach_type: u32,
+) -> io::Result<()> {
+    let mut attr = ProgAttachAttr {
+        target_fd: fd_u32(target),
+        attach_bpf_fd: fd_u32(prog),
+        attach_type,
+        attach_flags: 0,
+    };
+    bpf(BPF_PROG_ATTACH, &mut attr).map(drop)
+}
+
+/// `setsockopt(SOL_SOCKET, SO_RCVLOWAT, value)`; on TCP this also re-runs
+/// the socket's data-ready path when bytes are waiting.
+pub(crate) fn set_rcvlowat(fd: BorrowedFd<'_>, value: libc::c_int) -> io::Result<()> {
+    setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, value)
+}
+
+/// Bytes ever queued on a TCP socket's sending side: `tcpi_bytes_acked`
+/// (`TCP_INFO`) plus the bytes still unacknowledged (`SIOCOUTQ`), read in
+/// that order so that an acknowledgement arriving in between can only make
+/// the sum smaller, never larger.
+pub(crate) fn tcp_bytes_queued(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: all-zero is a valid `tcp_info` (plain integers).
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is a live, writable `tcp_info` and `len` its size; the
+    // kernel writes at most `len` bytes and stores the length it wrote.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            std::ptr::from_mut(&mut info).cast::<libc::c_void>(),
+            &raw mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut unacked: libc::c_int = 0;
+    // SAFETY: `SIOCOUTQ` (the same number as `TIOCOUTQ`) writes one int to
+    // the live `unacked`.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &raw mut unacked) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info.tcpi_bytes_acked + u64::from(unacked.unsigned_abs()))
+}
 
 /// `BPF_MAP_LOOKUP_ELEM` on a map with u64 keys and values.
 pub(crate) fn bpf_map_lookup_u64(map: &OwnedFd, key: u64) -> io::Result<Option<u64>> {
