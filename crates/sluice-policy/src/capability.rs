@@ -241,17 +241,16 @@ impl Capabilities {
 
 /// Every requirement of a compiled policy, located in its source.
 pub(crate) fn requirements(
-    locs: &crate::location::LocationIndex,
-    file: &Arc<str>,
+    ctx: &crate::error::Ctx,
     snapshot: &crate::PolicySnapshot,
 ) -> Vec<Requirement> {
     use crate::model::Protocol;
     let mut out = Vec::new();
-    let mut push = |need: Need, path: String, (line, col): (usize, usize)| {
+    let mut push = |need: Need, path: String, (file, line, col): (Arc<str>, usize, usize)| {
         out.push(Requirement {
             need,
             path,
-            file: Arc::clone(file),
+            file,
             line,
             col,
         });
@@ -260,7 +259,7 @@ pub(crate) fn requirements(
         let base = format!("network_policies.{}", p.key);
         if !p.binaries.is_empty() {
             let path = format!("{base}.binaries");
-            let at = locs.key(&path);
+            let at = ctx.locate_key(&path);
             push(Need::ProcessIdentity, path, at);
         }
         for id in p.endpoints.iter() {
@@ -271,22 +270,22 @@ pub(crate) fn requirements(
                 _ => continue,
             };
             let path = format!("{base}.endpoints[{}].protocol", e.index_in_policy);
-            let at = locs.value(&path);
+            let at = ctx.locate(&path);
             push(need, path, at);
         }
     }
     for m in snapshot.middlewares() {
         let path = format!("network_middlewares.{}.middleware", m.key);
-        let at = locs.value(&path);
+        let at = ctx.locate(&path);
         push(Need::Middleware(Arc::clone(&m.middleware)), path, at);
     }
     for p in snapshot.providers() {
         if let Some(meta) = &p.metadata {
             let path = format!("providers.{}.metadata", p.key);
-            let at = locs.value(&path);
+            let at = ctx.locate(&path);
             push(Need::MetadataLoopback(meta.kind()), path, at);
         }
     }
-    out.sort_by_key(|r| (r.line, r.col));
+    out.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
     out
 }

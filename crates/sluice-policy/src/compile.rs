@@ -25,9 +25,10 @@ pub(crate) fn load(
     origin: &str,
     generation: u64,
     secrets: &dyn SecretSource,
+    profiles: &crate::profile::ProfileOptions,
 ) -> Result<Loaded, LoadError> {
     let file: Arc<str> = Arc::from(origin);
-    let dto: PolicyFile = match serde_yaml::from_str(src) {
+    let mut dto: PolicyFile = match serde_yaml::from_str(src) {
         Ok(d) => d,
         Err(e) => {
             return Err(LoadError {
@@ -37,9 +38,11 @@ pub(crate) fn load(
     };
     let mut ctx = Ctx::new(Arc::clone(&file), LocationIndex::build(src));
     let recording = Recording::new(secrets);
+    let base = std::path::Path::new(origin).parent();
+    crate::profile::compose(&mut ctx, &mut dto, base, profiles, &recording);
     let snapshot = compile(&mut ctx, &dto, generation, &recording);
     if ctx.errors.is_empty() {
-        let requirements = crate::capability::requirements(&ctx.locs, &file, &snapshot);
+        let requirements = crate::capability::requirements(&ctx, &snapshot);
         let snapshot = snapshot.with_requirements(requirements);
         let mut notices = ctx.notices;
         notices.sort_by_key(|n| (n.line, n.col));
@@ -50,7 +53,10 @@ pub(crate) fn load(
         })
     } else {
         let mut diagnostics = ctx.errors;
-        diagnostics.sort_by_key(|d| (d.line, d.col));
+        // The policy's own problems first, then each other file's.
+        diagnostics.sort_by(|a, b| {
+            (a.file != file, &a.file, a.line, a.col).cmp(&(b.file != file, &b.file, b.line, b.col))
+        });
         diagnostics.dedup();
         Err(LoadError { diagnostics })
     }
@@ -93,7 +99,7 @@ fn compile(
         if key.is_empty() {
             ctx.err_key(&path, "policy key must not be empty");
         }
-        if key.starts_with("_provider_") {
+        if key.starts_with("_provider_") && !ctx.overlays.iter().any(|o| o.prefix == path) {
             ctx.err_key(
                 &path,
                 format!("policy key `{key}` uses the reserved `_provider_` prefix"),

@@ -24,10 +24,12 @@ pub(crate) struct PolicyFile {
     pub(crate) inference: Option<crate::inference::InferenceDto>,
     /// A sluice extension not implemented by this build (rejected).
     pub(crate) runtime: Option<Value>,
+    /// Provider profiles to attach (`crate::profile`).
+    pub(crate) profiles: Option<Vec<Value>>,
 }
 
 /// `network_policies.<key>`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NetworkPolicyDto {
     pub(crate) name: Option<String>,
@@ -38,7 +40,7 @@ pub(crate) struct NetworkPolicyDto {
 }
 
 /// `binaries[]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BinaryDto {
     pub(crate) path: String,
@@ -48,7 +50,7 @@ pub(crate) struct BinaryDto {
 }
 
 /// `endpoints[]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EndpointDto {
     pub(crate) host: Option<String>,
@@ -78,14 +80,14 @@ pub(crate) struct EndpointDto {
 }
 
 /// `rules[]`: `{allow: {...}}`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RuleDto {
     pub(crate) allow: RuleBodyDto,
 }
 
 /// An allow body or a `deny_rules[]` entry.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RuleBodyDto {
     pub(crate) method: Option<String>,
@@ -108,14 +110,14 @@ pub(crate) struct RuleBodyDto {
 }
 
 /// `credential_binding`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CredentialBindingDto {
     pub(crate) provider: String,
 }
 
 /// `graphql_persisted_queries.<id>`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PersistedQueryDto {
     pub(crate) operation_type: String,
@@ -125,14 +127,14 @@ pub(crate) struct PersistedQueryDto {
 }
 
 /// `json_rpc`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct JsonRpcDto {
     pub(crate) max_body_bytes: Option<i64>,
 }
 
 /// `mcp`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct McpDto {
     pub(crate) max_body_bytes: Option<i64>,
@@ -141,7 +143,7 @@ pub(crate) struct McpDto {
 }
 
 /// `network_middlewares.<key>`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MiddlewareDto {
     pub(crate) name: Option<String>,
@@ -154,7 +156,7 @@ pub(crate) struct MiddlewareDto {
 }
 
 /// `network_middlewares.<key>.endpoints`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MiddlewareSelectorDto {
     #[serde(default)]
@@ -164,7 +166,7 @@ pub(crate) struct MiddlewareSelectorDto {
 }
 
 /// `providers.<key>`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ProviderDto {
     #[serde(default)]
@@ -185,7 +187,7 @@ pub(crate) struct ProviderDto {
 }
 
 /// A secret source: exactly one of `env` / `file`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SecretSourceDto {
     pub(crate) env: Option<String>,
@@ -193,7 +195,7 @@ pub(crate) struct SecretSourceDto {
 }
 
 /// `providers.<key>.endpoints[]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ProviderEndpointDto {
     pub(crate) host: Option<String>,
@@ -203,7 +205,7 @@ pub(crate) struct ProviderEndpointDto {
 }
 
 /// `providers.<key>.token_grant`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TokenGrantDto {
     pub(crate) token_endpoint: String,

@@ -365,7 +365,7 @@ pub(crate) fn compile_endpoint(
     if ctx.errors.len() != before {
         return None;
     }
-    let (line, column) = ctx.locs.value(path);
+    let (line, column) = ctx.position(path);
     Some(Endpoint {
         id,
         policy,

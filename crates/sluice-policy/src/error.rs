@@ -125,12 +125,23 @@ impl LoadError {
     }
 }
 
-/// Collects diagnostics and notices while validating one file.
+/// Collects diagnostics and notices while validating one file, and the
+/// entries other files (attached provider profiles) contributed to it.
 pub(crate) struct Ctx {
     pub(crate) file: Arc<str>,
     pub(crate) locs: LocationIndex,
     pub(crate) errors: Vec<Diagnostic>,
     pub(crate) notices: Vec<Notice>,
+    /// Paths under these prefixes are located in another file.
+    pub(crate) overlays: Vec<Overlay>,
+}
+
+/// A subtree of the policy that came from another file: `prefix` in the
+/// policy corresponds to the root of `file`.
+pub(crate) struct Overlay {
+    pub(crate) prefix: String,
+    pub(crate) file: Arc<str>,
+    pub(crate) locs: Arc<LocationIndex>,
 }
 
 impl Ctx {
@@ -140,24 +151,67 @@ impl Ctx {
             locs,
             errors: Vec::new(),
             notices: Vec::new(),
+            overlays: Vec::new(),
         }
+    }
+
+    /// The file and the index `path` is located with, and the path inside
+    /// that file.
+    fn resolve<'a>(&'a self, path: &'a str) -> (&'a Arc<str>, &'a LocationIndex, &'a str) {
+        for o in &self.overlays {
+            if let Some(rest) = path.strip_prefix(o.prefix.as_str()) {
+                if rest.is_empty() {
+                    return (&o.file, &o.locs, "");
+                }
+                if let Some(inner) = rest.strip_prefix('.') {
+                    return (&o.file, &o.locs, inner);
+                }
+            }
+        }
+        (&self.file, &self.locs, path)
+    }
+
+    /// File, line and column of the value at `path`.
+    pub(crate) fn locate(&self, path: &str) -> (Arc<str>, usize, usize) {
+        let (file, locs, inner) = self.resolve(path);
+        let (line, col) = locs.value(inner);
+        (Arc::clone(file), line, col)
+    }
+
+    /// File, line and column of the key of `path`.
+    pub(crate) fn locate_key(&self, path: &str) -> (Arc<str>, usize, usize) {
+        let (file, locs, inner) = self.resolve(path);
+        let (line, col) = locs.key(inner);
+        (Arc::clone(file), line, col)
+    }
+
+    /// Line and column of the value at `path` (in whichever file holds it).
+    pub(crate) fn position(&self, path: &str) -> (usize, usize) {
+        let (_, line, col) = self.locate(path);
+        (line, col)
     }
 
     /// Records an error at the value node of `path` (or its nearest ancestor).
     pub(crate) fn err(&mut self, path: &str, message: impl Into<String>) {
-        let (line, col) = self.locs.value(path);
-        self.err_at(line, col, message);
+        let (file, line, col) = self.locate(path);
+        self.err_in(file, line, col, message);
     }
 
     /// Records an error at the key of `path` (falls back to the value).
     pub(crate) fn err_key(&mut self, path: &str, message: impl Into<String>) {
-        let (line, col) = self.locs.key(path);
-        self.err_at(line, col, message);
+        let (file, line, col) = self.locate_key(path);
+        self.err_in(file, line, col, message);
     }
 
-    pub(crate) fn err_at(&mut self, line: usize, col: usize, message: impl Into<String>) {
+    pub(crate) fn err_in(
+        &mut self,
+        file: Arc<str>,
+        line: usize,
+        col: usize,
+        message: impl Into<String>,
+    ) {
         self.errors.push(Diagnostic {
-            file: Arc::clone(&self.file),
+            file,
             line,
             col,
             message: message.into(),
@@ -165,9 +219,9 @@ impl Ctx {
     }
 
     pub(crate) fn notice(&mut self, path: &str, level: NoticeLevel, message: impl Into<String>) {
-        let (line, col) = self.locs.value(path);
+        let (file, line, col) = self.locate(path);
         self.notices.push(Notice {
-            file: Arc::clone(&self.file),
+            file,
             line,
             col,
             level,
@@ -180,9 +234,9 @@ impl Ctx {
     }
 
     pub(crate) fn info_key(&mut self, path: &str, message: impl Into<String>) {
-        let (line, col) = self.locs.key(path);
+        let (file, line, col) = self.locate_key(path);
         self.notices.push(Notice {
-            file: Arc::clone(&self.file),
+            file,
             line,
             col,
             level: NoticeLevel::Info,

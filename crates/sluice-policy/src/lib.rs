@@ -27,6 +27,7 @@ mod middleware;
 mod model;
 mod overlap;
 pub mod placeholder;
+pub mod profile;
 mod provider;
 pub mod redact;
 pub mod request;
@@ -44,6 +45,7 @@ pub use error::{Diagnostic, LoadError, Loaded, Notice, NoticeLevel};
 pub use host::normalize_ip;
 pub use inference::{AuthStyle, InferenceEndpoint, InferenceProtocol, InferenceRoute};
 pub use model::*;
+pub use profile::ProfileOptions;
 pub use secret::{
     MemorySecrets, ProcessEnv, Secret, SecretSource, SecretSources, MAX_SECRET_BYTES,
 };
@@ -98,5 +100,41 @@ pub fn load_str_with(
     generation: u64,
     secrets: &dyn SecretSource,
 ) -> Result<Loaded, LoadError> {
-    compile::load(src, origin, generation, secrets)
+    compile::load(src, origin, generation, secrets, &ProfileOptions::default())
+}
+
+/// Like [`load_str_with`], also attaching `profiles` (from the command
+/// line) and applying their secret bindings. Profile files named by the
+/// policy are read relative to `origin`'s directory.
+///
+/// # Errors
+/// As [`load_str`]; problems inside a profile are located in its file.
+pub fn load_str_with_profiles(
+    src: &str,
+    origin: &str,
+    generation: u64,
+    secrets: &dyn SecretSource,
+    profiles: &ProfileOptions,
+) -> Result<Loaded, LoadError> {
+    compile::load(src, origin, generation, secrets, profiles)
+}
+
+/// Like [`load_file`], also attaching `profiles` ([`load_str_with_profiles`]).
+///
+/// # Errors
+/// As [`load_file`].
+pub fn load_file_with_profiles(
+    path: &Path,
+    generation: u64,
+    secrets: &dyn SecretSource,
+    profiles: &ProfileOptions,
+) -> Result<Loaded, LoadError> {
+    let origin = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(src) => load_str_with_profiles(&src, &origin, generation, secrets, profiles),
+        Err(e) => Err(LoadError::whole_file(
+            &Arc::from(origin.as_str()),
+            format!("cannot read: {e}"),
+        )),
+    }
 }

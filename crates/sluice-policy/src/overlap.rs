@@ -157,15 +157,13 @@ pub(crate) fn check_ambiguity(ctx: &mut Ctx, eps: &[Endpoint], names: &[String])
         if diff.is_empty() {
             continue;
         }
+        let (b_file, b_line, b_col) = ctx.locate(&names[b.id.0 as usize]);
         let msg = format!(
-            "endpoint {}) overlaps {}, {}:{}:{}) with different {}",
+            "endpoint {}) overlaps {}, {b_file}:{b_line}:{b_col}) with different {}",
             describe(a, names),
             describe(b, names),
-            ctx.file,
-            b.line,
-            b.column,
             diff.join(", ")
         );
-        ctx.err_at(a.line, a.column, msg);
+        ctx.err(&names[a.id.0 as usize], msg);
     }
 }

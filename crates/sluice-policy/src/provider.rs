@@ -372,15 +372,13 @@ fn check_bindings(
             continue;
         }
         if let Some(why) = uninspected(e) {
+            let (e_file, e_line, e_col) = ctx.locate(name);
             ctx.err(
                 path,
                 format!(
-                    "provider `{key}` endpoint {path} ({me}) overlaps {name} ({}:{}, {}:{}:{}) which is {why}, so credentials would pass uninspected; use an l7 `protocol` there or set `allow_uninspected_credentials: true` on it",
+                    "provider `{key}` endpoint {path} ({me}) overlaps {name} ({}:{}, {e_file}:{e_line}:{e_col}) which is {why}, so credentials would pass uninspected; use an l7 `protocol` there or set `allow_uninspected_credentials: true` on it",
                     e.host.display(),
                     ports_text(&e.ports),
-                    ctx.file,
-                    e.line,
-                    e.column,
                 ),
             );
         }
@@ -409,7 +407,8 @@ pub(crate) fn compile_providers(
         let path = join("providers", key);
         let before = ctx.errors.len();
         let id = ProviderId(u32::try_from(out.len()).unwrap_or(u32::MAX));
-        if !valid_provider_key(key) {
+        let composed = ctx.overlays.iter().any(|o| o.prefix == path);
+        if !composed && !valid_provider_key(key) {
             ctx.err_key(
                 &path,
                 format!("invalid provider key `{key}`; expected [A-Za-z0-9][A-Za-z0-9_-]* (at most 64 bytes)"),

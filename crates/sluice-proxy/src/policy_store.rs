@@ -28,6 +28,9 @@ pub struct PolicyStore {
     applied: Mutex<Option<[u8; 32]>>,
     /// What the runtime can enforce; every later policy must need no more.
     capabilities: Mutex<Option<Capabilities>>,
+    /// Profiles attached from the command line, and the operator's secret
+    /// bindings: applied to every later load too.
+    profiles: Mutex<Arc<sluice_policy::ProfileOptions>>,
 }
 
 impl std::fmt::Debug for PolicyStore {
@@ -53,7 +56,37 @@ impl PolicyStore {
             checks: Mutex::new(Vec::new()),
             applied: Mutex::new(None),
             capabilities: Mutex::new(None),
+            profiles: Mutex::new(Arc::default()),
         })
+    }
+
+    /// Attaches `profiles` to every later load (reloads, validations,
+    /// replacements), as the initial load attached them.
+    pub fn set_profiles(&self, profiles: sluice_policy::ProfileOptions) {
+        *self
+            .profiles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(profiles);
+    }
+
+    fn profile_options(&self) -> Arc<sluice_policy::ProfileOptions> {
+        Arc::clone(
+            &self
+                .profiles
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    fn load_text(&self, text: &str, origin: &str, generation: u64) -> Result<Loaded, LoadError> {
+        let profiles = self.profile_options();
+        sluice_policy::load_str_with_profiles(
+            text,
+            origin,
+            generation,
+            &sluice_policy::ProcessEnv,
+            &profiles,
+        )
     }
 
     /// Adds a check every later reload must pass (all of them, in the order
@@ -139,7 +172,13 @@ impl PolicyStore {
             return Err(ReloadError::Unchanged);
         }
         let next = self.generation() + 1;
-        let loaded = sluice_policy::load_file(path, next).map_err(ReloadError::Invalid)?;
+        let loaded = sluice_policy::load_file_with_profiles(
+            path,
+            next,
+            &sluice_policy::ProcessEnv,
+            &self.profile_options(),
+        )
+        .map_err(ReloadError::Invalid)?;
         self.run_checks(&loaded)?;
         self.current.store(Arc::new(loaded.snapshot));
         self.generation_tx.send_replace(next);
@@ -162,7 +201,8 @@ impl PolicyStore {
     /// # Errors
     /// The load diagnostics or a check's refusal.
     pub fn validate_text(&self, text: &str, origin: &str) -> Result<Loaded, ReloadError> {
-        let loaded = sluice_policy::load_str(text, origin, self.generation() + 1)
+        let loaded = self
+            .load_text(text, origin, self.generation() + 1)
             .map_err(ReloadError::Invalid)?;
         self.run_checks(&loaded)?;
         Ok(loaded)
@@ -205,7 +245,9 @@ impl PolicyStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let next = self.generation() + 1;
         let origin = path.display().to_string();
-        let loaded = sluice_policy::load_str(text, &origin, next).map_err(ReloadError::Invalid)?;
+        let loaded = self
+            .load_text(text, &origin, next)
+            .map_err(ReloadError::Invalid)?;
         self.run_checks(&loaded)?;
         write_atomically(path, text).map_err(|e| ReloadError::Io(e.to_string()))?;
         *self
@@ -230,7 +272,9 @@ impl PolicyStore {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let next = self.generation() + 1;
-        let loaded = sluice_policy::load_str(text, origin, next).map_err(ReloadError::Invalid)?;
+        let loaded = self
+            .load_text(text, origin, next)
+            .map_err(ReloadError::Invalid)?;
         self.run_checks(&loaded)?;
         self.current.store(Arc::new(loaded.snapshot));
         self.generation_tx.send_replace(next);

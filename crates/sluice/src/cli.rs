@@ -36,6 +36,8 @@ pub(crate) enum Command {
     /// The policy proposals queue: list, show, approve or reject (every
     /// gateway on the store applies an approval to its own policy).
     Proposals(ProposalsArgs),
+    /// Provider profiles: the embedded catalog, one profile, or lint a file.
+    Profiles(ProfilesArgs),
     /// Install the pod's egress fence (nftables, in the current network
     /// namespace) for the Kubernetes sidecar shape: run it in an init
     /// container with NET_ADMIN.
@@ -298,8 +300,18 @@ fn parse_add_host(s: &str) -> Result<AddHost, String> {
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// Policy file (OpenShell-format YAML, version 1). Reloaded on SIGHUP and on change.
-    #[arg(long)]
-    pub(crate) policy: PathBuf,
+    /// Optional with --profile (the policy is then the attached profiles alone).
+    #[arg(long, required_unless_present = "profile")]
+    pub(crate) policy: Option<PathBuf>,
+    /// Attach a provider profile: an id of the embedded catalog (`sluice profiles
+    /// list`) or a profile file (a path with a `/` or a .yaml suffix). Repeatable.
+    #[arg(long = "profile", value_name = "ID|FILE")]
+    pub(crate) profile: Vec<sluice_policy::profile::ProfileRef>,
+    /// Where a profile credential's value comes from: NAME is one of the
+    /// credential's `env_vars` (or PROFILE.CREDENTIAL). Repeatable. The sandbox
+    /// only ever sees a placeholder under each of its `env_vars`.
+    #[arg(long = "secret", value_name = "NAME=env:VAR|file:PATH")]
+    pub(crate) secret: Vec<sluice_policy::profile::SecretBinding>,
     /// Listen address.
     #[arg(long, default_value = "127.0.0.1:3128")]
     pub(crate) listen: SocketAddr,
@@ -400,6 +412,43 @@ fn parse_middleware(s: &str) -> Result<Registration, String> {
         .map_err(|e: sluice_proxy::relay::middleware::grpc::RegistrationError| e.to_string())
 }
 
+/// `sluice profiles`.
+#[derive(Debug, Args)]
+pub(crate) struct ProfilesArgs {
+    #[command(subcommand)]
+    pub(crate) command: ProfilesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ProfilesCommand {
+    /// The embedded catalog, one profile per line.
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        format: TableFormat,
+    },
+    /// One profile: a catalog id or a profile file.
+    Show {
+        #[arg(value_name = "ID|FILE")]
+        profile: sluice_policy::profile::ProfileRef,
+        #[arg(long, value_enum, default_value = "table")]
+        format: TableFormat,
+    },
+    /// Validate profile files (errors as FILE:LINE:COL: message); exit 1 on any error.
+    Lint {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: TableFormat,
+    },
+}
+
+/// Human table or JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TableFormat {
+    Table,
+    Json,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct CheckArgs {
     /// Policy files to validate.
@@ -481,3 +530,23 @@ pub(crate) enum TestFormat {
     /// An array of result objects.
     Json,
 }
+
+impl ServeArgs {
+    /// How messages name the policy: its file, or `(profiles)` without one.
+    pub(crate) fn policy_name(&self) -> String {
+        self.policy
+            .as_ref()
+            .map_or_else(|| PROFILES_ONLY.to_owned(), |p| p.display().to_string())
+    }
+
+    /// `--profile` and `--secret`, applied to every load.
+    pub(crate) fn profile_options(&self) -> sluice_policy::ProfileOptions {
+        sluice_policy::ProfileOptions {
+            profiles: self.profile.clone(),
+            secrets: self.secret.clone(),
+        }
+    }
+}
+
+/// The origin of the policy when only profiles are attached.
+pub(crate) const PROFILES_ONLY: &str = "(profiles)";

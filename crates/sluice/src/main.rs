@@ -50,6 +50,7 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => cmd::run::run(args),
         cli::Command::Proposals(args) => cmd::proposals::run(&args),
         cli::Command::SidecarInit(args) => cmd::sidecar_init::run(&args),
+        cli::Command::Profiles(args) => cmd::profiles::run(&args),
     };
     match result {
         Ok(code) => code,

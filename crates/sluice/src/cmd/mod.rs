@@ -7,6 +7,7 @@ pub(crate) mod check;
 pub(crate) mod decide;
 pub(crate) mod explain;
 pub(crate) mod fd_limit;
+pub(crate) mod profiles;
 pub(crate) mod proposals;
 pub(crate) mod run;
 pub(crate) mod serve;

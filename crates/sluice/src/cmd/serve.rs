@@ -156,11 +156,24 @@ pub(crate) fn prepare(
     audit_options: AuditOptions,
     mode: ModeOptions,
 ) -> anyhow::Result<Prepared> {
-    let loaded = match sluice_policy::load_file(&args.policy, 1) {
+    let profiles = args.profile_options();
+    let loaded = match &args.policy {
+        Some(path) => {
+            sluice_policy::load_file_with_profiles(path, 1, &sluice_policy::ProcessEnv, &profiles)
+        }
+        None => sluice_policy::load_str_with_profiles(
+            "version: 1\n",
+            crate::cli::PROFILES_ONLY,
+            1,
+            &sluice_policy::ProcessEnv,
+            &profiles,
+        ),
+    };
+    let loaded = match loaded {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
-            anyhow::bail!("policy {} is invalid", args.policy.display());
+            anyhow::bail!("policy {} is invalid", args.policy_name());
         }
     };
     for n in &loaded.notices {
@@ -283,7 +296,8 @@ pub(crate) fn prepare(
         .flat_map(|p| p.credentials.iter().map(|c| c.name.to_string()))
         .collect();
     let secret_sources = loaded.secret_sources;
-    let store = PolicyStore::new(loaded.snapshot, Some(args.policy.clone()));
+    let store = PolicyStore::new(loaded.snapshot, args.policy.clone());
+    store.set_profiles(profiles);
     let capabilities = Capabilities {
         mode: mode.mode,
         process_identity: identity_mode == IdentityMode::Required,
@@ -303,7 +317,7 @@ pub(crate) fn prepare(
         eprintln!("{e}");
         anyhow::bail!(
             "policy {} needs what `sluice {}` cannot enforce",
-            args.policy.display(),
+            args.policy_name(),
             mode.mode.as_str()
         );
     }
@@ -345,7 +359,7 @@ async fn middleware_runtime(
     runtime
         .prepare(&store.snapshot())
         .await
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.policy.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.policy_name()))?;
     let (check_runtime, handle) = (Arc::clone(&runtime), tokio::runtime::Handle::current());
     store.add_reload_check(Box::new(move |loaded| {
         // Reload checks are synchronous; the services are asked on the
@@ -407,7 +421,7 @@ pub(crate) async fn start(
     let capabilities = store.capabilities();
     audit.policy_loaded(
         generation,
-        &args.policy.display().to_string(),
+        &args.policy_name(),
         identity_mode.as_str(),
         capabilities.as_ref(),
     );

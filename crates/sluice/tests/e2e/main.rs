@@ -25,6 +25,7 @@ mod pipelining;
 mod policy_local;
 mod policy_test;
 mod postgres;
+mod profiles;
 mod protocols;
 mod protocols_tls;
 mod redis;

@@ -269,9 +269,12 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     drop(run_dir);
     runtime.shutdown_timeout(Duration::from_millis(200));
     teardown.context("tearing down the sandbox")?;
-    eprint!("{}", reporter.summary(&sargs.policy));
+    eprint!("{}", reporter.summary(Path::new(&sargs.policy_name())));
     if let Some(out) = &suggest_policy {
-        write_suggestions(&sargs.policy, out, &reporter.suggestions());
+        match &sargs.policy {
+            Some(policy) => write_suggestions(policy, out, &reporter.suggestions()),
+            None => eprintln!("sluice: --suggest-policy needs --policy (a file to merge into)"),
+        }
     }
     let status = status?;
     Ok(ExitCode::from(exit_code(status)))
