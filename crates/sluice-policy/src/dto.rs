@@ -187,7 +187,7 @@ pub(crate) struct ProviderDto {
 }
 
 /// A secret source: exactly one of `env` / `file`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SecretSourceDto {
     pub(crate) env: Option<String>,

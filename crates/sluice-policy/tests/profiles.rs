@@ -209,7 +209,7 @@ fn every_catalog_profile_lints_and_attaches() {
             .unwrap_or_else(|e| panic!("catalog profile {} does not attach:\n{e}", p.id));
         let snap = &loaded.snapshot;
         assert!(
-            snap.policies().iter().any(|x| &*x.key == p.entry_key()),
+            snap.policies().iter().any(|x| *x.key == p.entry_key()),
             "{}",
             p.id
         );
@@ -221,6 +221,66 @@ fn every_catalog_profile_lints_and_attaches() {
         caps.check(snap.requirements())
             .unwrap_or_else(|e| panic!("{} needs more than `run` offers:\n{e}", p.id));
     }
+}
+
+/// The whole catalog attaches at once (no ambiguity between its profiles;
+/// variables several profiles use are shared), and the README's headline
+/// pair works from the operator's environment alone.
+#[test]
+fn the_catalog_attaches_together_and_the_headline_pair_from_the_environment() {
+    // The operator's environment holds one variable per credential (the
+    // last name each credential lists), as a shell usually does.
+    let mut discovered = MemorySecrets::new();
+    for entry in catalog() {
+        let p = parse_profile(entry.source, &entry.origin()).unwrap();
+        for c in &p.credentials {
+            if let Some(var) = c.env_vars.last() {
+                discovered = discovered.with_env(var, "dummy-secret-value-1234");
+            }
+        }
+    }
+    let opts = ProfileOptions {
+        profiles: catalog()
+            .iter()
+            .map(|e| ProfileRef::Catalog(e.id.to_owned()))
+            .collect(),
+        secrets: Vec::new(),
+    };
+    let loaded = load_str_with_profiles("version: 1\n", "all.yaml", 1, &discovered, &opts)
+        .unwrap_or_else(|e| panic!("the catalog does not attach as a whole:\n{e}"));
+    assert_eq!(
+        loaded.snapshot.policies().len(),
+        catalog().len(),
+        "one entry per profile"
+    );
+    assert!(loaded
+        .snapshot
+        .providers()
+        .iter()
+        .any(|p| &*p.key == "_provider_shared_anthropic_api_key"));
+
+    // `sluice run --profile claude-code --profile github` with the keys in
+    // the operator's environment.
+    let env = MemorySecrets::new()
+        .with_env("ANTHROPIC_API_KEY", "sk-ant-dummy-123456")
+        .with_env("GITHUB_TOKEN", "ghp_dummy_123456");
+    let opts = ProfileOptions {
+        profiles: vec![
+            ProfileRef::Catalog("claude-code".into()),
+            ProfileRef::Catalog("github".into()),
+        ],
+        secrets: Vec::new(),
+    };
+    let loaded = load_str_with_profiles("version: 1\n", "(profiles)", 1, &env, &opts)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = loaded
+        .snapshot
+        .providers()
+        .iter()
+        .flat_map(|p| p.credentials.iter().map(|c| &*c.name))
+        .collect();
+    assert_eq!(names, ["ANTHROPIC_API_KEY", "GH_TOKEN", "GITHUB_TOKEN"]);
+    assert!(loaded.secret_sources.env.contains("ANTHROPIC_API_KEY"));
 }
 
 /// OpenShell's own provider files (Apache-2.0, kept unchanged as fixtures):
@@ -383,21 +443,47 @@ fn composition_conflicts_are_named() {
             && text.contains(&format!("{profile_file}:19:5")),
         "{text}"
     );
-    // Same env var name from two profiles.
+    // Same env var names from two profiles, from the same source: one shared
+    // provider per variable, bound to both profiles' endpoints.
     let twin = EXAMPLE
         .replace("id: example-svc", "id: example-twin")
         .replace("api.example.test", "api.twin.test")
         .replace("uploads.example.test", "uploads.twin.test");
     std::fs::write(d.join("twin.yaml"), twin).unwrap();
     let policy = "version: 1\nprofiles: [{file: svc.yaml}, {file: twin.yaml}]\n";
-    let e = load_str_with_profiles(policy, &origin, 1, &secrets, &ProfileOptions::default())
-        .unwrap_err();
-    let text = e.to_string();
+    let loaded = load_str_with_profiles(policy, &origin, 1, &secrets, &ProfileOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let keys: Vec<&str> = loaded
+        .snapshot
+        .providers()
+        .iter()
+        .map(|p| &*p.key)
+        .collect();
+    assert_eq!(keys, ["_provider_shared_example_token"]);
+    let shared = &loaded.snapshot.providers()[0];
+    let names: Vec<&str> = shared.credentials.iter().map(|c| &*c.name).collect();
+    assert_eq!(names, ["EXAMPLE_TOKEN", "EXAMPLE_TOKEN_ALT"]);
+    assert_eq!(shared.endpoints.len(), 4, "both profiles' endpoints");
+    // From different sources: an error naming both profiles.
+    let policy = "version: 1\nprofiles:\n  - file: svc.yaml\n  - file: twin.yaml\n    credentials: { EXAMPLE_TOKEN: { env: OTHER_TOKEN } }\n";
+    let both = MemorySecrets::new()
+        .with_env("EXAMPLE_TOKEN", "tok-123456789")
+        .with_env("OTHER_TOKEN", "tok-987654321");
+    let e =
+        load_str_with_profiles(policy, &origin, 1, &both, &ProfileOptions::default()).unwrap_err();
     assert!(
-        text.contains(
+        lines(&e).contains(&format!("{origin}:4:5: profiles `example-svc` and `example-twin` both hand out EXAMPLE_TOKEN, from different sources; bind it once (`--secret EXAMPLE_TOKEN=...`) or attach one of them")),
+        "{e}"
+    );
+    // A policy provider handing out a profile's variable: named.
+    let policy = "version: 1\nprofiles: [{file: svc.yaml}]\nproviders:\n  mine:\n    credentials: { EXAMPLE_TOKEN: { env: OTHER_TOKEN } }\n    endpoints: [{ host: mine.test, port: 443 }]\n";
+    let e =
+        load_str_with_profiles(policy, &origin, 1, &both, &ProfileOptions::default()).unwrap_err();
+    assert!(
+        e.to_string().contains(
             "credential `EXAMPLE_TOKEN` is already defined by provider `_provider_example_svc`"
         ),
-        "{text}"
+        "{e}"
     );
     // Attached twice, and the reserved prefix stays reserved.
     let policy = "version: 1\nprofiles: [{file: svc.yaml}, {file: svc.yaml}]\nnetwork_policies:\n  _provider_mine: { endpoints: [] }\n";

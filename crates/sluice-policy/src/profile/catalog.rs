@@ -27,7 +27,34 @@ macro_rules! entries {
     };
 }
 
-static CATALOG: &[CatalogEntry] = &entries![];
+static CATALOG: &[CatalogEntry] = &entries![
+    "anthropic",
+    "aws",
+    "aws-bedrock",
+    "aws-s3",
+    "claude-code",
+    "codex",
+    "copilot",
+    "crates-io",
+    "cursor",
+    "deepinfra",
+    "docker-hub",
+    "gemini",
+    "ghcr",
+    "github",
+    "gitlab",
+    "go-modules",
+    "google-cloud",
+    "google-vertex-ai",
+    "huggingface",
+    "maven-central",
+    "npm",
+    "nvidia",
+    "openai",
+    "openrouter",
+    "pypi",
+    "rubygems"
+];
 
 /// Every embedded profile, sorted by id.
 #[must_use]

@@ -51,6 +51,7 @@ pub(crate) fn compose(
     }));
     let mut seen = HashSet::new();
     let mut used_bindings = HashSet::new();
+    let mut bound: Vec<Bound> = Vec::new();
     for a in attachments {
         let (where_, base) = match &a.asked {
             Asked::Policy(p) => (p.clone(), base),
@@ -114,12 +115,7 @@ pub(crate) fn compose(
         if credentials.is_empty() {
             continue;
         }
-        ctx.overlays.push(Overlay {
-            prefix: join("providers", &key),
-            file: Arc::clone(&profile.origin),
-            locs: Arc::clone(&profile.locs),
-        });
-        let endpoints = profile
+        let endpoints: Vec<ProviderEndpointDto> = profile
             .dto
             .endpoints
             .iter()
@@ -130,11 +126,29 @@ pub(crate) fn compose(
                 path: e.path.clone(),
             })
             .collect();
-        dto.providers.get_or_insert_with(BTreeMap::new).insert(
+        bound.push(Bound {
             key,
+            where_,
+            profile,
+            credentials,
+            endpoints,
+        });
+    }
+    let shared = share_common_variables(ctx, &mut bound);
+    for b in bound.into_iter().chain(shared) {
+        if b.credentials.is_empty() {
+            continue;
+        }
+        ctx.overlays.push(Overlay {
+            prefix: join("providers", &b.key),
+            file: Arc::clone(&b.profile.origin),
+            locs: Arc::clone(&b.profile.locs),
+        });
+        dto.providers.get_or_insert_with(BTreeMap::new).insert(
+            b.key,
             ProviderDto {
-                credentials,
-                endpoints,
+                credentials: b.credentials,
+                endpoints: b.endpoints,
                 token_grant: None,
                 metadata: None,
                 metadata_email: None,
@@ -156,6 +170,78 @@ pub(crate) fn compose(
             );
         }
     }
+}
+
+/// A profile's provider before it joins the policy.
+struct Bound {
+    key: String,
+    /// Where it was attached (for messages).
+    where_: String,
+    profile: Profile,
+    /// Env var name -> source.
+    credentials: BTreeMap<String, SecretSourceDto>,
+    endpoints: Vec<ProviderEndpointDto>,
+}
+
+/// Variables several attached profiles hand out (`ANTHROPIC_API_KEY` of
+/// `anthropic` and `claude-code`) with the same source move to a provider of
+/// their own, `_provider_shared_<first var>`, bound to every such profile's
+/// endpoints: each profile keeps exactly its own endpoints for its other
+/// credentials. The same name from different sources is an error naming both.
+fn share_common_variables(ctx: &mut Ctx, bound: &mut [Bound]) -> Vec<Bound> {
+    let mut owners: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, b) in bound.iter().enumerate() {
+        for var in b.credentials.keys() {
+            owners.entry(var.clone()).or_default().push(i);
+        }
+    }
+    // Variables handed out by the same profiles share one provider (so that
+    // AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY stay together, as
+    // `credential_signing` needs).
+    let mut groups: BTreeMap<Vec<usize>, Vec<String>> = BTreeMap::new();
+    for (var, idx) in owners.into_iter().filter(|(_, v)| v.len() > 1) {
+        let first = idx[0];
+        let source = &bound[first].credentials[&var];
+        if let Some(&other) = idx[1..]
+            .iter()
+            .find(|&&j| &bound[j].credentials[&var] != source)
+        {
+            let (a, b) = (&bound[first], &bound[other]);
+            let message = format!(
+                "profiles `{}` and `{}` both hand out {var}, from different sources; bind it once (`--secret {var}=...`) or attach one of them",
+                a.profile.id, b.profile.id
+            );
+            let at = b.where_.clone();
+            report(ctx, &at, message);
+            continue;
+        }
+        groups.entry(idx).or_default().push(var);
+    }
+    let mut shared = Vec::new();
+    for (idx, vars) in groups {
+        let first = idx[0];
+        let mut credentials = BTreeMap::new();
+        for var in &vars {
+            if let Some(source) = bound[first].credentials.get(var) {
+                credentials.insert(var.clone(), source.clone());
+            }
+        }
+        let mut endpoints = Vec::new();
+        for &j in &idx {
+            for var in &vars {
+                bound[j].credentials.remove(var);
+            }
+            endpoints.extend(bound[j].endpoints.iter().cloned());
+        }
+        shared.push(Bound {
+            key: format!("_provider_shared_{}", vars[0].to_ascii_lowercase()),
+            where_: bound[first].where_.clone(),
+            profile: bound[first].profile.clone(),
+            credentials,
+            endpoints,
+        });
+    }
+    shared
 }
 
 /// An error at `path` in the policy, or (empty path) about the command line.
