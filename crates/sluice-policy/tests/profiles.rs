@@ -415,6 +415,27 @@ fn discovery_and_missing_required_credentials() {
         .credentials
         .iter()
         .all(|c| c.value.expose() == "file-token-98765"));
+    // Bound twice (entry and --secret), and too many attachments.
+    std::fs::write(d.join("twice.yaml"), "version: 1\nprofiles:\n  - file: svc.yaml\n    credentials: { EXAMPLE_TOKEN: { env: A } }\n").unwrap();
+    let twice = ProfileOptions {
+        profiles: Vec::new(),
+        secrets: vec!["EXAMPLE_TOKEN=env:B".parse().unwrap()],
+    };
+    let both = MemorySecrets::new()
+        .with_env("A", "value-a-12345")
+        .with_env("B", "value-b-12345");
+    let e = sluice_policy::load_file_with_profiles(&d.join("twice.yaml"), 1, &both, &twice)
+        .unwrap_err();
+    assert!(lines(&e).iter().any(|l| l.ends_with("credential `api_token` of profile `example-svc` is bound twice: by the policy entry (`EXAMPLE_TOKEN`) and by `--secret EXAMPLE_TOKEN`; keep one")), "{e}");
+    let many = ProfileOptions {
+        profiles: vec![ProfileRef::Catalog("github".into()); 65],
+        secrets: Vec::new(),
+    };
+    let e = load_str_with_profiles("version: 1\n", &origin, 1, &both, &many).unwrap_err();
+    assert_eq!(
+        lines(&e),
+        ["command line: 65 profiles attached; at most 64 are accepted"]
+    );
     let stray = ProfileOptions {
         secrets: vec!["NOPE=env:X".parse().unwrap()],
         ..opts

@@ -49,6 +49,22 @@ pub(crate) fn compose(
         r: r.clone(),
         bindings: BTreeMap::new(),
     }));
+    if attachments.len() > super::MAX_ATTACHED {
+        report(
+            ctx,
+            if dto.profiles.is_some() {
+                "profiles"
+            } else {
+                ""
+            },
+            format!(
+                "{} profiles attached; at most {} are accepted",
+                attachments.len(),
+                super::MAX_ATTACHED
+            ),
+        );
+        return;
+    }
     let mut seen = HashSet::new();
     let mut used_bindings = HashSet::new();
     let mut bound: Vec<Bound> = Vec::new();
@@ -353,6 +369,17 @@ fn bind(
             .secrets
             .iter()
             .find(|b| cli_names.contains(&b.name.as_str()));
+        if let (Some((n, _)), Some(b)) = (&from_entry, from_cli) {
+            used.insert(b.name.clone());
+            report(
+                ctx,
+                where_,
+                format!(
+                    "credential `{}` of profile `{}` is bound twice: by the policy entry (`{n}`) and by `--secret {}`; keep one",
+                    c.name, profile.id, b.name
+                ),
+            );
+        }
         let source = if let Some((n, s)) = from_entry {
             entry_used.insert(n.to_owned());
             Some(s)

@@ -35,6 +35,8 @@ use crate::location::{yaml_error, LocationIndex};
 
 /// Largest profile file accepted.
 pub const MAX_PROFILE_BYTES: usize = 1024 * 1024;
+/// Most profiles attached to one policy (the policy's and the command line's).
+pub const MAX_ATTACHED: usize = 64;
 
 /// A validated profile.
 #[derive(Clone, Debug, Serialize)]
