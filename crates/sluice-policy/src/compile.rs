@@ -39,8 +39,8 @@ pub(crate) fn load(
     let mut ctx = Ctx::new(Arc::clone(&file), LocationIndex::build(src));
     let recording = Recording::new(secrets);
     let base = std::path::Path::new(origin).parent();
-    crate::profile::compose(&mut ctx, &mut dto, base, profiles, &recording);
-    let snapshot = compile(&mut ctx, &dto, generation, &recording);
+    let attached = crate::profile::compose(&mut ctx, &mut dto, base, profiles, &recording);
+    let snapshot = compile(&mut ctx, &dto, generation, &recording).with_profiles(attached);
     if ctx.errors.is_empty() {
         let requirements = crate::capability::requirements(&ctx, &snapshot);
         let snapshot = snapshot.with_requirements(requirements);

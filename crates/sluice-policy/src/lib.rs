@@ -49,7 +49,7 @@ pub use profile::ProfileOptions;
 pub use secret::{
     MemorySecrets, ProcessEnv, Secret, SecretSource, SecretSources, MAX_SECRET_BYTES,
 };
-pub use snapshot::PolicySnapshot;
+pub use snapshot::{AttachedProfile, PolicySnapshot};
 
 /// Reads, validates and compiles the policy file at `path`. Messages name
 /// the file as `path` was given.

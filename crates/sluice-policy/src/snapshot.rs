@@ -29,6 +29,21 @@ pub struct PolicySnapshot {
     inference: Arc<[InferenceRoute]>,
     /// What the policy needs from the runtime, located in its source.
     requirements: Arc<[Requirement]>,
+    /// Provider profiles attached to it, in attachment order.
+    profiles: Arc<[AttachedProfile]>,
+}
+
+/// A provider profile attached to the policy: which entry it became and its
+/// text (profiles hold no secret, only variable names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachedProfile {
+    pub id: Arc<str>,
+    /// The `network_policies` key it became (`_provider_<id>`).
+    pub policy_key: Arc<str>,
+    /// `catalog:ID.yaml` or the file it was read from.
+    pub origin: Arc<str>,
+    /// The profile as written.
+    pub yaml: Arc<str>,
 }
 
 impl fmt::Debug for PolicySnapshot {
@@ -75,7 +90,20 @@ impl PolicySnapshot {
             credentials: Arc::new(HashMap::new()),
             inference: Arc::from(Vec::new()),
             requirements: Arc::from(Vec::new()),
+            profiles: Arc::from(Vec::new()),
         }
+    }
+
+    /// Records the profiles composition attached.
+    pub(crate) fn with_profiles(mut self, profiles: Vec<AttachedProfile>) -> Self {
+        self.profiles = profiles.into();
+        self
+    }
+
+    /// The provider profiles attached to this policy, in attachment order.
+    #[must_use]
+    pub fn attached_profiles(&self) -> &[AttachedProfile] {
+        &self.profiles
     }
 
     /// Attaches the located requirements found by the loader.

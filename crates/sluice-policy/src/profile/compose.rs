@@ -14,6 +14,7 @@ use crate::dto::{NetworkPolicyDto, PolicyFile, ProviderDto, ProviderEndpointDto,
 use crate::error::{Ctx, Overlay};
 use crate::location::{join, join_idx};
 use crate::secret::SecretSource;
+use crate::snapshot::AttachedProfile;
 
 /// Where an attachment was asked for: a `profiles[i]` entry of the policy,
 /// or the command line.
@@ -29,14 +30,16 @@ struct Attachment {
     bindings: BTreeMap<String, SecretSourceDto>,
 }
 
-/// Adds the attached profiles to `dto`, recording problems in `ctx`.
+/// Adds the attached profiles to `dto`, recording problems in `ctx`;
+/// returns what was attached.
 pub(crate) fn compose(
     ctx: &mut Ctx,
     dto: &mut PolicyFile,
     base: Option<&Path>,
     opts: &ProfileOptions,
     secrets: &dyn SecretSource,
-) {
+) -> Vec<AttachedProfile> {
+    let mut attached = Vec::new();
     let mut attachments = Vec::new();
     for (i, v) in dto.profiles.iter().flatten().enumerate() {
         let path = join_idx("profiles", i);
@@ -63,7 +66,7 @@ pub(crate) fn compose(
                 super::MAX_ATTACHED
             ),
         );
-        return;
+        return attached;
     }
     let mut seen = HashSet::new();
     let mut used_bindings = HashSet::new();
@@ -95,6 +98,12 @@ pub(crate) fn compose(
             continue;
         }
         let key = profile.entry_key();
+        attached.push(AttachedProfile {
+            id: Arc::from(profile.id.as_str()),
+            policy_key: Arc::from(key.as_str()),
+            origin: Arc::clone(&profile.origin),
+            yaml: Arc::clone(&profile.yaml),
+        });
         let policy_path = join("network_policies", &key);
         ctx.overlays.push(Overlay {
             prefix: policy_path,
@@ -186,6 +195,7 @@ pub(crate) fn compose(
             );
         }
     }
+    attached
 }
 
 /// A profile's provider before it joins the policy.

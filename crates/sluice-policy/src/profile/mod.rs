@@ -58,6 +58,9 @@ pub struct Profile {
     pub(crate) dto: dto::ProfileDto,
     #[serde(skip)]
     pub(crate) locs: Arc<LocationIndex>,
+    /// The file's text.
+    #[serde(skip)]
+    pub(crate) yaml: Arc<str>,
 }
 
 /// One credential of a profile (its value never lives here).
@@ -201,7 +204,7 @@ pub fn parse_profile(src: &str, origin: &str) -> Result<Profile, LoadError> {
         diagnostics.dedup();
         return Err(LoadError { diagnostics });
     }
-    Ok(summarise(dto, file, locs))
+    Ok(summarise(dto, file, locs, Arc::from(src)))
 }
 
 /// Reads a profile: a catalog id, or a file (relative paths from `base`).
@@ -242,7 +245,12 @@ fn read_bounded(path: &Path) -> std::io::Result<String> {
     Ok(text)
 }
 
-fn summarise(dto: dto::ProfileDto, origin: Arc<str>, locs: Arc<LocationIndex>) -> Profile {
+fn summarise(
+    dto: dto::ProfileDto,
+    origin: Arc<str>,
+    locs: Arc<LocationIndex>,
+    yaml: Arc<str>,
+) -> Profile {
     let endpoints = dto
         .endpoints
         .iter()
@@ -296,6 +304,7 @@ fn summarise(dto: dto::ProfileDto, origin: Arc<str>, locs: Arc<LocationIndex>) -
         origin,
         dto,
         locs,
+        yaml,
     }
 }
 

@@ -90,8 +90,26 @@ pub(super) async fn answer(
 }
 
 fn current(service: &ProposalService) -> Refusal {
+    let snapshot = service.policy().snapshot();
+    let profiles: Vec<Value> = snapshot
+        .attached_profiles()
+        .iter()
+        .map(|p| {
+            json!({
+                "id": &*p.id,
+                "policy_key": &*p.policy_key,
+                "source": &*p.origin,
+                "profile_yaml": &*p.yaml,
+            })
+        })
+        .collect();
     let text = match service.policy().read_text() {
         Ok(t) => t,
+        // Only profiles attached on the command line: the policy they were
+        // composed into is empty.
+        Err(crate::policy_store::ReloadError::NoFile) if !profiles.is_empty() => {
+            "version: 1\n".to_owned()
+        }
         Err(e) => return Refusal::json(404, "policy_unavailable", &e.to_string()),
     };
     match sluice_policy::redact::redact_secret_sources(&text) {
@@ -106,6 +124,9 @@ fn current(service: &ProposalService) -> Refusal {
                 // learns whether, e.g., `binaries` or `protocol: tcp` can work here.
                 "runtime_mode": service.policy().capabilities().map(|c| c.mode.as_str()),
                 "capabilities": service.policy().capabilities().map(|c| c.names()),
+                // Attached provider profiles: the entries they became and
+                // their text (variable names only, never a value).
+                "profiles": profiles,
             })),
         ),
         Err(_) => Refusal::json(

@@ -207,7 +207,8 @@ fn last_seen(record: &std::path::Path) -> serde_json::Value {
     recorded(record).pop().unwrap_or_default()
 }
 
-fn header<'a>(seen: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+/// A header's value as the recording upstream saw it.
+pub(crate) fn header<'a>(seen: &'a serde_json::Value, name: &str) -> Option<&'a str> {
     seen["headers"]
         .as_array()?
         .iter()

@@ -5,6 +5,7 @@
 
 use std::process::Command;
 
+use crate::credentials::header;
 use crate::harness::{curl, Sluice};
 use sluice_test_support::{recorded, Netns, TempDir};
 
@@ -41,14 +42,6 @@ network_policies:
 profiles:
   - file: svc.yaml
 ";
-
-fn header<'a>(seen: &'a serde_json::Value, name: &str) -> Option<&'a str> {
-    seen["headers"]
-        .as_array()?
-        .iter()
-        .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
-        .and_then(|h| h[1].as_str())
-}
 
 #[test]
 fn a_profile_binds_its_credential_only_on_its_endpoints() {
@@ -192,16 +185,18 @@ fn profiles_command_lists_shows_and_lints() {
         )),
         "{text}"
     );
-    let out = sluice(&[
+    let json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_slice(&sluice(args).stdout).unwrap()
+    };
+    let json_bad = json(&[
         "profiles",
         "lint",
         "--format",
         "json",
         bad.to_str().unwrap(),
     ]);
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json[0]["ok"], false);
-    assert_eq!(json[0]["diagnostics"][0]["line"], 2);
+    assert_eq!(json_bad[0]["ok"], false);
+    assert_eq!(json_bad[0]["diagnostics"][0]["line"], 2);
 
     let out = sluice(&["profiles", "list"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -211,9 +206,8 @@ fn profiles_command_lists_shows_and_lints() {
             .any(|l| l.starts_with("github ") && l.contains("GITHUB_TOKEN")),
         "{text}"
     );
-    let out = sluice(&["profiles", "list", "--format", "json"]);
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(json.as_array().unwrap().len() >= 24);
+    let listed = json(&["profiles", "list", "--format", "json"]);
+    assert!(listed.as_array().unwrap().len() >= 24);
     let out = sluice(&["profiles", "show", "claude-code"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -221,15 +215,14 @@ fn profiles_command_lists_shows_and_lints() {
             && text.contains("api.anthropic.com:443"),
         "{text}"
     );
-    let out = sluice(&[
+    let shown = json(&[
         "profiles",
         "show",
         "--format",
         "json",
         good.to_str().unwrap(),
     ]);
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["credentials"][0]["env_vars"][1], "EXAMPLE_TOKEN_ALT");
+    assert_eq!(shown["credentials"][0]["env_vars"][1], "EXAMPLE_TOKEN_ALT");
     let out = sluice(&["profiles", "show", "no-such-profile"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr)
@@ -249,7 +242,8 @@ fn run_with_a_profile_and_no_policy_file() {
     let record = dir.path("up.jsonl");
     ns.start_upstream(8080, &record);
     let script = "echo tok=$EXAMPLE_TOKEN; echo alt=$EXAMPLE_TOKEN_ALT; echo host=${HOST_EXAMPLE_SECRET:-unset}; \
-                  curl -s -o /dev/null -w 'code=%{http_code}\\n' -H \"Authorization: Bearer $EXAMPLE_TOKEN\" http://api.example.test:8080/v1/x";
+                  curl -s -o /dev/null -w 'code=%{http_code}\\n' -H \"Authorization: Bearer $EXAMPLE_TOKEN\" http://api.example.test:8080/v1/x; \
+                  echo local=$(curl -s http://policy.local/v1/policy/current | grep -o 'policy_key.:._provider_example_svc' | wc -l)";
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args([
             "run",
@@ -288,6 +282,10 @@ fn run_with_a_profile_and_no_policy_file() {
         "the secret's source is kept from CMD: {stdout}"
     );
     assert!(stdout.contains("code=200\n"), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("local=1\n"),
+        "policy.local shows the entry: {stdout}"
+    );
     assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET));
     let seen = recorded(&record)
         .pop()
