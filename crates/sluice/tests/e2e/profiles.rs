@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::credentials::header;
 use crate::harness::{curl, Sluice};
-use sluice_test_support::{recorded, Netns, TempDir};
+use sluice_test_support::{recorded, sandbox_python, test_pki, Netns, TempDir};
 
 const SECRET: &str = "prof1le-s3cret-77aa";
 
@@ -294,4 +294,113 @@ fn run_with_a_profile_and_no_policy_file() {
         header(&seen, "authorization"),
         Some(format!("Bearer {SECRET}").as_str())
     );
+}
+
+/// The official OpenAI and Anthropic Python SDKs, unmodified and with their
+/// default base URLs, inside `sluice run --profile openai --profile
+/// anthropic` (the embedded catalog's profiles): the API keys come from
+/// `--secret`, the SDKs read placeholders from the environment, and the
+/// model servers (stand-ins for api.openai.com and api.anthropic.com in a
+/// namespace) see the real keys. A route the profile does not allow
+/// (OpenAI's files API) is refused before it leaves.
+#[test]
+fn official_sdks_work_through_catalog_profiles() {
+    const AGENT: &str = r#"
+import os, openai, anthropic
+def out(k, v): print("%s=%s" % (k, v), flush=True)
+out("openai_env", os.environ.get("OPENAI_API_KEY"))
+o = openai.OpenAI(max_retries=0)
+r = o.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+out("openai_chat", r.choices[0].message.content)
+out("openai_models", len(o.models.list().data))
+try:
+    o.files.list()
+    out("openai_files", "allowed")
+except openai.APIStatusError as e:
+    out("openai_files", e.status_code)
+a = anthropic.Anthropic(max_retries=0)
+m = a.messages.create(model="claude-test", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+out("anthropic_text", m.content[0].text)
+"#;
+    const OPENAI_KEY: &str = "sk-real-openai-5b1d";
+    const ANTHROPIC_KEY: &str = "sk-ant-real-0c9e";
+    let dir = TempDir::new("profiles-sdk");
+    let ns = Netns::new();
+    let pki = test_pki(&dir, "apis", &["api.openai.com", "api.anthropic.com"]);
+    let record = dir.path("llm.jsonl");
+    ns.start_tls_server("llm_server.py", 443, &record, &pki.cert, &pki.key);
+    let agent = dir.path("agent.py");
+    std::fs::write(&agent, AGENT).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "run",
+            "--no-system-dns",
+            "--user",
+            "nobody",
+            "--identity",
+            "required",
+        ])
+        .arg("--audit-log")
+        .arg(dir.path("audit.jsonl"))
+        .arg("--state-dir")
+        .arg(dir.path("state"))
+        .args(["--add-host", &format!("api.openai.com={}", ns.ns_ip)])
+        .args(["--add-host", &format!("api.anthropic.com={}", ns.ns_ip)])
+        .arg("--upstream-ca")
+        .arg(&pki.ca)
+        .args(["--profile", "openai", "--profile", "anthropic"])
+        .args(["--secret", "OPENAI_API_KEY=env:REAL_OPENAI"])
+        .args(["--secret", "ANTHROPIC_API_KEY=env:REAL_ANTHROPIC"])
+        .arg("--")
+        .arg(sandbox_python())
+        .arg(&agent)
+        .env("REAL_OPENAI", OPENAI_KEY)
+        .env("REAL_ANTHROPIC", ANTHROPIC_KEY)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ctx = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    let value = |k: &str| -> String {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} not printed:\n{ctx}"))
+            .to_owned()
+    };
+    assert!(out.status.success(), "{ctx}");
+    assert_eq!(value("openai_env"), "sluice:resolve:env:OPENAI_API_KEY");
+    assert!(!value("openai_chat").is_empty(), "{ctx}");
+    assert!(value("openai_models").parse::<usize>().unwrap() > 0);
+    assert_eq!(
+        value("openai_files"),
+        "403",
+        "the profile allows no files API"
+    );
+    assert!(!value("anthropic_text").is_empty(), "{ctx}");
+    let seen = recorded(&record);
+    let chat = seen
+        .iter()
+        .find(|r| r["path"] == "/v1/chat/completions")
+        .expect("the chat call reached the server");
+    assert_eq!(
+        chat["headers"]["authorization"],
+        format!("Bearer {OPENAI_KEY}")
+    );
+    let messages = seen
+        .iter()
+        .find(|r| r["path"] == "/v1/messages")
+        .expect("the messages call reached the server");
+    // The SDK puts the key in `x-api-key` or (newer versions) in a bearer
+    // `Authorization`; either way the server sees the real key.
+    let h = &messages["headers"];
+    assert!(
+        h["x-api-key"] == ANTHROPIC_KEY || h["authorization"] == format!("Bearer {ANTHROPIC_KEY}"),
+        "{messages}"
+    );
+    assert!(!seen.iter().any(|r| r["path"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("/v1/files"))));
+    assert!(!stdout.contains(OPENAI_KEY) && !stderr.contains(OPENAI_KEY));
 }
