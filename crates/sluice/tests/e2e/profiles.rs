@@ -404,3 +404,96 @@ out("anthropic_text", m.content[0].text)
         .is_some_and(|p| p.starts_with("/v1/files"))));
     assert!(!stdout.contains(OPENAI_KEY) && !stderr.contains(OPENAI_KEY));
 }
+
+/// git through the catalog's `github` profile: clone and fetch work with the
+/// token header swapped in, a push is refused by the profile's rules before
+/// anything is uploaded, and another binary (wget) may not use the profile;
+/// pip installs from its default index through the `pypi` profile.
+#[test]
+fn git_and_pip_through_catalog_profiles() {
+    const TOKEN: &str = "ghp_real_token_4e2a";
+    let dir = TempDir::new("profiles-git");
+    let root = dir.path("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let ns = Netns::new();
+    let pki = test_pki(&dir, "gh", &["github.com", "pypi.org"]);
+    let record = dir.path("gh.jsonl");
+    ns.start_script(
+        "clients_server.py",
+        443,
+        &record,
+        &[&pki.cert, &pki.key, &root],
+    );
+    let script = format!(
+        "T=$(mktemp -d) && cd \"$T\"\n\
+        git -c http.extraHeader=\"Authorization: Bearer $GITHUB_TOKEN\" clone -q https://github.com/git/demo.git repo >git.log 2>&1; echo clone_rc=$?; echo readme=$(cat repo/README)\n\
+        git -C repo fetch -q origin >>git.log 2>&1; echo fetch_rc=$?\n\
+        git -C repo -c user.name=a -c user.email=a@a commit -q --allow-empty -m x >>git.log 2>&1\n\
+        git -C repo push -q origin HEAD:main >push.log 2>&1; echo push_rc=$?; grep -q 403 push.log && echo push_403=yes\n\
+        wget -q -O /dev/null https://github.com/git/demo.git/HEAD 2>/dev/null; echo wget_rc=$?\n\
+        {py} -m pip install -q --no-cache-dir --disable-pip-version-check --target pipt demo-pkg >pip.log 2>&1; echo pip_rc=$?\n\
+        PYTHONPATH=pipt {py} -c 'import demo_pkg; print(\"pip_import=\" + demo_pkg.MESSAGE)'\n\
+        sed 's/^/log: /' git.log push.log pip.log\n",
+        py = sandbox_python()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "run",
+            "--no-system-dns",
+            "--user",
+            "nobody",
+            "--identity",
+            "required",
+        ])
+        .arg("--audit-log")
+        .arg(dir.path("audit.jsonl"))
+        .arg("--state-dir")
+        .arg(dir.path("state"))
+        .args(["--add-host", &format!("github.com={}", ns.ns_ip)])
+        .arg("--upstream-ca")
+        .arg(&pki.ca)
+        .args([
+            "--profile",
+            "github",
+            "--secret",
+            "GITHUB_TOKEN=env:REAL_GH",
+        ])
+        .args(["--profile", "pypi"])
+        .args(["--add-host", &format!("pypi.org={}", ns.ns_ip)])
+        .args(["--", "sh", "-c", &script])
+        .env("REAL_GH", TOKEN)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ctx = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("clone_rc=0\n"), "{ctx}");
+    assert!(
+        stdout.contains("readme=demo repository served through sluice\n"),
+        "{ctx}"
+    );
+    assert!(stdout.contains("fetch_rc=0\n"), "{ctx}");
+    assert!(
+        !stdout.contains("push_rc=0\n") && stdout.contains("push_403=yes"),
+        "{ctx}"
+    );
+    assert!(stdout.contains("pip_rc=0\n"), "{ctx}");
+    assert!(stdout.contains("pip_import="), "{ctx}");
+    assert!(
+        !stdout.contains("wget_rc=0\n"),
+        "wget is not a binary of the profile: {ctx}"
+    );
+    let seen = recorded(&record);
+    assert!(
+        seen.iter()
+            .any(|r| header(r, "authorization") == Some(format!("Bearer {TOKEN}").as_str())),
+        "the clone carried the real token: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|r| r["path"]
+            .as_str()
+            .is_some_and(|p| p.contains("git-receive-pack"))),
+        "nothing of the push reached the server"
+    );
+}
