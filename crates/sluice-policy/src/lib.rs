@@ -47,7 +47,8 @@ pub use inference::{AuthStyle, InferenceEndpoint, InferenceProtocol, InferenceRo
 pub use model::*;
 pub use profile::ProfileOptions;
 pub use secret::{
-    MemorySecrets, ProcessEnv, Secret, SecretSource, SecretSources, MAX_SECRET_BYTES,
+    MemorySecrets, ProcessEnv, Secret, SecretSource, SecretSources, StandInSecrets,
+    MAX_SECRET_BYTES, STAND_IN_SECRET,
 };
 pub use snapshot::{AttachedProfile, PolicySnapshot};
 

@@ -80,6 +80,26 @@ impl SecretSource for ProcessEnv {
     }
 }
 
+/// Stand-in values for every secret source: for offline questions about a
+/// policy (`sluice explain`, `sluice test`), where decisions do not depend on
+/// secret values and the operator's secrets need not be at hand. Every
+/// variable is "set" and every file "readable", to a fixed non-secret text.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StandInSecrets;
+
+/// What [`StandInSecrets`] answers.
+pub const STAND_IN_SECRET: &str = "sluice-stand-in-secret";
+
+impl SecretSource for StandInSecrets {
+    fn env(&self, _name: &str) -> Option<String> {
+        Some(STAND_IN_SECRET.to_owned())
+    }
+
+    fn file(&self, _path: &Path) -> std::io::Result<Vec<u8>> {
+        Ok(STAND_IN_SECRET.as_bytes().to_vec())
+    }
+}
+
 /// Every secret source a policy load read: the environment variables and
 /// files it names, and the values it found. `sluice run` uses this to keep
 /// every source (not only provider credentials: token grants and whatever

@@ -303,15 +303,8 @@ pub(crate) struct ServeArgs {
     /// Optional with --profile (the policy is then the attached profiles alone).
     #[arg(long, required_unless_present = "profile")]
     pub(crate) policy: Option<PathBuf>,
-    /// Attach a provider profile: an id of the embedded catalog (`sluice profiles
-    /// list`) or a profile file (a path with a `/` or a .yaml suffix). Repeatable.
-    #[arg(long = "profile", value_name = "ID|FILE")]
-    pub(crate) profile: Vec<sluice_policy::profile::ProfileRef>,
-    /// Where a profile credential's value comes from: NAME is one of the
-    /// credential's `env_vars` (or PROFILE.CREDENTIAL). Repeatable. The sandbox
-    /// only ever sees a placeholder under each of its `env_vars`.
-    #[arg(long = "secret", value_name = "NAME=env:VAR|file:PATH")]
-    pub(crate) secret: Vec<sluice_policy::profile::SecretBinding>,
+    #[command(flatten)]
+    pub(crate) profiles: ProfileArgs,
     /// Listen address.
     #[arg(long, default_value = "127.0.0.1:3128")]
     pub(crate) listen: SocketAddr,
@@ -454,6 +447,10 @@ pub(crate) struct CheckArgs {
     /// Policy files to validate.
     #[arg(required = true)]
     pub(crate) files: Vec<PathBuf>,
+    /// Profiles (and their secrets) attached to each file, as `serve`/`run`
+    /// would attach them.
+    #[command(flatten)]
+    pub(crate) profiles: ProfileArgs,
     /// Also check that the runtime mode can enforce everything the policy
     /// asks for (the capability contract): `serve`, `run` or `sidecar`.
     #[arg(long, value_enum)]
@@ -480,9 +477,12 @@ pub(crate) enum ModeArg {
 
 #[derive(Debug, Args)]
 pub(crate) struct ExplainArgs {
-    /// Policy file.
-    #[arg(long)]
-    pub(crate) policy: PathBuf,
+    /// Policy file (optional with --profile). Secret values are not read:
+    /// decisions do not depend on them.
+    #[arg(long, required_unless_present = "profile")]
+    pub(crate) policy: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) profiles: ProfileArgs,
     /// Executable path of the hypothetical caller (omit to ignore binaries).
     #[arg(long)]
     pub(crate) binary: Option<String>,
@@ -514,9 +514,12 @@ pub(crate) struct TestArgs {
     /// (allow|deny) and optionally binary, ancestors, method, path, body,
     /// content_type, policy.
     pub(crate) cases: PathBuf,
-    /// Policy file.
-    #[arg(long)]
-    pub(crate) policy: PathBuf,
+    /// Policy file (optional with --profile). Secret values are not read:
+    /// decisions do not depend on them.
+    #[arg(long, required_unless_present = "profile")]
+    pub(crate) policy: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) profiles: ProfileArgs,
     /// Output: one line per case and a summary, or a JSON array of results.
     #[arg(long, value_enum, default_value = "text")]
     pub(crate) format: TestFormat,
@@ -531,6 +534,49 @@ pub(crate) enum TestFormat {
     Json,
 }
 
+/// `--profile` and `--secret`: provider profiles attached from the command line.
+#[derive(Debug, Args)]
+pub(crate) struct ProfileArgs {
+    /// Attach a provider profile: an id of the embedded catalog (`sluice profiles
+    /// list`) or a profile file (a path with a `/` or a .yaml suffix). Repeatable.
+    #[arg(long = "profile", value_name = "ID|FILE")]
+    pub(crate) profile: Vec<sluice_policy::profile::ProfileRef>,
+    /// Where a profile credential's value comes from: NAME is one of the
+    /// credential's `env_vars` (or PROFILE.CREDENTIAL). Repeatable. The sandbox
+    /// only ever sees a placeholder under each of its `env_vars`.
+    #[arg(long = "secret", value_name = "NAME=env:VAR|file:PATH")]
+    pub(crate) secret: Vec<sluice_policy::profile::SecretBinding>,
+}
+
+impl ProfileArgs {
+    /// What every load applies.
+    pub(crate) fn options(&self) -> sluice_policy::ProfileOptions {
+        sluice_policy::ProfileOptions {
+            profiles: self.profile.clone(),
+            secrets: self.secret.clone(),
+        }
+    }
+
+    /// Loads `policy` (or, without one, the profiles alone) with `secrets`.
+    pub(crate) fn load(
+        &self,
+        policy: Option<&std::path::Path>,
+        secrets: &dyn sluice_policy::SecretSource,
+    ) -> Result<sluice_policy::Loaded, sluice_policy::LoadError> {
+        let options = self.options();
+        match policy {
+            Some(path) => sluice_policy::load_file_with_profiles(path, 1, secrets, &options),
+            None => sluice_policy::load_str_with_profiles(
+                "version: 1\n",
+                PROFILES_ONLY,
+                1,
+                secrets,
+                &options,
+            ),
+        }
+    }
+}
+
 impl ServeArgs {
     /// How messages name the policy: its file, or `(profiles)` without one.
     pub(crate) fn policy_name(&self) -> String {
@@ -541,10 +587,7 @@ impl ServeArgs {
 
     /// `--profile` and `--secret`, applied to every load.
     pub(crate) fn profile_options(&self) -> sluice_policy::ProfileOptions {
-        sluice_policy::ProfileOptions {
-            profiles: self.profile.clone(),
-            secrets: self.secret.clone(),
-        }
+        self.profiles.options()
     }
 }
 

@@ -32,12 +32,15 @@ pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let caps = capabilities(args);
     let mut ok = true;
     for file in &args.files {
-        let checked = sluice_policy::load_file(file, 1).and_then(|loaded| {
-            if let Some(caps) = &caps {
-                caps.check(loaded.snapshot.requirements())?;
-            }
-            Ok(loaded)
-        });
+        let checked = args
+            .profiles
+            .load(Some(file), &sluice_policy::ProcessEnv)
+            .and_then(|loaded| {
+                if let Some(caps) = &caps {
+                    caps.check(loaded.snapshot.requirements())?;
+                }
+                Ok(loaded)
+            });
         match checked {
             Ok(loaded) => {
                 for n in &loaded.notices {

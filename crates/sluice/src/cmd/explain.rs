@@ -13,7 +13,10 @@ use super::decide::{decide, Connection, Question, Request, L7};
 use crate::cli::ExplainArgs;
 
 pub(crate) fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
-    let loaded = match sluice_policy::load_file(&args.policy, 1) {
+    let loaded = match args
+        .profiles
+        .load(args.policy.as_deref(), &sluice_policy::StandInSecrets)
+    {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");

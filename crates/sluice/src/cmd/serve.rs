@@ -157,19 +157,10 @@ pub(crate) fn prepare(
     mode: ModeOptions,
 ) -> anyhow::Result<Prepared> {
     let profiles = args.profile_options();
-    let loaded = match &args.policy {
-        Some(path) => {
-            sluice_policy::load_file_with_profiles(path, 1, &sluice_policy::ProcessEnv, &profiles)
-        }
-        None => sluice_policy::load_str_with_profiles(
-            "version: 1\n",
-            crate::cli::PROFILES_ONLY,
-            1,
-            &sluice_policy::ProcessEnv,
-            &profiles,
-        ),
-    };
-    let loaded = match loaded {
+    let loaded = match args
+        .profiles
+        .load(args.policy.as_deref(), &sluice_policy::ProcessEnv)
+    {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");

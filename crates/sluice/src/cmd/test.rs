@@ -18,7 +18,10 @@ use crate::cli::{TestArgs, TestFormat};
 const CANNOT_RUN: u8 = 2;
 
 pub(crate) fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
-    let snapshot = match sluice_policy::load_file(&args.policy, 1) {
+    let snapshot = match args
+        .profiles
+        .load(args.policy.as_deref(), &sluice_policy::StandInSecrets)
+    {
         Ok(l) => Arc::new(l.snapshot),
         Err(e) => {
             eprintln!("{e}");

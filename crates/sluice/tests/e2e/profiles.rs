@@ -137,6 +137,25 @@ fn a_profile_binds_its_credential_only_on_its_endpoints() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "explain",
+            "--profile",
+            "github",
+            "--method",
+            "DELETE",
+            "--path",
+            "/repos/o/r",
+        ])
+        .args(["api.github.com", "443"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["policy"], "_provider_github", "{json}");
+    assert_eq!(
+        json["l7"]["verdict"], "deny",
+        "the catalog's github API is read-only: {json}"
+    );
     assert!(
         text.contains("\"policy\": \"_provider_example_svc\""),
         "{text}{}",
