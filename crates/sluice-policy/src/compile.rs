@@ -38,7 +38,10 @@ pub(crate) fn load(
     };
     let mut ctx = Ctx::new(Arc::clone(&file), LocationIndex::build(src));
     let recording = Recording::new(secrets);
-    let base = std::path::Path::new(origin).parent();
+    let base = profiles
+        .policy_dir
+        .as_deref()
+        .or_else(|| std::path::Path::new(origin).parent());
     let attached = crate::profile::compose(&mut ctx, &mut dto, base, profiles, &recording);
     let snapshot = compile(&mut ctx, &dto, generation, &recording).with_profiles(attached);
     if ctx.errors.is_empty() {

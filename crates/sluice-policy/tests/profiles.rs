@@ -204,6 +204,7 @@ fn every_catalog_profile_lints_and_attaches() {
         let opts = ProfileOptions {
             profiles: vec![ProfileRef::Catalog(p.id.clone())],
             secrets: bindings,
+            policy_dir: None,
         };
         let loaded = load_str_with_profiles("version: 1\n", "empty.yaml", 1, &secrets, &opts)
             .unwrap_or_else(|e| panic!("catalog profile {} does not attach:\n{e}", p.id));
@@ -245,6 +246,7 @@ fn the_catalog_attaches_together_and_the_headline_pair_from_the_environment() {
             .map(|e| ProfileRef::Catalog(e.id.to_owned()))
             .collect(),
         secrets: Vec::new(),
+        policy_dir: None,
     };
     let loaded = load_str_with_profiles("version: 1\n", "all.yaml", 1, &discovered, &opts)
         .unwrap_or_else(|e| panic!("the catalog does not attach as a whole:\n{e}"));
@@ -270,6 +272,7 @@ fn the_catalog_attaches_together_and_the_headline_pair_from_the_environment() {
             ProfileRef::Catalog("github".into()),
         ],
         secrets: Vec::new(),
+        policy_dir: None,
     };
     let loaded = load_str_with_profiles("version: 1\n", "(profiles)", 1, &env, &opts)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -407,6 +410,7 @@ fn discovery_and_missing_required_credentials() {
     let opts = ProfileOptions {
         profiles: vec![ProfileRef::File(d.join("svc.yaml"))],
         secrets: vec!["EXAMPLE_TOKEN_ALT=file:/run/token".parse().unwrap()],
+        policy_dir: None,
     };
     let secrets = MemorySecrets::new().with_file("/run/token", "file-token-98765");
     let loaded = load_str_with_profiles("version: 1\n", &origin, 1, &secrets, &opts)
@@ -420,6 +424,7 @@ fn discovery_and_missing_required_credentials() {
     let twice = ProfileOptions {
         profiles: Vec::new(),
         secrets: vec!["EXAMPLE_TOKEN=env:B".parse().unwrap()],
+        policy_dir: None,
     };
     let both = MemorySecrets::new()
         .with_env("A", "value-a-12345")
@@ -430,6 +435,7 @@ fn discovery_and_missing_required_credentials() {
     let many = ProfileOptions {
         profiles: vec![ProfileRef::Catalog("github".into()); 65],
         secrets: Vec::new(),
+        policy_dir: None,
     };
     let e = load_str_with_profiles("version: 1\n", &origin, 1, &both, &many).unwrap_err();
     assert_eq!(
@@ -514,6 +520,17 @@ fn composition_conflicts_are_named() {
     assert!(
         text.contains(":2:30: profile `example-svc` is attached twice"),
         "{text}"
+    );
+    let policy = "version: 1\nprofiles: [{file: svc.yaml}]\nnetwork_policies:\n  _provider_example_svc: { endpoints: [{ host: evil.test, port: 443 }] }\n";
+    let e = load_str_with_profiles(policy, &origin, 1, &secrets, &ProfileOptions::default())
+        .unwrap_err();
+    let got = e.to_string();
+    assert!(got.contains(":2:12: profile `example-svc` attaches as `_provider_example_svc`, a key the policy already uses"), "{got}");
+    assert!(
+        got.contains(
+            ":4:3: policy key `_provider_example_svc` uses the reserved `_provider_` prefix"
+        ),
+        "{got}"
     );
     assert!(
         text.contains("policy key `_provider_mine` uses the reserved `_provider_` prefix"),

@@ -78,8 +78,16 @@ impl PolicyStore {
         )
     }
 
+    /// Loads `text` as the store's policy: relative profile files are read
+    /// from the policy file's directory whatever `origin` says (a proposal's
+    /// candidate is named `candidate-policy.yaml`).
     fn load_text(&self, text: &str, origin: &str, generation: u64) -> Result<Loaded, LoadError> {
-        let profiles = self.profile_options();
+        let mut profiles = self.profile_options();
+        if profiles.policy_dir.is_none() {
+            if let Some(dir) = self.path.as_deref().and_then(Path::parent) {
+                Arc::make_mut(&mut profiles).policy_dir = Some(dir.to_path_buf());
+            }
+        }
         sluice_policy::load_str_with_profiles(
             text,
             origin,
@@ -344,6 +352,53 @@ mod tests {
 
     const V1: &str = "version: 1\nnetwork_policies: {}\n";
     const V2: &str = "version: 1\n# two\nnetwork_policies:\n  a:\n    endpoints: [ { host: a.test, port: 443 } ]\n";
+
+    /// Relative profile files are read from the policy file's directory on
+    /// every load, whatever the text is named (a proposal's candidate), and
+    /// command-line profiles stay attached across reloads.
+    #[test]
+    fn profiles_follow_the_policy_file_and_the_command_line() {
+        let dir = sluice_test_support::TempDir::new("policy-store-profiles");
+        let profile = "id: local-svc\nendpoints:\n  - { host: svc.test, port: 443, protocol: rest, enforcement: enforce, access: read-only }\n";
+        std::fs::write(dir.path("svc.yaml"), profile).expect("profile");
+        std::fs::write(
+            dir.path("extra.yaml"),
+            profile
+                .replace("local-svc", "extra")
+                .replace("svc.test", "extra.test"),
+        )
+        .expect("profile");
+        let text = "version: 1\nprofiles: [{file: svc.yaml}]\n";
+        let path = dir.path("policy.yaml");
+        std::fs::write(&path, text).expect("write");
+        let options = sluice_policy::ProfileOptions {
+            profiles: vec![sluice_policy::profile::ProfileRef::File(
+                dir.path("extra.yaml"),
+            )],
+            ..Default::default()
+        };
+        let loaded =
+            sluice_policy::load_file_with_profiles(&path, 1, &sluice_policy::ProcessEnv, &options)
+                .expect("loads");
+        let store = PolicyStore::new(loaded.snapshot, Some(path.clone()));
+        store.set_profiles(options);
+        let keys = |s: &PolicySnapshot| -> Vec<String> {
+            s.policies().iter().map(|p| p.key.to_string()).collect()
+        };
+        let candidate = store
+            .validate_text(text, "candidate-policy.yaml")
+            .expect("the candidate finds svc.yaml next to the policy file");
+        assert_eq!(
+            keys(&candidate.snapshot),
+            ["_provider_extra", "_provider_local_svc"]
+        );
+        std::fs::write(&path, format!("{text}# touched\n")).expect("write");
+        store.reload().expect("reload");
+        assert_eq!(
+            keys(&store.snapshot()),
+            ["_provider_extra", "_provider_local_svc"]
+        );
+    }
 
     #[test]
     fn apply_text_writes_validates_and_publishes_once() {

@@ -554,6 +554,7 @@ impl ProfileArgs {
         sluice_policy::ProfileOptions {
             profiles: self.profile.clone(),
             secrets: self.secret.clone(),
+            policy_dir: None,
         }
     }
 

@@ -98,6 +98,21 @@ pub(crate) fn compose(
             continue;
         }
         let key = profile.entry_key();
+        let taken = dto.network_policies.contains_key(&key)
+            || dto.providers.as_ref().is_some_and(|p| p.contains_key(&key));
+        if taken {
+            // A hand-written `_provider_` key (reserved, and refused as such
+            // by the compiler): never replaced silently.
+            report(
+                ctx,
+                &where_,
+                format!(
+                    "profile `{}` attaches as `{key}`, a key the policy already uses",
+                    profile.id
+                ),
+            );
+            continue;
+        }
         attached.push(AttachedProfile {
             id: Arc::from(profile.id.as_str()),
             policy_key: Arc::from(key.as_str()),

@@ -167,6 +167,9 @@ impl FromStr for SecretBinding {
 pub struct ProfileOptions {
     pub profiles: Vec<ProfileRef>,
     pub secrets: Vec<SecretBinding>,
+    /// Where relative `profiles: [{file: ...}]` paths of the policy are read
+    /// from; `None`: the directory of the policy's origin.
+    pub policy_dir: Option<PathBuf>,
 }
 
 impl ProfileOptions {
