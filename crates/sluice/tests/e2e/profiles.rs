@@ -43,6 +43,58 @@ profiles:
   - file: svc.yaml
 ";
 
+/// One finished `sluice run`.
+struct Outcome {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    fn ctx(&self) -> String {
+        format!("stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr)
+    }
+
+    /// `key=value` printed by CMD.
+    fn value(&self, key: &str) -> String {
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key} not printed:\n{}", self.ctx()))
+            .to_owned()
+    }
+}
+
+/// `sluice run FLAGS -- CMD` as nobody with `--identity required`, the
+/// test's state dir and audit log, and `env` added to sluice's environment.
+fn run_with_profiles(dir: &TempDir, flags: &[&str], cmd: &[&str], env: &[(&str, &str)]) -> Outcome {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "run",
+            "--no-system-dns",
+            "--user",
+            "nobody",
+            "--identity",
+            "required",
+        ])
+        .arg("--audit-log")
+        .arg(dir.path("audit.jsonl"))
+        .arg("--state-dir")
+        .arg(dir.path("state"))
+        .args(flags)
+        .arg("--")
+        .args(cmd)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("sluice run");
+    Outcome {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 #[test]
 fn a_profile_binds_its_credential_only_on_its_endpoints() {
     let dir = TempDir::new("profiles-e2e");
@@ -263,31 +315,23 @@ fn run_with_a_profile_and_no_policy_file() {
     let script = "echo tok=$EXAMPLE_TOKEN; echo alt=$EXAMPLE_TOKEN_ALT; echo host=${HOST_EXAMPLE_SECRET:-unset}; \
                   curl -s -o /dev/null -w 'code=%{http_code}\\n' -H \"Authorization: Bearer $EXAMPLE_TOKEN\" http://api.example.test:8080/v1/x; \
                   echo local=$(curl -s http://policy.local/v1/policy/current | grep -o 'policy_key.:._provider_example_svc' | wc -l)";
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "run",
-            "--no-system-dns",
-            "--user",
-            "nobody",
-            "--identity",
-            "required",
-        ])
-        .arg("--audit-log")
-        .arg(dir.path("audit.jsonl"))
-        .arg("--state-dir")
-        .arg(dir.path("state"))
-        .args(["--add-host", &format!("api.example.test={}", ns.ns_ip)])
-        .arg("--profile")
-        .arg(dir.path("svc.yaml"))
-        .args(["--secret", "EXAMPLE_TOKEN=env:HOST_EXAMPLE_SECRET"])
-        .args(["--", "sh", "-c", script])
-        .env("HOST_EXAMPLE_SECRET", SECRET)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let svc = dir.path("svc.yaml");
+    let host = format!("api.example.test={}", ns.ns_ip);
+    let r = run_with_profiles(
+        &dir,
+        &[
+            "--add-host",
+            &host,
+            "--profile",
+            svc.to_str().unwrap(),
+            "--secret",
+            "EXAMPLE_TOKEN=env:HOST_EXAMPLE_SECRET",
+        ],
+        &["sh", "-c", script],
+        &[("HOST_EXAMPLE_SECRET", SECRET)],
+    );
+    let (stdout, stderr) = (&r.stdout, &r.stderr);
+    assert!(r.ok, "{}", r.ctx());
     assert!(
         stdout.contains("tok=sluice:resolve:env:EXAMPLE_TOKEN\n"),
         "{stdout}"
@@ -350,45 +394,37 @@ out("anthropic_text", m.content[0].text)
     ns.start_tls_server("llm_server.py", 443, &record, &pki.cert, &pki.key);
     let agent = dir.path("agent.py");
     std::fs::write(&agent, AGENT).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "run",
-            "--no-system-dns",
-            "--user",
-            "nobody",
-            "--identity",
-            "required",
-        ])
-        .arg("--audit-log")
-        .arg(dir.path("audit.jsonl"))
-        .arg("--state-dir")
-        .arg(dir.path("state"))
-        .args(["--add-host", &format!("api.openai.com={}", ns.ns_ip)])
-        .args(["--add-host", &format!("api.anthropic.com={}", ns.ns_ip)])
-        .arg("--upstream-ca")
-        .arg(&pki.ca)
-        .args(["--profile", "openai", "--profile", "anthropic"])
-        .args(["--secret", "OPENAI_API_KEY=env:REAL_OPENAI"])
-        .args(["--secret", "ANTHROPIC_API_KEY=env:REAL_ANTHROPIC"])
-        .arg("--")
-        .arg(sandbox_python())
-        .arg(&agent)
-        .env("REAL_OPENAI", OPENAI_KEY)
-        .env("REAL_ANTHROPIC", ANTHROPIC_KEY)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let ctx = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
-    let value = |k: &str| -> String {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .unwrap_or_else(|| panic!("{k} not printed:\n{ctx}"))
-            .to_owned()
-    };
-    assert!(out.status.success(), "{ctx}");
+    let (openai_host, anthropic_host) = (
+        format!("api.openai.com={}", ns.ns_ip),
+        format!("api.anthropic.com={}", ns.ns_ip),
+    );
+    let r = run_with_profiles(
+        &dir,
+        &[
+            "--add-host",
+            &openai_host,
+            "--add-host",
+            &anthropic_host,
+            "--upstream-ca",
+            pki.ca.to_str().unwrap(),
+            "--profile",
+            "openai",
+            "--profile",
+            "anthropic",
+            "--secret",
+            "OPENAI_API_KEY=env:REAL_OPENAI",
+            "--secret",
+            "ANTHROPIC_API_KEY=env:REAL_ANTHROPIC",
+        ],
+        &[&sandbox_python(), agent.to_str().unwrap()],
+        &[
+            ("REAL_OPENAI", OPENAI_KEY),
+            ("REAL_ANTHROPIC", ANTHROPIC_KEY),
+        ],
+    );
+    let (stdout, stderr, ctx) = (&r.stdout, &r.stderr, r.ctx());
+    let value = |k: &str| r.value(k);
+    assert!(r.ok, "{ctx}");
     assert_eq!(value("openai_env"), "sluice:resolve:env:OPENAI_API_KEY");
     assert!(!value("openai_chat").is_empty(), "{ctx}");
     assert!(value("openai_models").parse::<usize>().unwrap() > 0);
@@ -455,38 +491,30 @@ fn git_and_pip_through_catalog_profiles() {
         sed 's/^/log: /' git.log push.log pip.log\n",
         py = sandbox_python()
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "run",
-            "--no-system-dns",
-            "--user",
-            "nobody",
-            "--identity",
-            "required",
-        ])
-        .arg("--audit-log")
-        .arg(dir.path("audit.jsonl"))
-        .arg("--state-dir")
-        .arg(dir.path("state"))
-        .args(["--add-host", &format!("github.com={}", ns.ns_ip)])
-        .arg("--upstream-ca")
-        .arg(&pki.ca)
-        .args([
+    let (gh_host, pypi_host) = (
+        format!("github.com={}", ns.ns_ip),
+        format!("pypi.org={}", ns.ns_ip),
+    );
+    let r = run_with_profiles(
+        &dir,
+        &[
+            "--add-host",
+            &gh_host,
+            "--add-host",
+            &pypi_host,
+            "--upstream-ca",
+            pki.ca.to_str().unwrap(),
             "--profile",
             "github",
             "--secret",
             "GITHUB_TOKEN=env:REAL_GH",
-        ])
-        .args(["--profile", "pypi"])
-        .args(["--add-host", &format!("pypi.org={}", ns.ns_ip)])
-        .args(["--", "sh", "-c", &script])
-        .env("REAL_GH", TOKEN)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let ctx = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+            "--profile",
+            "pypi",
+        ],
+        &["sh", "-c", &script],
+        &[("REAL_GH", TOKEN)],
+    );
+    let (stdout, ctx) = (&r.stdout, r.ctx());
     assert!(stdout.contains("clone_rc=0\n"), "{ctx}");
     assert!(
         stdout.contains("readme=demo repository served through sluice\n"),
