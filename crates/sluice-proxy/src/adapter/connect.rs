@@ -37,12 +37,18 @@ pub(super) async fn handle(
             );
             let detail = format!("CONNECT target rejected: {e}");
             let response = json_error(400, "invalid_connect_target", &detail, None, None);
-            answer_and_close(&mut client, &response.http1()).await;
+            Box::pin(answer_and_close(&mut client, &response.http1())).await;
             return;
         }
     };
     if inference::intercepts(&target) {
-        return inference::handle(shared, client, !leftover.is_empty(), peer).await;
+        return Box::pin(inference::handle(
+            shared,
+            client,
+            !leftover.is_empty(),
+            peer,
+        ))
+        .await;
     }
     let intent = EgressIntent {
         surface: Surface::Connect,
@@ -52,13 +58,13 @@ pub(super) async fn handle(
     };
     let opened = match tunnel::open(shared, intent).await {
         Ok(o) => o,
-        Err(refusal) => return answer_and_close(&mut client, &refusal.http1()).await,
+        Err(refusal) => return Box::pin(answer_and_close(&mut client, &refusal.http1())).await,
     };
     let skip = opened.decision.permit().tls == TlsMode::Skip;
     if !leftover.is_empty() && !skip {
         // Bytes before the `200` cannot be classified or inspected.
         let response = crate::refusal::early_tunnel_data();
-        answer_and_close(&mut client, &response.http1()).await;
+        Box::pin(answer_and_close(&mut client, &response.http1())).await;
         return;
     }
     if client

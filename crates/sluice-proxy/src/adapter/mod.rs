@@ -53,7 +53,11 @@ pub(crate) async fn serve_connection(
                     shared.limits.initial_head.max_bytes
                 ),
             );
-            answer_and_close(&mut client, &refusal::HEAD_TOO_LARGE.http1()).await;
+            Box::pin(answer_and_close(
+                &mut client,
+                &refusal::HEAD_TOO_LARGE.http1(),
+            ))
+            .await;
             return;
         }
         Err(HeadError::Closed) => return,
@@ -61,10 +65,14 @@ pub(crate) async fn serve_connection(
             tracing::debug!(client.addr = %peer, error = %e, "Head read failed");
             match e {
                 HeadError::Timeout => {
-                    answer_and_close(&mut client, &refusal::REQUEST_TIMEOUT.http1()).await
+                    Box::pin(answer_and_close(
+                        &mut client,
+                        &refusal::REQUEST_TIMEOUT.http1(),
+                    ))
+                    .await;
                 }
                 HeadError::Truncated | HeadError::BareLineEnding => {
-                    answer_and_close(&mut client, &refusal::BAD_REQUEST.http1()).await;
+                    Box::pin(answer_and_close(&mut client, &refusal::BAD_REQUEST.http1())).await;
                 }
                 _ => {}
             }
@@ -82,7 +90,7 @@ pub(crate) async fn serve_connection(
                 "Proxy connection error: malformed request head".into(),
                 e.to_string(),
             );
-            answer_and_close(&mut client, &refusal::BAD_REQUEST.http1()).await;
+            Box::pin(answer_and_close(&mut client, &refusal::BAD_REQUEST.http1())).await;
             return;
         }
     };
@@ -90,7 +98,12 @@ pub(crate) async fn serve_connection(
     if head.method == "CONNECT" {
         connect::handle(&shared, client, buf, head, peer, identity).await;
     } else {
-        forward_http::handle(&shared, client, buf, head, peer, identity).await;
+        // Boxed: a CONNECT tunnel's task must not carry the forward path's
+        // state (see `tunnel::serve` on task size).
+        Box::pin(forward_http::handle(
+            &shared, client, buf, head, peer, identity,
+        ))
+        .await;
     }
 }
 
