@@ -78,6 +78,9 @@ providers:
 inference:
   routes:
     - { name: default, endpoint: "https://llm.test/v1", protocols: [openai_chat_completions], api_key: { env: LLM_KEY } }
+profiles:
+  - github
+  - { file: ./mine.yaml, credentials: { MINE_TOKEN: { env: HOST_MINE }, OTHER_KEY: { file: /run/mine-key } } }
 "#;
         let out = redact_secret_sources(src).expect("redacted");
         for secret_source in [
@@ -86,10 +89,16 @@ inference:
             "CID",
             "LLM_KEY",
             "/s\n",
+            "HOST_MINE",
+            "/run/mine-key",
         ] {
             assert!(!out.contains(secret_source), "{secret_source} in:\n{out}");
         }
         assert!(out.contains("GITHUB_TOKEN: '[redacted]'"), "{out}");
+        assert!(
+            out.contains("MINE_TOKEN: '[redacted]'") && out.contains("file: ./mine.yaml"),
+            "{out}"
+        );
         assert!(out.contains("api.github.com"));
         assert!(out.contains("token_endpoint: https://t.test/token"));
         assert!(redact_secret_sources("a: [").is_err());

@@ -568,7 +568,7 @@ impl ProfileArgs {
         match policy {
             Some(path) => sluice_policy::load_file_with_profiles(path, 1, secrets, &options),
             None => sluice_policy::load_str_with_profiles(
-                "version: 1\n",
+                sluice_policy::profile::PROFILES_ONLY_POLICY,
                 PROFILES_ONLY,
                 1,
                 secrets,
@@ -584,11 +584,6 @@ impl ServeArgs {
         self.policy
             .as_ref()
             .map_or_else(|| PROFILES_ONLY.to_owned(), |p| p.display().to_string())
-    }
-
-    /// `--profile` and `--secret`, applied to every load.
-    pub(crate) fn profile_options(&self) -> sluice_policy::ProfileOptions {
-        self.profiles.options()
     }
 }
 

@@ -28,10 +28,13 @@ use serde::Serialize;
 
 pub use catalog::{catalog, CatalogEntry};
 pub(crate) use compose::compose;
-pub use validate::CATEGORIES;
 
 use crate::error::{Ctx, LoadError};
 use crate::location::{yaml_error, LocationIndex};
+
+/// The policy profiles attached on the command line are composed into when
+/// there is no policy file (`sluice run --profile ID -- CMD`).
+pub const PROFILES_ONLY_POLICY: &str = "version: 1\n";
 
 /// Largest profile file accepted.
 pub const MAX_PROFILE_BYTES: usize = 1024 * 1024;
@@ -170,14 +173,6 @@ pub struct ProfileOptions {
     /// Where relative `profiles: [{file: ...}]` paths of the policy are read
     /// from; `None`: the directory of the policy's origin.
     pub policy_dir: Option<PathBuf>,
-}
-
-impl ProfileOptions {
-    /// Whether nothing is attached from outside and nothing bound.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.profiles.is_empty() && self.secrets.is_empty()
-    }
 }
 
 /// Parses and validates a profile's YAML. `origin` names it in messages.

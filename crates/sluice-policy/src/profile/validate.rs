@@ -11,7 +11,7 @@ use crate::model::{EndpointId, PolicyId, Protocol, TlsMode};
 use crate::placeholder::valid_name;
 
 /// `category` values.
-pub const CATEGORIES: [&str; 7] = [
+pub(crate) const CATEGORIES: [&str; 7] = [
     "other",
     "inference",
     "agent",

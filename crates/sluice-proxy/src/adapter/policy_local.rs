@@ -108,7 +108,7 @@ fn current(service: &ProposalService) -> Refusal {
         // Only profiles attached on the command line: the policy they were
         // composed into is empty.
         Err(crate::policy_store::ReloadError::NoFile) if !profiles.is_empty() => {
-            "version: 1\n".to_owned()
+            sluice_policy::profile::PROFILES_ONLY_POLICY.to_owned()
         }
         Err(e) => return Refusal::json(404, "policy_unavailable", &e.to_string()),
     };

@@ -155,7 +155,7 @@ pub(super) async fn open(shared: &Shared, intent: EgressIntent) -> Result<Opened
 /// takes (TLS termination, the HTTP/1 and h2 request loops, native
 /// processors, refusals) are boxed, so their state is allocated only by the
 /// connections that enter them (one allocation per connection): an idle
-/// raw tunnel holds 11.9 KiB instead of 18.0 (`bench/run` section 5).
+/// raw tunnel holds 11.9 KiB instead of 18.0 (`bench/idle-tunnels`).
 pub(super) async fn serve(
     shared: &Shared,
     mut client: TcpStream,

@@ -156,7 +156,6 @@ pub(crate) fn prepare(
     audit_options: AuditOptions,
     mode: ModeOptions,
 ) -> anyhow::Result<Prepared> {
-    let profiles = args.profile_options();
     let loaded = match args
         .profiles
         .load(args.policy.as_deref(), &sluice_policy::ProcessEnv)
@@ -288,7 +287,7 @@ pub(crate) fn prepare(
         .collect();
     let secret_sources = loaded.secret_sources;
     let store = PolicyStore::new(loaded.snapshot, args.policy.clone());
-    store.set_profiles(profiles);
+    store.set_profiles(args.profiles.options());
     let capabilities = Capabilities {
         mode: mode.mode,
         process_identity: identity_mode == IdentityMode::Required,
